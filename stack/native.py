@@ -1,0 +1,17 @@
+"""The hot paths: C when the cffi module is built, else the pure-Python twin.
+
+``IMPL`` says which one is active ("c" or "python").
+"""
+
+from __future__ import annotations
+
+try:  # pragma: no cover - which branch runs depends on the build
+    from stack._native_impl import Reassembly, checksum, csum_partial  # type: ignore
+
+    IMPL = "c"
+except ImportError:  # pragma: no cover
+    from stack.native_py import Reassembly, checksum, csum_partial
+
+    IMPL = "python"
+
+__all__ = ["IMPL", "Reassembly", "checksum", "csum_partial"]

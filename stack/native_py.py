@@ -1,0 +1,132 @@
+"""Pure-Python twins of the C hot paths in ``native/``.
+
+Same names, signatures and results as the C module; property tests prove the
+two agree. The stack falls back to these when the C module is not built.
+"""
+
+from __future__ import annotations
+
+import sys
+
+_BIG = sys.byteorder == "big"
+
+
+def csum_partial(data, initial: int = 0) -> int:
+    """16-bit ones-complement sum of big-endian words of ``data`` plus ``initial``.
+
+    An odd trailing byte is padded with a zero byte. The result is folded to
+    16 bits but not complemented.
+    """
+    mv = memoryview(data).cast("B")
+    n = len(mv)
+    total = initial
+    if n & 1:
+        total += mv[n - 1] << 8
+        n -= 1
+    if n:
+        # One big integer: sum of 16-bit words == value folded modulo 0xffff,
+        # computed here by adding the words directly.
+        words = mv[:n].cast("H")
+        s = sum(words)
+        if not _BIG:
+            # Words were read little-endian; swapping bytes of the ones-complement
+            # sum is the same as summing the swapped words (RFC 1071, 2.B).
+            s = (s & 0xFFFF) + (s >> 16)
+            s = (s & 0xFFFF) + (s >> 16)
+            s = ((s & 0xFF) << 8) | (s >> 8)
+        total += s
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def checksum(data, initial: int = 0) -> int:
+    """The Internet checksum (RFC 1071) of ``data``, starting from ``initial``."""
+    return (~csum_partial(data, initial)) & 0xFFFF
+
+
+class Reassembly:
+    """A byte-range buffer: insert data at offsets, read the contiguous prefix.
+
+    Offsets live in ``[0, capacity)``. At most ``max_holes`` disjoint ranges
+    are stored at once. Bytes already stored are kept (first copy wins).
+    """
+
+    __slots__ = ("capacity", "max_holes", "_buf", "_ranges")
+
+    def __init__(self, capacity: int, max_holes: int) -> None:
+        if capacity < 0 or max_holes < 1:
+            raise ValueError("capacity must be >= 0 and max_holes >= 1")
+        self.capacity = capacity
+        self.max_holes = max_holes
+        self._buf = bytearray()
+        self._ranges: list[list[int]] = []  # sorted, disjoint, non-adjacent [start, end)
+
+    def overlaps(self, offset: int, length: int) -> bool:
+        end = offset + length
+        for s, e in self._ranges:
+            if s < end and offset < e:
+                return True
+        return False
+
+    def insert(self, offset: int, data) -> int:
+        length = len(data)
+        end = offset + length
+        if offset < 0 or end > self.capacity:
+            return -1
+        if length == 0:
+            return 0
+        ranges = self._ranges
+        # Ranges that touch or overlap [offset, end) merge into one.
+        i = 0
+        while i < len(ranges) and ranges[i][1] < offset:
+            i += 1
+        j = i
+        while j < len(ranges) and ranges[j][0] <= end:
+            j += 1
+        if j == i and len(ranges) >= self.max_holes:
+            return -2
+        if len(self._buf) < end:
+            self._buf.extend(bytes(end - len(self._buf)))
+        mv = memoryview(data).cast("B")
+        new = 0
+        cur = offset
+        for s, e in ranges[i:j]:
+            if cur < s:
+                self._buf[cur:s] = mv[cur - offset:s - offset]
+                new += s - cur
+            cur = max(cur, e)
+        if cur < end:
+            self._buf[cur:end] = mv[cur - offset:]
+            new += end - cur
+        merged_start = min(offset, ranges[i][0]) if j > i else offset
+        merged_end = max(end, ranges[j - 1][1]) if j > i else end
+        ranges[i:j] = [[merged_start, merged_end]]
+        return new
+
+    def contiguous(self) -> int:
+        r = self._ranges
+        return r[0][1] if r and r[0][0] == 0 else 0
+
+    def pop(self, n: int) -> bytes:
+        if n < 0 or n > self.contiguous():
+            raise ValueError("pop beyond the contiguous prefix")
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        shifted = []
+        for s, e in self._ranges:
+            s, e = s - n, e - n
+            if e > 0:
+                shifted.append([max(s, 0), e])
+        self._ranges = shifted
+        return out
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return [(s, e) for s, e in self._ranges]
+
+    def buffered(self) -> int:
+        return sum(e - s for s, e in self._ranges)
+
+    def clear(self) -> None:
+        self._buf = bytearray()
+        self._ranges = []
