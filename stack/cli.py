@@ -1,0 +1,119 @@
+"""Command line: ``stack up`` runs a host on a TAP; ``stack trace`` studies a trace."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from stack import native
+
+
+def _up_parser(sub) -> None:
+    p = sub.add_parser("up", help="run the stack as a host on a TAP link")
+    p.add_argument("--tap", default="tap0", help="TAP device (opened if it exists, else created)")
+    p.add_argument("--address", default="192.0.2.2/24", help="the stack's IPv4 address/prefix")
+    p.add_argument("--host-address", help="address/prefix for the kernel side of the TAP")
+    p.add_argument("--gateway", help="default gateway")
+    p.add_argument("--mac", help="the stack's MAC (default: derived from the address)")
+    p.add_argument("--mtu", type=int, default=1500)
+    p.add_argument("--serve", action="append", default=[], metavar="SERVICE",
+                   help="http:PORT[:DIR], echo:PORT, discard:PORT, chargen:PORT, udp-echo:PORT")
+    p.add_argument("--trace", metavar="FILE", help="write trace events to FILE ('-' for stderr)")
+    p.add_argument("--trace-format", choices=("text", "jsonl"), default="jsonl")
+    p.add_argument("--trace-level", choices=("all", "state"), default="all",
+                   help="all events, or only state changes, drops and retransmissions")
+    p.add_argument("--pcap", metavar="FILE", help="capture frames to a pcap file")
+    p.add_argument("--impair", metavar="SPEC",
+                   help="fault injection: loss=P,dup=P,reorder=P,corrupt=P,delay=MS,seed=N")
+
+
+def _trace_parser(sub) -> None:
+    p = sub.add_parser("trace", help="print per-connection timelines from a jsonl trace")
+    p.add_argument("file")
+    p.add_argument("--conn", metavar="ADDR:PORT", help="only connections with this endpoint")
+    p.add_argument("--plot", metavar="OUT.png", help="time-sequence graph of the busiest connection")
+    p.add_argument("--format", choices=("timeline", "ladder"), default="timeline")
+
+
+def format_counters(counters: dict[str, int]) -> str:
+    lines = []
+    layer = None
+    for key in sorted(counters):
+        head = key.split(".", 1)[0]
+        if head != layer:
+            layer = head
+            lines.append(f"{layer}:")
+        lines.append(f"    {key.split('.', 1)[1]}: {counters[key]}")
+    return "\n".join(lines)
+
+
+def cmd_up(args) -> int:
+    from stack.runtime import Stack
+    from stack.services import parse_service, start_service
+
+    try:
+        specs = [parse_service(s) for s in args.serve]
+    except ValueError as e:
+        print(f"stack: {e}", file=sys.stderr)
+        return 2
+    trace = args.trace
+    if trace == "-":
+        trace = sys.stderr
+    stop = threading.Event()
+    net = Stack.tap(args.tap, address=args.address, gateway=args.gateway,
+                    host_address=args.host_address, mtu=args.mtu, mac=args.mac, trace=trace,
+                    trace_format=args.trace_format, trace_level=args.trace_level,
+                    pcap=args.pcap, impair=args.impair)
+    services = []
+    try:
+        for spec in specs:
+            services.append(start_service(net, spec))
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGUSR1,
+                      lambda *_: print(format_counters(net.stats()), file=sys.stderr, flush=True))
+        seed = getattr(net.link, "seed", None)
+        inner = net.link
+        while seed is None and getattr(inner, "inner", None) is not None:
+            inner = inner.inner
+            seed = getattr(inner, "seed", None)
+        extra = f" impair={args.impair} seed={seed}" if args.impair else ""
+        served = f" serve={','.join(args.serve)}" if args.serve else ""
+        print(f"stack: up tap={args.tap} address={args.address} mac={_mac(net.mac)} "
+              f"mtu={args.mtu} checksum={native.IMPL}{served}{extra}", file=sys.stderr, flush=True)
+        while not stop.wait(3600):
+            pass
+    finally:
+        for svc in services:
+            svc.close()
+        net.close()
+        print("stack: down", file=sys.stderr)
+        print(format_counters(net.stats()), file=sys.stderr, flush=True)
+    return 0
+
+
+def _mac(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+def cmd_trace(args) -> int:
+    from stack import tracetool
+
+    return tracetool.main(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="stack", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _up_parser(sub)
+    _trace_parser(sub)
+    args = parser.parse_args(argv)
+    if args.command == "up":
+        return cmd_up(args)
+    return cmd_trace(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

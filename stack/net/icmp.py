@@ -1,0 +1,163 @@
+"""ICMP (RFC 792, RFC 1122 3.2.2): echo, and the errors a host sends and hears.
+
+Errors are rate limited by a token bucket (like Linux's icmp_msgs_per_sec)
+and never sent about an ICMP error, a fragment other than the first, a
+broadcast, or a packet from an address that is not a unicast host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from stack.native import checksum
+from stack.net.ipv4 import Ipv4Layer
+from stack.trace import Trace
+from stack.wire import WireError
+from stack.wire.icmp import (
+    DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, ERROR_TYPES, FRAG_NEEDED, PORT_UNREACHABLE,
+    PROTO_UNREACHABLE, REASSEMBLY_TIMEOUT, TIME_EXCEEDED, IcmpMessage, build_icmp, parse_icmp,
+)
+from stack.wire.ipv4 import IPV4_HEADER, PROTO_ICMP, Ipv4Header, int2ip
+
+# An error quoted back to a transport: (kind, our address, their address, quoted IP header + 8 bytes, extra)
+ErrorHandler = Callable[[str, int, int, bytes, int, float], None]
+
+
+@dataclass
+class IcmpConfig:
+    error_rate: float = 1000.0   # errors per second, sustained
+    error_burst: int = 50        # errors at once
+
+
+class IcmpLayer:
+    def __init__(self, ip: Ipv4Layer, trace: Trace, config: IcmpConfig | None = None) -> None:
+        self.ip = ip
+        self.trace = trace
+        self.config = config or IcmpConfig()
+        self._tokens = float(self.config.error_burst)
+        self._tokens_at = 0.0
+        self.error_handlers: dict[int, ErrorHandler] = {}   # by quoted protocol
+        self.echo_waiters: dict[tuple[int, int], Callable[[int, bytes, float], None]] = {}
+        ip.handlers[PROTO_ICMP] = self.receive
+        ip.on_unknown_protocol = self._protocol_unreachable
+        ip.on_reassembly_timeout = self._reassembly_timeout
+
+    # -- receiving ---------------------------------------------------------
+
+    def receive(self, h: Ipv4Header, payload: memoryview, now: float) -> None:
+        try:
+            m = parse_icmp(payload)
+        except WireError as e:
+            self.trace.drop("icmp", "malformed", field=e.field, detail=str(e))
+            return
+        self.trace.count("icmp", f"in.type{m.type}")
+        if self.trace.on:
+            self.trace.event("icmp", "in", src=int2ip(h.src), type=m.type, code=m.code,
+                             **({"id": m.ident, "seq": m.seq, "length": len(m.data)}
+                                if m.type in (ECHO_REQUEST, ECHO_REPLY) else {}))
+        if m.type == ECHO_REQUEST:
+            if self.ip.is_broadcast(h.dst):
+                self.trace.drop("icmp", "broadcast_echo")
+                return
+            reply = build_icmp(IcmpMessage(ECHO_REPLY, 0, m.rest, m.data))
+            try:
+                self.ip.send(h.dst, h.src, PROTO_ICMP, reply, now, tos=h.tos)
+            except OSError as e:
+                self.trace.drop("icmp", "reply_unroutable", detail=str(e))
+                return
+            self.trace.count("icmp", "out.type0")
+        elif m.type == ECHO_REPLY:
+            waiter = self.echo_waiters.get((h.src, m.ident))
+            if waiter is None:
+                self.trace.drop("icmp", "unexpected_echo_reply", id=m.ident, seq=m.seq)
+                return
+            waiter(m.seq, bytes(m.data), now)
+        elif m.type in ERROR_TYPES:
+            self._deliver_error(h, m, now)
+        else:
+            self.trace.drop("icmp", "unsupported_type", type=m.type)
+
+    def _deliver_error(self, h: Ipv4Header, m: IcmpMessage, now: float) -> None:
+        quoted = bytes(m.data)
+        if len(quoted) < 28:
+            self.trace.drop("icmp", "short_quote", type=m.type)
+            return
+        vihl, _tos, _tl, _id, _frag, _ttl, proto, _cs, qsrc, qdst = IPV4_HEADER.unpack_from(quoted)
+        qhlen = (vihl & 0x0F) * 4
+        if vihl >> 4 != 4 or qhlen < 20 or len(quoted) < qhlen + 8 or qsrc != self.ip.address:
+            self.trace.drop("icmp", "bad_quote", type=m.type)
+            return
+        kind = _error_kind(m.type, m.code)
+        handler = self.error_handlers.get(proto)
+        if handler is None:
+            self.trace.drop("icmp", "error_for_unknown_protocol", proto=proto)
+            return
+        mtu = m.rest & 0xFFFF if kind == "frag_needed" else 0
+        handler(kind, qsrc, qdst, quoted[:qhlen + 8], mtu, now)
+
+    # -- errors we send -------------------------------------------------------
+
+    def send_error(self, type_: int, code: int, h: Ipv4Header, payload: bytes | memoryview,
+                   now: float, rest: int = 0) -> None:
+        """Send an ICMP error about the packet (h, payload), if a host may."""
+        if h.proto == PROTO_ICMP and len(payload) >= 1 and payload[0] in ERROR_TYPES:
+            return
+        if h.frag_offset:
+            return
+        if self.ip.is_broadcast(h.dst) or h.src == 0 or (h.src >> 28) >= 0xE:
+            return
+        if self.ip.is_broadcast(h.src) or (h.src >> 24) == 127:
+            return
+        if not self._take_token(now):
+            self.trace.drop("icmp", "rate_limited", type=type_)
+            return
+        # Quote the original header (without options) and 8 bytes of its payload.
+        orig = IPV4_HEADER.pack(0x45, h.tos, h.total_length - h.header_length + 20, h.ident,
+                                (0x4000 if h.df else 0) | (h.frag_offset >> 3) | (0x2000 if h.mf else 0),
+                                h.ttl, h.proto, 0, h.src, h.dst)
+        c = checksum(orig)
+        orig = orig[:10] + bytes((c >> 8, c & 0xFF)) + orig[12:]
+        msg = build_icmp(IcmpMessage(type_, code, rest, orig + bytes(payload[:8])))
+        try:
+            self.ip.send(self.ip.address, h.src, PROTO_ICMP, msg, now)
+        except OSError:
+            return
+        self.trace.count("icmp", f"out.type{type_}")
+        if self.trace.on:
+            self.trace.event("icmp", "error_out", dst=int2ip(h.src), type=type_, code=code)
+
+    def port_unreachable(self, h: Ipv4Header, payload: bytes | memoryview, now: float) -> None:
+        self.send_error(DEST_UNREACHABLE, PORT_UNREACHABLE, h, payload, now)
+
+    def _protocol_unreachable(self, h: Ipv4Header, payload: memoryview, now: float) -> None:
+        self.send_error(DEST_UNREACHABLE, PROTO_UNREACHABLE, h, payload, now)
+
+    def _reassembly_timeout(self, first: Ipv4Header, head: bytes, now: float) -> None:
+        self.send_error(TIME_EXCEEDED, REASSEMBLY_TIMEOUT, first, head, now)
+
+    def _take_token(self, now: float) -> bool:
+        cfg = self.config
+        self._tokens = min(cfg.error_burst, self._tokens + (now - self._tokens_at) * cfg.error_rate)
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    # -- echo from the API ---------------------------------------------------
+
+    def send_echo(self, dst: int, ident: int, seq: int, data: bytes, now: float,
+                  df: bool = False) -> None:
+        msg = build_icmp(IcmpMessage(ECHO_REQUEST, 0, (ident << 16) | seq, data))
+        self.ip.send(self.ip.address, dst, PROTO_ICMP, msg, now, df=df)
+        self.trace.count("icmp", "out.type8")
+
+
+def _error_kind(type_: int, code: int) -> str:
+    if type_ == DEST_UNREACHABLE:
+        return {PORT_UNREACHABLE: "port_unreachable", PROTO_UNREACHABLE: "protocol_unreachable",
+                FRAG_NEEDED: "frag_needed"}.get(code, "host_unreachable")
+    if type_ == TIME_EXCEEDED:
+        return "time_exceeded"
+    return "parameter_problem"

@@ -1,0 +1,175 @@
+"""IPv4 (RFC 791, RFC 1122): validation, routing, fragmentation, reassembly.
+
+Incoming: every header check happens in :func:`stack.wire.ipv4.parse_ipv4`;
+here we decide whether the packet is for us, reassemble fragments and hand
+the payload to the protocol registered for it. Outgoing: choose the next hop
+(on-link or the gateway), fragment to the link MTU unless DF, and give the
+packets to Ethernet/ARP.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Callable
+
+from stack.net.arp import EthernetArp
+from stack.net.reassembly import FragmentReassembler, ReassemblyConfig
+from stack.trace import Trace
+from stack.wire import WireError
+from stack.wire.ipv4 import (
+    FLAG_DF, FLAG_MF, IPV4_HEADER, IPV4_MIN_LEN, Ipv4Header, int2ip, parse_ipv4,
+)
+from stack.native import checksum
+
+# handler(header, payload, now)
+Handler = Callable[[Ipv4Header, memoryview, float], None]
+
+
+class Ipv4Layer:
+    def __init__(self, eth: EthernetArp, address: int, prefix_len: int, gateway: int | None,
+                 mtu: int, trace: Trace, reassembly: ReassemblyConfig | None = None,
+                 ident_seed: int = 0) -> None:
+        self.eth = eth
+        self.address = address
+        self.prefix_len = prefix_len
+        self.netmask = (0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF if prefix_len else 0
+        self.network = address & self.netmask
+        self.broadcast = self.network | (~self.netmask & 0xFFFFFFFF)
+        self.gateway = gateway
+        self.mtu = mtu
+        self.trace = trace
+        self.handlers: dict[int, Handler] = {}
+        self.reassembler = FragmentReassembler(trace, reassembly)
+        self._ident = ident_seed & 0xFFFF
+        self.default_ttl = 64
+        # Set by the ICMP layer: called for packets we must answer with an error.
+        self.on_unknown_protocol: Callable[[Ipv4Header, memoryview, float], None] | None = None
+        self.on_reassembly_timeout: Callable[[Ipv4Header, bytes, float], None] | None = None
+        self.local: list[bytes] = []  # packets addressed to ourselves, delivered by the loop
+
+    # -- routing -------------------------------------------------------------
+
+    def on_link(self, dst: int) -> bool:
+        return (dst & self.netmask) == self.network
+
+    def next_hop(self, dst: int) -> int:
+        """The neighbour a packet to ``dst`` goes to; OSError(ENETUNREACH) if none."""
+        if self.on_link(dst) or dst == 0xFFFFFFFF:
+            return dst
+        if self.gateway is None:
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+        return self.gateway
+
+    def is_broadcast(self, dst: int) -> bool:
+        return dst == 0xFFFFFFFF or (dst == self.broadcast and self.prefix_len < 31)
+
+    # -- sending -------------------------------------------------------------
+
+    def next_ident(self) -> int:
+        self._ident = (self._ident + 1) & 0xFFFF
+        return self._ident
+
+    def send(self, src: int, dst: int, proto: int, payload: bytes | memoryview, now: float,
+             df: bool = False, ttl: int | None = None, tos: int = 0) -> None:
+        """Send one datagram, fragmenting it to the MTU. Raises OSError
+        (ENETUNREACH, EMSGSIZE) for what a caller must hear about."""
+        total = IPV4_MIN_LEN + len(payload)
+        if total > 65535:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        if dst == self.address:
+            self._send_local(src, dst, proto, payload, ttl, tos)
+            return
+        hop = self.next_hop(dst)
+        broadcast = self.is_broadcast(dst)
+        ident = self.next_ident()
+        ttl = self.default_ttl if ttl is None else ttl
+        src = src or self.address
+        if total <= self.mtu:
+            self.trace.count("ip", "packets_out")
+            self.eth.send_ipv4(hop, _header(total, ident, FLAG_DF if df else 0, ttl, proto, src,
+                                            dst, tos) + payload, now, broadcast)
+            return
+        if df:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        # Fragment: every piece but the last carries a multiple of 8 bytes.
+        step = (self.mtu - IPV4_MIN_LEN) & ~7
+        mv = memoryview(payload)
+        count = 0
+        for off in range(0, len(mv), step):
+            piece = mv[off:off + step]
+            more = FLAG_MF if off + step < len(mv) else 0
+            self.eth.send_ipv4(hop, _header(IPV4_MIN_LEN + len(piece), ident, more | (off >> 3), ttl,
+                                            proto, src, dst, tos) + piece, now, broadcast)
+            count += 1
+        self.trace.count("ip", "packets_out", count)
+        self.trace.count("ip", "fragmented")
+        if self.trace.on:
+            self.trace.event("ip", "fragmented", dst=int2ip(dst), id=ident, length=len(mv),
+                             fragments=count)
+
+    def _send_local(self, src, dst, proto, payload, ttl, tos) -> None:
+        if len(self.local) >= 1024:
+            self.trace.drop("ip", "local_queue_full")
+            return
+        ident = self.next_ident()
+        total = IPV4_MIN_LEN + len(payload)
+        self.local.append(_header(total, ident, 0, ttl or self.default_ttl, proto,
+                                  src or self.address, dst, tos) + payload)
+
+    # -- receiving -------------------------------------------------------------
+
+    def receive(self, data: memoryview, now: float) -> None:
+        try:
+            h, payload = parse_ipv4(data)
+        except WireError as e:
+            self.trace.drop("ip", "malformed", field=e.field, detail=str(e))
+            return
+        dst = h.dst
+        if dst != self.address and not self.is_broadcast(dst):
+            self.trace.drop("ip", "not_for_us", dst=int2ip(dst))
+            return
+        if h.src == self.address and dst != self.address:
+            self.trace.drop("ip", "martian_source", src=int2ip(h.src))
+            return
+        if (h.src >> 24) == 127 or h.src == 0xFFFFFFFF or (h.src >> 28) == 0xE:
+            self.trace.drop("ip", "martian_source", src=int2ip(h.src))
+            return
+        self.trace.count("ip", "packets_in")
+        if h.mf or h.frag_offset:
+            done = self.reassembler.add(h, payload, now)
+            if done is None:
+                return
+            h, whole = done
+            payload = memoryview(whole)
+        handler = self.handlers.get(h.proto)
+        if handler is None:
+            self.trace.drop("ip", "unknown_protocol", proto=h.proto)
+            if self.on_unknown_protocol is not None and not self.is_broadcast(dst):
+                self.on_unknown_protocol(h, payload, now)
+            return
+        handler(h, payload, now)
+
+    def deliver_local(self, now: float) -> None:
+        while self.local:
+            batch, self.local = self.local, []
+            for packet in batch:
+                self.receive(memoryview(packet), now)
+
+    # -- timers ----------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        return self.reassembler.next_deadline()
+
+    def on_timer(self, now: float) -> None:
+        for first, head in self.reassembler.expire(now):
+            if self.on_reassembly_timeout is not None:
+                self.on_reassembly_timeout(first, head, now)
+
+
+def _header(total: int, ident: int, frag: int, ttl: int, proto: int, src: int, dst: int,
+            tos: int = 0) -> bytes:
+    head = bytearray(IPV4_HEADER.pack(0x45, tos, total, ident, frag, ttl, proto, 0, src, dst))
+    csum = checksum(head)
+    head[10] = csum >> 8
+    head[11] = csum & 0xFF
+    return bytes(head)

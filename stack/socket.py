@@ -1,0 +1,646 @@
+"""The socket facade: Python's ``socket.socket`` semantics over the stack.
+
+A :class:`Socket` is a thin object around a protocol endpoint (a UDP
+endpoint, a TCP connection or a TCP listener). Calls take the stack's lock,
+do their work, and — in blocking or timeout mode — wait on a condition bound
+to that lock until the endpoint changes. Errors are the standard library's
+exception classes with the standard errno (``OSError(errno.X, ...)`` builds
+``ConnectionRefusedError`` and friends by itself).
+
+``fileno()`` returns one end of a private socketpair whose readiness mirrors
+the endpoint's: readable when ``recv``/``accept`` would not block, writable
+when ``send`` would not block, so ``select`` and ``selectors`` work.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import socket as _socket
+import threading
+from typing import TYPE_CHECKING, Any, Callable
+
+from stack.net.udp import UdpEndpoint
+from stack.wire.ipv4 import int2ip, ip2int
+
+if TYPE_CHECKING:
+    from stack.runtime import Stack
+
+AF_INET = _socket.AF_INET
+SOCK_STREAM = _socket.SOCK_STREAM
+SOCK_DGRAM = _socket.SOCK_DGRAM
+SOL_SOCKET = _socket.SOL_SOCKET
+IPPROTO_TCP = _socket.IPPROTO_TCP
+IPPROTO_UDP = _socket.IPPROTO_UDP
+SO_REUSEADDR = _socket.SO_REUSEADDR
+SO_REUSEPORT = getattr(_socket, "SO_REUSEPORT", 15)
+SO_KEEPALIVE = _socket.SO_KEEPALIVE
+SO_RCVBUF = _socket.SO_RCVBUF
+SO_SNDBUF = _socket.SO_SNDBUF
+SO_BROADCAST = _socket.SO_BROADCAST
+SO_LINGER = _socket.SO_LINGER
+SO_ERROR = _socket.SO_ERROR
+SO_TYPE = _socket.SO_TYPE
+TCP_NODELAY = _socket.TCP_NODELAY
+SHUT_RD = _socket.SHUT_RD
+SHUT_WR = _socket.SHUT_WR
+SHUT_RDWR = _socket.SHUT_RDWR
+SOMAXCONN = _socket.SOMAXCONN
+
+_MESSAGES = {code: os.strerror(code) for code in (
+    errno.EBADF, errno.EINVAL, errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EMSGSIZE,
+    errno.ENOTCONN, errno.EISCONN, errno.EDESTADDRREQ, errno.ECONNREFUSED, errno.ECONNRESET,
+    errno.EPIPE, errno.ETIMEDOUT, errno.EAGAIN, errno.EAFNOSUPPORT, errno.ENOPROTOOPT,
+    errno.EOPNOTSUPP, errno.EALREADY, errno.EINPROGRESS, errno.EHOSTUNREACH,
+    errno.ENETUNREACH, errno.EACCES, errno.ECONNABORTED, errno.EPROTO)}
+
+
+def error(code: int, message: str | None = None) -> OSError:
+    """The exception Python raises for ``code`` (OSError picks the subclass)."""
+    return OSError(code, message or _MESSAGES.get(code) or os.strerror(code))
+
+
+def timeout_error() -> TimeoutError:
+    return TimeoutError("timed out")
+
+
+def _addr_in(address: Any) -> tuple[int, int]:
+    """("192.0.2.1", 80) -> (int, port); '' and '0.0.0.0' mean any."""
+    if not isinstance(address, tuple) or len(address) != 2:
+        raise TypeError("AF_INET address must be a pair (host, port)")
+    host, port = address
+    if not isinstance(port, int):
+        raise TypeError("'port' must be an integer")
+    if not 0 <= port <= 65535:
+        raise OverflowError("port must be 0-65535.")
+    if host in ("", "0.0.0.0"):
+        return 0, port
+    if host == "<broadcast>":
+        return 0xFFFFFFFF, port
+    try:
+        return ip2int(host), port
+    except ValueError:
+        raise _socket.gaierror(_socket.EAI_NONAME, "Name or service not known") from None
+
+
+def _addr_out(addr: tuple[int, int] | None) -> tuple[str, int]:
+    if addr is None:
+        return ("0.0.0.0", 0)
+    return (int2ip(addr[0]), addr[1])
+
+
+class _Readiness:
+    """A socketpair whose one end is readable/writable exactly when told."""
+
+    def __init__(self) -> None:
+        self.user, self.peer = _socket.socketpair()
+        for s in (self.user, self.peer):
+            s.setblocking(False)
+        self.user.setsockopt(SOL_SOCKET, SO_SNDBUF, 1)
+        self.readable = False
+        self.writable = True
+
+    def update(self, readable: bool, writable: bool) -> None:
+        if readable != self.readable:
+            self.readable = readable
+            if readable:
+                self.peer.send(b"r")
+            else:
+                _drain(self.user)
+        if writable != self.writable:
+            self.writable = writable
+            if writable:
+                _drain(self.peer)
+            else:
+                filler = b"\0" * 65536
+                try:
+                    while True:
+                        self.user.send(filler)
+                except BlockingIOError:
+                    pass
+
+    def close(self) -> None:
+        self.user.close()
+        self.peer.close()
+
+
+def _drain(s: _socket.socket) -> None:
+    try:
+        while s.recv(65536):
+            pass
+    except BlockingIOError:
+        pass
+
+
+class Socket:
+    """An AF_INET socket of the stack, with the methods of ``socket.socket``."""
+
+    def __init__(self, net: "Stack", family: int = AF_INET, type: int = SOCK_STREAM,
+                 proto: int = 0) -> None:
+        if family != AF_INET:
+            raise error(errno.EAFNOSUPPORT)
+        if type not in (SOCK_STREAM, SOCK_DGRAM):
+            raise error(errno.EINVAL, "only SOCK_STREAM and SOCK_DGRAM are supported")
+        self._net = net
+        self.family = family
+        self.type = type
+        self.proto = proto or (IPPROTO_TCP if type == SOCK_STREAM else IPPROTO_UDP)
+        self._timeout: float | None = _socket.getdefaulttimeout()
+        self._cond = threading.Condition(net.lock)
+        self._closed = False
+        self._ready: _Readiness | None = None
+        self._opts: dict[tuple[int, int], int] = {
+            (SOL_SOCKET, SO_REUSEADDR): 0, (SOL_SOCKET, SO_KEEPALIVE): 0,
+            (SOL_SOCKET, SO_BROADCAST): 0, (IPPROTO_TCP, TCP_NODELAY): 0,
+            (SOL_SOCKET, SO_RCVBUF): 212992, (SOL_SOCKET, SO_SNDBUF): 212992,
+        }
+        self._linger: tuple[int, int] = (0, 0)
+        self._makefile_refs = 0
+        if type == SOCK_DGRAM:
+            self._udp: UdpEndpoint | None = UdpEndpoint(self._opts[(SOL_SOCKET, SO_RCVBUF)])
+            self._udp.on_change = self._changed
+        else:
+            self._udp = None
+        # Stream state (see stack.socket_stream for the methods that use it).
+        self._conn = None
+        self._listener = None
+        self._bound: tuple[int, int] | None = None
+        self._shut_rd = False
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _changed(self) -> None:
+        """Called under the stack lock whenever the endpoint may have changed."""
+        self._cond.notify_all()
+        if self._ready is not None:
+            self._ready.update(self._is_readable(), self._is_writable())
+
+    def _is_readable(self) -> bool:
+        if self._closed:
+            return True
+        if self._udp is not None:
+            return self._udp.readable
+        from stack import socket_stream
+
+        return socket_stream.readable(self)
+
+    def _is_writable(self) -> bool:
+        if self._closed or self._udp is not None:
+            return True
+        from stack import socket_stream
+
+        return socket_stream.writable(self)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise error(errno.EBADF)
+
+    def _wait(self, ready: Callable[[], bool], op_timeout: float | None = ...) -> None:
+        """Wait (lock held) until ``ready()``; raise BlockingIOError / TimeoutError."""
+        timeout = self._timeout if op_timeout is ... else op_timeout
+        if ready():
+            return
+        if timeout == 0.0:
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        clock = self._net.clock
+        deadline = None if timeout is None else clock() + timeout
+        while not ready():
+            if self._closed:
+                raise error(errno.EBADF)
+            if deadline is None:
+                self._cond.wait()
+            else:
+                remaining = deadline - clock()
+                if remaining <= 0:
+                    raise timeout_error()
+                self._cond.wait(remaining)
+        if self._closed:
+            raise error(errno.EBADF)
+
+    # -- common API ------------------------------------------------------------
+
+    def fileno(self) -> int:
+        if self._closed:
+            return -1
+        with self._net.lock:
+            if self._ready is None:
+                self._ready = _Readiness()
+                self._ready.update(self._is_readable(), self._is_writable())
+            return self._ready.user.fileno()
+
+    def settimeout(self, value: float | None) -> None:
+        if value is not None:
+            value = float(value)
+            if value < 0:
+                raise ValueError("Timeout value out of range")
+        self._timeout = value
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def setblocking(self, flag: bool) -> None:
+        self._timeout = None if flag else 0.0
+
+    def getblocking(self) -> bool:
+        return self._timeout != 0.0
+
+    def setsockopt(self, level: int, option: int, value: Any, optlen: int | None = None) -> None:
+        self._check_open()
+        if (level, option) == (SOL_SOCKET, SO_LINGER):
+            import struct
+
+            onoff, secs = struct.unpack("ii", value)
+            self._linger = (onoff, secs)
+            return
+        if isinstance(value, (bytes, bytearray)):
+            value = int.from_bytes(value[:4], "little") if value else 0
+        key = (level, option)
+        if key == (SOL_SOCKET, SO_REUSEPORT):
+            key = (SOL_SOCKET, SO_REUSEPORT)
+        elif key not in self._opts:
+            raise error(errno.ENOPROTOOPT, "Protocol not available")
+        if option in (SO_RCVBUF, SO_SNDBUF) and level == SOL_SOCKET:
+            value = max(2304 if option == SO_RCVBUF else 4608, min(int(value), 1 << 24) * 2)
+        self._opts[key] = int(value)
+        with self._net.lock:
+            if self._udp is not None:
+                self._udp.rcvbuf = self._opts[(SOL_SOCKET, SO_RCVBUF)]
+                self._udp.broadcast = bool(self._opts[(SOL_SOCKET, SO_BROADCAST)])
+            else:
+                from stack import socket_stream
+
+                socket_stream.apply_options(self)
+
+    def getsockopt(self, level: int, option: int, buflen: int | None = None) -> Any:
+        self._check_open()
+        if (level, option) == (SOL_SOCKET, SO_ERROR):
+            with self._net.lock:
+                code = self._take_error() or 0
+            return code
+        if (level, option) == (SOL_SOCKET, SO_TYPE):
+            return self.type
+        if (level, option) == (SOL_SOCKET, SO_LINGER):
+            import struct
+
+            return struct.pack("ii", *self._linger)
+        try:
+            value = self._opts[(level, option)]
+        except KeyError:
+            raise error(errno.ENOPROTOOPT, "Protocol not available") from None
+        if buflen is not None:
+            return value.to_bytes(4, "little")[:buflen]
+        return value
+
+    def _take_error(self) -> int | None:
+        if self._udp is not None:
+            code, self._udp.error = self._udp.error, None
+            return code
+        from stack import socket_stream
+
+        return socket_stream.take_error(self)
+
+    def getsockname(self) -> tuple[str, int]:
+        self._check_open()
+        with self._net.lock:
+            if self._udp is not None:
+                return _addr_out(self._udp.local)
+            from stack import socket_stream
+
+            return _addr_out(socket_stream.local(self))
+
+    def getpeername(self) -> tuple[str, int]:
+        self._check_open()
+        with self._net.lock:
+            if self._udp is not None:
+                remote = self._udp.remote
+            else:
+                from stack import socket_stream
+
+                remote = socket_stream.remote(self)
+            if remote is None:
+                raise error(errno.ENOTCONN)
+            return _addr_out(remote)
+
+    def bind(self, address: tuple[str, int]) -> None:
+        self._check_open()
+        addr, port = _addr_in(address)
+        with self._net.lock:
+            if self._udp is not None:
+                self._net.udp.bind(self._udp, addr, port)
+            else:
+                from stack import socket_stream
+
+                socket_stream.bind(self, addr, port)
+
+    def connect(self, address: tuple[str, int]) -> None:
+        self._check_open()
+        addr = _addr_in(address)
+        if self._udp is not None:
+            with self._net.lock:
+                ep = self._udp
+                if addr[0] == 0:
+                    addr = (self._net.address, addr[1])
+                if ep.local is None:
+                    self._net.udp.bind(ep, 0, 0)
+                ep.remote = addr
+                ep.error = None
+                # Datagrams from other peers already queued stay; Linux keeps them too.
+            return
+        from stack import socket_stream
+
+        socket_stream.connect(self, addr)
+
+    def connect_ex(self, address: tuple[str, int]) -> int:
+        try:
+            self.connect(address)
+        except TimeoutError:
+            return errno.EAGAIN if self._timeout == 0.0 else errno.ETIMEDOUT
+        except BlockingIOError as e:
+            return e.errno or errno.EINPROGRESS
+        except OSError as e:
+            if e.errno is None:
+                raise
+            return e.errno
+        return 0
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        with self._net.lock:
+            if self._makefile_refs > 0:
+                self._makefile_refs = -self._makefile_refs  # close when files are closed
+                return
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        self._closed = True
+        if self._udp is not None:
+            self._net.udp.unbind(self._udp)
+        else:
+            from stack import socket_stream
+
+            socket_stream.close(self)
+        self._cond.notify_all()
+        if self._ready is not None:
+            self._ready.close()
+            self._ready = None
+        self._net.kick()
+
+    def detach(self) -> int:
+        raise error(errno.EOPNOTSUPP, "a stack socket has no kernel descriptor to detach")
+
+    def __enter__(self) -> "Socket":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "SOCK_STREAM" if self.type == SOCK_STREAM else "SOCK_DGRAM"
+        state = "closed" if self._closed else ""
+        return f"<stack.Socket {kind} {state}>".replace(" >", ">")
+
+    # -- datagrams ---------------------------------------------------------------
+
+    def sendto(self, data, flags_or_address, address=None) -> int:
+        self._check_open()
+        if address is None:
+            address, flags = flags_or_address, 0
+        else:
+            flags = flags_or_address
+        if self._udp is None:
+            from stack import socket_stream
+
+            if flags:
+                pass
+            return socket_stream.send(self, data, flags)
+        dst = _addr_in(address)
+        if dst[0] == 0:
+            dst = (self._net.address, dst[1])
+        with self._net.lock:
+            self._raise_pending()
+            n = self._net.udp.send(self._udp, memoryview(data), dst, self._net.clock())
+            self._net.kick()
+            return n
+
+    def _raise_pending(self) -> None:
+        code = self._take_error()
+        if code:
+            raise error(code)
+
+    def send(self, data, flags: int = 0) -> int:
+        self._check_open()
+        if self._udp is not None:
+            with self._net.lock:
+                if self._udp.remote is None:
+                    raise error(errno.EDESTADDRREQ)
+                self._raise_pending()
+                n = self._net.udp.send(self._udp, memoryview(data), self._udp.remote,
+                                       self._net.clock())
+                self._net.kick()
+                return n
+        from stack import socket_stream
+
+        return socket_stream.send(self, data, flags)
+
+    def sendall(self, data, flags: int = 0) -> None:
+        self._check_open()
+        if self._udp is not None:
+            self.send(data, flags)
+            return
+        from stack import socket_stream
+
+        socket_stream.sendall(self, data, flags)
+
+    def recvfrom(self, bufsize: int, flags: int = 0) -> tuple[bytes, tuple[str, int]]:
+        self._check_open()
+        if bufsize < 0:
+            raise ValueError("negative buffersize in recvfrom")
+        if self._udp is None:
+            from stack import socket_stream
+
+            return socket_stream.recv(self, bufsize, flags), self.getpeername()
+        with self._net.lock:
+            ep = self._udp
+            self._wait(lambda: bool(ep.queue) or ep.error is not None)
+            self._raise_pending()
+            item = ep.queue[0] if flags & _socket.MSG_PEEK else ep.pop()
+            assert item is not None
+            data, addr = item
+            if self._ready is not None:
+                self._ready.update(self._is_readable(), True)
+            return data[:bufsize], _addr_out(addr)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        if self._udp is None:
+            self._check_open()
+            from stack import socket_stream
+
+            return socket_stream.recv(self, bufsize, flags)
+        return self.recvfrom(bufsize, flags)[0]
+
+    def recvfrom_into(self, buffer, nbytes: int = 0, flags: int = 0) -> tuple[int, tuple[str, int]]:
+        mv = memoryview(buffer).cast("B")
+        n = nbytes or len(mv)
+        if n > len(mv):
+            raise ValueError("nbytes is greater than the length of the buffer")
+        data, addr = self.recvfrom(n, flags)
+        mv[:len(data)] = data
+        return len(data), addr
+
+    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
+        mv = memoryview(buffer).cast("B")
+        n = nbytes or len(mv)
+        if n > len(mv):
+            raise ValueError("buffer too small for requested bytes")
+        if self._udp is None:
+            self._check_open()
+            from stack import socket_stream
+
+            return socket_stream.recv_into(self, mv[:n], flags)
+        data = self.recvfrom(n, flags)[0]
+        mv[:len(data)] = data
+        return len(data)
+
+    # -- streams (bodies in stack.socket_stream) ------------------------------------
+
+    def listen(self, backlog: int = SOMAXCONN) -> None:
+        self._check_open()
+        if self._udp is not None:
+            raise error(errno.EOPNOTSUPP)
+        from stack import socket_stream
+
+        socket_stream.listen(self, backlog)
+
+    def accept(self) -> tuple["Socket", tuple[str, int]]:
+        self._check_open()
+        if self._udp is not None:
+            raise error(errno.EOPNOTSUPP)
+        from stack import socket_stream
+
+        return socket_stream.accept(self)
+
+    def shutdown(self, how: int) -> None:
+        self._check_open()
+        if how not in (SHUT_RD, SHUT_WR, SHUT_RDWR):
+            raise error(errno.EINVAL)
+        if self._udp is not None:
+            with self._net.lock:
+                if self._udp.remote is None:
+                    raise error(errno.ENOTCONN)
+            return
+        from stack import socket_stream
+
+        socket_stream.shutdown(self, how)
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, *, encoding=None,
+                 errors=None, newline=None):
+        """A file object over the socket, like ``socket.socket.makefile``."""
+        if not set(mode) <= {"r", "w", "b"}:
+            raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
+        writing = "w" in mode
+        reading = "r" in mode or not writing
+        rawmode = ("r" if reading else "") + ("w" if writing else "")
+        raw = SocketIO(self, rawmode)
+        with self._net.lock:
+            self._makefile_refs += 1
+        if buffering is None:
+            buffering = -1
+        if buffering < 0:
+            buffering = io.DEFAULT_BUFFER_SIZE
+        if buffering == 0:
+            if "b" not in mode:
+                raise ValueError("unbuffered streams must be binary")
+            return raw
+        if reading and writing:
+            buffer: io.BufferedIOBase = io.BufferedRWPair(raw, raw, buffering)
+        elif reading:
+            buffer = io.BufferedReader(raw, buffering)
+        else:
+            buffer = io.BufferedWriter(raw, buffering)
+        if "b" in mode:
+            return buffer
+        text = io.TextIOWrapper(buffer, encoding, errors, newline)
+        text.mode = mode
+        return text
+
+    def _decref_socketios(self) -> None:
+        with self._net.lock:
+            if self._makefile_refs > 0:
+                self._makefile_refs -= 1
+            elif self._makefile_refs < 0:
+                self._makefile_refs += 1
+                if self._makefile_refs == 0:
+                    self._close_locked()
+
+
+class SocketIO(io.RawIOBase):
+    """Raw I/O over a stack socket, for ``makefile`` (as ``socket.SocketIO``)."""
+
+    def __init__(self, sock: Socket, mode: str) -> None:
+        super().__init__()
+        self._sock = sock
+        self._reading = "r" in mode
+        self._writing = "w" in mode
+        self.mode = mode + "b"
+
+    def readinto(self, b) -> int | None:
+        self._checkClosed()
+        try:
+            return self._sock.recv_into(b)
+        except BlockingIOError:
+            return None
+
+    def write(self, b) -> int | None:
+        self._checkClosed()
+        try:
+            return self._sock.send(b)
+        except BlockingIOError:
+            return None
+
+    def readable(self) -> bool:
+        return self._reading and not self.closed
+
+    def writable(self) -> bool:
+        return self._writing and not self.closed
+
+    def seekable(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        super().close()
+        self._sock._decref_socketios()
+
+
+def create_connection(net: "Stack", address, timeout=..., source_address=None) -> Socket:
+    """Like ``socket.create_connection`` on the stack (IPv4 literals only)."""
+    s = Socket(net, AF_INET, SOCK_STREAM)
+    try:
+        if timeout is not ...:
+            s.settimeout(timeout)
+        if source_address:
+            s.bind(source_address)
+        s.connect(address)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def create_server(net: "Stack", address, *, backlog: int | None = None) -> Socket:
+    """Like ``socket.create_server``: bound, listening, SO_REUSEADDR set."""
+    s = Socket(net, AF_INET, SOCK_STREAM)
+    try:
+        s.setsockopt(SOL_SOCKET, SO_REUSEADDR, 1)
+        s.bind(address)
+        s.listen(SOMAXCONN if backlog is None else backlog)
+    except BaseException:
+        s.close()
+        raise
+    return s
