@@ -1,0 +1,140 @@
+"""The link interface every device and wrapper implements.
+
+A link moves whole Ethernet II frames (no preamble, no FCS). The stack owns
+one link; capture (:mod:`stack.link.pcap`) and fault injection
+(:mod:`stack.link.impair`) wrap any link and look exactly like one, so the
+stack cannot tell a bare TAP from a TAP seen through three wrappers.
+
+Readiness works with ``select``/``selectors``: ``fileno()`` is readable when
+``recv_batch`` may return frames. A link that holds frames back (a delay)
+says when it next needs attention with ``next_deadline()``; the runtime then
+calls ``poll(now)`` at that time.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+class Link:
+    """Base class: one Ethernet port.
+
+    Subclasses implement :meth:`fileno`, :meth:`recv_batch`, :meth:`send`
+    and :meth:`close`. ``mtu`` is the IP MTU (the largest IP packet a frame
+    carries); frames are at most ``mtu + 14`` bytes on the wire.
+    """
+
+    mtu: int = 1500
+
+    def fileno(self) -> int:
+        raise NotImplementedError
+
+    def recv_batch(self, limit: int = 64) -> list[bytes]:
+        """Up to ``limit`` received frames; ``[]`` when none. Never blocks."""
+        raise NotImplementedError
+
+    def send(self, frame: bytes) -> None:
+        """Queue one frame. A full queue drops it (and counts), never raises."""
+        raise NotImplementedError
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`poll` must next run (monotonic seconds), or None."""
+        return None
+
+    def poll(self, now: float) -> None:
+        """Release whatever is due at ``now``. No-op for plain devices."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class LinkWrapper(Link):
+    """A link that forwards everything to ``inner``; wrappers override parts."""
+
+    def __init__(self, inner: Link) -> None:
+        self.inner = inner
+
+    @property
+    def mtu(self) -> int:  # type: ignore[override]
+        return self.inner.mtu
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    def recv_batch(self, limit: int = 64) -> list[bytes]:
+        return self.inner.recv_batch(limit)
+
+    def send(self, frame: bytes) -> None:
+        self.inner.send(frame)
+
+    def next_deadline(self) -> float | None:
+        return self.inner.next_deadline()
+
+    def poll(self, now: float) -> None:
+        self.inner.poll(now)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def earliest(*deadlines: float | None) -> float | None:
+    """The smallest deadline that is not None, or None."""
+    found = [d for d in deadlines if d is not None]
+    return min(found) if found else None
+
+
+class ReadySignal:
+    """A file descriptor that is readable while a flag is set.
+
+    Backed by a non-blocking eventfd (a pipe where eventfd is missing). The
+    owner keeps the flag equal to "frames are queued" by calling
+    :meth:`set` when a queue becomes non-empty and :meth:`clear` when it
+    becomes empty, both under the owner's lock; then the fd is readable
+    exactly when frames are queued.
+    """
+
+    def __init__(self) -> None:
+        self._is_set = False
+        if hasattr(os, "eventfd"):
+            fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._rfd = self._wfd = fd
+        else:  # pragma: no cover - non-Linux fallback
+            self._rfd, self._wfd = os.pipe()
+            os.set_blocking(self._rfd, False)
+            os.set_blocking(self._wfd, False)
+
+    def fileno(self) -> int:
+        if self._rfd < 0:
+            raise ValueError("I/O operation on closed link")
+        return self._rfd
+
+    @property
+    def is_set(self) -> bool:
+        return self._is_set
+
+    def set(self) -> None:
+        if not self._is_set and self._wfd >= 0:
+            self._is_set = True
+            # eventfd takes an 8-byte counter increment; a pipe takes anything.
+            os.write(self._wfd, (1).to_bytes(8, "little"))
+
+    def clear(self) -> None:
+        if self._is_set and self._rfd >= 0:
+            self._is_set = False
+            try:
+                os.read(self._rfd, 8)
+            except BlockingIOError:
+                pass
+
+    def close(self) -> None:
+        fds = {self._rfd, self._wfd} - {-1}
+        self._rfd = self._wfd = -1
+        self._is_set = False
+        for fd in fds:
+            os.close(fd)
