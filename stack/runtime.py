@@ -119,7 +119,7 @@ class Stack:
         if impair:
             from stack.link.impair import ImpairLink
 
-            link = ImpairLink(link, impair)
+            link = ImpairLink(link, impair, clock=kwargs.get("clock", time.monotonic))
         if pcap:
             from stack.link.pcap import PcapLink
 
@@ -143,7 +143,7 @@ class Stack:
         if impair:
             from stack.link.impair import ImpairLink
 
-            a = ImpairLink(a, impair)
+            a = ImpairLink(a, impair, clock=kwargs.get("clock", time.monotonic))
         return cls(a, address=address_a, **kwargs), cls(b, address=address_b, **kwargs)
 
     # -- the socket API --------------------------------------------------------
@@ -207,7 +207,8 @@ class Stack:
                 for k, v in getattr(inner, "counts", {}).items():
                     out[f"link.{k}"] = v
                 if getattr(inner, "dropped", 0):
-                    out["link.drop.queue_full"] = inner.dropped
+                    name = type(inner).__name__.lower()
+                    out[f"link.drop.{name}_queue_full"] = inner.dropped
                 inner = getattr(inner, "inner", None)
             return out
 
