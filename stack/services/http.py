@@ -1,0 +1,509 @@
+"""HTTP/1.1 server for ``--serve http:PORT[:DIR]``.
+
+One :class:`Handler` call serves one client connection: it reads requests
+with ``recv_into`` into a fixed buffer and answers them with ``sendall``,
+keeping the connection open between requests (HTTP/1.1 by default, HTTP/1.0
+when ``Connection: keep-alive`` is asked) until the client closes, asks for
+``Connection: close``, idles out, or sends something malformed.
+
+Routes (every response has ``Content-Length``):
+
+- ``GET``/``HEAD /bytes/N``: N bytes where byte i is ``i % 251``, streamed
+  from a precomputed pattern, so large N costs no memory.
+- ``GET``/``HEAD /PATH``: the file PATH under DIR when a DIR is served
+  (``index.html`` for a directory), 404 otherwise; ``/`` without DIR (or
+  without ``DIR/index.html``) is a small page describing the stack.
+- ``PUT``/``POST`` to any path: reads the whole body (``Content-Length`` or
+  ``Transfer-Encoding: chunked``, honouring ``Expect: 100-continue``) and
+  answers ``{"bytes": N, "sha256": "<hex>"}``.
+- Anything else: 405 for other methods, 400 for malformed requests.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import mimetypes
+import os
+import re
+import socket
+import stat
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
+from urllib.parse import unquote
+
+if TYPE_CHECKING:
+    from stack.services import Connection
+
+BUFFER = 65536
+MAX_HEAD = 65536  # request line and headers together
+MAX_REQUEST_LINE = 8192
+MAX_HEADERS = 100
+MAX_CHUNK_LINE = 4096
+MAX_BYTES = 10 * 1024**3  # largest N for /bytes/N
+METHODS = ("GET", "HEAD", "PUT", "POST")
+
+# Byte i of any /bytes/N body is i % 251. A whole number of 251-byte periods,
+# so every chunk of this size continues the sequence where the last ended.
+CHUNK = 251 * 512
+_PATTERN = bytes(range(251)) * 512
+
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_LINE_END = re.compile(rb"\r?\n")
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
+_TARGET = re.compile(rb"[\x21-\x7e]+")
+_ABSOLUTE = re.compile(r"https?://[^/?#]*([^?#]*)", re.IGNORECASE)
+_BYTES_PATH = re.compile(r"/bytes/([0-9]{1,20})")
+_DIGITS = re.compile(r"[0-9]{1,19}")
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;.*)?")
+
+PAGE = b"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>stack</title></head>
+<body>
+<h1>stack</h1>
+<p>A userspace TCP/IP stack written in Python. It speaks Ethernet on a
+Linux TAP device: ARP, IPv4 with fragmentation, ICMP, UDP and TCP, under a
+socket API shaped like Python's own. This page came to you through it.</p>
+<ul>
+<li><a href="/bytes/1000000">/bytes/N</a>: N bytes where byte i is i % 251
+(GET or HEAD)</li>
+<li>PUT or POST a body to any path: the answer is its length and SHA-256
+as JSON</li>
+</ul>
+</body>
+</html>
+"""
+
+
+class HttpError(Exception):
+    """A request answered with an error ``status``."""
+
+    def __init__(self, status: int, detail: str = "") -> None:
+        super().__init__(f"{status} {detail}".strip())
+        self.status = status
+        self.detail = detail
+
+
+class _PeerClosed(Exception):
+    """The client closed its side in the middle of a request."""
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    target: str
+    version: tuple[int, int]
+    headers: dict[str, str]  # lower-case names; repeated fields joined by ", "
+    content_length: int | None
+    chunked: bool
+    keep_alive: bool
+    expect_continue: bool
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+
+@dataclass(slots=True)
+class Response:
+    """``body`` for small answers; ``chunks`` (exactly ``length`` bytes in
+    all) for large ones. ``file`` is closed once the answer is sent."""
+
+    status: int
+    content_type: str
+    length: int
+    body: bytes | None = None
+    chunks: Iterator | None = None
+    file: BinaryIO | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+
+def _small(status: int, content_type: str, body: bytes, headers=()) -> Response:
+    return Response(status, content_type, len(body), body=body, headers=headers)
+
+
+def error_response(err: HttpError) -> Response:
+    text = f"{err.status} {HTTPStatus(err.status).phrase}"
+    if err.detail:
+        text += f": {err.detail}"
+    headers = (("Allow", ", ".join(METHODS)),) if err.status == 405 else ()
+    return _small(err.status, "text/plain; charset=utf-8", (text + "\n").encode(), headers)
+
+
+def parse_head(head: bytes) -> Request:
+    """Parse a request line and header fields (without the empty line that
+    ends them). Raises :class:`HttpError` for anything malformed."""
+    lines = _LINE_END.split(head)
+    request_line = lines[0]
+    if len(request_line) > MAX_REQUEST_LINE:
+        raise HttpError(414)
+    parts = request_line.split(b" ")
+    if len(parts) != 3:
+        raise HttpError(400, "malformed request line")
+    method, target, version = parts
+    if not _TOKEN.fullmatch(method):
+        raise HttpError(400, "malformed method")
+    if not _TARGET.fullmatch(target):
+        raise HttpError(400, "malformed request target")
+    match = _VERSION.fullmatch(version)
+    if not match:
+        raise HttpError(400, "malformed HTTP version")
+    if match.group(1) != b"1":
+        raise HttpError(505)
+    ver = (1, int(match.group(2)))
+    if len(lines) - 1 > MAX_HEADERS:
+        raise HttpError(431, "too many header fields")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            raise HttpError(400, "malformed header field")
+        value = value.strip(b" \t")
+        if b"\r" in value or b"\n" in value or b"\0" in value:
+            raise HttpError(400, "malformed header value")
+        key = name.decode("ascii").lower()
+        text = value.decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+
+    chunked = False
+    encoding = headers.get("transfer-encoding")
+    if encoding is not None:
+        if ver < (1, 1):
+            raise HttpError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
+        if codings != ["chunked"]:
+            raise HttpError(501, "only the chunked transfer coding is supported")
+        chunked = True
+    length = None
+    if "content-length" in headers:
+        values = {v.strip() for v in headers["content-length"].split(",")}
+        if len(values) != 1 or not _DIGITS.fullmatch(next(iter(values))):
+            raise HttpError(400, "malformed Content-Length")
+        length = int(values.pop())
+
+    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    keep_alive = "close" not in tokens if ver >= (1, 1) else "keep-alive" in tokens
+    if chunked and length is not None:
+        # Framing the client may not agree with: answer, then close.
+        keep_alive = False
+        length = None
+
+    expect = headers.get("expect")
+    expect_continue = False
+    if expect is not None and ver >= (1, 1):
+        if expect.lower() != "100-continue":
+            raise HttpError(417)
+        expect_continue = True
+
+    return Request(
+        method.decode("ascii"),
+        target.decode("ascii"),
+        ver,
+        headers,
+        length,
+        chunked,
+        keep_alive,
+        expect_continue,
+    )
+
+
+def response_head(resp: Response, keep_alive: bool, http10: bool = False) -> bytes:
+    lines = [
+        f"HTTP/1.1 {resp.status} {HTTPStatus(resp.status).phrase}",
+        f"Date: {email.utils.formatdate(usegmt=True)}",
+        "Server: stack",
+        f"Content-Type: {resp.content_type}",
+        f"Content-Length: {resp.length}",
+    ]
+    lines.extend(f"{name}: {value}" for name, value in resp.headers)
+    if not keep_alive:
+        lines.append("Connection: close")
+    elif http10:
+        lines.append("Connection: keep-alive")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+class _Reader:
+    """Buffered reading of one connection's requests, bodies included."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._buf = bytearray()  # received, not yet consumed
+        self._scratch = bytearray(BUFFER)
+        self._view = memoryview(self._scratch)
+
+    def _fill(self) -> None:
+        n = self._conn.recv_into(self._view)
+        if n == 0:
+            raise _PeerClosed
+        self._buf += self._view[:n]
+
+    def read_head(self) -> bytes | None:
+        """The next request's head, without the empty line that ends it.
+        None if the client closed cleanly between requests."""
+        searched = 0
+        while True:
+            if self._buf[:1] in (b"\r", b"\n"):
+                # Empty lines before a request line are ignored (RFC 9112 2.2).
+                kept = len(self._buf.lstrip(b"\r\n"))
+                del self._buf[: len(self._buf) - kept]
+                searched = 0
+            match = _HEAD_END.search(self._buf, max(0, searched - 3))
+            if match:
+                if match.start() > MAX_HEAD:
+                    raise HttpError(431)
+                head = bytes(self._buf[: match.start()])
+                del self._buf[: match.end()]
+                return head
+            if self._buf.find(b"\n", 0, MAX_REQUEST_LINE) < 0 and len(self._buf) > MAX_REQUEST_LINE:
+                raise HttpError(414)
+            if len(self._buf) > MAX_HEAD:
+                raise HttpError(431)
+            searched = len(self._buf)
+            try:
+                self._fill()
+            except _PeerClosed:
+                if self._buf:
+                    raise
+                return None
+
+    def read_body(self, request: Request, sink: Callable) -> int:
+        """Pass the request body to ``sink`` piece by piece; its length."""
+        if request.chunked:
+            return self._read_chunked(sink)
+        length = request.content_length or 0
+        self._read_exact(length, sink)
+        return length
+
+    def _read_exact(self, n: int, sink: Callable) -> None:
+        if self._buf:
+            take = min(n, len(self._buf))
+            sink(self._buf[:take])
+            del self._buf[:take]
+            n -= take
+        while n:
+            got = self._conn.recv_into(self._view, min(n, BUFFER))
+            if got == 0:
+                raise _PeerClosed
+            sink(self._view[:got])
+            n -= got
+
+    def _read_line(self) -> bytes:
+        while True:
+            end = self._buf.find(b"\n")
+            if end >= 0:
+                line = bytes(self._buf[:end])
+                del self._buf[: end + 1]
+                return line.removesuffix(b"\r")
+            if len(self._buf) > MAX_CHUNK_LINE:
+                raise HttpError(400, "chunk line too long")
+            self._fill()
+
+    def _read_chunked(self, sink: Callable) -> int:
+        total = 0
+        while True:
+            match = _CHUNK_SIZE.fullmatch(self._read_line())
+            if not match:
+                raise HttpError(400, "malformed chunk size")
+            size = int(match.group(1), 16)
+            if size == 0:
+                break
+            self._read_exact(size, sink)
+            total += size
+            if self._read_line():
+                raise HttpError(400, "chunk data longer than its size")
+        for _ in range(MAX_HEADERS + 1):  # trailer fields, dropped
+            if not self._read_line():
+                return total
+        raise HttpError(431, "too many trailer fields")
+
+
+def _pattern_chunks(length: int) -> Iterator[memoryview]:
+    view = memoryview(_PATTERN)
+    while length >= CHUNK:
+        yield view
+        length -= CHUNK
+    if length:
+        yield view[:length]
+
+
+def _file_chunks(file: BinaryIO, length: int) -> Iterator[memoryview]:
+    buf = memoryview(bytearray(CHUNK))
+    while length:
+        got = file.readinto(buf[: min(length, CHUNK)])
+        if not got:
+            # The file shrank after Content-Length went out; only closing
+            # the connection tells the client the body is short.
+            raise _PeerClosed
+        length -= got
+        yield buf[:got]
+
+
+def _path_of(target: str) -> str:
+    """The path of a request target (origin or absolute form), query removed."""
+    if not target.startswith("/"):
+        match = _ABSOLUTE.match(target)
+        if not match:
+            raise HttpError(400, "malformed request target")
+        target = match.group(1) or "/"
+    return target.partition("?")[0].partition("#")[0]
+
+
+def _bytes_response(path: str) -> Response:
+    match = _BYTES_PATH.fullmatch(path)
+    if not match:
+        raise HttpError(400, "expected /bytes/N with N a whole number")
+    n = int(match.group(1))
+    if n > MAX_BYTES:
+        raise HttpError(400, f"N is at most {MAX_BYTES}")
+    if n <= CHUNK:
+        return _small(200, "application/octet-stream", _PATTERN[:n])
+    return Response(200, "application/octet-stream", n, chunks=_pattern_chunks(n))
+
+
+class Handler:
+    """Serves HTTP on one connection per call; ``root`` is the resolved
+    directory of files to serve, or None."""
+
+    def __init__(self, root: str | None = None) -> None:
+        self.root = os.path.realpath(root) if root is not None else None
+        self._types = mimetypes.MimeTypes()
+
+    def __call__(self, conn: Connection) -> None:
+        try:
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        reader = _Reader(conn)
+        while True:
+            try:
+                head = reader.read_head()
+                if head is None:
+                    return
+                request = parse_head(head)
+            except _PeerClosed:
+                return
+            except HttpError as err:
+                self._send(conn, error_response(err), keep_alive=False)
+                conn.finish()
+                return
+            try:
+                keep = self._exchange(conn, reader, request)
+            except _PeerClosed:
+                return
+            if not keep:
+                conn.finish()
+                return
+
+    def _exchange(self, conn: Connection, reader: _Reader, request: Request) -> bool:
+        """Answer one request; whether the connection stays open."""
+        keep = request.keep_alive
+        http10 = request.version < (1, 1)
+        if request.method not in METHODS:
+            # The body, if any, stays unread: the connection cannot go on.
+            keep = keep and not request.has_body
+            self._send(conn, error_response(HttpError(405)), keep, http10)
+            return keep
+        if request.has_body and request.expect_continue:
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        digest = hashlib.sha256()
+        try:
+            n = reader.read_body(request, digest.update)
+        except HttpError as err:
+            # A malformed body: where the next request starts is unknown.
+            self._send(conn, error_response(err), False, http10)
+            return False
+        try:
+            if request.method in ("PUT", "POST"):
+                body = json.dumps({"bytes": n, "sha256": digest.hexdigest()}) + "\n"
+                response = _small(200, "application/json", body.encode())
+            else:
+                response = self._route(request)
+        except HttpError as err:
+            response = error_response(err)
+        self._send(conn, response, keep, http10, head_only=request.method == "HEAD")
+        return keep
+
+    def _send(
+        self,
+        conn: Connection,
+        resp: Response,
+        keep_alive: bool,
+        http10: bool = False,
+        head_only: bool = False,
+    ) -> None:
+        head = response_head(resp, keep_alive, http10)
+        try:
+            if head_only:
+                conn.sendall(head)
+            elif resp.body is not None:
+                conn.sendall(head + resp.body)
+            else:
+                conn.sendall(head)
+                for piece in resp.chunks:
+                    conn.sendall(piece)
+        finally:
+            resp.close()
+
+    def _route(self, request: Request) -> Response:
+        path = _path_of(request.target)
+        if path == "/bytes" or path.startswith("/bytes/"):
+            return _bytes_response(path)
+        if self.root is not None:
+            response = self._file(path)
+            if response is not None:
+                return response
+        if path == "/":
+            return _small(200, "text/html; charset=utf-8", PAGE)
+        raise HttpError(404)
+
+    def _inside(self, path: str) -> bool:
+        return os.path.commonpath([self.root, path]) == self.root
+
+    def _file(self, path: str) -> Response | None:
+        """The file for ``path`` under the root; None for ``/`` when the root
+        has no index.html. Raises HttpError 403/404."""
+        try:
+            relative = unquote(path, errors="strict")
+        except UnicodeDecodeError:
+            raise HttpError(404) from None
+        if "\0" in relative:
+            raise HttpError(404)
+        parts = [p for p in relative.split("/") if p]
+        full = os.path.realpath(os.path.join(self.root, *parts))
+        if not self._inside(full):
+            raise HttpError(403, "outside the served directory")
+        try:
+            info = os.stat(full)
+            if stat.S_ISDIR(info.st_mode):
+                full = os.path.realpath(os.path.join(full, "index.html"))
+                if not self._inside(full):
+                    raise HttpError(403, "outside the served directory")
+                info = os.stat(full)
+        except OSError:
+            if path == "/":
+                return None
+            raise HttpError(404) from None
+        if not stat.S_ISREG(info.st_mode):
+            raise HttpError(404)
+        try:
+            file = open(full, "rb")  # closed by Response.close
+        except PermissionError:
+            raise HttpError(403) from None
+        except OSError:
+            raise HttpError(404) from None
+        length = os.fstat(file.fileno()).st_size
+        content_type = self._types.guess_type(full)[0] or "application/octet-stream"
+        if length <= CHUNK:
+            with file:
+                body = file.read(length)
+            return _small(200, content_type, body)
+        return Response(200, content_type, length, chunks=_file_chunks(file, length), file=file)
