@@ -66,9 +66,11 @@ class EthernetArp:
             self._queue(next_hop, packet, now)
             return
         self.send_frame(entry[0] + self._src_ipv4 + packet)
-        if entry[1] <= now and next_hop not in self.pending:
+        if (entry[1] <= now and next_hop not in self.pending
+                and len(self.pending) < self.config.max_pending_hosts):
             # Stale: keep using it while a fresh request confirms it (Linux's
-            # STALE/PROBE); if nobody answers, the entry goes.
+            # STALE/PROBE); if nobody answers, the entry goes. The probe counts
+            # against the pending bound; when that is full, probe later.
             p = self.pending[next_hop] = _Pending()
             self._request(next_hop, p, now)
 
