@@ -1,0 +1,771 @@
+"""One TCP connection: the RFC 9293 state machine (section 3.10) and the
+user calls OPEN/SEND/RECEIVE/CLOSE/ABORT/STATUS.
+
+Sans-IO: every entry takes ``now``; segments go out through the owning
+:class:`~stack.tcp.layer.TcpLayer`. :meth:`TcpConnection._set_state` is the
+one function that changes ``state``; it also writes the trace event and the
+counters.
+
+Where an incoming segment is handled: :meth:`TcpConnection._process` (the
+"SEGMENT ARRIVES" rules, step by step, with the RFC 5961 protections). The
+sending side (output, ACKs, timers) is in ``sender.py``, the receiving side
+(text, window, delayed ACK) in ``receiver.py``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from stack.tcp.congestion import ALGORITHMS
+from stack.tcp.receiver import Receiver
+from stack.tcp.sender import Sender
+from stack.tcp.seq import seq_add, seq_diff, seq_gt, seq_in, seq_le, seq_lt
+from stack.tcp.states import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2,
+                              LAST_ACK, LISTEN, RECEIVING, SYN_RECEIVED, SYN_SENT,
+                              SYNCHRONIZED, TIME_WAIT)
+from stack.wire.tcp import ACK, FIN, RST, SYN, build_tcp, flags_names, flags_str
+
+PROTO_TCP = 6
+
+
+def ip_str(a: int) -> str:
+    return f"{a >> 24}.{(a >> 16) & 255}.{(a >> 8) & 255}.{a & 255}"
+
+
+def conn_name(laddr: int, lport: int, raddr: int, rport: int) -> str:
+    return f"{ip_str(laddr)}:{lport}-{ip_str(raddr)}:{rport}"
+
+
+def os_error(err: int) -> OSError:
+    """``OSError(errno)``; Python picks the subclass (ConnectionResetError, ...)."""
+    return OSError(err, os.strerror(err))
+
+
+def rcv_cause(seg) -> str:
+    """A trace cause naming an incoming segment."""
+    if seg.flags & ACK:
+        return f"rcv {flags_names(seg.flags)} seq={seg.seq} ack={seg.ack}"
+    return f"rcv {flags_names(seg.flags)} seq={seg.seq}"
+
+
+class TcpConnection(Sender, Receiver):
+    """One connection. Created by :class:`~stack.tcp.layer.TcpLayer`
+    (``connect`` or a listener), never directly by users."""
+
+    state = CLOSED  # changed only by _set_state
+
+    def __init__(self, host, local: tuple[int, int], remote: tuple[int, int], iss: int,
+                 now: float, listener=None) -> None:
+        cfg = host.config
+        self._host = host
+        self._trace = host.trace
+        self._cfg = cfg
+        self.local = local
+        self.remote = remote
+        self.name = conn_name(local[0], local[1], remote[0], remote[1])
+        self.error: int | None = None
+        self.on_change = None
+        self._soft_error: int | None = None
+        self._dirty = False
+        self._now = now
+        self._sched = None  # the layer's timer-heap bookkeeping
+        self._listener = listener
+        self._passive = listener is not None
+
+        # Options a user can set.
+        self.nodelay = cfg.nodelay
+        self.keepalive = cfg.keepalive
+        self.keepalive_idle = cfg.keepalive_idle
+        self.keepalive_interval = cfg.keepalive_interval
+        self.keepalive_count = cfg.keepalive_count
+        self.sndbuf_size = cfg.sndbuf
+        self.rcvbuf_size = cfg.rcvbuf
+
+        # Send sequence space. snd_nxt goes back to snd_una after an RTO
+        # (go-back-N); snd_max is the highest sequence number ever sent.
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_max = iss
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.max_snd_wnd = 0
+        self._snd_wscale = 0
+        self._sndbuf = bytearray()           # bytes from _snd_data_seq on
+        self._snd_data_seq = seq_add(iss, 1)
+        self._snd_sml = iss                  # end of the last small segment (Nagle)
+        self._shut_wr = False
+        self._fin_pending = False
+        self._fin_seq = 0
+        self._close_deferred = False
+        self._user_closed = False
+
+        # Receive sequence space.
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0                     # right edge of the advertised window
+        self._rcv_wscale = 0
+        self._irs_known = False
+        self._rcvbuf = bytearray()
+        self._ooo = None
+        self._ooo_fin = None
+        self._fin_received = False
+        self._unacked = 0                    # bytes received since our last ACK
+        self._ack_now = False
+
+        # Segment sizes.
+        self.mss_local = cfg.mss
+        self.peer_mss = cfg.default_peer_mss
+        self._pmtu_mss = cfg.mss
+        self.mss = min(self.peer_mss, self.mss_local)
+        self._rcv_mss = min(cfg.default_peer_mss, cfg.mss)
+
+        # RTT, retransmission, congestion control.
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = cfg.rto_initial
+        self._rtt_seq: int | None = None
+        self._rtt_time = 0.0
+        self._retries = 0
+        self._syn_retransmitted = False
+        self.cc = ALGORITHMS[cfg.congestion](self.mss, cfg.initial_cwnd)
+        self._dupacks = 0
+        self._in_recovery = False
+        self._recover = iss
+
+        # Timers: absolute deadlines or None.
+        self._rto_at: float | None = None
+        self._persist_at: float | None = None
+        self._persist_backoff = 0
+        self._probes = 0
+        self._delack_at: float | None = None
+        self._keepalive_at: float | None = None
+        self._ka_probes = 0
+        self._tw_at: float | None = None
+        self._fin2_at: float | None = None
+
+    # ---- properties -----------------------------------------------------------
+
+    @property
+    def _synced(self) -> bool:
+        return self.state in SYNCHRONIZED
+
+    @property
+    def _snd_lowat(self) -> int:
+        return max(1, self.sndbuf_size >> 1)
+
+    @property
+    def readable(self) -> bool:
+        """recv() would return data, EOF or an error without waiting."""
+        return (bool(self._rcvbuf) or self._fin_received or self.error is not None
+                or self.state == CLOSED)
+
+    @property
+    def writable(self) -> bool:
+        """send() would accept data (at least half the buffer) or fail at once."""
+        st = self.state
+        if self.error is not None or st == CLOSED or self._shut_wr:
+            return True
+        if st != ESTABLISHED and st != CLOSE_WAIT:
+            return False
+        return self.sndbuf_size - len(self._sndbuf) >= self._snd_lowat
+
+    # ---- the one state-changing function ----------------------------------------
+
+    def _set_state(self, new: str, cause: str, now: float, frm: str | None = None) -> None:
+        old = self.state if frm is None else frm
+        self.state = new
+        self._dirty = True
+        trace = self._trace
+        if new == ESTABLISHED:
+            trace.count("tcp", "passive_opens" if self._passive else "active_opens")
+        elif new == CLOSED:
+            if old in (SYN_SENT, SYN_RECEIVED):
+                trace.count("tcp", "attempt_fails")
+            elif old in (ESTABLISHED, CLOSE_WAIT) and self.error is not None:
+                trace.count("tcp", "estab_resets")
+        if trace.on:
+            trace.event("tcp", "state", conn=self.name, **{"from": old, "to": new}, cause=cause)
+        if new == CLOSED:
+            self._teardown()
+        elif new == TIME_WAIT:
+            self._rto_at = self._persist_at = self._keepalive_at = self._fin2_at = None
+            self._sndbuf = bytearray()
+            self._ooo_clear()
+            self._tw_at = now + self._cfg.time_wait
+
+    def _teardown(self) -> None:
+        self._rto_at = self._persist_at = self._delack_at = None
+        self._keepalive_at = self._tw_at = self._fin2_at = None
+        self._sndbuf = bytearray()
+        self._ooo_clear()
+        if self._user_closed:
+            self._rcvbuf = bytearray()
+        self._host._release(self)
+
+    def _finish(self) -> None:
+        """End of every entry point: re-arm the layer's timer, tell the user."""
+        if self.state != CLOSED:
+            self._host._schedule(self)
+        if self._dirty:
+            self._dirty = False
+            cb = self.on_change
+            if cb is not None:
+                cb()
+
+    def _fail(self, err: int | None, cause: str, now: float, rst: bool = False) -> None:
+        if rst and self.state not in (CLOSED, SYN_SENT, TIME_WAIT):
+            self._send_rst(self.snd_max, now)
+        if err is not None:
+            self.error = err
+        self._set_state(CLOSED, cause, now)
+
+    # ---- output helpers -----------------------------------------------------------
+
+    def _xmit(self, seq: int, flags: int, payload, now: float, syn: bool = False) -> None:
+        """Build and hand one segment to IP. Segments with ACK carry the
+        current window and cancel any pending delayed ACK."""
+        if flags & ACK:
+            ack = self.rcv_nxt
+            win = self._rcv_window()
+            self._unacked = 0
+            self._ack_now = False
+            self._delack_at = None
+        else:
+            ack = 0
+            win = min(self.rcvbuf_size, 65535) if syn else 0
+        laddr, lport = self.local
+        raddr, rport = self.remote
+        mss = self.mss_local if syn else None
+        data = build_tcp(laddr, raddr, lport, rport, seq, ack, flags, win, payload, mss=mss)
+        host = self._host
+        host.ip_send(laddr, raddr, PROTO_TCP, data)
+        trace = self._trace
+        trace.count("tcp", "out_segs")
+        if flags & RST:
+            trace.count("tcp", "out_rsts")
+        if trace.on:
+            trace.event("tcp", "seg", conn=self.name, dir="out", flags=flags_str(flags), seq=seq,
+                        ack=ack, win=win, len=len(payload),
+                        options=[f"mss {mss}"] if syn else [])
+
+    def _send_ack(self, now: float) -> None:
+        self._xmit(self.snd_max, ACK, b"", now)
+
+    def _send_rst(self, seq: int, now: float) -> None:
+        self._xmit(seq, RST, b"", now)
+
+    def _challenge_ack(self, now: float, why: str) -> None:
+        """RFC 5961: answer a suspicious RST/SYN/ACK with an ACK (rate limited)."""
+        self._trace.drop("tcp", why, conn=self.name)
+        if self._host._challenge_ok(now):
+            self._trace.count("tcp", "challenge_acks")
+            self._send_ack(now)
+
+    # ---- opening ------------------------------------------------------------------
+
+    def _open_active(self, now: float) -> None:
+        self._set_state(SYN_SENT, "user connect", now)
+        self._rtt_seq = seq_add(self.iss, 1)
+        self._rtt_time = now
+        self._send_syn(now)
+        self._rto_at = now + self.rto
+        self._finish()
+
+    def _open_passive(self, seg, now: float) -> None:
+        """A listener hands over an acceptable SYN (RFC 9293 3.10.7.2)."""
+        self._take_syn(seg)
+        self._set_state(SYN_RECEIVED, rcv_cause(seg), now, frm=LISTEN)
+        self._rtt_seq = seq_add(self.iss, 1)
+        self._rtt_time = now
+        self._send_syn(now)
+        self._rto_at = now + self.rto
+        self._finish()
+
+    def _take_syn(self, seg) -> None:
+        self.irs = seg.seq
+        self.rcv_nxt = seq_add(seg.seq, 1)
+        self.rcv_adv = seq_add(self.rcv_nxt, min(self.rcvbuf_size, 65535))
+        self._irs_known = True
+        if seg.mss is not None:
+            self.peer_mss = max(seg.mss, 64)
+        self.mss = min(self.peer_mss, self.mss_local, self._pmtu_mss)
+
+    def _on_established(self, now: float) -> None:
+        if self._syn_retransmitted and self.srtt is None:
+            self.rto = max(self.rto, 3.0)  # RFC 6298 (5.7)
+            self.rto = min(self.rto, self._cfg.rto_max)
+        self._rto_at = None
+        self._retries = 0
+        self.cc.set_mss(self.mss)
+        self.cc.cwnd = self._cfg.initial_cwnd * self.mss
+        if self.keepalive:
+            self._keepalive_at = now + self.keepalive_idle
+        if self._listener is not None:
+            self._listener._established(self)
+        if self._close_deferred:
+            self._close_deferred = False
+            self._begin_fin(now, "user close (deferred)")
+
+    # ---- SEGMENT ARRIVES (RFC 9293 3.10.7) ------------------------------------------
+
+    def segment_arrives(self, seg, now: float) -> None:
+        """Entry from the layer for a segment demultiplexed to this connection."""
+        self._now = now
+        if self._keepalive_at is not None or self._ka_probes:
+            self._ka_probes = 0
+            if self.keepalive and self._synced:
+                self._keepalive_at = now + self.keepalive_idle
+        if self.state == SYN_SENT:
+            self._process_syn_sent(seg, now)
+        else:
+            self._process(seg, now)
+        if self.state != CLOSED:
+            self._output(now)
+            self._ack_decision(now)
+        self._finish()
+
+    def _process_syn_sent(self, seg, now: float) -> None:
+        flags = seg.flags
+        ack = seg.ack
+        trace = self._trace
+        if flags & ACK:
+            if seq_le(ack, self.iss) or seq_gt(ack, self.snd_max):
+                trace.drop("tcp", "bad_ack", conn=self.name)
+                if not flags & RST:
+                    self._send_rst(ack, now)
+                return
+        if flags & RST:
+            if flags & ACK:
+                self._fail(errno.ECONNREFUSED, rcv_cause(seg), now)
+            else:
+                trace.drop("tcp", "rst_without_ack", conn=self.name)
+            return
+        if not flags & SYN:
+            trace.drop("tcp", "no_syn", conn=self.name)
+            return
+        self._take_syn(seg)
+        if flags & ACK:
+            self.snd_una = ack
+            if self._rtt_seq is not None and seq_le(self._rtt_seq, ack):
+                self._rtt_sample(now - self._rtt_time, now)
+                self._rtt_seq = None
+            self.snd_wnd = seg.window
+            self.max_snd_wnd = seg.window
+            self.snd_wl1 = seg.seq
+            self.snd_wl2 = ack
+            self._set_state(ESTABLISHED, rcv_cause(seg), now)
+            self._on_established(now)
+            self._ack_now = True
+            payload = seg.payload
+            fin = bool(flags & FIN)
+            if payload or fin:
+                room = seq_diff(self.rcv_adv, self.rcv_nxt)
+                if len(payload) > room:
+                    payload = payload[:room]
+                    fin = False
+                if self._rcv_text(self.rcv_nxt, payload, fin, now):
+                    self._rcv_fin(seg, now)
+        else:
+            # Simultaneous open (RFC 9293 figure 8).
+            self._set_state(SYN_RECEIVED, rcv_cause(seg), now)
+            self._send_syn(now)
+
+    def _process(self, seg, now: float) -> None:
+        state = self.state
+        trace = self._trace
+        flags = seg.flags
+        seq = seg.seq
+        payload = seg.payload
+        if state == SYN_RECEIVED and flags & SYN and seq == self.irs:
+            if flags & RST:
+                return
+            if not flags & ACK:
+                # The peer retransmitted its SYN: our SYN,ACK was lost.
+                self._send_syn(now)
+                trace.count("tcp", "retrans_segs")
+                return
+            # The SYN,ACK of a simultaneous open: its SYN is old, its ACK is new.
+            flags &= ~SYN
+            seq = seq_add(seq, 1)
+
+        # First: is the sequence number acceptable?
+        fin = flags & FIN
+        n = len(payload)
+        seg_len = n + (1 if flags & SYN else 0) + (1 if fin else 0)
+        rcv_nxt = self.rcv_nxt
+        rcv_wnd = seq_diff(self.rcv_adv, rcv_nxt)
+        if rcv_wnd < 0:
+            rcv_wnd = 0
+        if seg_len == 0:
+            ok = seq == rcv_nxt if rcv_wnd == 0 else seq_in(seq, rcv_nxt, rcv_wnd)
+        else:
+            ok = rcv_wnd > 0 and (seq_in(seq, rcv_nxt, rcv_wnd)
+                                  or seq_in(seq_add(seq, seg_len - 1), rcv_nxt, rcv_wnd))
+        if not ok:
+            if flags & RST:
+                trace.drop("tcp", "rst_out_of_window", conn=self.name)
+                return
+            if rcv_wnd == 0 and seq == rcv_nxt and not flags & SYN:
+                # Zero window: keep the ACK (and a bare FIN), drop the text.
+                if n:
+                    trace.drop("tcp", "zero_window", conn=self.name)
+                    payload = b""
+                    fin = 0
+                self._ack_now = True
+            else:
+                trace.drop("tcp", "out_of_window", conn=self.name)
+                if state == TIME_WAIT and fin:
+                    # A retransmitted FIN: ACK it again and restart 2MSL.
+                    self._tw_at = now + self._cfg.time_wait
+                self._ack_now = True
+                return
+        else:
+            # Trim to the window: old bytes (and an old SYN) on the left,
+            # bytes beyond the window (and the FIN) on the right.
+            if seq != rcv_nxt and seq_lt(seq, rcv_nxt):
+                skip = seq_diff(rcv_nxt, seq)
+                if flags & SYN:
+                    flags &= ~SYN
+                    skip -= 1
+                if skip:
+                    payload = payload[skip:]
+                seq = rcv_nxt
+            room = rcv_wnd - seq_diff(seq, rcv_nxt)
+            if len(payload) > room:
+                payload = payload[:room]
+                fin = 0
+
+        # Second: RST (RFC 5961 section 3: exact match resets, in-window is challenged).
+        if flags & RST:
+            if seg.seq == rcv_nxt:
+                self._rcv_rst(seg, now)
+            else:
+                self._challenge_ack(now, "rst_not_exact")
+            return
+
+        # Fourth: SYN (RFC 5961 section 4).
+        if flags & SYN:
+            if state == SYN_RECEIVED and self._passive:
+                self._set_state(CLOSED, rcv_cause(seg) + " (SYN in window)", now)
+                return
+            self._challenge_ack(now, "syn_in_window")
+            return
+
+        # Fifth: ACK.
+        if not flags & ACK:
+            trace.drop("tcp", "no_ack", conn=self.name)
+            return
+        ack = seg.ack
+        if state == SYN_RECEIVED:
+            if seq_gt(ack, self.snd_una) and seq_le(ack, self.snd_max):
+                lst = self._listener
+                if lst is not None and lst.queue_full():
+                    trace.drop("tcp", "accept_queue_full", conn=self.name)
+                    return
+                self.snd_wnd = seg.window << self._snd_wscale
+                self.max_snd_wnd = self.snd_wnd
+                self.snd_wl1 = seg.seq
+                self.snd_wl2 = ack
+                self.snd_una = seq_add(self.iss, 1)  # our SYN is acknowledged
+                if self._rtt_seq is not None:
+                    self._rtt_sample(now - self._rtt_time, now)
+                    self._rtt_seq = None
+                self._set_state(ESTABLISHED, rcv_cause(seg), now)
+                self._on_established(now)
+                state = self.state
+            else:
+                trace.drop("tcp", "bad_ack", conn=self.name)
+                self._send_rst(ack, now)
+                return
+        if seq_gt(ack, self.snd_max):
+            # ACK for data never sent: ACK back, drop.
+            trace.drop("tcp", "ack_unsent", conn=self.name)
+            self._ack_now = True
+            return
+        if seq_lt(ack, seq_add(self.snd_una, -self.max_snd_wnd)):
+            self._challenge_ack(now, "ack_too_old")
+            return
+        una_before = self.snd_una
+        self._rcv_ack(seg.seq, ack, seg.window, not seg.payload and not seg.flags & (SYN | FIN),
+                      now)
+        if self.state == CLOSED:
+            return
+        if self.snd_una != una_before and self._fin_pending and self._fin_acked():
+            if state == FIN_WAIT_1:
+                self._set_state(FIN_WAIT_2, rcv_cause(seg), now)
+                state = FIN_WAIT_2
+                if self._user_closed:
+                    self._fin2_at = now + self._cfg.fin_wait2_timeout
+            elif state == CLOSING:
+                self._set_state(TIME_WAIT, rcv_cause(seg), now)
+                return
+            elif state == LAST_ACK:
+                self._set_state(CLOSED, rcv_cause(seg), now)
+                return
+
+        # Sixth (URG) is not supported: urgent data is delivered inline.
+        # Seventh: text. Eighth: FIN.
+        if payload or fin:
+            if state in RECEIVING:
+                if payload and self._user_closed:
+                    # Nobody will read it (RFC 2525 2.17, Linux): reset.
+                    self._fail(None, rcv_cause(seg) + " (data after close)", now, rst=True)
+                    return
+                if self._rcv_text(seq, payload, bool(fin), now):
+                    self._rcv_fin(seg, now)
+            elif payload:
+                trace.drop("tcp", "data_after_fin", conn=self.name)
+
+    def _fin_acked(self) -> bool:
+        return seq_gt(self.snd_una, self._fin_seq)
+
+    def _rcv_rst(self, seg, now: float) -> None:
+        state = self.state
+        cause = rcv_cause(seg)
+        self._trace.count("tcp", "in_rsts")
+        if state == SYN_RECEIVED:
+            if self._passive:
+                self._set_state(CLOSED, cause, now)  # back to LISTEN: the listener remains
+            else:
+                self._fail(errno.ECONNREFUSED, cause, now)
+        elif state in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
+            self._fail(errno.ECONNRESET, cause, now)
+        else:
+            self._set_state(CLOSED, cause, now)
+
+    def _rcv_fin(self, seg, now: float) -> None:
+        self.rcv_nxt = seq_add(self.rcv_nxt, 1)
+        self._fin_received = True
+        self._ack_now = True
+        self._dirty = True
+        self._ooo_clear()
+        state = self.state
+        cause = rcv_cause(seg)
+        if state in (SYN_RECEIVED, ESTABLISHED):
+            self._set_state(CLOSE_WAIT, cause, now)
+        elif state == FIN_WAIT_1:
+            if self._fin_acked():
+                self._set_state(TIME_WAIT, cause, now)
+            else:
+                self._set_state(CLOSING, cause, now)  # simultaneous close
+        elif state == FIN_WAIT_2:
+            self._fin2_at = None
+            self._set_state(TIME_WAIT, cause, now)
+
+    # ---- timers ------------------------------------------------------------------
+
+    def deadline(self) -> float | None:
+        d = None
+        for t in (self._rto_at, self._persist_at, self._delack_at, self._keepalive_at,
+                  self._tw_at, self._fin2_at):
+            if t is not None and (d is None or t < d):
+                d = t
+        return d
+
+    def _on_timer(self, now: float) -> None:
+        """Run whichever of this connection's timers are due."""
+        self._now = now
+        if self._tw_at is not None and now >= self._tw_at:
+            self._set_state(CLOSED, "timer 2MSL", now)
+        elif self._fin2_at is not None and now >= self._fin2_at:
+            self._set_state(CLOSED, "timer FIN_WAIT_2", now)
+        else:
+            if self._rto_at is not None and now >= self._rto_at:
+                self._on_rto(now)
+            if self._persist_at is not None and now >= self._persist_at and self.state != CLOSED:
+                self._on_persist(now)
+            if self._delack_at is not None and now >= self._delack_at and self.state != CLOSED:
+                self._delack_at = None
+                self._send_ack(now)
+            if (self._keepalive_at is not None and now >= self._keepalive_at
+                    and self.state != CLOSED):
+                self._on_keepalive(now)
+        self._finish()
+
+    # ---- ICMP ---------------------------------------------------------------------
+
+    def _icmp(self, kind: str, seq: int, mtu: int | None, now: float) -> None:
+        """An ICMP error quoting one of our segments (RFC 1122 4.2.3.9, RFC 5927)."""
+        if not (seq_le(self.snd_una, seq) and seq_lt(seq, self.snd_max)) and seq != self.snd_una:
+            self._trace.drop("tcp", "icmp_stale", conn=self.name)
+            return
+        if kind == "frag_needed":
+            if mtu and mtu - 40 < self.mss and mtu >= 68:
+                self._pmtu_mss = max(mtu - 40, 48)
+                self.mss = min(self.peer_mss, self.mss_local, self._pmtu_mss)
+                self.cc.set_mss(self.mss)
+                if self._synced:
+                    self.snd_nxt = self.snd_una
+                    self._output(now, force=True)
+            self._finish()
+            return
+        err = {"port_unreachable": errno.ECONNREFUSED, "host_unreachable": errno.EHOSTUNREACH,
+               "net_unreachable": errno.ENETUNREACH,
+               "protocol_unreachable": errno.ENOPROTOOPT}.get(kind, errno.EHOSTUNREACH)
+        if self.state == SYN_SENT or (self.state == SYN_RECEIVED and not self._passive):
+            # Linux aborts a connection attempt on an ICMP error.
+            self._fail(err, f"icmp {kind}", now)
+        else:
+            self._soft_error = err  # reported only if the connection times out
+        self._finish()
+
+    # ---- user calls ------------------------------------------------------------------
+
+    def send(self, data, now: float) -> int:
+        """SEND: copy what fits into the send buffer; returns the count (0 when full)."""
+        self._now = now
+        if self.error is not None:
+            raise os_error(self.error)
+        st = self.state
+        if self._shut_wr or st not in (SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT):
+            raise os_error(errno.EPIPE)
+        n = len(data)
+        free = self.sndbuf_size - len(self._sndbuf)
+        if n > free:
+            n = free if free > 0 else 0
+            if not n:
+                return 0
+            self._sndbuf += memoryview(data)[:n]
+        elif n:
+            self._sndbuf += data
+        else:
+            return 0
+        self._output(now)
+        self._finish()
+        return n
+
+    def recv(self, n: int, now: float | None = None) -> bytes | None:
+        """RECEIVE: up to ``n`` bytes; ``b""`` at EOF; None when nothing yet."""
+        buf = self._rcvbuf
+        if buf:
+            if n >= len(buf):
+                out = bytes(buf)
+                buf.clear()
+            else:
+                out = bytes(buf[:n])
+                del buf[:n]
+            self._after_read(now)
+            return out
+        if self.error is not None:
+            raise os_error(self.error)
+        if self._fin_received or self.state == CLOSED:
+            return b""
+        return None
+
+    def recv_into(self, buffer, nbytes: int = 0, now: float | None = None) -> int | None:
+        """Like :meth:`recv` into a writable buffer; 0 at EOF, None when nothing yet."""
+        mv = memoryview(buffer).cast("B")
+        n = nbytes or len(mv)
+        buf = self._rcvbuf
+        if buf:
+            k = min(n, len(buf))
+            mv[:k] = buf[:k]
+            del buf[:k]
+            self._after_read(now)
+            return k
+        if self.error is not None:
+            raise os_error(self.error)
+        if self._fin_received or self.state == CLOSED:
+            return 0
+        return None
+
+    def _after_read(self, now: float | None) -> None:
+        if now is not None:
+            self._now = now
+        if self.state in RECEIVING and self._window_update_due():
+            self._send_ack(self._now)
+            self._finish()
+
+    def shutdown_write(self, now: float) -> None:
+        """Half-close: send a FIN after the buffered data; keep receiving."""
+        self._now = now
+        if self.state == CLOSED:
+            raise os_error(self.error or errno.ENOTCONN)
+        self._shutdown_wr(now, "user shutdown")
+        self._finish()
+
+    def _shutdown_wr(self, now: float, cause: str) -> None:
+        if self._shut_wr:
+            return
+        self._shut_wr = True
+        self._dirty = True
+        if self.state in (SYN_SENT, SYN_RECEIVED):
+            self._close_deferred = True
+        else:
+            self._begin_fin(now, cause)
+
+    def _begin_fin(self, now: float, cause: str) -> None:
+        self._fin_pending = True
+        self._fin_seq = seq_add(self._snd_data_seq, len(self._sndbuf))
+        st = self.state
+        if st == ESTABLISHED:
+            self._set_state(FIN_WAIT_1, cause, now)
+        elif st == CLOSE_WAIT:
+            self._set_state(LAST_ACK, cause, now)
+        self._output(now)
+
+    def close(self, now: float) -> None:
+        """CLOSE: no more sends or receives; buffered data goes out before the FIN.
+
+        Unread received data makes it an abort (RST), as in Linux.
+        """
+        self._now = now
+        st = self.state
+        self._user_closed = True
+        if st == CLOSED:
+            return
+        if st == SYN_SENT:
+            self._set_state(CLOSED, "user close", now)
+        elif self._rcvbuf and st in RECEIVING or self._rcvbuf and st == CLOSE_WAIT:
+            self._fail(None, "user close (unread data)", now, rst=True)
+        else:
+            self._shutdown_wr(now, "user close")
+            if self.state == FIN_WAIT_2 and self._fin2_at is None:
+                self._fin2_at = now + self._cfg.fin_wait2_timeout
+        self._finish()
+
+    def abort(self, now: float) -> None:
+        """ABORT: send RST (in synchronized states) and forget the connection."""
+        self._now = now
+        self._user_closed = True
+        st = self.state
+        if st == CLOSED:
+            return
+        if st in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
+            self._send_rst(self.snd_max, now)
+        self._set_state(CLOSED, "user abort", now)
+        self._finish()
+
+    def status(self) -> dict:
+        """STATUS."""
+        return {
+            "state": self.state, "local": self.local, "remote": self.remote,
+            "snd_una": self.snd_una, "snd_nxt": self.snd_nxt, "snd_max": self.snd_max,
+            "snd_wnd": self.snd_wnd, "rcv_nxt": self.rcv_nxt,
+            "rcv_wnd": max(seq_diff(self.rcv_adv, self.rcv_nxt), 0),
+            "send_buffered": len(self._sndbuf), "recv_buffered": len(self._rcvbuf),
+            "mss": self.mss, "cwnd": self.cc.cwnd, "ssthresh": self.cc.ssthresh,
+            "srtt": self.srtt, "rttvar": self.rttvar, "rto": self.rto, "error": self.error,
+        }
+
+    def set_nodelay(self, on: bool) -> None:
+        self.nodelay = bool(on)
+        if on and self.state != CLOSED:
+            self._output(self._now)
+            self._finish()
+
+    def set_keepalive(self, on: bool) -> None:
+        self.keepalive = bool(on)
+        if on and self._synced and self._keepalive_at is None:
+            self._keepalive_at = self._now + self.keepalive_idle
+        elif not on:
+            self._keepalive_at = None
+            self._ka_probes = 0
+        if self.state != CLOSED:
+            self._finish()
+
+    def __repr__(self) -> str:
+        return f"<TcpConnection {self.name} {self.state}>"

@@ -1,0 +1,115 @@
+"""The receiving half of a connection: segment text, the out-of-order queue,
+the advertised window (with receiver-side SWS avoidance) and delayed ACKs.
+
+A mixin of :class:`~stack.tcp.conn.TcpConnection`; it shares its attributes.
+"""
+
+from __future__ import annotations
+
+from stack.native import Reassembly
+from stack.tcp.seq import seq_add, seq_diff
+
+
+class Receiver:
+    # ---- text (RFC 9293 3.10.7.4, seventh step) ---------------------------
+
+    def _rcv_text(self, seq: int, payload, fin: bool, now: float) -> bool:
+        """Accept trimmed, in-window text starting at ``seq``.
+
+        Returns True when a FIN has become in-order (the caller advances
+        ``rcv_nxt`` over it and changes state).
+        """
+        n = len(payload)
+        if seq == self.rcv_nxt:
+            if n:
+                ooo = self._ooo
+                was_empty = not self._rcvbuf
+                if ooo is None:
+                    self._rcvbuf += payload
+                    self.rcv_nxt = seq_add(seq, n)
+                    self._unacked += n
+                    if n > self._rcv_mss:
+                        self._rcv_mss = min(n, self.mss_local)
+                else:
+                    if ooo.insert(0, payload) < 0:
+                        self._trace.drop("tcp", "ooo_full", conn=self.name)
+                        self._ack_now = True
+                        return False
+                    k = ooo.contiguous()
+                    self._rcvbuf += ooo.pop(k)
+                    self.rcv_nxt = seq_add(self.rcv_nxt, k)
+                    if not ooo.buffered():
+                        self._ooo = None
+                    self._ack_now = True  # filled a hole: tell the sender at once
+                if was_empty:
+                    self._dirty = True
+            if self._ooo_fin is not None and self.rcv_nxt == self._ooo_fin:
+                self._ooo_fin = None
+                return True
+            return fin and self._ooo is None
+        # Out of order (seq is after rcv_nxt and inside the window).
+        off = seq_diff(seq, self.rcv_nxt)
+        self._ack_now = True  # duplicate ACK so the sender can fast-retransmit
+        if n:
+            ooo = self._ooo
+            if ooo is None:
+                ooo = self._ooo = Reassembly(max(self.rcvbuf_size, 65535),
+                                             self._cfg.ooo_max_holes)
+            if ooo.insert(off, payload) < 0:
+                self._trace.drop("tcp", "ooo_full", conn=self.name)
+                return False
+            self._trace.count("tcp", "ooo_segs")
+        if fin:
+            self._ooo_fin = seq_add(seq, n)
+        return False
+
+    def _ooo_clear(self) -> None:
+        self._ooo = None
+        self._ooo_fin = None
+
+    # ---- the advertised window ---------------------------------------------
+
+    def _rcv_window(self) -> int:
+        """The window field for an outgoing segment; moves ``rcv_adv``.
+
+        The right edge never moves left. It moves right only by at least
+        min(half the buffer, one MSS) (RFC 1122 4.2.3.3, receiver SWS).
+        """
+        free = self.rcvbuf_size - len(self._rcvbuf)
+        limit = 65535 << self._rcv_wscale
+        if free > limit:
+            free = limit
+        cur = seq_diff(self.rcv_adv, self.rcv_nxt)
+        if cur < 0:
+            cur = 0
+        if free > cur and free - cur >= min(self.rcvbuf_size >> 1, self.mss_local):
+            field = free >> self._rcv_wscale
+        else:
+            field = (cur + (1 << self._rcv_wscale) - 1) >> self._rcv_wscale
+            if field > 65535:
+                field = 65535
+        self.rcv_adv = seq_add(self.rcv_nxt, field << self._rcv_wscale)
+        return field
+
+    def _window_update_due(self) -> bool:
+        """After the user read: has the window grown enough to announce?"""
+        free = self.rcvbuf_size - len(self._rcvbuf)
+        limit = 65535 << self._rcv_wscale
+        if free > limit:
+            free = limit
+        cur = seq_diff(self.rcv_adv, self.rcv_nxt)
+        if cur < 0:
+            cur = 0
+        return free >= 2 * cur and free - cur >= min(self.rcvbuf_size >> 1, self.mss_local)
+
+    # ---- acknowledgments ---------------------------------------------------
+
+    def _ack_decision(self, now: float) -> None:
+        """At the end of segment processing: ACK now, later, or not at all."""
+        if self._ack_now:
+            self._send_ack(now)
+        elif self._unacked:
+            if self._unacked >= 2 * self._rcv_mss:
+                self._send_ack(now)
+            elif self._delack_at is None:
+                self._delack_at = now + self._cfg.delayed_ack

@@ -1,0 +1,52 @@
+"""Sequence numbers: 32-bit values compared modulo 2**32 (RFC 9293 section 3.4).
+
+``a`` is "less than" ``b`` when ``b - a`` taken modulo 2**32 lies in
+``(0, 2**31)``. Every comparison of sequence or acknowledgment numbers in the
+TCP code goes through these helpers; nothing compares them with ``<``.
+"""
+
+from __future__ import annotations
+
+MOD = 1 << 32
+MASK = MOD - 1
+HALF = 1 << 31
+
+
+def seq_add(a: int, n: int) -> int:
+    """``a + n`` wrapped to 32 bits (``n`` may be negative)."""
+    return (a + n) & MASK
+
+
+def seq_diff(a: int, b: int) -> int:
+    """Signed distance ``a - b`` in ``[-2**31, 2**31)``."""
+    d = (a - b) & MASK
+    return d - MOD if d >= HALF else d
+
+
+def seq_lt(a: int, b: int) -> bool:
+    return ((a - b) & MASK) >= HALF
+
+
+def seq_le(a: int, b: int) -> bool:
+    return a == b or ((a - b) & MASK) >= HALF
+
+
+def seq_gt(a: int, b: int) -> bool:
+    return ((b - a) & MASK) >= HALF
+
+
+def seq_ge(a: int, b: int) -> bool:
+    return a == b or ((b - a) & MASK) >= HALF
+
+
+def seq_in(x: int, lo: int, n: int) -> bool:
+    """Is ``x`` in the window ``[lo, lo + n)``? (``n`` >= 0)"""
+    return ((x - lo) & MASK) < n
+
+
+def seq_max(a: int, b: int) -> int:
+    return b if ((a - b) & MASK) >= HALF else a
+
+
+def seq_min(a: int, b: int) -> int:
+    return a if ((a - b) & MASK) >= HALF else b
