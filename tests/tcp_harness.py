@@ -1,0 +1,204 @@
+"""Test helpers for TCP conversations and back-to-back runs on a manual clock.
+
+Not a test module itself (no ``test_`` prefix); imported by tests/test_tcp_*.py.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+
+from stack.tcp import TcpConfig, TcpLayer
+from stack.trace import Trace
+from stack.wire.tcp import ACK, FIN, PSH, RST, SYN, build_tcp, parse_tcp
+
+US = 0x0A000001      # 10.0.0.1, the stack under test
+PEER = 0x0A000002    # 10.0.0.2, the test speaking for the other end
+US_PORT = 4000
+PEER_PORT = 5555
+ISS = 1000           # the stack's initial sequence number in conversations
+IRS = 5000           # the test peer's initial sequence number
+
+FLAGS = {"S": SYN, "F": FIN, "R": RST, "P": PSH, ".": ACK}
+
+
+def flag_bits(spec: str) -> int:
+    bits = 0
+    for ch in spec:
+        bits |= FLAGS[ch]
+    return bits
+
+
+class Conversation:
+    """One TcpLayer, a manual clock, and the segments it sends.
+
+    ``feed`` hands it a segment built by the test; ``expect`` checks, in
+    tcpdump form, exactly the segments it sent since the last check.
+    """
+
+    def __init__(self, config: TcpConfig | None = None, iss: int = ISS, seed: int = 1):
+        self.now = 0.0
+        self.events: list[dict] = []
+        self.trace = Trace(clock=lambda: self.now)
+        self.trace.subscribe(self.events.append)
+        self.out: list = []
+        self.config = config or TcpConfig()
+        self.layer = TcpLayer(self._ip_send, self.trace, self.config, rng=random.Random(seed))
+        self.iss = iss
+        self.layer._isn = lambda *a: iss
+        self.conn = None
+        self.listener = None
+
+    def _ip_send(self, src: int, dst: int, proto: int, payload: bytes) -> None:
+        assert proto == 6
+        self.out.append((src, dst, parse_tcp(src, dst, payload)))
+
+    # -- driving ------------------------------------------------------------------
+
+    def feed(self, flags: str, seq: int, ack: int = 0, win: int = 65535, data: bytes = b"",
+             src_port: int = PEER_PORT, dst_port: int = US_PORT, **opts) -> None:
+        raw = build_tcp(PEER, US, src_port, dst_port, seq, ack, flag_bits(flags), win, data,
+                        **opts)
+        self.layer.receive(PEER, US, raw, self.now)
+
+    def feed_raw(self, raw: bytes, src: int = PEER, dst: int = US) -> None:
+        self.layer.receive(src, dst, raw, self.now)
+
+    def run_until(self, t: float) -> None:
+        """Advance the clock to ``t``, firing every timer due on the way, at its time."""
+        while True:
+            d = self.layer.next_deadline()
+            if d is None or d > t:
+                break
+            self.now = max(self.now, d)
+            self.layer.on_timer(self.now)
+        self.now = t
+
+    def advance(self, dt: float) -> None:
+        self.run_until(self.now + dt)
+
+    # -- checking ----------------------------------------------------------------------
+
+    def sent(self) -> list[str]:
+        out = [str(seg) for _src, _dst, seg in self.out]
+        self.out.clear()
+        return out
+
+    def sent_segments(self) -> list:
+        segs = [seg for _src, _dst, seg in self.out]
+        self.out.clear()
+        return segs
+
+    def expect(self, *lines: str) -> None:
+        got = self.sent()
+        assert got == list(lines), "\n got: " + "\n      ".join(got or ["(nothing)"])
+
+    def expect_nothing(self) -> None:
+        self.expect()
+
+    def states(self, conn_name: str | None = None) -> list[tuple[str, str]]:
+        return [(e["from"], e["to"]) for e in self.events
+                if e["event"] == "state" and (conn_name is None or e["conn"] == conn_name)]
+
+    def drops(self) -> dict[str, int]:
+        return self.trace.drops()
+
+    # -- putting a connection in a state ------------------------------------------------
+
+    def open_active(self, peer_mss: int | None = 1460, peer_win: int = 65535):
+        """CLOSED -> SYN_SENT -> ESTABLISHED; the stack connected to the peer."""
+        self.conn = self.layer.connect(US, (PEER, PEER_PORT), self.now, local_port=US_PORT)
+        self.expect(f"Flags [S], seq {self.iss}, win 65535, options [mss 1460], length 0")
+        self.feed("S.", IRS, self.iss + 1, win=peer_win, mss=peer_mss)
+        self.expect(f"Flags [.], seq {self.iss + 1}, ack {IRS + 1}, win 65535, length 0")
+        assert self.conn.state == "ESTABLISHED"
+        return self.conn
+
+    def open_passive(self, peer_mss: int | None = 1460, peer_win: int = 65535, backlog: int = 5):
+        """LISTEN -> SYN_RECEIVED -> ESTABLISHED; the peer connected to the stack."""
+        self.listener = self.layer.listen((0, US_PORT), backlog, self.now)
+        self.feed("S", IRS, win=peer_win, mss=peer_mss)
+        self.expect(f"Flags [S.], seq {self.iss}, ack {IRS + 1}, win 65535, "
+                    "options [mss 1460], length 0")
+        self.feed(".", IRS + 1, self.iss + 1, win=peer_win)
+        self.expect_nothing()
+        self.conn = self.listener.accept()
+        assert self.conn is not None and self.conn.state == "ESTABLISHED"
+        return self.conn
+
+
+class LossyNet:
+    """Two TcpLayers joined through a seeded queue that loses, duplicates,
+    reorders (by random delay) and corrupts segments, on a manual clock."""
+
+    A = 0xC0000201   # 192.0.2.1
+    B = 0xC0000202   # 192.0.2.2
+
+    def __init__(self, seed: int, loss=0.0, dup=0.0, corrupt=0.0, delay=0.001, jitter=0.0,
+                 config: TcpConfig | None = None, trace_events: bool = True):
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.loss, self.dup, self.corrupt = loss, dup, corrupt
+        self.delay, self.jitter = delay, jitter
+        self.now = 0.0
+        self.events: list[dict] = []
+        self.queue: list = []
+        self._n = 0
+        self.stats = {"sent": 0, "lost": 0, "dup": 0, "corrupt": 0}
+        self.traces = {}
+        layers = {}
+        for name, addr in (("a", self.A), ("b", self.B)):
+            tr = Trace(clock=lambda: self.now)
+            if trace_events:
+                tr.subscribe(lambda e, n=name: self.events.append(dict(e, node=n)))
+            self.traces[name] = tr
+            layers[name] = TcpLayer(self._sender(addr), tr, config or TcpConfig(),
+                                    rng=random.Random(seed * 7 + len(layers)))
+        self.a, self.b = layers["a"], layers["b"]
+        self._by_addr = {self.A: self.a, self.B: self.b}
+
+    def _sender(self, me: int):
+        def send(src, dst, proto, payload):
+            assert src == me
+            self.stats["sent"] += 1
+            rng = self.rng
+            copies = 1
+            if rng.random() < self.loss:
+                self.stats["lost"] += 1
+                return
+            if rng.random() < self.dup:
+                self.stats["dup"] += 1
+                copies = 2
+            for _ in range(copies):
+                data = bytes(payload)
+                if rng.random() < self.corrupt:
+                    self.stats["corrupt"] += 1
+                    b = bytearray(data)
+                    i = rng.randrange(len(b))
+                    b[i] ^= 1 << rng.randrange(8)
+                    data = bytes(b)
+                at = self.now + self.delay + rng.random() * self.jitter
+                self._n += 1
+                heapq.heappush(self.queue, (at, self._n, src, dst, data))
+        return send
+
+    def next_time(self) -> float | None:
+        times = [t for t in (self.a.next_deadline(), self.b.next_deadline()) if t is not None]
+        if self.queue:
+            times.append(self.queue[0][0])
+        return min(times) if times else None
+
+    def step(self) -> bool:
+        """Run the next event (a delivery or a timer); False when nothing is left."""
+        t = self.next_time()
+        if t is None:
+            return False
+        self.now = max(self.now, t)
+        while self.queue and self.queue[0][0] <= self.now:
+            _, _, src, dst, data = heapq.heappop(self.queue)
+            self._by_addr[dst].receive(src, dst, data, self.now)
+        for layer in (self.a, self.b):
+            d = layer.next_deadline()
+            if d is not None and d <= self.now:
+                layer.on_timer(self.now)
+        return True
