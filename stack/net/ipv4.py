@@ -118,7 +118,8 @@ class Ipv4Layer:
 
     # -- receiving -------------------------------------------------------------
 
-    def receive(self, data: memoryview, now: float) -> None:
+    def receive(self, data: memoryview, now: float, local: bool = False) -> None:
+        """Handle one packet from the link, or (``local``) one we sent ourselves."""
         try:
             h, payload = parse_ipv4(data)
         except WireError as e:
@@ -128,10 +129,14 @@ class Ipv4Layer:
         if dst != self.address and not self.is_broadcast(dst):
             self.trace.drop("ip", "not_for_us", dst=int2ip(dst))
             return
-        if h.src == self.address and dst != self.address:
+        if h.src == self.address and not local:
+            # Our own address from the wire is spoofed (a LAND attack when dst is us too).
             self.trace.drop("ip", "martian_source", src=int2ip(h.src))
             return
-        if (h.src >> 24) == 127 or h.src == 0xFFFFFFFF or (h.src >> 28) == 0xE:
+        if ((h.src >> 24) == 127 or (h.src >> 28) == 0xE or self.is_broadcast(h.src)
+                or (h.src == 0 and not self.is_broadcast(dst))):
+            # Nothing may answer a broadcast source (a smurf amplifier would);
+            # 0.0.0.0 is a source only for broadcasts (RFC 1122 3.2.1.3).
             self.trace.drop("ip", "martian_source", src=int2ip(h.src))
             return
         self.trace.count("ip", "packets_in")
@@ -153,7 +158,7 @@ class Ipv4Layer:
         while self.local:
             batch, self.local = self.local, []
             for packet in batch:
-                self.receive(memoryview(packet), now)
+                self.receive(memoryview(packet), now, local=True)
 
     # -- timers ----------------------------------------------------------------
 

@@ -10,7 +10,7 @@ if its first fragment arrived, ICMP time exceeded is sent, RFC 792).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from stack.native import Reassembly
 from stack.trace import Trace
@@ -21,7 +21,7 @@ from stack.wire.ipv4 import IPV4_MAX_LEN, Ipv4Header, int2ip
 class ReassemblyConfig:
     timeout: float = 30.0            # seconds (Linux ipfrag_time)
     max_datagrams: int = 256         # incomplete datagrams held at once
-    max_bytes: int = 4 * 1024 * 1024  # payload bytes held across all of them (Linux ipfrag_high_thresh)
+    max_bytes: int = 4 * 1024 * 1024  # buffer bytes held across all of them (Linux ipfrag_high_thresh)
     max_fragments: int = 64          # disjoint pieces per datagram
 
 
@@ -34,6 +34,8 @@ class _Datagram:
         self.deadline = deadline
         self.first: Ipv4Header | None = None       # header of the offset-0 fragment
         self.first_payload = b""                   # its first 8 bytes, for ICMP quoting
+        # Bytes charged to the memory bound: the buffer grows to the highest
+        # offset stored, so that is what a datagram costs (not the bytes in it).
         self.held = 0
 
 
@@ -59,12 +61,15 @@ class FragmentReassembler:
                 return None
             d = self.datagrams[key] = _Datagram(cfg, now + cfg.timeout)
         end = h.frag_offset + n
-        if self.bytes_held + n > cfg.max_bytes:
+        grow = end - d.held if n and end > d.held else 0
+        if self.bytes_held + grow > cfg.max_bytes:
             self._discard(key, d)
             self.trace.drop("ip", "reassembly_memory", id=h.ident, src=int2ip(h.src))
             return None
         if not h.mf:
-            if d.total is not None and d.total != end:
+            # The last fragment fixes the end; it may not fall short of data
+            # already held (Linux: end < q.len discards the queue).
+            if (d.total is not None and d.total != end) or end < d.held:
                 self._discard(key, d)
                 self.trace.drop("ip", "fragment_conflict", id=h.ident)
                 return None
@@ -86,8 +91,8 @@ class FragmentReassembler:
             self.trace.drop("ip", "too_many_fragments" if added == -2 else "fragment_range",
                             id=h.ident)
             return None
-        d.held += added
-        self.bytes_held += added
+        d.held += grow
+        self.bytes_held += grow
         if h.frag_offset == 0:
             d.first = h
             d.first_payload = bytes(payload[:8])
@@ -103,7 +108,9 @@ class FragmentReassembler:
         if self.trace.on:
             self.trace.event("ip", "reassembled", src=int2ip(h.src), id=h.ident, length=d.total)
         assert d.first is not None
-        return d.first, data
+        # The header now describes the whole datagram, as Linux's ip_frag_reasm
+        # leaves it: no MF, the full length (ICMP errors quote it).
+        return replace(d.first, mf=False, total_length=d.first.header_length + d.total), data
 
     @staticmethod
     def _covered(d: _Datagram, start: int, end: int) -> bool:
