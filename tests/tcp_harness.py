@@ -108,9 +108,10 @@ class Conversation:
     def open_active(self, peer_mss: int | None = 1460, peer_win: int = 65535):
         """CLOSED -> SYN_SENT -> ESTABLISHED; the stack connected to the peer."""
         self.conn = self.layer.connect(US, (PEER, PEER_PORT), self.now, local_port=US_PORT)
-        self.expect(f"Flags [S], seq {self.iss}, win 65535, options [mss 1460], length 0")
+        w = min(self.config.rcvbuf, 65535)
+        self.expect(f"Flags [S], seq {self.iss}, win {w}, options [mss 1460], length 0")
         self.feed("S.", IRS, self.iss + 1, win=peer_win, mss=peer_mss)
-        self.expect(f"Flags [.], seq {self.iss + 1}, ack {IRS + 1}, win 65535, length 0")
+        self.expect(f"Flags [.], seq {self.iss + 1}, ack {IRS + 1}, win {w}, length 0")
         assert self.conn.state == "ESTABLISHED"
         return self.conn
 
@@ -118,7 +119,8 @@ class Conversation:
         """LISTEN -> SYN_RECEIVED -> ESTABLISHED; the peer connected to the stack."""
         self.listener = self.layer.listen((0, US_PORT), backlog, self.now)
         self.feed("S", IRS, win=peer_win, mss=peer_mss)
-        self.expect(f"Flags [S.], seq {self.iss}, ack {IRS + 1}, win 65535, "
+        w = min(self.config.rcvbuf, 65535)
+        self.expect(f"Flags [S.], seq {self.iss}, ack {IRS + 1}, win {w}, "
                     "options [mss 1460], length 0")
         self.feed(".", IRS + 1, self.iss + 1, win=peer_win)
         self.expect_nothing()

@@ -426,6 +426,8 @@ class TcpConnection(Sender, Receiver):
             # Trim to the window: old bytes (and an old SYN) on the left,
             # bytes beyond the window (and the FIN) on the right.
             if seq != rcv_nxt and seq_lt(seq, rcv_nxt):
+                # Partly old: our ACK was probably lost, so ACK at once.
+                self._ack_now = True
                 skip = seq_diff(rcv_nxt, seq)
                 if flags & SYN:
                     flags &= ~SYN
@@ -437,6 +439,7 @@ class TcpConnection(Sender, Receiver):
             if len(payload) > room:
                 payload = payload[:room]
                 fin = 0
+                self._ack_now = True
 
         # Second: RST (RFC 5961 section 3: exact match resets, in-window is challenged).
         if flags & RST:
