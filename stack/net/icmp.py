@@ -16,7 +16,8 @@ from stack.trace import Trace
 from stack.wire import WireError
 from stack.wire.icmp import (
     DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, ERROR_TYPES, FRAG_NEEDED, PORT_UNREACHABLE,
-    PROTO_UNREACHABLE, REASSEMBLY_TIMEOUT, TIME_EXCEEDED, IcmpMessage, build_icmp, parse_icmp,
+    PROTO_UNREACHABLE, REASSEMBLY_TIMEOUT, REDIRECT, SOURCE_QUENCH, TIME_EXCEEDED, IcmpMessage,
+    build_icmp, parse_icmp,
 )
 from stack.wire.ipv4 import IPV4_HEADER, PROTO_ICMP, Ipv4Header, int2ip
 
@@ -73,6 +74,10 @@ class IcmpLayer:
                 self.trace.drop("icmp", "unexpected_echo_reply", id=m.ident, seq=m.seq)
                 return
             waiter(m.seq, bytes(m.data), now)
+        elif m.type in (SOURCE_QUENCH, REDIRECT):
+            # Source quench is obsolete (RFC 6633); a redirect changes a route,
+            # never a socket's fate. Neither is an error a transport hears.
+            self.trace.drop("icmp", "ignored_type", type=m.type)
         elif m.type in ERROR_TYPES:
             self._deliver_error(h, m, now)
         else:
