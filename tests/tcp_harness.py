@@ -51,7 +51,7 @@ class Conversation:
 
     def _ip_send(self, src: int, dst: int, proto: int, payload: bytes) -> None:
         assert proto == 6
-        self.out.append((src, dst, parse_tcp(src, dst, payload)))
+        self.out.append((self.now, dst, parse_tcp(src, dst, payload)))
 
     # -- driving ------------------------------------------------------------------
 
@@ -81,6 +81,12 @@ class Conversation:
 
     def sent(self) -> list[str]:
         out = [str(seg) for _src, _dst, seg in self.out]
+        self.out.clear()
+        return out
+
+    def sent_at(self) -> list[tuple[float, str]]:
+        """(time sent, tcpdump line) for each segment since the last check."""
+        out = [(round(t, 9), str(seg)) for t, _dst, seg in self.out]
         self.out.clear()
         return out
 

@@ -492,6 +492,7 @@ class TcpConnection(Sender, Receiver):
             self._challenge_ack(now, "ack_too_old")
             return
         una_before = self.snd_una
+        self._probes = 0  # the peer is alive (RFC 1122 4.2.2.17)
         self._rcv_ack(seg.seq, ack, seg.window, not seg.payload and not seg.flags & (SYN | FIN),
                       now)
         if self.state == CLOSED:

@@ -360,10 +360,20 @@ class TcpLayer:
         heap = self._heap
         while heap:
             d, _, conn = heap[0]
-            if conn._sched == d:
+            if conn._sched != d:
+                heapq.heappop(heap)
+                self._stale -= 1
+                continue
+            real = conn.deadline()
+            if real is not None and real <= d:
                 return d
+            # The connection's timers moved later (or stopped) since this
+            # entry was pushed: move the entry instead of waking for nothing.
             heapq.heappop(heap)
-            self._stale -= 1
+            conn._sched = None
+            if real is not None:
+                conn._sched = real
+                heapq.heappush(heap, (real, next(self._tie), conn))
         return None
 
     def on_timer(self, now: float) -> None:
