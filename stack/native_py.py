@@ -10,13 +10,19 @@ import sys
 
 _BIG = sys.byteorder == "big"
 
+# Largest capacity or max_holes accepted (the C twin keeps offsets in int64_t).
+LIMIT = 1 << 62
+
 
 def csum_partial(data, initial: int = 0) -> int:
     """16-bit ones-complement sum of big-endian words of ``data`` plus ``initial``.
 
     An odd trailing byte is padded with a zero byte. The result is folded to
-    16 bits but not complemented.
+    16 bits but not complemented. ``initial`` is an int in ``[0, 2**32)``
+    (OverflowError otherwise, as from the C twin).
     """
+    if not 0 <= initial <= 0xFFFFFFFF:
+        raise OverflowError("initial must be in [0, 2**32)")
     mv = memoryview(data).cast("B")
     n = len(mv)
     total = initial
@@ -31,8 +37,9 @@ def csum_partial(data, initial: int = 0) -> int:
         if not _BIG:
             # Words were read little-endian; swapping bytes of the ones-complement
             # sum is the same as summing the swapped words (RFC 1071, 2.B).
-            s = (s & 0xFFFF) + (s >> 16)
-            s = (s & 0xFFFF) + (s >> 16)
+            # Fold to 16 bits first: two folds are not enough past ~256 KB.
+            while s >> 16:
+                s = (s & 0xFFFF) + (s >> 16)
             s = ((s & 0xFF) << 8) | (s >> 8)
         total += s
     while total >> 16:
@@ -57,12 +64,16 @@ class Reassembly:
     def __init__(self, capacity: int, max_holes: int) -> None:
         if capacity < 0 or max_holes < 1:
             raise ValueError("capacity must be >= 0 and max_holes >= 1")
+        if capacity > LIMIT or max_holes > LIMIT:
+            raise ValueError("capacity and max_holes must be <= 2**62")
         self.capacity = capacity
         self.max_holes = max_holes
         self._buf = bytearray()
         self._ranges: list[list[int]] = []  # sorted, disjoint, non-adjacent [start, end)
 
     def overlaps(self, offset: int, length: int) -> bool:
+        if length <= 0:  # an empty range touches nothing
+            return False
         end = offset + length
         for s, e in self._ranges:
             if s < end and offset < e:
@@ -70,7 +81,8 @@ class Reassembly:
         return False
 
     def insert(self, offset: int, data) -> int:
-        length = len(data)
+        mv = memoryview(data).cast("B")
+        length = len(mv)  # bytes, whatever the item size of data
         end = offset + length
         if offset < 0 or end > self.capacity:
             return -1
@@ -88,16 +100,15 @@ class Reassembly:
             return -2
         if len(self._buf) < end:
             self._buf.extend(bytes(end - len(self._buf)))
-        mv = memoryview(data).cast("B")
         new = 0
         cur = offset
         for s, e in ranges[i:j]:
             if cur < s:
-                self._buf[cur:s] = mv[cur - offset:s - offset]
+                self._buf[cur:s] = mv[cur - offset : s - offset]
                 new += s - cur
             cur = max(cur, e)
         if cur < end:
-            self._buf[cur:end] = mv[cur - offset:]
+            self._buf[cur:end] = mv[cur - offset :]
             new += end - cur
         merged_start = min(offset, ranges[i][0]) if j > i else offset
         merged_end = max(end, ranges[j - 1][1]) if j > i else end

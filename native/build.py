@@ -1,0 +1,71 @@
+"""cffi build script for ``stack._native`` (API mode, out of line).
+
+setup.py names ``native/build.py:ffibuilder`` in ``cffi_modules``, so both
+``pip install .`` and ``pip install -e .`` compile the C sources in this folder
+into the extension module ``stack._native``. ``stack/_native_impl.py`` wraps it.
+
+To build in place without pip, from the repository root:
+``python native/build.py`` (writes ``stack/_native*.so``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+HEADER = os.path.join(HERE, "native.h")
+SOURCES = ("checksum.c", "reasm.c")
+
+
+def _rel(path: str) -> str:
+    # setuptools wants source paths relative to the project (the working directory).
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def _cdef() -> str:
+    with open(HEADER, encoding="utf-8") as f:
+        text = f.read()
+    found = re.search(r"/\* cdef-begin \*/(.*)/\* cdef-end \*/", text, re.S)
+    if found is None:
+        raise RuntimeError(f"{HEADER}: no cdef-begin/cdef-end markers")
+    return found.group(1)
+
+
+if sys.platform == "win32":
+    _CFLAGS = ["/O2"]
+else:
+    _CFLAGS = ["-O2", "-std=c99", "-Wall"]
+
+
+def _builder(place) -> FFI:
+    """The FFI for ``stack._native``; ``place`` maps each absolute path given to cffi."""
+    ffi = FFI()
+    ffi.cdef(_cdef())
+    ffi.set_source(
+        "stack._native",
+        '#include "native.h"\n',
+        sources=[place(os.path.join(HERE, name)) for name in SOURCES],
+        include_dirs=[place(HERE)],
+        depends=[place(HEADER)],
+        extra_compile_args=_CFLAGS,
+    )
+    return ffi
+
+
+ffibuilder = _builder(_rel)
+
+if __name__ == "__main__":
+    import shutil
+    import tempfile
+
+    # cffi compiles inside tmpdir (it changes directory there): absolute paths.
+    with tempfile.TemporaryDirectory() as tmp:
+        built = _builder(os.path.abspath).compile(tmpdir=tmp, verbose=True)
+        target = os.path.join(os.path.dirname(HERE), "stack", os.path.basename(built))
+        shutil.copyfile(built, target)
+    print(target)

@@ -1,0 +1,80 @@
+/*
+ * C hot paths of the stack: the Internet checksum and a byte-range
+ * reassembly buffer. stack/native_py.py is the pure-Python twin of every
+ * function here; tests/test_native.py proves that the two agree.
+ *
+ * The declarations between the two "cdef" markers are read by
+ * native/build.py and handed to cffi as they stand, so they must stay in the
+ * subset of C that cffi parses: integer #defines are the only preprocessor
+ * lines allowed there, and no attributes.
+ */
+#ifndef STACK_NATIVE_H
+#define STACK_NATIVE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* cdef-begin */
+
+/*
+ * 16-bit ones-complement sum of the big-endian 16-bit words of buf[0, len)
+ * (an odd trailing byte is padded with a zero byte), added to `initial` and
+ * folded until it fits in 16 bits. Not complemented. The result is 0 only
+ * when initial is 0 and every byte is 0.
+ */
+uint32_t csum_partial(const uint8_t *buf, size_t len, uint32_t initial);
+
+/* Return codes of reasm_insert besides the count of newly covered bytes. */
+#define REASM_OUT_OF_RANGE -1
+#define REASM_TOO_MANY_RANGES -2
+#define REASM_NO_MEMORY -3
+
+/* One stored range of offsets, [start, end). */
+typedef struct {
+    int64_t start;
+    int64_t end;
+} reasm_range;
+
+typedef struct reasm reasm;
+
+/* NULL when out of memory. capacity >= 0, max_holes >= 1. */
+reasm *reasm_new(int64_t capacity, int64_t max_holes);
+void reasm_free(reasm *r);
+
+/*
+ * Store buf[0, len) at `offset`. Bytes already stored win over new ones.
+ * Returns the count of newly covered bytes (>= 0), REASM_OUT_OF_RANGE when
+ * offset < 0 or offset + len > capacity, REASM_TOO_MANY_RANGES when the data
+ * touches no stored range and max_holes ranges are stored already, or
+ * REASM_NO_MEMORY. Nothing changes unless the result is >= 0.
+ */
+int64_t reasm_insert(reasm *r, int64_t offset, const uint8_t *buf, size_t len);
+
+/* 1 when [offset, offset + length) holds a stored byte, else 0. */
+int reasm_overlaps(const reasm *r, int64_t offset, int64_t length);
+
+/* Length of the stored prefix that starts at offset 0. */
+int64_t reasm_contiguous(const reasm *r);
+
+/* Address of offset 0 in the buffer (NULL when nothing was ever stored). */
+const char *reasm_data(const reasm *r);
+
+/*
+ * Drop the first n bytes (0 <= n <= reasm_contiguous) and shift every offset
+ * down by n. Returns 0, or REASM_OUT_OF_RANGE for a bad n (nothing changes).
+ */
+int reasm_pop(reasm *r, int64_t n);
+
+/* The stored ranges: reasm_count of them, sorted, disjoint, not adjacent. */
+size_t reasm_count(const reasm *r);
+const reasm_range *reasm_ranges(const reasm *r);
+
+/* Total bytes stored. */
+int64_t reasm_buffered(const reasm *r);
+
+/* Forget everything and release the memory held. */
+void reasm_clear(reasm *r);
+
+/* cdef-end */
+
+#endif

@@ -1,0 +1,120 @@
+"""Thin wrappers over the compiled cffi module ``stack._native``.
+
+Same names, signatures and results as ``stack.native_py``; import through
+``stack.native``, which falls back to the pure-Python twin when this module's
+import fails (``stack._native`` not built).
+"""
+
+from __future__ import annotations
+
+from stack._native import ffi as _ffi
+from stack._native import lib as _lib
+
+__all__ = ["Reassembly", "checksum", "csum_partial"]
+
+_from_buffer = _ffi.from_buffer
+_csum = _lib.csum_partial
+_bytes = bytes
+
+# Largest capacity or max_holes accepted, shared with native_py (C keeps int64_t).
+LIMIT = 1 << 62
+_NO_MEMORY = _lib.REASM_NO_MEMORY
+
+
+def csum_partial(data, initial: int = 0) -> int:
+    """16-bit ones-complement sum of big-endian words of ``data`` plus ``initial``.
+
+    An odd trailing byte is padded with a zero byte. The result is folded to
+    16 bits but not complemented. ``initial`` is an int in ``[0, 2**32)``.
+    """
+    if type(data) is _bytes:  # cffi passes bytes as a pointer, no wrapper needed
+        return _csum(data, len(data), initial)
+    buf = _from_buffer(data)
+    return _csum(buf, len(buf), initial)
+
+
+def checksum(data, initial: int = 0) -> int:
+    """The Internet checksum (RFC 1071) of ``data``, starting from ``initial``."""
+    if type(data) is _bytes:
+        return _csum(data, len(data), initial) ^ 0xFFFF
+    buf = _from_buffer(data)
+    return _csum(buf, len(buf), initial) ^ 0xFFFF
+
+
+_new = _lib.reasm_new
+_free = _lib.reasm_free
+_insert = _lib.reasm_insert
+_overlaps = _lib.reasm_overlaps
+_contiguous = _lib.reasm_contiguous
+_data = _lib.reasm_data
+_pop = _lib.reasm_pop
+_count = _lib.reasm_count
+_ranges = _lib.reasm_ranges
+_buffered = _lib.reasm_buffered
+_clear = _lib.reasm_clear
+_gc = _ffi.gc
+_unpack = _ffi.unpack
+
+
+class Reassembly:
+    """A byte-range buffer: insert data at offsets, read the contiguous prefix.
+
+    Offsets live in ``[0, capacity)``. At most ``max_holes`` disjoint ranges
+    are stored at once. Bytes already stored are kept (first copy wins).
+    """
+
+    __slots__ = ("capacity", "max_holes", "_r")
+
+    def __init__(self, capacity: int, max_holes: int) -> None:
+        if capacity < 0 or max_holes < 1:
+            raise ValueError("capacity must be >= 0 and max_holes >= 1")
+        if capacity > LIMIT or max_holes > LIMIT:
+            raise ValueError("capacity and max_holes must be <= 2**62")
+        self.capacity = capacity
+        self.max_holes = max_holes
+        r = _new(capacity, max_holes)
+        if r == _ffi.NULL:
+            raise MemoryError("reassembly buffer")
+        self._r = _gc(r, _free)
+
+    def overlaps(self, offset: int, length: int) -> bool:
+        try:
+            return bool(_overlaps(self._r, offset, length))
+        except OverflowError:
+            # Beyond int64_t: exact answer from the ranges, rarely needed.
+            end = offset + length
+            return length > 0 and any(s < end and offset < e for s, e in self.ranges())
+
+    def insert(self, offset: int, data) -> int:
+        buf = _from_buffer(data)
+        try:
+            got = _insert(self._r, offset, buf, len(buf))
+        except OverflowError:  # offset beyond int64_t: out of range either way
+            return -1
+        if got == _NO_MEMORY:
+            raise MemoryError("reassembly buffer")
+        return got
+
+    def contiguous(self) -> int:
+        return _contiguous(self._r)
+
+    def pop(self, n: int) -> bytes:
+        r = self._r
+        if n < 0 or n > _contiguous(r):
+            raise ValueError("pop beyond the contiguous prefix")
+        if n == 0:
+            return b""
+        out = _unpack(_data(r), n)
+        _pop(r, n)
+        return out
+
+    def ranges(self) -> list[tuple[int, int]]:
+        r = self._r
+        rg = _ranges(r)
+        return [(rg[k].start, rg[k].end) for k in range(_count(r))]
+
+    def buffered(self) -> int:
+        return _buffered(self._r)
+
+    def clear(self) -> None:
+        _clear(self._r)
