@@ -4,7 +4,7 @@ both connections walk the full RFC state sequence."""
 
 from __future__ import annotations
 
-import hashlib
+import random
 
 import pytest
 
@@ -14,12 +14,7 @@ from tcp_harness import LossyNet
 
 
 def pattern(n: int, salt: int) -> bytes:
-    out = bytearray()
-    i = 0
-    while len(out) < n:
-        out += hashlib.sha256(f"{salt}:{i}".encode()).digest()
-        i += 1
-    return bytes(out[:n])
+    return random.Random(salt).randbytes(n)
 
 
 def run_transfer(net: LossyNet, size: int, limit_time: float = 3600.0):
@@ -81,3 +76,61 @@ def test_bulk_both_ways_over_a_bad_network(seed):
     if net.stats["corrupt"]:
         drops = sum(tr.drops().get("tcp.drop.bad_checksum", 0) for tr in net.traces.values())
         assert drops > 0, info
+
+
+def state_path(net: LossyNet, node: str, conn_name: str) -> list[str]:
+    evs = [e for e in net.events if e["event"] == "state" and e["node"] == node
+           and e["conn"] == conn_name]
+    return [evs[0]["from"]] + [e["to"] for e in evs] if evs else []
+
+
+@pytest.mark.parametrize("seed,loss", [(3, 0.0), (4, 0.05)])
+def test_active_and_passive_close_state_sequences(seed, loss):
+    net = LossyNet(seed, loss=loss, delay=0.002, jitter=0.001)
+    lst = net.b.listen((0, 80), 8, net.now)
+    client = net.a.connect(net.A, (net.B, 80), net.now)
+    msg = pattern(100_000, 3)
+    sent = 0
+    server = None
+    received = bytearray()
+    server_closed = False
+    while net.now < 600:
+        if server is None:
+            server = lst.accept()
+        if client.state == "ESTABLISHED" and sent < len(msg):
+            sent += client.send(memoryview(msg)[sent:], net.now)
+            if sent == len(msg):
+                client.close(net.now)   # active close, data still buffered
+        if server is not None and not server_closed:
+            while True:
+                chunk = server.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+            if chunk == b"":
+                server.close(net.now)   # passive close after EOF
+                server_closed = True
+        if client.state == "CLOSED" and server is not None and server.state == "CLOSED":
+            break
+        if not net.step():
+            break
+    info = f"seed={seed} stats={net.stats}"
+    assert bytes(received) == msg, info
+    assert state_path(net, "a", client.name) == [
+        "CLOSED", "SYN_SENT", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "TIME_WAIT",
+        "CLOSED"], info
+    assert state_path(net, "b", server.name) == [
+        "LISTEN", "SYN_RECEIVED", "ESTABLISHED", "CLOSE_WAIT", "LAST_ACK", "CLOSED"], info
+    assert net.a.next_deadline() is None and net.b.next_deadline() is None, info
+    assert net.a.connections() == [] and net.b.connections() == [], info
+
+
+@pytest.mark.parametrize("seed", range(5, 11))
+def test_smaller_transfers_many_seeds_heavy_impairment(seed):
+    cfg = TcpConfig(rcvbuf=32768, sndbuf=32768)
+    net = LossyNet(seed, loss=0.1, dup=0.05, corrupt=0.05, delay=0.003, jitter=0.006,
+                   config=cfg, trace_events=False)
+    client, server, data_a, data_b, got_a, got_b = run_transfer(net, 200_000)
+    info = f"seed={seed} stats={net.stats}"
+    assert bytes(got_b) == data_a and bytes(got_a) == data_b, info
+    assert client.state == server.state == "CLOSED", info

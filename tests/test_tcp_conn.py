@@ -400,8 +400,7 @@ def test_data_sent_as_window_allows_driven_by_acks():
     c.feed(".", 5001, 2461, win=3000)
     c.expect("Flags [.], seq 3921:5381, ack 5001, win 65535, length 1460")
     c.feed(".", 5001, 5381, win=3000)
-    c.expect("Flags [P.], seq 5381:7001, ack 5001, win 65535, length 1620"[:0] or
-             "Flags [.], seq 5381:6841, ack 5001, win 65535, length 1460",
+    c.expect("Flags [.], seq 5381:6841, ack 5001, win 65535, length 1460",
              "Flags [P.], seq 6841:7001, ack 5001, win 65535, length 160")
 
 
