@@ -395,3 +395,65 @@ def test_on_change_called_for_data_and_state():
     assert calls == ["ESTABLISHED"] and conn.readable
     c.feed("F.", IRS + 2, 1001)
     assert calls[-1] == "CLOSE_WAIT"
+
+
+# ---- random conversations: nothing raises, invariants hold ----------------------------
+
+STATES = ["SYN_SENT", "SYN_RECEIVED", "ESTABLISHED", "FIN_WAIT_1", "FIN_WAIT_2", "CLOSE_WAIT",
+          "CLOSING", "LAST_ACK", "TIME_WAIT"]
+
+segment = st.tuples(
+    st.sampled_from(["S", "S.", ".", "P.", "F.", "FP.", "R", "R.", ""]),
+    st.integers(-70000, 70000),          # seq offset from rcv_nxt
+    st.integers(-3000, 3000),            # ack offset from snd_una
+    st.sampled_from([0, 1, 100, 1460, 65535]),
+    st.integers(0, 3000),                # payload length
+)
+action = st.one_of(
+    st.tuples(st.just("seg"), segment),
+    st.tuples(st.just("time"), st.floats(0.0, 5.0)),
+    st.tuples(st.just("send"), st.integers(0, 5000)),
+    st.tuples(st.just("recv"), st.integers(1, 5000)),
+    st.tuples(st.just("close"), st.none()),
+    st.tuples(st.just("shutdown"), st.none()),
+)
+
+
+@settings(max_examples=int(__import__("os").environ.get("TCP_FUZZ_EXAMPLES", "300")),
+          deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(start=st.sampled_from(STATES), actions=st.lists(action, max_size=25))
+def test_random_conversations_keep_invariants(start, actions):
+    from test_tcp_conn import to_state
+    from stack.tcp.seq import seq_add, seq_le
+
+    c = to_state(start)
+    conn = c.conn
+    for kind, arg in actions:
+        if kind == "seg":
+            flags, dseq, dack, win, n = arg
+            seq = seq_add(conn.rcv_nxt if conn.rcv_nxt else IRS, dseq)
+            c.feed(flags, seq, seq_add(conn.snd_una, dack), win=win, data=b"z" * n)
+        elif kind == "time":
+            c.advance(arg)
+        elif conn.state != "CLOSED":
+            try:
+                if kind == "send":
+                    conn.send(b"y" * arg, c.now)
+                elif kind == "recv":
+                    conn.recv(arg)
+                elif kind == "close":
+                    conn.close(c.now)
+                else:
+                    conn.shutdown_write(c.now)
+            except OSError:
+                pass
+        assert seq_le(conn.snd_una, conn.snd_nxt) and seq_le(conn.snd_nxt, conn.snd_max)
+        assert len(conn._rcvbuf) <= conn.rcvbuf_size
+        assert len(conn._sndbuf) <= conn.sndbuf_size
+        if conn.state == "CLOSED":
+            assert conn not in c.layer.connections()
+        else:
+            assert conn.deadline() is None or c.layer.next_deadline() is not None
+    c.run_until(c.now + 10000.0)
+    assert c.layer.connections() == [] or all(
+        x.state in ("ESTABLISHED", "CLOSE_WAIT", "FIN_WAIT_2") for x in c.layer.connections())

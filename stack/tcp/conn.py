@@ -548,6 +548,8 @@ class TcpConnection(Sender, Receiver):
         self._ooo_clear()
         state = self.state
         cause = rcv_cause(seg)
+        if not seg.flags & FIN:
+            cause += " (fills the gap before a queued FIN)"
         if state in (SYN_RECEIVED, ESTABLISHED):
             self._set_state(CLOSE_WAIT, cause, now)
         elif state == FIN_WAIT_1:

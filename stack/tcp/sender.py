@@ -124,6 +124,8 @@ class Sender:
         end = seq_add(una, n + fin)
         if seq_gt(end, self.snd_nxt):
             self.snd_nxt = end
+        if seq_gt(end, self.snd_max):
+            self.snd_max = end
 
     # ---- ACK processing (RFC 9293 3.10.7.4, fifth step; RFC 5681) -----------
 
