@@ -766,3 +766,28 @@ def test_eof_after_fin_and_status():
     assert c.conn.recv(2) == b"by" and c.conn.recv(10) == b"e" and c.conn.recv(10) == b""
     st = c.conn.status()
     assert st["state"] == "CLOSE_WAIT" and st["rcv_nxt"] == 5005
+
+
+def test_recv_into_and_eof():
+    c = established()
+    c.feed("P.", 5001, 1001, data=b"abcdef")
+    buf = bytearray(4)
+    assert c.conn.recv_into(buf) == 4 and buf == b"abcd"
+    assert c.conn.recv_into(buf, 1) == 1 and buf[:1] == b"e"
+    assert c.conn.recv_into(buf) == 1 and buf[:1] == b"f"
+    assert c.conn.recv_into(buf) is None
+    c.feed("F.", 5007, 1001)
+    assert c.conn.recv_into(buf) == 0
+
+
+def test_writable_again_when_half_the_buffer_frees():
+    c = established(TcpConfig(sndbuf=4000), peer_win=1460)
+    calls = []
+    c.conn.on_change = lambda: calls.append(c.conn.writable)
+    assert c.conn.send(b"x" * 5000, c.now) == 4000
+    assert not c.conn.writable
+    c.sent()
+    c.feed(".", 5001, 2461, win=1460)   # 1460 free: less than half
+    assert not c.conn.writable and calls == []
+    c.feed(".", 5001, 3921, win=1460)   # 2920 free
+    assert c.conn.writable and calls == [True]
