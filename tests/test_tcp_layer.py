@@ -457,3 +457,14 @@ def test_random_conversations_keep_invariants(start, actions):
     c.run_until(c.now + 10000.0)
     assert c.layer.connections() == [] or all(
         x.state in ("ESTABLISHED", "CLOSE_WAIT", "FIN_WAIT_2") for x in c.layer.connections())
+
+
+def test_close_all_resets_connections_and_listeners():
+    c = Conversation()
+    c.open_active()
+    c.layer.listen((0, 80), 5, 0.0)
+    c.layer.close_all(c.now)
+    c.expect("Flags [R], seq 1001, win 0, length 0")
+    assert c.layer.connections() == [] and c.layer.next_deadline() is None
+    c.feed("S", 1, dst_port=80)
+    c.expect("Flags [R.], seq 0, ack 2, win 0, length 0")

@@ -310,6 +310,13 @@ class TcpLayer:
     def connections(self) -> list[TcpConnection]:
         return list(self._conns.values())
 
+    def close_all(self, now: float) -> None:
+        """Stack shutdown: close every listener and reset every connection."""
+        for lst in list(self._listeners.values()):
+            lst.close(now)
+        for conn in list(self._conns.values()):
+            conn.abort(now)
+
     # ---- ports and ISNs -------------------------------------------------------------
 
     def _port_taken(self, addr: int, port: int, conns: bool) -> bool:
