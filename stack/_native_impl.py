@@ -12,13 +12,30 @@ from stack._native import lib as _lib
 
 __all__ = ["Reassembly", "checksum", "csum_partial"]
 
+try:
+    _csum = _lib.csum_partial
+    _new = _lib.reasm_new
+    _free = _lib.reasm_free
+    _insert = _lib.reasm_insert
+    _overlaps = _lib.reasm_overlaps
+    _contiguous = _lib.reasm_contiguous
+    _data = _lib.reasm_data
+    _pop = _lib.reasm_pop
+    _count = _lib.reasm_count
+    _ranges = _lib.reasm_ranges
+    _buffered = _lib.reasm_buffered
+    _clear = _lib.reasm_clear
+    _NO_MEMORY = _lib.REASM_NO_MEMORY
+except AttributeError as exc:  # a stale build: let stack.native fall back to Python
+    raise ImportError(f"stack._native is out of date, rebuild it ({exc})") from exc
+
 _from_buffer = _ffi.from_buffer
-_csum = _lib.csum_partial
+_gc = _ffi.gc
+_unpack = _ffi.unpack
 _bytes = bytes
 
 # Largest capacity or max_holes accepted, shared with native_py (C keeps int64_t).
 LIMIT = 1 << 62
-_NO_MEMORY = _lib.REASM_NO_MEMORY
 
 
 def csum_partial(data, initial: int = 0) -> int:
@@ -39,21 +56,6 @@ def checksum(data, initial: int = 0) -> int:
         return _csum(data, len(data), initial) ^ 0xFFFF
     buf = _from_buffer(data)
     return _csum(buf, len(buf), initial) ^ 0xFFFF
-
-
-_new = _lib.reasm_new
-_free = _lib.reasm_free
-_insert = _lib.reasm_insert
-_overlaps = _lib.reasm_overlaps
-_contiguous = _lib.reasm_contiguous
-_data = _lib.reasm_data
-_pop = _lib.reasm_pop
-_count = _lib.reasm_count
-_ranges = _lib.reasm_ranges
-_buffered = _lib.reasm_buffered
-_clear = _lib.reasm_clear
-_gc = _ffi.gc
-_unpack = _ffi.unpack
 
 
 class Reassembly:
