@@ -317,6 +317,8 @@ class TcpLayer:
         for conn in list(self._conns.values()):
             conn.abort(now)
 
+    shutdown = close_all  # the name the runtime looks for
+
     # ---- ports and ISNs -------------------------------------------------------------
 
     def _port_taken(self, addr: int, port: int, conns: bool) -> bool:
