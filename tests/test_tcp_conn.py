@@ -13,9 +13,8 @@ import pytest
 
 from stack.tcp import TcpConfig
 
-from tcp_harness import IRS, ISS, Conversation
+from tcp_harness import Conversation
 
-W = "win 65535"
 
 
 def established(config: TcpConfig | None = None, **kw) -> Conversation:
