@@ -89,6 +89,7 @@ class Stack:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._kicked = False
+        self._sleep_until = 0.0  # when the network thread will wake by itself
         self._thread: threading.Thread | None = None
         self.trace.event("link", "up", address=f"{int2ip(self.address)}/{self.prefix_len}",
                          mac=mac2str(self.mac), checksum=native.IMPL, mtu=link.mtu)
@@ -259,8 +260,11 @@ class Stack:
     # -- the loop --------------------------------------------------------------
 
     def kick(self) -> None:
-        """Wake the network thread so it recomputes its timers (call under the lock)."""
+        """Wake the network thread if a timer now falls before its wake-up (call under the lock)."""
         if self._thread is not None and not self._kicked:
+            d = self.next_deadline()
+            if d is None or d >= self._sleep_until:
+                return
             self._kicked = True
             try:
                 os.write(self._wake_w, b"\x01")
@@ -320,9 +324,9 @@ class Stack:
                 with self.lock:
                     deadline = self.next_deadline()
                     self._kicked = False
-                timeout = None if deadline is None else max(0.0, deadline - self.clock())
-                if timeout is None or timeout > 1.0:
-                    timeout = 1.0
+                    now = self.clock()
+                    timeout = 1.0 if deadline is None else min(1.0, max(0.0, deadline - now))
+                    self._sleep_until = now + timeout
                 for key, _ in sel.select(timeout):
                     if key.data == "wake":
                         try:

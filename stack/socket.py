@@ -167,6 +167,9 @@ class Socket:
         self._listener = None
         self._bound: tuple[int, int] | None = None
         self._shut_rd = False
+        self._error_taken = False  # a connection's error is raised once, then EOF
+        self._sndbuf_set = False
+        self._rcvbuf_set = False
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -262,6 +265,10 @@ class Socket:
             raise error(errno.ENOPROTOOPT, "Protocol not available")
         if option in (SO_RCVBUF, SO_SNDBUF) and level == SOL_SOCKET:
             value = max(2304 if option == SO_RCVBUF else 4608, min(int(value), 1 << 24) * 2)
+            if option == SO_RCVBUF:
+                self._rcvbuf_set = True
+            else:
+                self._sndbuf_set = True
         self._opts[key] = int(value)
         with self._net.lock:
             if self._udp is not None:
@@ -412,8 +419,6 @@ class Socket:
         if self._udp is None:
             from stack import socket_stream
 
-            if flags:
-                pass
             return socket_stream.send(self, data, flags)
         dst = _addr_in(address)
         if dst[0] == 0:

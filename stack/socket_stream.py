@@ -1,0 +1,325 @@
+"""Stream (TCP) bodies of the socket facade's methods.
+
+:class:`stack.socket.Socket` keeps one class for both kinds and calls these
+for ``SOCK_STREAM``. Each function takes the stack lock, talks to the TCP
+layer (``net.tcp``: a :class:`~stack.tcp.layer.Listener` or
+:class:`~stack.tcp.conn.TcpConnection`), and waits on the socket's condition
+when the call must block. Semantics follow Linux as Python exposes it.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket as _socket
+from typing import TYPE_CHECKING
+
+from stack.socket import (
+    IPPROTO_TCP, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_KEEPALIVE, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF,
+    SOL_SOCKET, TCP_NODELAY, Socket, error, timeout_error,
+)
+from stack.tcp.states import CLOSED, SYN_SENT
+
+if TYPE_CHECKING:
+    from stack.tcp.conn import TcpConnection
+
+
+def _tcp(sock: Socket):
+    tcp = sock._net.tcp
+    if tcp is None:  # pragma: no cover - TCP is always built
+        raise error(errno.EPROTONOSUPPORT)
+    return tcp
+
+
+# -- readiness (called under the lock) ---------------------------------------------
+
+
+def readable(sock: Socket) -> bool:
+    if sock._listener is not None:
+        return sock._listener.readable
+    conn = sock._conn
+    if conn is None:
+        return False
+    return sock._shut_rd or conn.readable
+
+
+def writable(sock: Socket) -> bool:
+    conn = sock._conn
+    return conn is not None and conn.writable
+
+
+def take_error(sock: Socket) -> int | None:
+    conn = sock._conn
+    if conn is None or conn.error is None or sock._error_taken:
+        return None
+    sock._error_taken = True
+    return conn.error
+
+
+def local(sock: Socket) -> tuple[int, int] | None:
+    if sock._conn is not None:
+        return sock._conn.local
+    if sock._listener is not None:
+        return sock._listener.local
+    return sock._bound
+
+
+def remote(sock: Socket) -> tuple[int, int] | None:
+    conn = sock._conn
+    if conn is None or conn.state == CLOSED:
+        return None
+    return conn.remote
+
+
+def apply_options(sock: Socket) -> None:
+    conn = sock._conn
+    if conn is None:
+        return
+    opts = sock._opts
+    conn.set_nodelay(bool(opts[(IPPROTO_TCP, TCP_NODELAY)]))
+    conn.set_keepalive(bool(opts[(SOL_SOCKET, SO_KEEPALIVE)]))
+    conn.sndbuf_size = opts[(SOL_SOCKET, SO_SNDBUF)] // 2 if sock._sndbuf_set else conn.sndbuf_size
+    if sock._rcvbuf_set:
+        conn.rcvbuf_size = opts[(SOL_SOCKET, SO_RCVBUF)] // 2
+    sock._net.kick()
+
+
+# -- opening -------------------------------------------------------------------------
+
+
+def bind(sock: Socket, addr: int, port: int) -> None:
+    net = sock._net
+    if sock._bound is not None or sock._conn is not None or sock._listener is not None:
+        raise error(errno.EINVAL)
+    if addr not in (0, net.address):
+        raise error(errno.EADDRNOTAVAIL)
+    reuse = bool(sock._opts[(SOL_SOCKET, SO_REUSEADDR)])
+    port = _tcp(sock).bind(addr, port, reuse)
+    sock._bound = (addr, port)
+
+
+def listen(sock: Socket, backlog: int) -> None:
+    net = sock._net
+    with net.lock:
+        if sock._conn is not None:
+            raise error(errno.EINVAL)
+        backlog = max(1, min(int(backlog), 4096))
+        if sock._listener is not None:
+            sock._listener.backlog = backlog
+            return
+        if sock._bound is None:
+            bind(sock, 0, 0)
+        assert sock._bound is not None
+        lst = _tcp(sock).listen(sock._bound, backlog, net.clock())
+        lst.on_change = sock._changed
+        sock._listener = lst
+
+
+def accept(sock: Socket) -> tuple[Socket, tuple[str, int]]:
+    from stack.socket import _addr_out
+
+    net = sock._net
+    with net.lock:
+        lst = sock._listener
+        if lst is None:
+            raise error(errno.EINVAL)
+        sock._wait(lambda: lst.readable)
+        conn = lst.accept()
+        if conn is None:  # the listener was closed under us
+            raise error(errno.EBADF if sock._closed else errno.EINVAL)
+        new = Socket(net, sock.family, sock.type)
+        new._opts.update(sock._opts)
+        new._sndbuf_set, new._rcvbuf_set = sock._sndbuf_set, sock._rcvbuf_set
+        if _socket.getdefaulttimeout() is None and sock.gettimeout():
+            new.settimeout(None)
+        new._conn = conn
+        conn.on_change = new._changed
+        apply_options(new)
+        if sock._ready is not None:
+            sock._ready.update(readable(sock), False)
+        return new, _addr_out(conn.remote)
+
+
+def connect(sock: Socket, addr: tuple[int, int]) -> None:
+    net = sock._net
+    with net.lock:
+        if sock._listener is not None:
+            raise error(errno.EINVAL)
+        conn = sock._conn
+        if conn is not None:
+            if conn.state == SYN_SENT:
+                raise error(errno.EALREADY)
+            if conn.error is not None and not sock._error_taken:
+                sock._error_taken = True
+                raise error(conn.error)
+            raise error(errno.EISCONN)
+        raddr, rport = addr
+        if raddr == 0:
+            raddr = net.address
+        if sock._bound is not None:
+            laddr, lport = sock._bound
+        else:
+            laddr, lport = 0, 0
+        try:
+            net.ip.next_hop(raddr) if raddr != net.address else None
+        except OSError as e:
+            raise error(e.errno or errno.ENETUNREACH) from None
+        conn = _tcp(sock).connect(laddr or net.address, (raddr, rport), net.clock(),
+                                  local_port=lport)
+        conn.on_change = sock._changed
+        sock._conn = conn
+        apply_options(sock)
+        net.kick()
+        if sock._timeout == 0.0:
+            raise BlockingIOError(errno.EINPROGRESS, "Operation now in progress")
+        try:
+            sock._wait(lambda: conn.state != SYN_SENT)
+        except TimeoutError:
+            conn.abort(net.clock())
+            raise
+        if conn.error is not None:
+            sock._error_taken = True
+            raise error(conn.error)
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def _connected(sock: Socket) -> "TcpConnection":
+    conn = sock._conn
+    if conn is None:
+        raise error(errno.ENOTCONN)
+    return conn
+
+
+def send(sock: Socket, data, flags: int = 0) -> int:
+    net = sock._net
+    mv = memoryview(data).cast("B")
+    with net.lock:
+        conn = _connected(sock)
+        if not mv:
+            return 0
+        while True:
+            sock._wait(lambda: conn.writable)
+            n = _send_some(sock, conn, mv)
+            if n:
+                return n
+
+
+def _send_some(sock: Socket, conn: "TcpConnection", mv: memoryview) -> int:
+    net = sock._net
+    try:
+        n = conn.send(mv, net.clock())
+    except OSError as e:
+        if e.errno == errno.EPIPE or sock._error_taken:
+            raise error(errno.EPIPE) from None
+        sock._error_taken = True
+        raise
+    net.kick()
+    return n
+
+
+def sendall(sock: Socket, data, flags: int = 0) -> None:
+    net = sock._net
+    mv = memoryview(data).cast("B")
+    clock = net.clock
+    timeout = sock._timeout
+    deadline = None if timeout is None else clock() + timeout
+    with net.lock:
+        conn = _connected(sock)
+        while mv:
+            remaining = None if deadline is None else deadline - clock()
+            if remaining is not None and remaining <= 0 and timeout != 0.0:
+                raise timeout_error()
+            sock._wait(lambda: conn.writable, remaining if timeout != 0.0 else 0.0)
+            n = _send_some(sock, conn, mv)
+            mv = mv[n:]
+
+
+def recv(sock: Socket, bufsize: int, flags: int = 0) -> bytes:
+    if bufsize < 0:
+        raise ValueError("negative buffersize in recv")
+    net = sock._net
+    with net.lock:
+        conn = _connected(sock)
+        if sock._shut_rd or bufsize == 0:
+            return b""
+        sock._wait(lambda: conn.readable or sock._shut_rd)
+        if sock._shut_rd:
+            return b""
+        if flags & _socket.MSG_PEEK and conn._rcvbuf:
+            return bytes(conn._rcvbuf[:bufsize])
+        try:
+            data = conn.recv(bufsize, net.clock())
+        except OSError:
+            if sock._error_taken:
+                return b""
+            sock._error_taken = True
+            raise
+        net.kick()
+        if sock._ready is not None:
+            sock._ready.update(readable(sock), writable(sock))
+        return b"" if data is None else data
+
+
+def recv_into(sock: Socket, mv: memoryview, flags: int = 0) -> int:
+    net = sock._net
+    with net.lock:
+        conn = _connected(sock)
+        if sock._shut_rd or not len(mv):
+            return 0
+        sock._wait(lambda: conn.readable or sock._shut_rd)
+        if sock._shut_rd:
+            return 0
+        try:
+            n = conn.recv_into(mv, 0, net.clock())
+        except OSError:
+            if sock._error_taken:
+                return 0
+            sock._error_taken = True
+            raise
+        net.kick()
+        if sock._ready is not None:
+            sock._ready.update(readable(sock), writable(sock))
+        return n or 0
+
+
+# -- closing ---------------------------------------------------------------------------------
+
+
+def shutdown(sock: Socket, how: int) -> None:
+    net = sock._net
+    with net.lock:
+        if sock._listener is not None and how in (SHUT_RD, SHUT_RDWR):
+            # Linux: shutdown on a listener stops it; blocked accept() wakes with EINVAL.
+            sock._listener.close(net.clock())
+            return
+        conn = _connected(sock)
+        if conn.state == CLOSED and conn.error is None:
+            raise error(errno.ENOTCONN)
+        if how in (SHUT_RD, SHUT_RDWR):
+            sock._shut_rd = True
+        if how in (SHUT_WR, SHUT_RDWR) and conn.state != CLOSED:
+            conn.shutdown_write(net.clock())
+        net.kick()
+        sock._changed()
+
+
+def close(sock: Socket) -> None:
+    """Called with the lock held by Socket._close_locked."""
+    net = sock._net
+    now = net.clock()
+    tcp = net.tcp
+    if sock._listener is not None:
+        sock._listener.on_change = None
+        sock._listener.close(now)
+    if sock._conn is not None:
+        conn = sock._conn
+        conn.on_change = None
+        onoff, secs = sock._linger
+        if onoff and secs == 0:
+            conn.abort(now)
+        else:
+            conn.close(now)
+    if sock._bound is not None and tcp is not None:
+        tcp.unbind(*sock._bound)
+        sock._bound = None
