@@ -88,7 +88,7 @@ class Reassembly:
             return length > 0 and any(s < end and offset < e for s, e in self.ranges())
 
     def insert(self, offset: int, data) -> int:
-        buf = _from_buffer(data)
+        buf = data if type(data) is _bytes else _from_buffer(data)
         try:
             got = _insert(self._r, offset, buf, len(buf))
         except OverflowError:  # offset beyond int64_t: out of range either way
