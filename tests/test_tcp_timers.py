@@ -210,7 +210,7 @@ def test_zero_window_probes_with_backoff_then_window_opens():
     c.feed(".", 5001, 1001, win=0)
     c.conn.send(b"hello", c.now)
     c.expect_nothing()
-    probe = "Flags [.], seq 1001:1002, ack 5001, win 65535, length 1"
+    probe = "Flags [.], seq 1000, ack 5001, win 65535, length 0"  # snd_una - 1
     c.run_until(0.201)
     assert c.sent_at() == [(0.201, probe)]
     c.feed(".", 5001, 1001, win=0)       # still closed
@@ -241,14 +241,30 @@ def test_unanswered_probes_time_out():
     assert c.conn.state == "CLOSED" and c.conn.error == errno.ETIMEDOUT
 
 
-def test_probe_byte_accepted_by_peer():
+def test_probe_answer_reveals_lost_window_update():
     c = connect_with_rtt(rtt=0.001)
     c.feed(".", 5001, 1001, win=0)
     c.conn.send(b"hello", c.now)
     c.run_until(0.201)
     c.sent()
-    c.feed(".", 5001, 1002, win=100)  # took the probe byte, window open
-    c.expect("Flags [P.], seq 1002:1006, ack 5001, win 65535, length 4")
+    c.feed(".", 5001, 1001, win=100)  # the answer to the probe: open
+    c.expect("Flags [P.], seq 1001:1006, ack 5001, win 65535, length 5")
+
+
+def test_zero_window_after_partial_ack_keeps_probing_not_retransmitting():
+    """Data in flight, the receiver acknowledges part of it and closes its
+    window: the rest is retransmitted by the RTO; once all is acknowledged the
+    persist timer takes over, and probes never count as retransmissions."""
+    c = connect_with_rtt(TcpConfig(max_retries=3, rto_max=2.0), rtt=0.001)
+    c.conn.send(b"x" * 1000, c.now)
+    c.sent()
+    c.feed(".", 5001, 2001, win=0)      # all acknowledged, window closed
+    c.conn.send(b"y" * 500, c.now)
+    for _ in range(30):                 # a live receiver that never reads
+        c.run_until(c.layer.next_deadline())
+        assert c.sent() == ["Flags [.], seq 2000, ack 5001, win 65535, length 0"]
+        c.feed(".", 5001, 2001, win=0)
+    assert c.conn.state == "ESTABLISHED" and c.conn.snd_max == 2001
 
 
 def test_small_window_sent_by_persist_override():
@@ -370,3 +386,31 @@ def test_fin_retransmitted_in_last_ack_then_gives_up():
     assert c.sent_at() == [(0.1, "Flags [.], seq 1001, ack 5002, win 65534, length 0"),
                            (0.1, fin), (0.4, fin)]
     assert c.conn.state == "CLOSED" and c.conn.error == errno.ETIMEDOUT
+
+
+def test_retransmission_respects_small_window():
+    c = connect_with_rtt(rtt=0.001)
+    c.feed(".", 5001, 1001, win=200)
+    c.conn.send(b"x" * 1000, c.now)
+    c.expect_nothing()  # sender SWS avoidance
+    c.run_until(0.5)    # persist override at 0.201, lost; RTO at 0.401
+    seg = "Flags [.], seq 1001:1201, ack 5001, win 65535, length 200"
+    assert c.sent_at() == [(0.201, seg), (0.401, seg)]
+    c.feed(".", 5001, 1201, win=0)  # at 0.5; the RTO stays backed off at 0.4
+    c.run_until(0.95)
+    assert c.sent_at() == [(0.9, "Flags [.], seq 1200, ack 5001, win 65535, length 0")]
+
+
+def test_window_shrunk_on_data_in_flight_does_not_time_out():
+    c = connect_with_rtt(TcpConfig(max_retries=2), rtt=0.001)
+    c.conn.send(b"x" * 1000, c.now)
+    c.sent()
+    c.feed(".", 5001, 1501, win=0)  # the peer takes 500 bytes and shrinks its window
+    for _ in range(8):
+        c.run_until(c.layer.next_deadline())
+        assert c.sent() == ["Flags [.], seq 1501:1502, ack 5001, win 65535, length 1"]
+        c.feed(".", 5001, 1501, win=0)
+    assert c.conn.state == "ESTABLISHED"
+    c.feed(".", 5001, 1501, win=5000)  # opens: the rest goes at once (Nagle
+    # must not count the bytes dropped by the RTO's go-back as in flight)
+    assert c.sent() == ["Flags [P.], seq 1502:2001, ack 5001, win 65535, length 499"]

@@ -145,6 +145,7 @@ class TcpConnection(Sender, Receiver):
         self._ka_probes = 0
         self._tw_at: float | None = None
         self._fin2_at: float | None = None
+        self._last_rcv = now
 
     # ---- properties -----------------------------------------------------------
 
@@ -314,6 +315,7 @@ class TcpConnection(Sender, Receiver):
     def segment_arrives(self, seg, now: float) -> None:
         """Entry from the layer for a segment demultiplexed to this connection."""
         self._now = now
+        self._last_rcv = now
         if self._keepalive_at is not None or self._ka_probes:
             self._ka_probes = 0
             if self.keepalive and self._synced:

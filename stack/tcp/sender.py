@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno
 
-from stack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_lt
+from stack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from stack.tcp.states import SENDING
 from stack.wire.tcp import ACK, FIN, PSH, SYN
 
@@ -53,9 +53,11 @@ class Sender:
                         if cwnd <= wnd or n < (self.max_snd_wnd >> 1):
                             break
                     elif (not self.nodelay and not self._fin_pending
-                          and seq_gt(self._snd_sml, self.snd_una)):
+                          and seq_gt(self._snd_sml, self.snd_una)
+                          and seq_le(self._snd_sml, nxt)):
                         # Nagle, Minshall's variant (as Linux): at most one
-                        # unacknowledged small segment.
+                        # unacknowledged small segment. (After an RTO's go
+                        # back, bytes past snd_nxt are not in flight.)
                         break
                 force = False
                 fin = self._fin_pending and n == remaining
@@ -110,6 +112,12 @@ class Sender:
         off = seq_diff(una, self._snd_data_seq)
         avail = len(self._sndbuf) - off
         n = avail if avail < self.mss else self.mss
+        if n > self.snd_wnd:
+            # Never past the peer's window; with the window closed one byte
+            # goes, which the peer answers like a window probe.
+            n = self.snd_wnd if self.snd_wnd > 0 else 1
+        if n > avail:
+            n = avail
         if n < 0:
             n = 0
         fin = self._fin_pending and n == avail and seq_gt(self.snd_max, self._fin_seq)
@@ -235,6 +243,12 @@ class Sender:
         handshake = not self._synced
         limit = (cfg.synack_retries if self._passive else cfg.syn_retries) if handshake \
             else cfg.max_retries
+        if (not handshake and self.snd_wnd == 0 and self._retries > limit
+                and now - self._last_rcv <= cfg.rto_max):
+            # The peer closed its window on data in flight but is still
+            # answering: our retransmissions are window probes; keep going
+            # (as Linux does).
+            self._retries = limit
         if self._retries > limit:
             self._fail(self._soft_error or errno.ETIMEDOUT, "timer retransmit (retries exhausted)",
                        now)
@@ -279,14 +293,12 @@ class Sender:
             # The window is open but too small for SWS avoidance: send anyway.
             self._output(now, force=True)
         else:
-            off = seq_diff(self.snd_nxt, self._snd_data_seq)
-            if off < len(self._sndbuf):
-                # Zero-window probe: one byte past the window; snd_nxt stays.
-                nxt = self.snd_nxt
-                self._xmit(nxt, ACK, memoryview(self._sndbuf)[off:off + 1], now)
-                end = seq_add(nxt, 1)
-                if seq_gt(end, self.snd_max):
-                    self.snd_max = end
+            # Zero-window probe, as Linux sends it: an empty segment with an
+            # old sequence number (snd_una - 1), which any receiver must
+            # answer with an ACK carrying its current window. Unlike a probe
+            # byte past the window it puts nothing in flight, so it never
+            # meets the retransmission timer.
+            self._xmit(seq_add(self.snd_una, -1), ACK, b"", now)
         if self._rto_at is None and self._persist_at is None:
             off = seq_diff(self.snd_nxt, self._snd_data_seq)
             if off < len(self._sndbuf):
