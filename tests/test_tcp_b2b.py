@@ -134,3 +134,44 @@ def test_smaller_transfers_many_seeds_heavy_impairment(seed):
     info = f"seed={seed} stats={net.stats}"
     assert bytes(got_b) == data_a and bytes(got_a) == data_b, info
     assert client.state == server.state == "CLOSED", info
+
+
+@pytest.mark.parametrize("seed", range(20, 28))
+def test_slow_reader_tiny_buffers_small_mss(seed):
+    """Zero windows, persist probes, SWS avoidance and retransmissions into a
+    closing window, with random write sizes and a reader that lags."""
+    cfg = TcpConfig(rcvbuf=3000, sndbuf=5000, mss=700, nodelay=seed % 3 == 0)
+    net = LossyNet(seed, loss=0.1 if seed % 2 else 0.0, dup=0.03, delay=0.002, jitter=0.003,
+                   config=cfg, trace_events=False)
+    lst = net.b.listen((0, 80), 8, 0.0)
+    client = net.a.connect(net.A, (net.B, 80), 0.0)
+    data = pattern(60000, seed)
+    rng = random.Random(seed + 1000)
+    sent, got, server, closed = 0, bytearray(), None, False
+
+    def read():
+        while True:
+            chunk = server.recv(rng.randrange(1, 2000))
+            if not chunk:
+                if chunk == b"" and server.state == "CLOSE_WAIT":
+                    server.close(net.now)
+                return chunk
+            got.extend(chunk)
+
+    while net.now < 100000:
+        if server is None:
+            server = lst.accept()
+        if client.state == "ESTABLISHED" and sent < len(data):
+            sent += client.send(data[sent:sent + rng.randrange(1, 3000)], net.now)
+        if sent == len(data) and not closed and client.state == "ESTABLISHED":
+            client.close(net.now)
+            closed = True
+        if server is not None and rng.random() < 0.3:
+            read()
+        if client.state == "CLOSED" and server is not None and server.state == "CLOSED":
+            break
+        if not net.step() and (server is None or read() is None):
+            break
+    info = f"seed={seed} stats={net.stats}"
+    assert bytes(got) == data, info
+    assert client.state == server.state == "CLOSED" and client.error is None, info
