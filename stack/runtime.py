@@ -255,7 +255,7 @@ class Stack:
         self.tcp.receive(h.src, h.dst, payload, now)
 
     def _tcp_icmp_error(self, kind, src, dst, quoted, mtu, now) -> None:
-        self.tcp.icmp_error(kind, src, dst, quoted, now)
+        self.tcp.icmp_error(kind, src, dst, quoted, now, mtu=mtu or None)
 
     # -- the loop --------------------------------------------------------------
 
@@ -344,16 +344,16 @@ class Stack:
 
     # -- shutdown --------------------------------------------------------------
 
-    def close(self) -> None:
-        """Close every connection, stop the thread, flush the trace, close the link."""
+    def close(self, grace: float = 1.0) -> None:
+        """Close every connection (FIN, then RST for what is still open after
+        ``grace`` seconds), stop the thread, flush the trace, close the link."""
         if self._closed:
             return
+        if self.tcp is not None and self._thread is not None and grace > 0:
+            self._close_gracefully(grace)
         with self.lock:
-            if self.tcp is not None and hasattr(self.tcp, "shutdown"):
-                try:
-                    self.tcp.shutdown(self.clock())
-                except Exception as e:  # pragma: no cover
-                    self.trace.drop("tcp", "shutdown_error", error=repr(e))
+            if self.tcp is not None:
+                self.tcp.close_all(self.clock())
             self._closed = True
             self.trace.event("link", "down")
         try:
@@ -374,6 +374,23 @@ class Stack:
                     sink.close()
             except (OSError, ValueError):
                 pass
+
+    def _close_gracefully(self, grace: float) -> None:
+        from stack.tcp.states import CLOSED, LISTEN, TIME_WAIT
+
+        def open_conns():
+            return [c for c in self.tcp.connections() if c.state not in (CLOSED, TIME_WAIT, LISTEN)]
+
+        with self.lock:
+            for conn in open_conns():
+                conn.close(self.clock())
+            self.kick()
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not open_conns():
+                    return
+            time.sleep(0.01)
 
     def __enter__(self) -> "Stack":
         return self
