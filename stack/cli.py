@@ -25,6 +25,8 @@ def _up_parser(sub) -> None:
     p.add_argument("--trace-level", choices=("all", "state"), default="all",
                    help="all events, or only state changes, drops and retransmissions")
     p.add_argument("--pcap", metavar="FILE", help="capture frames to a pcap file")
+    p.add_argument("--offload", action="store_true",
+                   help="virtio-net header with checksum and TSO/GSO offloads on the TAP")
     p.add_argument("--impair", metavar="SPEC",
                    help="fault injection: loss=P,dup=P,reorder=P,corrupt=P,delay=MS,seed=N")
 
@@ -65,7 +67,7 @@ def cmd_up(args) -> int:
     net = Stack.tap(args.tap, address=args.address, gateway=args.gateway,
                     host_address=args.host_address, mtu=args.mtu, mac=args.mac, trace=trace,
                     trace_format=args.trace_format, trace_level=args.trace_level,
-                    pcap=args.pcap, impair=args.impair)
+                    pcap=args.pcap, impair=args.impair, offload=args.offload)
     services = []
     try:
         for spec in specs:

@@ -105,11 +105,15 @@ class Stack:
     def tap(cls, name: str = "tap0", address: str = "192.0.2.2/24", gateway: str | None = None,
             host_address: str | None = None, mtu: int = 1500, mac: str | None = None,
             trace: str | None = None, trace_format: str = "jsonl", pcap: str | None = None,
-            impair: str | None = None, trace_level: str = "all", **kwargs) -> "Stack":
-        """Open (or create) a TAP device and run a stack on it (SPEC's Python API)."""
+            impair: str | None = None, trace_level: str = "all", offload: bool = False,
+            **kwargs) -> "Stack":
+        """Open (or create) a TAP device and run a stack on it (SPEC's Python API).
+
+        ``offload=True`` opens the TAP with the virtio-net header and TSO/checksum
+        offloads: the kernel hands over TCP super-frames and cuts ours."""
         from stack.link.tap import TapLink
 
-        link: Link = TapLink(name, host_address=host_address, mtu=mtu)
+        link: Link = TapLink(name, host_address=host_address, mtu=mtu, offload=offload)
         return cls._on_link(link, address=address, gateway=gateway, mac=mac, trace=trace,
                             trace_format=trace_format, pcap=pcap, impair=impair,
                             trace_level=trace_level, **kwargs)
