@@ -75,6 +75,8 @@ class Stack:
         self.eth = EthernetArp(self.mac, self.address, self._send_frame, self.trace, arp_config)
         self.ip = Ipv4Layer(self.eth, self.address, self.prefix_len, self.gateway, link.mtu,
                             self.trace, ident_seed=self.rng.getrandbits(16))
+        if getattr(link, "offload", False):
+            self.ip.tcp_gso_max = 65535
         self.icmp = IcmpLayer(self.ip, self.trace)
         self.udp = UdpLayer(self.ip, self.icmp, self.trace, rng=self.rng)
         self.tcp = None

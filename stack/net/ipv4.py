@@ -42,6 +42,9 @@ class Ipv4Layer:
         self.reassembler = FragmentReassembler(trace, reassembly)
         self._ident = ident_seed & 0xFFFF
         self.default_ttl = 64
+        # With TSO on the link, TCP may hand down segments up to this size
+        # unfragmented; the link cuts them to the MTU.
+        self.tcp_gso_max = mtu
         # Set by the ICMP layer: called for packets we must answer with an error.
         self.on_unknown_protocol: Callable[[Ipv4Header, memoryview, float], None] | None = None
         self.on_reassembly_timeout: Callable[[Ipv4Header, bytes, float], None] | None = None
@@ -84,7 +87,7 @@ class Ipv4Layer:
         ident = self.next_ident()
         ttl = self.default_ttl if ttl is None else ttl
         src = src or self.address
-        if total <= self.mtu:
+        if total <= self.mtu or (proto == 6 and total <= self.tcp_gso_max):
             self.trace.count("ip", "packets_out")
             self.eth.send_ipv4(hop, _header(total, ident, FLAG_DF if df else 0, ttl, proto, src,
                                             dst, tos) + payload, now, broadcast)
