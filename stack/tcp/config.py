@@ -20,6 +20,12 @@ class TcpConfig:
     * ``initial_cwnd`` 10 segments (RFC 6928, Linux).
     * ``max_retries`` 15 (Linux ``tcp_retries2``), ``syn_retries`` 6,
       ``synack_retries`` 5.
+    * ``syncookies`` on (Linux ``tcp_syncookies=1``): a listener whose
+      ``syn_backlog`` half-open connections are all taken answers further SYNs
+      with a cookie and keeps no state (``stack/tcp/syncookies.py``).
+    * ``max_connections`` bounds the connection table (every state but
+      LISTEN); beyond it SYNs are dropped and ``connect`` fails with ENOBUFS.
+      See ``docs/LIMITS.md`` for every bound a peer can push against.
     """
 
     mss: int = 1460                 # our MSS option: link MTU 1500 - 40
@@ -51,6 +57,8 @@ class TcpConfig:
     dupack_threshold: int = 3
 
     syn_backlog: int = 256          # half-open connections per listener
+    syncookies: bool = True         # SYN cookies when a listener's half-open queue is full
+    max_connections: int = 16384    # connections of every state (TIME_WAIT too) in one layer
     challenge_ack_limit: int = 1000  # challenge ACKs per second per layer (RFC 5961 7)
     ephemeral_low: int = 32768      # Linux ip_local_port_range
     ephemeral_high: int = 60999

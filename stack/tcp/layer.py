@@ -21,6 +21,7 @@ from stack.tcp.config import TcpConfig
 from stack.tcp.conn import TcpConnection, conn_name, os_error, rcv_cause
 from stack.tcp.seq import MASK, seq_gt
 from stack.tcp.states import CLOSED, LISTEN, TIME_WAIT
+from stack.tcp.syncookies import SynCookies
 from stack.wire import WireError
 from stack.wire.tcp import ACK, FIN, RST, SYN, build_tcp, flags_str, parse_tcp
 
@@ -42,6 +43,7 @@ class Listener:
         self.on_change = None
         self._queue: deque[TcpConnection] = deque()
         self._half: dict[tuple, TcpConnection] = {}
+        self.syn_overflow_at: float | None = None  # last SYN cookie sent (syncookies.py)
 
     @property
     def readable(self) -> bool:
@@ -112,6 +114,7 @@ class TcpLayer:
         self._next_ephemeral = rng.randrange(1 << 16)
         self._challenge_second = -1
         self._challenge_count = 0
+        self._cookies = SynCookies(self._secret)
 
     # ---- input ------------------------------------------------------------------
 
@@ -169,6 +172,9 @@ class TcpLayer:
             trace.drop("tcp", "rst_to_listener")
             return
         if flags & ACK:
+            if (not flags & SYN and self.config.syncookies
+                    and self._cookies.ack_in(self, lst, src, dst, seg, now)):
+                return
             trace.drop("tcp", "ack_to_listener")
             self._send_rst_reply(src, dst, seg)
             return
@@ -176,8 +182,13 @@ class TcpLayer:
             trace.drop("tcp", "no_syn")
             return
         if lst.queue_full() or len(lst._half) >= self.config.syn_backlog:
+            if self.config.syncookies and not lst.queue_full():
+                self._cookies.send_synack(self, lst, src, dst, seg, now)
+                return
             trace.count("tcp", "listen_drops")
             trace.drop("tcp", "backlog_full", conn=lst.name)
+            return
+        if not self._room_for_connection():
             return
         local = (dst, seg.dst_port)
         remote = (src, seg.src_port)
@@ -265,6 +276,8 @@ class TcpLayer:
                 raise os_error(errno.EADDRINUSE)
         else:
             local_port = self._ephemeral(local_addr, raddr, rport)
+        if not self._room_for_connection():
+            raise os_error(errno.ENOBUFS)
         key = (local_addr, local_port, raddr, rport)
         conn = TcpConnection(self, (local_addr, local_port), (raddr, rport),
                              self._isn(local_addr, local_port, raddr, rport, now), now)
@@ -306,6 +319,13 @@ class TcpLayer:
             self._bound[k] -= 1
         else:
             self._bound.pop(k, None)
+
+    def _room_for_connection(self) -> bool:
+        """Below ``max_connections``? If not, count the refusal."""
+        if len(self._conns) < self.config.max_connections:
+            return True
+        self.trace.drop("tcp", "too_many_connections")
+        return False
 
     def connections(self) -> list[TcpConnection]:
         return list(self._conns.values())

@@ -1,0 +1,166 @@
+"""SYN cookies (RFC 4987 section 3.6), as Linux sends them.
+
+When a listener's half-open queue is full (``TcpConfig.syn_backlog``), a SYN
+is answered with a SYN,ACK whose initial sequence number encodes everything
+needed to finish the handshake later, and no state is kept. A returning ACK
+whose acknowledgment number decodes to a valid cookie creates the
+established connection directly.
+
+The cookie (the layout of Linux's ``secure_tcp_syn_cookie``)::
+
+    isn = H1(4-tuple) + peer_isn + (count << 24) + (H2(4-tuple, count, peer_isn, i) << 3) + i
+
+* ``count``: the cookie clock, one tick every ``TICK`` = 64 seconds, modulo
+  256. A cookie is valid for ``MAX_AGE`` ticks (up to two minutes).
+* ``H1``: a keyed hash (BLAKE2s with the layer's secret) of (local address,
+  local port, remote address, remote port); ``H2`` (21 bits): another of the
+  same and the count, the peer's ISN and ``i``.
+* ``i``: the index of the largest entry of :data:`MSS_TABLE` not above the
+  peer's MSS (3 bits).
+
+Checking an ACK (its ``ack - 1`` is the cookie, its ``seq - 1`` the peer's
+ISN): subtract ``H1`` and the peer's ISN; the top byte is the count, which
+must be at most ``MAX_AGE - 1`` ticks old; the low 3 bits are ``i`` and the
+21 above them must equal ``H2``. Unlike Linux (which adds the index to the
+hash), the hash covers the index and the peer's ISN, so a cookie off by a
+few does not decode to another MSS. A blind forger succeeds with
+probability ``MAX_AGE / 2**21`` (about 1 in a million) per guess.
+
+What is lost: the cookie SYN,ACK offers only MSS. Window scaling, SACK and
+timestamps are not offered, so the peer does not use them on a connection
+made from a cookie (Linux keeps them by hiding them in the timestamp value;
+this stack does not). Any data or FIN on the returning ACK is processed as
+usual; data the peer put on its SYN is not acknowledged and is sent again.
+Cookies are checked only on listeners that overflowed in the last
+``MAX_AGE * TICK`` seconds, as Linux does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+from stack.tcp.conn import TcpConnection, conn_name, rcv_cause
+from stack.tcp.seq import MASK, seq_add
+from stack.tcp.states import CLOSED, LISTEN, SYN_RECEIVED
+from stack.wire.tcp import ACK, SYN, TcpSegment, build_tcp, flags_str
+
+PROTO_TCP = 6
+TICK = 64.0                 # seconds per count
+MAX_AGE = 2                 # counts a cookie stays valid (this one and the one before)
+MSS_TABLE = (64, 256, 536, 1024, 1220, 1300, 1440, 1460)
+_LOW = (1 << 24) - 1
+_H2_MASK = (1 << 21) - 1
+_TUPLE = struct.Struct("!IHIH")
+_TUPLE_MORE = struct.Struct("!IHIHBIB")
+
+
+def mss_index(mss: int) -> int:
+    """The index of the largest table entry not above ``mss``."""
+    for i in range(len(MSS_TABLE) - 1, 0, -1):
+        if MSS_TABLE[i] <= mss:
+            return i
+    return 0
+
+
+class SynCookies:
+    """Makes and checks cookies for one :class:`~stack.tcp.layer.TcpLayer`."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def _h1(self, laddr: int, lport: int, raddr: int, rport: int) -> int:
+        d = hashlib.blake2s(_TUPLE.pack(laddr, lport, raddr, rport), key=self._secret,
+                            person=b"cookie1", digest_size=4).digest()
+        return int.from_bytes(d, "big")
+
+    def _h2(self, laddr: int, lport: int, raddr: int, rport: int, count: int, peer_isn: int,
+            idx: int) -> int:
+        d = hashlib.blake2s(_TUPLE_MORE.pack(laddr, lport, raddr, rport, count, peer_isn, idx),
+                            key=self._secret, person=b"cookie2", digest_size=4).digest()
+        return int.from_bytes(d, "big") & _H2_MASK
+
+    @staticmethod
+    def count(now: float) -> int:
+        return int(now // TICK) & 0xFF
+
+    def make(self, laddr: int, lport: int, raddr: int, rport: int, peer_isn: int, mss: int,
+             now: float) -> int:
+        """The cookie ISN for a SYN from ``(raddr, rport)`` with MSS ``mss``."""
+        count = self.count(now)
+        idx = mss_index(mss)
+        low = (self._h2(laddr, lport, raddr, rport, count, peer_isn, idx) << 3) | idx
+        return (self._h1(laddr, lport, raddr, rport) + peer_isn + (count << 24) + low) & MASK
+
+    def check(self, laddr: int, lport: int, raddr: int, rport: int, peer_isn: int,
+              cookie: int, now: float) -> int | None:
+        """The MSS a valid cookie encodes, or None (forged, or older than ``MAX_AGE``)."""
+        v = (cookie - self._h1(laddr, lport, raddr, rport) - peer_isn) & MASK
+        count = v >> 24
+        if (self.count(now) - count) & 0xFF >= MAX_AGE:
+            return None
+        idx = v & 7
+        if (v & _LOW) >> 3 != self._h2(laddr, lport, raddr, rport, count, peer_isn, idx):
+            return None
+        return MSS_TABLE[idx]
+
+    # ---- the two hooks of TcpLayer._listen_input -------------------------------------
+
+    def send_synack(self, layer, lst, src: int, dst: int, seg, now: float) -> None:
+        """Answer a SYN for the full listener ``lst`` with a cookie; keep nothing."""
+        cfg = layer.config
+        peer_mss = seg.mss if seg.mss is not None else cfg.default_peer_mss
+        isn = self.make(dst, seg.dst_port, src, seg.src_port, seg.seq, peer_mss, now)
+        ack = seq_add(seg.seq, 1)
+        win = min(cfg.rcvbuf, 65535)
+        layer.ip_send(dst, src, PROTO_TCP, build_tcp(dst, src, seg.dst_port, seg.src_port, isn,
+                                                     ack, SYN | ACK, win, mss=cfg.mss))
+        lst.syn_overflow_at = now
+        trace = layer.trace
+        trace.count("tcp", "out_segs")
+        trace.count("tcp", "syncookies_sent")
+        if trace.on:
+            trace.event("tcp", "seg", conn=conn_name(dst, seg.dst_port, src, seg.src_port),
+                        dir="out", flags=flags_str(SYN | ACK), seq=isn, ack=ack, win=win, len=0,
+                        options=[f"mss {cfg.mss}"], cookie=True)
+
+    def ack_in(self, layer, lst, src: int, dst: int, seg, now: float) -> bool:
+        """An ACK for listener ``lst``: if it carries a valid cookie, make the
+        connection from it and return True. False: not ours, the caller
+        answers as for any stray ACK."""
+        at = lst.syn_overflow_at
+        if at is None or now - at > MAX_AGE * TICK:
+            return False
+        trace = layer.trace
+        mss = self.check(dst, seg.dst_port, src, seg.src_port, (seg.seq - 1) & MASK,
+                         (seg.ack - 1) & MASK, now)
+        if mss is None:
+            trace.drop("tcp", "syncookie_failed", conn=conn_name(dst, seg.dst_port, src,
+                                                                 seg.src_port))
+            return False
+        trace.count("tcp", "syncookies_recv")
+        if lst.queue_full():
+            trace.count("tcp", "listen_drops")
+            trace.drop("tcp", "accept_queue_full", conn=lst.name)
+            return True
+        if not layer._room_for_connection():
+            return True
+        key = (dst, seg.dst_port, src, seg.src_port)
+        iss = (seg.ack - 1) & MASK
+        conn = TcpConnection(layer, (dst, seg.dst_port), (src, seg.src_port), iss, now,
+                             listener=lst)
+        layer._conns[key] = conn
+        # Rebuild what the SYN would have left: its sequence number, its MSS
+        # (as the table rounded it), and our SYN,ACK already sent.
+        syn = TcpSegment(seg.src_port, seg.dst_port, (seg.seq - 1) & MASK, 0, SYN, seg.window,
+                         mss=mss)
+        conn._take_syn(syn)
+        conn._set_state(SYN_RECEIVED, "syncookie " + rcv_cause(seg), now, frm=LISTEN)
+        conn.snd_nxt = conn.snd_max = seq_add(iss, 1)
+        conn.segment_arrives(seg, now)
+        if conn.state == SYN_RECEIVED:
+            # The ACK did not complete the handshake after all: forget it, as
+            # if the cookie had never matched (no timer would ever end it).
+            conn._set_state(CLOSED, "syncookie ack not accepted", now)
+        return True
+
