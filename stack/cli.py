@@ -8,6 +8,7 @@ import sys
 import threading
 
 from stack import native
+from stack.trace import LAYERS, Trace, group_counters, parse_layers
 
 
 def _up_parser(sub) -> None:
@@ -24,6 +25,8 @@ def _up_parser(sub) -> None:
     p.add_argument("--trace-format", choices=("text", "jsonl"), default="jsonl")
     p.add_argument("--trace-level", choices=("all", "state"), default="all",
                    help="all events, or only state changes, drops and retransmissions")
+    p.add_argument("--trace-layers", metavar="LAYER,...", type=_layers,
+                   help=f"only these layers' events ({','.join(LAYERS)}); counters count all")
     p.add_argument("--pcap", metavar="FILE", help="capture frames to a pcap file")
     p.add_argument("--offload", action="store_true",
                    help="virtio-net header with checksum and TSO/GSO offloads on the TAP")
@@ -31,24 +34,50 @@ def _up_parser(sub) -> None:
                    help="fault injection: loss=P,dup=P,reorder=P,corrupt=P,delay=MS,seed=N")
 
 
+def _layers(text: str) -> frozenset[str]:
+    try:
+        return parse_layers(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _trace_parser(sub) -> None:
-    p = sub.add_parser("trace", help="print per-connection timelines from a jsonl trace")
-    p.add_argument("file")
-    p.add_argument("--conn", metavar="ADDR:PORT", help="only connections with this endpoint")
-    p.add_argument("--plot", metavar="OUT.png", help="time-sequence graph of the busiest connection")
-    p.add_argument("--format", choices=("timeline", "ladder"), default="timeline")
+    p = sub.add_parser(
+        "trace", help="per-connection timelines, ladder charts and plots from a jsonl trace",
+        description="Read a jsonl trace (stack up --trace FILE) and print, per TCP connection, "
+                    "its state transitions with causes and a summary.")
+    p.add_argument("file", help="the jsonl trace ('-' for stdin)")
+    p.add_argument("--conn", metavar="ADDR:PORT",
+                   help="only connections with this endpoint on either side (ADDR may be left out)")
+    p.add_argument("--plot", metavar="OUT.png",
+                   help="time-sequence graph, cwnd and RTT of the busiest connection left")
+    p.add_argument("--format", choices=("timeline", "ladder"), default="timeline",
+                   help="timeline (default) or a two-column message-sequence chart")
 
 
 def format_counters(counters: dict[str, int]) -> str:
+    """Counters grouped by layer (stack order); each layer's drops listed by reason."""
     lines = []
-    layer = None
-    for key in sorted(counters):
-        head = key.split(".", 1)[0]
-        if head != layer:
-            layer = head
-            lines.append(f"{layer}:")
-        lines.append(f"    {key.split('.', 1)[1]}: {counters[key]}")
-    return "\n".join(lines)
+    for layer, (counts, drops) in group_counters(counters).items():
+        lines.append(f"{layer}:")
+        lines.extend(f"    {name}: {value}" for name, value in counts.items())
+        if drops:
+            lines.append(f"    drops: {sum(drops.values())}")
+            lines.extend(f"        {reason}: {value}" for reason, value in drops.items())
+    return "\n".join(lines) if lines else "(no counters)"
+
+
+def _print_counters(net, when: str) -> None:
+    print(f"stack: counters {when} (t={net.clock() - net.started:.3f}s)", file=sys.stderr)
+    print(format_counters(net.stats()), file=sys.stderr, flush=True)
+
+
+def _open_trace(args) -> Trace | None:
+    """The Trace ``stack up`` writes (None without --trace); raises OSError."""
+    if not args.trace:
+        return None
+    sink = sys.stderr if args.trace == "-" else open(args.trace, "w", buffering=1 << 16)
+    return Trace(sink, args.trace_format, level=args.trace_level, layers=args.trace_layers)
 
 
 def cmd_up(args) -> int:
@@ -60,22 +89,22 @@ def cmd_up(args) -> int:
     except ValueError as e:
         print(f"stack: {e}", file=sys.stderr)
         return 2
-    trace = args.trace
-    if trace == "-":
-        trace = sys.stderr
+    try:
+        trace = _open_trace(args)
+    except OSError as e:
+        print(f"stack: cannot write the trace {args.trace}: {e.strerror or e}", file=sys.stderr)
+        return 2
     stop = threading.Event()
     net = Stack.tap(args.tap, address=args.address, gateway=args.gateway,
-                    host_address=args.host_address, mtu=args.mtu, mac=args.mac, trace=trace,
-                    trace_format=args.trace_format, trace_level=args.trace_level,
-                    pcap=args.pcap, impair=args.impair, offload=args.offload)
+                    host_address=args.host_address, mtu=args.mtu, mac=args.mac,
+                    trace_obj=trace, pcap=args.pcap, impair=args.impair, offload=args.offload)
     services = []
     try:
         for spec in specs:
             services.append(start_service(net, spec))
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGUSR1,
-                      lambda *_: print(format_counters(net.stats()), file=sys.stderr, flush=True))
+        signal.signal(signal.SIGUSR1, lambda *_: _print_counters(net, "now"))
         seed = getattr(net.link, "seed", None)
         inner = net.link
         while seed is None and getattr(inner, "inner", None) is not None:
@@ -92,7 +121,7 @@ def cmd_up(args) -> int:
             svc.close()
         net.close()
         print("stack: down", file=sys.stderr)
-        print(format_counters(net.stats()), file=sys.stderr, flush=True)
+        _print_counters(net, "at exit")
     return 0
 
 

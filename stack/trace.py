@@ -7,7 +7,12 @@ or off; every drop is counted and, when tracing is on, written as an event
 ``{"event": "drop", "reason": ...}``.
 
 Hot paths guard event construction with ``if trace.on:`` so a stack with
-tracing off pays one attribute read per event site.
+tracing off pays one attribute read per event site. ``on`` only says that
+someone listens; which events are written is decided by :meth:`Trace.wants`
+(the ``layers`` and ``level`` filters), once per (layer, event) pair and then
+remembered, so a filtered-out event costs a dictionary lookup.
+
+``stack trace FILE`` (:mod:`stack.tracetool`) reads the ``jsonl`` form back.
 """
 
 from __future__ import annotations
@@ -18,10 +23,38 @@ from collections import Counter
 from typing import IO, Callable, Iterable
 
 LAYERS = ("link", "eth", "arp", "ip", "icmp", "udp", "tcp", "socket")
+LEVELS = ("all", "state")
 
 # Events written when the trace is at level "state": the ones a person reads
-# to follow a connection's life. Everything else needs level "all".
-STATE_EVENTS = frozenset({"state", "drop", "retransmit", "up", "down"})
+# to follow a connection's life (state changes, drops, retransmissions) and
+# the link's own state (up, down, the impairment and its seed). Everything
+# else (segments, RTT and cwnd samples, timers, ARP, ...) needs level "all".
+STATE_EVENTS = frozenset({"state", "drop", "retransmit", "up", "down", "impair"})
+
+# One encoder for every line: json.dumps(..., default=str) would build a new
+# encoder per call.
+_encode = json.JSONEncoder(default=str).encode
+
+
+def parse_layers(text: str | Iterable[str] | None) -> frozenset[str] | None:
+    """``"tcp,ip"`` (or an iterable of names) as a set of layers; None for all.
+
+    Raises ValueError naming an unknown layer.
+    """
+    if text is None:
+        return None
+    names = text.split(",") if isinstance(text, str) else list(text)
+    out = set()
+    for name in names:
+        name = name.strip()
+        if not name:
+            continue
+        if name not in LAYERS:
+            raise ValueError(f"unknown trace layer {name!r} (layers: {', '.join(LAYERS)})")
+        out.add(name)
+    if not out:
+        raise ValueError("no trace layer given")
+    return frozenset(out)
 
 
 class Trace:
@@ -29,8 +62,10 @@ class Trace:
 
     ``clock`` returns seconds since the stack started. ``sink`` is a text
     file (or None for counters only). ``fmt`` is ``"jsonl"`` or ``"text"``.
-    ``layers`` limits which layers write events (None: all). ``level`` is
-    ``"all"`` or ``"state"`` (state transitions, drops, retransmissions).
+    ``layers`` limits which layers write events (None: all; a set of names
+    or a string ``"tcp,ip"``). ``level`` is ``"all"`` or ``"state"`` (state
+    transitions, drops, retransmissions, link up/down/impair). Filters
+    choose events only: counters count everything.
     """
 
     def __init__(
@@ -38,21 +73,26 @@ class Trace:
         sink: IO[str] | None = None,
         fmt: str = "jsonl",
         clock: Callable[[], float] = lambda: 0.0,
-        layers: Iterable[str] | None = None,
+        layers: Iterable[str] | str | None = None,
         level: str = "all",
     ) -> None:
         if fmt not in ("jsonl", "text"):
             raise ValueError(f"trace format must be jsonl or text, not {fmt!r}")
-        if level not in ("all", "state"):
+        if level not in LEVELS:
             raise ValueError(f"trace level must be all or state, not {level!r}")
         self.sink = sink
         self.fmt = fmt
         self.clock = clock
-        self.layers = frozenset(layers) if layers is not None else None
+        self.layers = parse_layers(layers)
         self.level = level
         self.counters: Counter[str] = Counter()
+        self.written = 0  # events written or handed to listeners
         self._lock = threading.Lock()
         self.listeners: list[Callable[[dict], None]] = []
+        # (layer, event) -> bool, filled by wants(); None when nothing is filtered.
+        self._wanted: dict[tuple[str, str], bool] | None = (
+            None if self.layers is None and level == "all" else {})
+        self._render = _encode if fmt == "jsonl" else render_text
         self._update()
 
     def _update(self) -> None:
@@ -64,7 +104,12 @@ class Trace:
         self.listeners.append(fn)
         self._update()
 
+    def unsubscribe(self, fn: Callable[[dict], None]) -> None:
+        self.listeners.remove(fn)
+        self._update()
+
     def wants(self, layer: str, event: str) -> bool:
+        """Whether an event ``layer``/``event`` would be written now."""
         if not self.on:
             return False
         if self.layers is not None and layer not in self.layers:
@@ -72,16 +117,26 @@ class Trace:
         return self.level == "all" or event in STATE_EVENTS
 
     def event(self, layer: str, event: str, **fields) -> None:
-        if not self.wants(layer, event):
+        if not self.on:
             return
+        wanted = self._wanted
+        if wanted is not None:
+            key = (layer, event)
+            ok = wanted.get(key)
+            if ok is None:
+                ok = wanted[key] = self.wants(layer, event)
+            if not ok:
+                return
         record = {"t": round(self.clock(), 6), "layer": layer, "event": event}
         record.update(fields)
+        self.written += 1
         for fn in self.listeners:
             fn(record)
-        if self.sink is not None:
-            line = json.dumps(record, default=str) if self.fmt == "jsonl" else render_text(record)
+        sink = self.sink
+        if sink is not None:
+            line = self._render(record)
             with self._lock:
-                self.sink.write(line + "\n")
+                sink.write(line + "\n")
 
     def count(self, layer: str, name: str, n: int = 1) -> None:
         self.counters[f"{layer}.{name}"] += n
@@ -101,20 +156,83 @@ class Trace:
                 self.sink.flush()
 
 
+# -- counters ------------------------------------------------------------------
+
+
+def group_counters(counters: dict[str, int]) -> dict[str, tuple[dict[str, int], dict[str, int]]]:
+    """Counters ``"layer.name"`` grouped by layer: ``{layer: (counts, drops)}``.
+
+    ``drops`` maps each drop reason to its count. Layers come in stack order
+    (link first), unknown ones after; names and reasons are sorted; zero
+    counts are left out.
+    """
+    groups: dict[str, tuple[dict[str, int], dict[str, int]]] = {}
+    for key in sorted(counters):
+        value = counters[key]
+        if not value:
+            continue
+        layer, _, name = key.partition(".")
+        counts, drops = groups.setdefault(layer, ({}, {}))
+        if name.startswith("drop."):
+            drops[name[5:]] = value
+        else:
+            counts[name] = value
+    order = {name: i for i, name in enumerate(LAYERS)}
+    return dict(sorted(groups.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+# -- text rendering ------------------------------------------------------------------
+
+_HEAD = ("t", "layer", "event")
+
+
+def _value(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return str(v)
+
+
+def _tcp_seg(rest: dict) -> str:
+    flags = rest.pop("flags", "?")
+    parts = [rest.pop("dir", "?"), f"[{flags}]", f"seq {rest.pop('seq', '?')}"]
+    ack = rest.pop("ack", None)
+    if "." in flags and ack is not None:
+        parts.append(f"ack {ack}")
+    parts.append(f"win {rest.pop('win', '?')}")
+    parts.append(f"len {rest.pop('len', '?')}")
+    opts = rest.pop("options", None)
+    if opts:
+        parts.append(f"<{_value(opts)}>")
+    return " ".join(parts)
+
+
 def render_text(record: dict) -> str:
-    """One readable line: time, layer, event, then the fields."""
+    """One readable line: time, layer, event, then what happened.
+
+    TCP state changes read ``CONN FROM -> TO (cause)``, segments read like
+    tcpdump (``CONN in [S.] seq 1 ack 2 win 3 len 0 <mss 1460>``), drops put
+    the reason first; other fields follow as ``key=value``.
+    """
     t = record.get("t", 0.0)
     layer = record.get("layer", "?")
     event = record.get("event", "?")
-    rest = {k: v for k, v in record.items() if k not in ("t", "layer", "event")}
+    rest = {k: v for k, v in record.items() if k not in _HEAD}
+    words = []
+    conn = rest.pop("conn", None)
+    if conn is not None:
+        words.append(str(conn))
     if layer == "tcp" and event == "state":
-        body = f"{rest.pop('conn', '?')} {rest.pop('from', '?')} -> {rest.pop('to', '?')}"
+        words.append(f"{rest.pop('from', '?')} -> {rest.pop('to', '?')}")
         cause = rest.pop("cause", None)
         if cause:
-            body += f" ({cause})"
+            words.append(f"({cause})")
+    elif layer == "tcp" and event == "seg":
+        words.append(_tcp_seg(rest))
     elif event == "drop":
-        body = f"reason={rest.pop('reason', '?')}"
-    else:
-        body = ""
-    extra = " ".join(f"{k}={v}" for k, v in rest.items())
-    return f"{t:12.6f} {layer:<6} {event:<10} {body}{' ' if body and extra else ''}{extra}".rstrip()
+        words.append(f"reason={rest.pop('reason', '?')}")
+    words.extend(f"{k}={_value(v)}" for k, v in rest.items())
+    try:
+        stamp = f"{float(t):12.6f}"
+    except (TypeError, ValueError):
+        stamp = f"{t!s:>12}"
+    return f"{stamp} {layer:<6} {event:<10} {' '.join(words)}".rstrip()
