@@ -22,6 +22,22 @@ IRS = 5000           # the test peer's initial sequence number
 FLAGS = {"S": SYN, "F": FIN, "R": RST, "P": PSH, ".": ACK}
 
 
+def syn_options(config: TcpConfig | None = None, now: float = 0.0) -> str:
+    """The options of the stack's own SYN in tcpdump form, at time ``now``
+    (the harness pins the timestamp clock's offset to 0: TS val is in ms)."""
+    from stack.tcp.conn import wscale_for
+
+    cfg = config or TcpConfig()
+    opts = [f"mss {cfg.mss}"]
+    if cfg.sack:
+        opts.append("sackOK")
+    if cfg.timestamps:
+        opts.append(f"TS val {int(now * 1000)} ecr 0")
+    if cfg.window_scaling:
+        opts.append(f"wscale {wscale_for(cfg.rcvbuf)}")
+    return ",".join(opts)
+
+
 def flag_bits(spec: str) -> int:
     bits = 0
     for ch in spec:
@@ -46,6 +62,7 @@ class Conversation:
         self.layer = TcpLayer(self._ip_send, self.trace, self.config, rng=random.Random(seed))
         self.iss = iss
         self.layer._isn = lambda *a: iss
+        self.layer._ts_offset = lambda *a: 0
         self.conn = None
         self.listener = None
 
@@ -115,7 +132,8 @@ class Conversation:
         """CLOSED -> SYN_SENT -> ESTABLISHED; the stack connected to the peer."""
         self.conn = self.layer.connect(US, (PEER, PEER_PORT), self.now, local_port=US_PORT)
         w = min(self.config.rcvbuf, 65535)
-        self.expect(f"Flags [S], seq {self.iss}, win {w}, options [mss 1460], length 0")
+        self.expect(f"Flags [S], seq {self.iss}, win {w}, "
+                    f"options [{syn_options(self.config, self.now)}], length 0")
         self.feed("S.", IRS, self.iss + 1, win=peer_win, mss=peer_mss)
         self.expect(f"Flags [.], seq {self.iss + 1}, ack {IRS + 1}, win {w}, length 0")
         assert self.conn.state == "ESTABLISHED"

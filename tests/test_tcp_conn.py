@@ -13,7 +13,7 @@ import pytest
 
 from stack.tcp import TcpConfig
 
-from tcp_harness import Conversation
+from tcp_harness import Conversation, syn_options
 
 
 
@@ -29,7 +29,7 @@ def established(config: TcpConfig | None = None, **kw) -> Conversation:
 def test_active_open_three_way_handshake():
     c = Conversation()
     conn = c.layer.connect(0x0A000001, (0x0A000002, 5555), 0.0, local_port=4000)
-    c.expect("Flags [S], seq 1000, win 65535, options [mss 1460], length 0")
+    c.expect(f"Flags [S], seq 1000, win 65535, options [{syn_options()}], length 0")
     assert conn.state == "SYN_SENT" and not conn.writable
     c.feed("S.", 5000, 1001, mss=1460)
     c.expect("Flags [.], seq 1001, ack 5001, win 65535, length 0")
@@ -101,7 +101,7 @@ def test_syn_sent_segment_without_syn_or_rst_dropped():
 def test_simultaneous_open():
     c = Conversation()
     conn = c.layer.connect(0x0A000001, (0x0A000002, 5555), 0.0, local_port=4000)
-    c.expect("Flags [S], seq 1000, win 65535, options [mss 1460], length 0")
+    c.expect(f"Flags [S], seq 1000, win 65535, options [{syn_options()}], length 0")
     c.feed("S", 5000, mss=1460)  # the peer's SYN crosses ours
     c.expect("Flags [S.], seq 1000, ack 5001, win 65535, options [mss 1460], length 0")
     assert conn.state == "SYN_RECEIVED"

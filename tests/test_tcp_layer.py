@@ -382,7 +382,8 @@ def test_state_trace_event_shape():
                   "from": "SYN_SENT", "to": "ESTABLISHED",
                   "cause": "rcv SYN,ACK seq=5000 ack=1001"}
     segs = [e for e in c.events if e["event"] == "seg"]
-    assert segs[0]["dir"] == "out" and segs[0]["flags"] == "S" and segs[0]["options"] == ["mss 1460"]
+    assert segs[0]["dir"] == "out" and segs[0]["flags"] == "S"
+    assert segs[0]["options"] == ["mss 1460", "sackOK", "TS val 0 ecr 0", "wscale 7"]
     assert segs[1]["dir"] == "in" and segs[1]["flags"] == "S."
 
 

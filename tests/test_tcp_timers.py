@@ -10,9 +10,12 @@ import pytest
 
 from stack.tcp import TcpConfig
 
-from tcp_harness import IRS, PEER, PEER_PORT, US, US_PORT, Conversation
+from tcp_harness import IRS, PEER, PEER_PORT, US, US_PORT, Conversation, syn_options
 
-SYN_LINE = "Flags [S], seq 1000, win 65535, options [mss 1460], length 0"
+
+
+def syn_line(t: float) -> str:
+    return f"Flags [S], seq 1000, win 65535, options [{syn_options(now=t)}], length 0"
 
 
 def connect_with_rtt(cfg: TcpConfig | None = None, rtt: float = 0.1) -> Conversation:
@@ -70,7 +73,7 @@ def test_syn_retransmitted_with_backoff_then_etimedout():
     c = Conversation()
     conn = c.layer.connect(US, (PEER, PEER_PORT), 0.0, local_port=US_PORT)
     c.run_until(200.0)
-    assert c.sent_at() == [(t, SYN_LINE) for t in (0.0, 1.0, 3.0, 7.0, 15.0, 31.0, 63.0)]
+    assert c.sent_at() == [(t, syn_line(t)) for t in (0.0, 1.0, 3.0, 7.0, 15.0, 31.0, 63.0)]
     assert conn.state == "CLOSED" and conn.error == errno.ETIMEDOUT
     assert [e["t"] for e in c.events if e["event"] == "state"][-1] == 127.0
     assert c.layer.next_deadline() is None
@@ -110,7 +113,7 @@ def test_karn_no_sample_from_retransmitted_data_backoff_kept():
 
 
 def test_go_back_n_after_rto_with_slow_start():
-    c = connect_with_rtt(rtt=0.1)
+    c = connect_with_rtt(TcpConfig(congestion="newreno"), rtt=0.1)
     c.conn.send(b"x" * 4380, c.now)
     assert len(c.sent()) == 3  # all lost
     c.run_until(0.4)
@@ -134,8 +137,8 @@ def test_ack_of_everything_stops_the_timer():
 # ---- fast retransmit, Reno ----------------------------------------------------------
 
 
-def five_segments_in_flight() -> Conversation:
-    c = connect_with_rtt(rtt=0.1)
+def five_segments_in_flight(congestion: str = "newreno") -> Conversation:
+    c = connect_with_rtt(TcpConfig(congestion=congestion, sack=False), rtt=0.1)
     c.conn.send(b"x" * 7300, c.now)
     assert len(c.sent()) == 5
     c.feed(".", 5001, 2461)  # first segment acknowledged
@@ -171,7 +174,7 @@ def test_duplicate_ack_rules():
 
 
 def test_slow_start_then_congestion_avoidance():
-    c = connect_with_rtt(TcpConfig(initial_cwnd=2), rtt=0.1)
+    c = connect_with_rtt(TcpConfig(initial_cwnd=2, congestion="reno"), rtt=0.1)
     cc = c.conn.cc
     assert cc.cwnd == 2920
     c.conn.send(b"x" * 200000, c.now)
@@ -330,7 +333,7 @@ def test_sequence_numbers_wrap_on_both_sides():
     iss = 2**32 - 3
     c = Conversation(iss=iss)
     conn = c.layer.connect(US, (PEER, PEER_PORT), 0.0, local_port=US_PORT)
-    c.expect(f"Flags [S], seq {iss}, win 65535, options [mss 1460], length 0")
+    c.expect(f"Flags [S], seq {iss}, win 65535, options [{syn_options()}], length 0")
     irs = 2**32 - 2
     c.feed("S.", irs, iss + 1, mss=1460)
     c.expect(f"Flags [.], seq {iss + 1}, ack {2**32 - 1}, win 65535, length 0")

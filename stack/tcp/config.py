@@ -18,6 +18,12 @@ class TcpConfig:
     * ``delayed_ack`` 0.04 s (Linux's minimum; RFC 1122 allows up to 0.5 s,
       the issue asks for at most 0.2 s).
     * ``initial_cwnd`` 10 segments (RFC 6928, Linux).
+    * ``rcvbuf`` 4 MB, ``sndbuf`` 1 MB: bytearrays that grow only as data
+      waits in them. With window scaling (shift 7 for 4 MB, as Linux) the
+      whole receive buffer is offered, enough to fill a fast path; a peer
+      that refuses scaling sees at most 65535 bytes.
+    * ``window_scaling``, ``timestamps`` (RFC 7323) and ``sack`` (RFC 2018)
+      on, ``congestion`` CUBIC (RFC 9438), as Linux.
     * ``max_retries`` 15 (Linux ``tcp_retries2``), ``syn_retries`` 6,
       ``synack_retries`` 5.
     * ``syncookies`` on (Linux ``tcp_syncookies=1``): a listener whose
@@ -30,8 +36,14 @@ class TcpConfig:
 
     mss: int = 1460                 # our MSS option: link MTU 1500 - 40
     default_peer_mss: int = 536     # when the peer's SYN has no MSS option (RFC 9293 3.7.1)
-    sndbuf: int = 256 * 1024
-    rcvbuf: int = 256 * 1024
+    sndbuf: int = 1024 * 1024
+    rcvbuf: int = 4 * 1024 * 1024   # grows as used; with window scaling all of it is offered
+
+    # RFC 7323 and RFC 2018, offered in our SYN and used when the peer's SYN
+    # (or SYN,ACK) offers them too.
+    window_scaling: bool = True
+    timestamps: bool = True
+    sack: bool = True
     ooo_max_holes: int = 64         # out-of-order ranges kept per connection
 
     rto_initial: float = 1.0
@@ -52,7 +64,7 @@ class TcpConfig:
     keepalive_interval: float = 75.0
     keepalive_count: int = 9
 
-    congestion: str = "reno"        # "reno" or "newreno"
+    congestion: str = "cubic"       # "cubic" (RFC 9438), "newreno" (RFC 6582) or "reno"
     initial_cwnd: int = 10
     dupack_threshold: int = 3
 

@@ -1,18 +1,29 @@
-"""Congestion control (RFC 5681), pluggable.
+"""Congestion control, pluggable: Reno (RFC 5681), NewReno (RFC 6582) and
+CUBIC (RFC 9438, the default).
 
-The connection owns loss detection (duplicate ACK counting, the RTO) and tells
-the controller what happened; the controller only moves ``cwnd`` and
-``ssthresh`` (bytes). A new algorithm (CUBIC, ...) subclasses
-:class:`CongestionControl` and registers itself in :data:`ALGORITHMS`.
+The connection owns loss detection (duplicate ACKs, SACK, the RTO) and loss
+recovery (RFC 6675 with SACK, RFC 6582 without: the window inflation and
+deflation of fast recovery live in ``sender.py``); the controller only says
+how ``cwnd`` grows on new acknowledgments and where ``ssthresh`` goes after a
+loss. Windows are in bytes; CUBIC's function is in segments and seconds, as
+the RFC writes it. Growth uses appropriate byte counting (RFC 3465): slow
+start adds the bytes acknowledged, at most ``L = 2`` MSS per ACK, so a
+receiver that acknowledges every second segment does not halve the growth.
+
+A new algorithm subclasses :class:`CongestionControl` and registers itself
+in :data:`ALGORITHMS`.
 """
 
 from __future__ import annotations
 
+ABC_LIMIT = 2  # RFC 3465 L: at most 2 MSS of growth per ACK in slow start
+
 
 class CongestionControl:
     name = "base"
-    # After a partial ACK in fast recovery: stay in recovery (NewReno) or leave it (Reno).
-    partial_ack_stays = False
+    # Without SACK, after a partial ACK in fast recovery: stay in recovery
+    # (NewReno, RFC 6582) or leave it (Reno, RFC 5681).
+    partial_ack_stays = True
 
     def __init__(self, mss: int, initial_segments: int) -> None:
         self.mss = mss
@@ -23,71 +34,147 @@ class CongestionControl:
     def set_mss(self, mss: int) -> None:
         self.mss = mss
 
-    def on_ack(self, acked: int, flight: int) -> None:
-        """New data acknowledged outside fast recovery."""
+    def on_ack(self, acked: int, now: float, rtt: float | None) -> None:
+        """``acked`` new bytes acknowledged outside loss recovery, while the
+        sender was using its window (the caller checks). ``rtt``: SRTT."""
+        if self.cwnd < self.ssthresh:
+            self.cwnd += acked if acked < ABC_LIMIT * self.mss else ABC_LIMIT * self.mss
+        else:
+            self._avoid(acked, now, rtt)
 
-    def on_fast_retransmit(self, flight: int) -> None:
-        """Third duplicate ACK: enter fast recovery."""
+    def _avoid(self, acked: int, now: float, rtt: float | None) -> None:
+        """Congestion avoidance: Reno's one MSS per window of acknowledged bytes."""
+        self._acked += acked
+        if self._acked >= self.cwnd:
+            self._acked -= self.cwnd
+            self.cwnd += self.mss
 
-    def on_dupack_in_recovery(self) -> None:
-        """One more duplicate ACK during fast recovery."""
+    def ssthresh_after_loss(self, flight: int) -> int:
+        return max(flight // 2, 2 * self.mss)  # RFC 5681 (4)
 
-    def on_partial_ack(self, acked: int) -> None:
-        """A partial ACK during fast recovery (only called when ``partial_ack_stays``)."""
+    def on_loss(self, flight: int, now: float) -> None:
+        """Loss detected by duplicate ACKs or SACK: fast recovery starts with
+        ``cwnd = ssthresh`` (the sender adds NewReno's inflation itself)."""
+        self.ssthresh = self.ssthresh_after_loss(flight)
+        self.cwnd = self.ssthresh
+        self._acked = 0
 
-    def on_recovery_exit(self, flight: int) -> None:
-        """Fast recovery ends."""
+    def on_recovery_exit(self, now: float) -> None:
+        """Fast recovery is over; congestion avoidance starts again."""
 
-    def on_timeout(self, flight: int) -> None:
-        """Retransmission timeout."""
+    def on_timeout(self, flight: int, now: float) -> None:
+        """Retransmission timeout: the loss window, slow start again."""
+        self.ssthresh = self.ssthresh_after_loss(flight)
+        self.cwnd = self.mss  # RFC 5681 (5): LW = 1 MSS
+        self._acked = 0
 
 
 class Reno(CongestionControl):
-    """RFC 5681: slow start, congestion avoidance, fast retransmit/recovery."""
+    """RFC 5681: a partial ACK ends fast recovery."""
 
     name = "reno"
-
-    def on_ack(self, acked: int, flight: int) -> None:
-        mss = self.mss
-        if self.cwnd < self.ssthresh:
-            # Slow start, with appropriate byte counting limited to one MSS per ACK.
-            self.cwnd += min(acked, mss)
-        else:
-            # Congestion avoidance: one MSS per cwnd's worth of acknowledged bytes.
-            self._acked += acked
-            if self._acked >= self.cwnd:
-                self._acked -= self.cwnd
-                self.cwnd += mss
-
-    def on_fast_retransmit(self, flight: int) -> None:
-        self.ssthresh = max(flight // 2, 2 * self.mss)
-        self.cwnd = self.ssthresh + 3 * self.mss
-        self._acked = 0
-
-    def on_dupack_in_recovery(self) -> None:
-        self.cwnd += self.mss
-
-    def on_recovery_exit(self, flight: int) -> None:
-        self.cwnd = self.ssthresh
-
-    def on_timeout(self, flight: int) -> None:
-        self.ssthresh = max(flight // 2, 2 * self.mss)
-        self.cwnd = self.mss  # loss window
-        self._acked = 0
+    partial_ack_stays = False
 
 
-class NewReno(Reno):
-    """RFC 6582: partial ACKs keep fast recovery going."""
+class NewReno(CongestionControl):
+    """RFC 6582: partial ACKs keep fast recovery going (see ``sender.py``)."""
 
     name = "newreno"
-    partial_ack_stays = True
-
-    def on_partial_ack(self, acked: int) -> None:
-        # Deflate by the amount acknowledged, add back one MSS.
-        self.cwnd = max(self.cwnd - acked + self.mss, self.mss)
-
-    def on_recovery_exit(self, flight: int) -> None:
-        self.cwnd = min(self.ssthresh, max(flight, self.mss) + self.mss)
 
 
-ALGORITHMS: dict[str, type[CongestionControl]] = {"reno": Reno, "newreno": NewReno}
+class Cubic(CongestionControl):
+    """RFC 9438. Within an epoch (a congestion avoidance stage, ``t`` seconds
+    old) the window follows ``W_cubic(t) = C * (t - K)**3 + W_max`` segments,
+    never below the Reno-friendly estimate ``W_est``."""
+
+    name = "cubic"
+    C = 0.4
+    BETA = 0.7
+    ALPHA = 3 * (1 - BETA) / (1 + BETA)  # RFC 9438 section 4.3
+    fast_convergence = True
+
+    def __init__(self, mss: int, initial_segments: int) -> None:
+        super().__init__(mss, initial_segments)
+        self.w_max = 0.0          # segments, the window before the last reduction
+        self.k = 0.0              # seconds to get back to w_max
+        self.epoch: float | None = None  # when the current avoidance stage began
+        self._origin = 0.0        # the plateau of the current curve (w_max or cwnd_epoch)
+        self._w_est = 0.0         # segments, the Reno-friendly estimate
+        self._cwnd_prior = 0.0    # segments, cwnd before the last reduction
+        self._after_rto = False
+        self._cwnd_f = float(self.cwnd)  # bytes, with the fraction the integer cwnd drops
+
+    def w_cubic(self, t: float) -> float:
+        """RFC 9438 figure 1, in segments, for the current epoch."""
+        d = t - self.k
+        return self.C * d * d * d + self._origin
+
+    def _start_epoch(self, now: float) -> None:
+        cw = self.cwnd / self.mss
+        self.epoch = now
+        self._w_est = cw
+        if self._after_rto or self.w_max <= cw:
+            # After a timeout (section 4.8), or above the old maximum: the
+            # curve starts here with K = 0.
+            if self._after_rto:
+                self.w_max = cw
+            self._after_rto = False
+            self.k = 0.0
+            self._origin = cw
+        else:
+            self.k = ((self.w_max - cw) / self.C) ** (1 / 3)  # figure 2
+            self._origin = self.w_max
+
+    def _avoid(self, acked: int, now: float, rtt: float | None) -> None:
+        mss = self.mss
+        if int(self._cwnd_f) != self.cwnd:
+            self._cwnd_f = float(self.cwnd)  # the sender moved cwnd (recovery exit)
+        if self.epoch is None:
+            self._start_epoch(now)
+        cw = self._cwnd_f / mss
+        segs = acked / mss
+        # Reno-friendly region (section 4.3); alpha becomes 1 once W_est
+        # has reached the window before the reduction.
+        self._w_est += (1.0 if self._w_est >= self._cwnd_prior else self.ALPHA) * segs / cw
+        t = now - self.epoch
+        if self.w_cubic(t) < self._w_est:
+            new = self._w_est if self._w_est > cw else cw
+        else:
+            # Concave and convex regions (sections 4.4, 4.5): close the gap
+            # to W_cubic one RTT ahead, at most 1.5 * cwnd.
+            target = self.w_cubic(t + (rtt or 0.0))
+            if target < cw:
+                target = cw
+            elif target > 1.5 * cw:
+                target = 1.5 * cw
+            new = cw + (target - cw) / cw * segs
+        self._cwnd_f = new * mss
+        self.cwnd = int(self._cwnd_f)
+
+    def ssthresh_after_loss(self, flight: int) -> int:
+        return max(int(flight * self.BETA), 2 * self.mss)  # section 4.6
+
+    def on_loss(self, flight: int, now: float) -> None:
+        cw = self.cwnd / self.mss
+        self._cwnd_prior = cw
+        if self.fast_convergence and cw < self.w_max:
+            self.w_max = cw * (1 + self.BETA) / 2  # section 4.7
+        else:
+            self.w_max = cw
+        self.epoch = None
+        super().on_loss(flight, now)
+        self._cwnd_f = float(self.cwnd)
+
+    def on_recovery_exit(self, now: float) -> None:
+        self.epoch = None
+
+    def on_timeout(self, flight: int, now: float) -> None:
+        self._cwnd_prior = self.cwnd / self.mss
+        self.epoch = None
+        self._after_rto = True
+        super().on_timeout(flight, now)
+        self._cwnd_f = float(self.cwnd)
+
+
+ALGORITHMS: dict[str, type[CongestionControl]] = {
+    "reno": Reno, "newreno": NewReno, "cubic": Cubic}

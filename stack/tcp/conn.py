@@ -20,13 +20,24 @@ import os
 from stack.tcp.congestion import ALGORITHMS
 from stack.tcp.receiver import Receiver
 from stack.tcp.sender import Sender
-from stack.tcp.seq import seq_add, seq_diff, seq_gt, seq_in, seq_le, seq_lt
+from stack.tcp.seq import HALF, MASK, seq_add, seq_diff, seq_gt, seq_in, seq_le, seq_lt
 from stack.tcp.states import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2,
                               LAST_ACK, LISTEN, RECEIVING, SYN_RECEIVED, SYN_SENT,
                               SYNCHRONIZED, TIME_WAIT)
-from stack.wire.tcp import ACK, FIN, RST, SYN, build_tcp, flags_names, flags_str
+from stack.wire.tcp import (ACK, FIN, RST, SYN, build_options, build_tcp, flags_names,
+                            flags_str, sack_option, ts_option)
 
 PROTO_TCP = 6
+TS_OPT_LEN = 12                       # NOP, NOP, Timestamps on every segment once negotiated
+PAWS_IDLE = 24 * 24 * 3600.0          # RFC 7323 5.5: TS.Recent older than 24 days is invalid
+
+
+def wscale_for(rcvbuf: int) -> int:
+    """The smallest shift (at most 14) that lets 65535 << shift cover ``rcvbuf``."""
+    shift = 0
+    while shift < 14 and 65535 << shift < rcvbuf:
+        shift += 1
+    return shift
 
 
 def ip_str(a: int) -> str:
@@ -92,7 +103,7 @@ class TcpConnection(Sender, Receiver):
         self.snd_wl1 = 0
         self.snd_wl2 = 0
         self.max_snd_wnd = 0
-        self._snd_wscale = 0
+        self._snd_wscale = 0                 # the peer's shift, applied to its window fields
         self._sndbuf = bytearray()           # bytes from _snd_data_seq on
         self._snd_data_seq = seq_add(iss, 1)
         self._snd_sml = iss                  # end of the last small segment (Nagle)
@@ -106,7 +117,7 @@ class TcpConnection(Sender, Receiver):
         self.irs = 0
         self.rcv_nxt = 0
         self.rcv_adv = 0                     # right edge of the advertised window
-        self._rcv_wscale = 0
+        self._rcv_wscale = 0                 # our shift, applied to the windows we send
         self._irs_known = False
         self._rcvbuf = bytearray()
         self._ooo = None
@@ -114,12 +125,28 @@ class TcpConnection(Sender, Receiver):
         self._fin_received = False
         self._unacked = 0                    # bytes received since our last ACK
         self._ack_now = False
+        self._last_ack_sent = 0
+
+        # Options (RFC 7323, RFC 2018): offered in our SYN as configured, in
+        # use once the peer's SYN offered them too.
+        self._our_wscale = wscale_for(cfg.rcvbuf) if cfg.window_scaling else 0
+        self._ws_ok = False
+        self._ts_ok = False
+        self._sack_ok = False
+        self._ts_base = host._ts_offset(local[0], local[1], remote[0], remote[1])
+        self._ts_recent = 0                  # TS.Recent
+        self._ts_recent_age = now            # when TS.Recent was last set
+        self._sack_recent: list[int] = []    # a byte of each recently received OOO block
+        self._sb = None                      # Scoreboard of SACKed bytes (sack.py), when used
+        self._high_rxt = iss                 # RFC 6675 HighRxt (one past), RescueRxt
+        self._rescue_rxt = iss
 
         # Segment sizes.
         self.mss_local = cfg.mss
         self.peer_mss = cfg.default_peer_mss
         self._pmtu_mss = cfg.mss
-        self.mss = min(self.peer_mss, self.mss_local)
+        self._mss_wire = min(self.peer_mss, self.mss_local)  # data plus options
+        self.mss = self._mss_wire                             # data per full segment
         self._rcv_mss = min(cfg.default_peer_mss, cfg.mss)
 
         # RTT, retransmission, congestion control.
@@ -134,6 +161,7 @@ class TcpConnection(Sender, Receiver):
         self._dupacks = 0
         self._in_recovery = False
         self._recover = iss
+        self._partial_acks = 0
 
         # Timers: absolute deadlines or None.
         self._rto_at: float | None = None
@@ -227,20 +255,42 @@ class TcpConnection(Sender, Receiver):
 
     def _xmit(self, seq: int, flags: int, payload, now: float, syn: bool = False) -> None:
         """Build and hand one segment to IP. Segments with ACK carry the
-        current window and cancel any pending delayed ACK."""
+        current window and cancel any pending delayed ACK; once negotiated,
+        every segment carries timestamps and ACKs carry SACK blocks while
+        out-of-order data waits."""
+        ack = 0
+        win = 0
         if flags & ACK:
             ack = self.rcv_nxt
-            win = self._rcv_window()
+            # The window of a SYN is never scaled (RFC 7323 2.2).
+            win = (self.rcvbuf_size if self.rcvbuf_size < 65535 else 65535) if syn \
+                else self._rcv_window()
             self._unacked = 0
             self._ack_now = False
             self._delack_at = None
+            self._last_ack_sent = ack
+        elif syn:
+            win = self.rcvbuf_size if self.rcvbuf_size < 65535 else 65535
+        blocks = None
+        tsval = 0
+        if syn:
+            options = self._syn_options(flags, now)
+        elif self._ts_ok:
+            tsval = (self._ts_base + int(now * 1000)) & MASK
+            options = ts_option(tsval, self._ts_recent if flags & ACK else 0)
         else:
-            ack = 0
-            win = min(self.rcvbuf_size, 65535) if syn else 0
+            options = b""
+        if self._ooo is not None and self._sack_ok and flags & ACK and not syn:
+            room = 36 - len(options)
+            if payload:
+                room = min(room, self._mss_wire - len(options) - len(payload) - 4)
+            blocks = self._sack_blocks(room >> 3)
+            if blocks:
+                options += sack_option(blocks)
         laddr, lport = self.local
         raddr, rport = self.remote
-        mss = self.mss_local if syn else None
-        data = build_tcp(laddr, raddr, lport, rport, seq, ack, flags, win, payload, mss=mss)
+        data = build_tcp(laddr, raddr, lport, rport, seq, ack, flags, win, payload,
+                         options=options)
         host = self._host
         host.ip_send(laddr, raddr, PROTO_TCP, data)
         trace = self._trace
@@ -248,9 +298,43 @@ class TcpConnection(Sender, Receiver):
         if flags & RST:
             trace.count("tcp", "out_rsts")
         if trace.on:
+            if syn:
+                opts = self._syn_options_list(flags, now)
+            else:
+                opts = []
+                if self._ts_ok:
+                    opts.append(f"TS val {tsval} ecr {self._ts_recent if flags & ACK else 0}")
+                if blocks:
+                    opts.append("sack " + " ".join(f"{a}:{b}" for a, b in blocks))
             trace.event("tcp", "seg", conn=self.name, dir="out", flags=flags_str(flags), seq=seq,
-                        ack=ack, win=win, len=len(payload),
-                        options=[f"mss {mss}"] if syn else [])
+                        ack=ack, win=win, len=len(payload), options=opts)
+
+    def _syn_offers(self, flags: int, now: float):
+        """What our SYN or SYN,ACK carries: (mss, wscale, sack_perm, timestamps).
+
+        A SYN offers what the configuration allows; a SYN,ACK only what the
+        peer's SYN offered too (RFC 7323 2.2 and 3.2, RFC 2018 2)."""
+        cfg = self._cfg
+        tsval = (self._ts_base + int(now * 1000)) & MASK
+        if flags & ACK:
+            return (self.mss_local, self._our_wscale if self._ws_ok else None, self._sack_ok,
+                    (tsval, self._ts_recent) if self._ts_ok else None)
+        return (self.mss_local, self._our_wscale if cfg.window_scaling else None, cfg.sack,
+                (tsval, 0) if cfg.timestamps else None)
+
+    def _syn_options(self, flags: int, now: float) -> bytes:
+        return build_options(*self._syn_offers(flags, now))
+
+    def _syn_options_list(self, flags: int, now: float) -> list[str]:
+        mss, wscale, sack_perm, ts = self._syn_offers(flags, now)
+        out = [f"mss {mss}"]
+        if sack_perm:
+            out.append("sackOK")
+        if ts is not None:
+            out.append(f"TS val {ts[0]} ecr {ts[1]}")
+        if wscale is not None:
+            out.append(f"wscale {wscale}")
+        return out
 
     def _send_ack(self, now: float) -> None:
         self._xmit(self.snd_max, ACK, b"", now)
@@ -277,7 +361,7 @@ class TcpConnection(Sender, Receiver):
 
     def _open_passive(self, seg, now: float) -> None:
         """A listener hands over an acceptable SYN (RFC 9293 3.10.7.2)."""
-        self._take_syn(seg)
+        self._take_syn(seg, now)
         self._set_state(SYN_RECEIVED, rcv_cause(seg), now, frm=LISTEN)
         self._rtt_seq = seq_add(self.iss, 1)
         self._rtt_time = now
@@ -285,14 +369,35 @@ class TcpConnection(Sender, Receiver):
         self._rto_at = now + self.rto
         self._finish()
 
-    def _take_syn(self, seg) -> None:
+    def _take_syn(self, seg, now: float | None = None) -> None:
+        """The peer's SYN (or SYN,ACK): its ISN, MSS, and which options both
+        sides offered (RFC 7323 2.2 and 3.2, RFC 2018 2)."""
         self.irs = seg.seq
         self.rcv_nxt = seq_add(seg.seq, 1)
         self.rcv_adv = seq_add(self.rcv_nxt, min(self.rcvbuf_size, 65535))
         self._irs_known = True
         if seg.mss is not None:
             self.peer_mss = max(seg.mss, 64)
-        self.mss = min(self.peer_mss, self.mss_local, self._pmtu_mss)
+        cfg = self._cfg
+        self._ws_ok = cfg.window_scaling and seg.wscale is not None
+        if self._ws_ok:
+            self._snd_wscale = min(seg.wscale, 14)  # RFC 7323 2.3: larger means 14
+            self._rcv_wscale = self._our_wscale
+        else:
+            self._snd_wscale = self._rcv_wscale = 0
+        ts = seg.timestamps
+        self._ts_ok = cfg.timestamps and ts is not None
+        if self._ts_ok:
+            self._ts_recent = ts[0]
+            self._ts_recent_age = self._now if now is None else now
+        self._sack_ok = cfg.sack and seg.sack_perm
+        self._update_mss()
+
+    def _update_mss(self) -> None:
+        """Data per full segment: the smallest of the peer's MSS, ours and the
+        path's, less the options every segment carries (RFC 6691)."""
+        self._mss_wire = min(self.peer_mss, self.mss_local, self._pmtu_mss)
+        self.mss = self._mss_wire - TS_OPT_LEN if self._ts_ok else self._mss_wire
 
     def _on_established(self, now: float) -> None:
         if self._syn_retransmitted and self.srtt is None:
@@ -348,7 +453,7 @@ class TcpConnection(Sender, Receiver):
         if not flags & SYN:
             trace.drop("tcp", "no_syn", conn=self.name)
             return
-        self._take_syn(seg)
+        self._take_syn(seg, now)
         if flags & ACK:
             self.snd_una = ack
             if self._rtt_seq is not None and seq_le(self._rtt_seq, ack):
@@ -392,6 +497,24 @@ class TcpConnection(Sender, Receiver):
             # The SYN,ACK of a simultaneous open: its SYN is old, its ACK is new.
             flags &= ~SYN
             seq = seq_add(seq, 1)
+
+        # PAWS (RFC 7323 5.3 R1): once timestamps are on, a segment whose
+        # TSval is older than TS.Recent is an old duplicate; ACK it and drop
+        # it. RSTs are exempt, and a TS.Recent idle for more than 24 days is
+        # no longer trusted (5.5): the segment is accepted and its TSval kept.
+        ts = seg.timestamps
+        ts_invalid = False
+        if self._ts_ok:
+            if ts is None:
+                if not flags & RST:
+                    trace.drop("tcp", "no_timestamp", conn=self.name)  # 3.2: SHOULD drop
+                    return
+            elif ((ts[0] - self._ts_recent) & MASK) >= HALF and not flags & RST:
+                if now - self._ts_recent_age <= PAWS_IDLE:
+                    trace.drop("tcp", "paws", conn=self.name)
+                    self._ack_now = True
+                    return
+                ts_invalid = True
 
         # First: is the sequence number acceptable?
         fin = flags & FIN
@@ -442,6 +565,14 @@ class TcpConnection(Sender, Receiver):
                 payload = payload[:room]
                 fin = 0
                 self._ack_now = True
+
+        # R3: keep the TSval of the segment that our next ACK acknowledges
+        # (SEG.SEQ <= Last.ACK.sent), never one from a segment past a gap.
+        if (ts is not None and self._ts_ok and not flags & RST
+                and (ts_invalid or ((ts[0] - self._ts_recent) & MASK) < HALF)
+                and seq_le(seg.seq, self._last_ack_sent)):
+            self._ts_recent = ts[0]
+            self._ts_recent_age = now
 
         # Second: RST (RFC 5961 section 3: exact match resets, in-window is challenged).
         if flags & RST:
@@ -495,8 +626,7 @@ class TcpConnection(Sender, Receiver):
             return
         una_before = self.snd_una
         self._probes = 0  # the peer is alive (RFC 1122 4.2.2.17)
-        self._rcv_ack(seg.seq, ack, seg.window, not seg.payload and not seg.flags & (SYN | FIN),
-                      now)
+        self._rcv_ack(seg, ack, not seg.payload and not seg.flags & (SYN | FIN), now)
         if self.state == CLOSED:
             return
         if self.snd_una != una_before and self._fin_pending and self._fin_acked():
@@ -601,9 +731,9 @@ class TcpConnection(Sender, Receiver):
             self._trace.drop("tcp", "icmp_stale", conn=self.name)
             return
         if kind == "frag_needed":
-            if mtu and mtu - 40 < self.mss and mtu >= 68:
+            if mtu and mtu - 40 < self._mss_wire and mtu >= 68:
                 self._pmtu_mss = max(mtu - 40, 48)
-                self.mss = min(self.peer_mss, self.mss_local, self._pmtu_mss)
+                self._update_mss()
                 self.cc.set_mss(self.mss)
                 if self._synced:
                     self.snd_nxt = self.snd_una
@@ -757,6 +887,11 @@ class TcpConnection(Sender, Receiver):
             "send_buffered": len(self._sndbuf), "recv_buffered": len(self._rcvbuf),
             "mss": self.mss, "cwnd": self.cc.cwnd, "ssthresh": self.cc.ssthresh,
             "srtt": self.srtt, "rttvar": self.rttvar, "rto": self.rto, "error": self.error,
+            "congestion": self.cc.name, "in_recovery": self._in_recovery,
+            "snd_wscale": self._snd_wscale if self._ws_ok else None,
+            "rcv_wscale": self._rcv_wscale if self._ws_ok else None,
+            "timestamps": self._ts_ok, "sack": self._sack_ok,
+            "sacked": self._sb.sacked if self._sb is not None else 0,
         }
 
     def set_nodelay(self, on: bool) -> None:

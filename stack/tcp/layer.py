@@ -371,6 +371,12 @@ class TcpLayer:
                             digest_size=4).digest()
         return (int(now * 250_000) + int.from_bytes(h, "big")) & MASK
 
+    def _ts_offset(self, laddr: int, lport: int, raddr: int, rport: int) -> int:
+        """RFC 7323 7.1: a per-connection random offset for the timestamp clock."""
+        h = hashlib.blake2s(_ISN_TUPLE.pack(laddr, lport, raddr, rport), key=self._secret,
+                            person=b"tsoffset", digest_size=4).digest()
+        return int.from_bytes(h, "big")
+
     # ---- timers -------------------------------------------------------------------
 
     def _schedule(self, conn: TcpConnection) -> None:

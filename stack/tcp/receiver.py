@@ -1,5 +1,6 @@
-"""The receiving half of a connection: segment text, the out-of-order queue,
-the advertised window (with receiver-side SWS avoidance) and delayed ACKs.
+"""The receiving half of a connection: segment text, the out-of-order queue
+and the SACK blocks that describe it (RFC 2018), the advertised window (with
+receiver-side SWS avoidance) and delayed ACKs.
 
 A mixin of :class:`~stack.tcp.conn.TcpConnection`; it shares its attributes.
 """
@@ -59,6 +60,12 @@ class Receiver:
                 self._trace.drop("tcp", "ooo_full", conn=self.name)
                 return False
             self._trace.count("tcp", "ooo_segs")
+            if self._sack_ok:
+                # The block holding this segment goes first in the next SACK.
+                recent = self._sack_recent
+                recent.insert(0, seq)
+                if len(recent) > 8:
+                    del recent[8:]
         if fin:
             self._ooo_fin = seq_add(seq, n)
         return False
@@ -66,6 +73,36 @@ class Receiver:
     def _ooo_clear(self) -> None:
         self._ooo = None
         self._ooo_fin = None
+        self._sack_recent.clear()
+
+    def _sack_blocks(self, limit: int) -> list[tuple[int, int]]:
+        """Up to ``limit`` SACK blocks for the out-of-order queue (RFC 2018 4):
+        first the block holding the most recently received segment, then the
+        blocks reported most recently, then any others, highest first."""
+        ooo = self._ooo
+        if ooo is None or limit <= 0:
+            return []
+        ranges = ooo.ranges()  # offsets from rcv_nxt
+        chosen: list[tuple[int, int]] = []
+        keep = []
+        rcv_nxt = self.rcv_nxt
+        for anchor in self._sack_recent:
+            off = seq_diff(anchor, rcv_nxt)
+            if off <= 0:
+                continue  # acknowledged by now
+            for r in ranges:
+                if r[0] <= off < r[1]:
+                    if r not in chosen and len(chosen) < limit:
+                        chosen.append(r)
+                        keep.append(anchor)
+                    break
+        self._sack_recent[:] = keep
+        for r in reversed(ranges):
+            if len(chosen) >= limit:
+                break
+            if r not in chosen:
+                chosen.append(r)
+        return [(seq_add(rcv_nxt, lo), seq_add(rcv_nxt, hi)) for lo, hi in chosen]
 
     # ---- the advertised window ---------------------------------------------
 

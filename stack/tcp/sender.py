@@ -1,7 +1,8 @@
 """The sending half of a connection: output decisions (windows, Nagle, sender
-SWS avoidance), ACK processing, RTT estimation (RFC 6298), retransmission
-(RTO with Karn's rule and backoff, fast retransmit), the persist timer and
-keepalive probes.
+SWS avoidance), ACK processing, RTT estimation (RFC 6298, from timestamps
+when RFC 7323 is on), loss recovery (RFC 6675 with SACK, RFC 6582 NewReno
+without), retransmission (RTO with Karn's rule and backoff), the persist
+timer and keepalive probes.
 
 A mixin of :class:`~stack.tcp.conn.TcpConnection`; it shares its attributes.
 Sending is driven by ACKs and user calls, never by a timer tick: every call
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import errno
 
-from stack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
+from stack.tcp.sack import Scoreboard
+from stack.tcp.seq import HALF, MASK, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from stack.tcp.states import SENDING
 from stack.wire.tcp import ACK, FIN, PSH, SYN
 
@@ -21,39 +23,73 @@ class Sender:
     # ---- output ------------------------------------------------------------
 
     def _output(self, now: float, force: bool = False) -> None:
-        """Send new (or go-back-N) data and the FIN as the windows allow.
+        """Send new (or go-back-N) data and the FIN as the windows allow;
+        during SACK recovery, the holes first (RFC 6675 NextSeg).
 
         ``force`` (persist timer expiry) overrides Nagle and sender SWS
         avoidance for one segment.
         """
         if self.state not in SENDING:
             return
+        sb = self._sb
+        if sb is None or not sb.ranges:
+            self._send_data(now, force, 0)
+        elif self._in_recovery:
+            self._sack_recovery_output(now, force)
+        else:
+            # SACKed bytes have left the network (RFC 6675 pipe, nothing lost).
+            una = self.snd_una
+            self._send_data(now, force, -sb.sacked_below(seq_diff(self.snd_nxt, una)))
+
+    def _send_data(self, now: float, force: bool, adj: int) -> int:
+        """The new-data loop (also go-back-N after an RTO); returns the bytes
+        sent. ``adj`` corrects ``snd_nxt - snd_una`` into the bytes that
+        count against cwnd (SACKed bytes out, lost bytes out)."""
         buf = self._sndbuf
         mss = self.mss
+        sb = self._sb
+        total = 0
         remaining = 0
         while True:
             nxt = self.snd_nxt
+            una = self.snd_una
+            limit = 0  # where a SACKed range cuts a go-back-N segment short
+            if sb is not None and sb.ranges and seq_lt(nxt, self.snd_max):
+                # Going back after an RTO: skip what the receiver reported
+                # holding since (RFC 6675 5.1, "filling in" the holes).
+                off_u = seq_diff(nxt, una)
+                r = sb.first_after(off_u)
+                if r is not None:
+                    if r[0] <= off_u:
+                        end = seq_add(una, r[1])
+                        self.snd_nxt = end if seq_lt(end, self.snd_max) else self.snd_max
+                        adj = -sb.sacked_below(seq_diff(self.snd_nxt, una))
+                        continue
+                    limit = r[0] - off_u
             off = seq_diff(nxt, self._snd_data_seq)
             remaining = len(buf) - off
             if remaining > 0:
                 wnd = self.snd_wnd
                 cwnd = self.cc.cwnd
-                in_flight = seq_diff(nxt, self.snd_una)
-                usable = (wnd if wnd < cwnd else cwnd) - in_flight
-                n = remaining if remaining < mss else mss
+                flight = seq_diff(nxt, una)
+                usable_w = wnd - flight
+                usable_c = cwnd - flight - adj
+                usable = usable_w if usable_w < usable_c else usable_c
+                avail = limit if 0 < limit < remaining else remaining
+                n = avail if avail < mss else mss
                 if usable < n:
                     n = usable
                 if n <= 0:
                     break
                 if n < mss and not force:
-                    if n < remaining:
+                    if n < avail:
                         # Limited by a window. Wait for the ACK clock unless
                         # the peer's window allows half its maximum (RFC 1122
                         # 4.2.3.4).
-                        if cwnd <= wnd or n < (self.max_snd_wnd >> 1):
+                        if usable_c <= usable_w or n < (self.max_snd_wnd >> 1):
                             break
-                    elif (not self.nodelay and not self._fin_pending
-                          and seq_gt(self._snd_sml, self.snd_una)
+                    elif (avail == remaining and not self.nodelay and not self._fin_pending
+                          and seq_gt(self._snd_sml, una)
                           and seq_le(self._snd_sml, nxt)):
                         # Nagle, Minshall's variant (as Linux): at most one
                         # unacknowledged small segment. (After an RTO's go
@@ -65,12 +101,13 @@ class Sender:
                 end = seq_add(nxt, n + fin)
                 retrans = seq_lt(nxt, self.snd_max)
                 self._xmit(nxt, flags, memoryview(buf)[off:off + n], now)
+                total += n
                 if retrans:
                     self._trace.count("tcp", "retrans_segs")
                     if self._trace.on:
                         self._trace.event("tcp", "retransmit", conn=self.name, reason="rto",
                                           seq=nxt, len=n)
-                elif self._rtt_seq is None:
+                elif self._rtt_seq is None and not self._ts_ok:
                     self._rtt_seq = end
                     self._rtt_time = now
                 self.snd_nxt = end
@@ -98,10 +135,77 @@ class Sender:
             # Data waits on the peer's window and nothing is in flight to
             # bring an ACK: probe the window later.
             self._persist_at = now + self._persist_interval()
+        return total
+
+    def _sack_recovery_output(self, now: float, force: bool) -> None:
+        """RFC 6675 step (C): while ``cwnd - pipe >= SMSS``, send what
+        NextSeg picks: lost holes (1), new data (2), other holes (3), and
+        once per recovery the rescue retransmission (4)."""
+        sb = self._sb
+        una = self.snd_una
+        mss = self.mss
+        dt = self._cfg.dupack_threshold
+        end = seq_diff(self.snd_max, una)
+        hr = seq_diff(self._high_rxt, una)
+        if hr < 0:
+            hr = 0
+        cwnd = self.cc.cwnd
+        pipe = sb.pipe(end, hr, mss, dt)
+        for lost_only in (True, False):
+            while cwnd - pipe >= mss:
+                hole = sb.next_hole(hr, mss, dt, lost_only)
+                if hole is None:
+                    break
+                off, n = hole
+                self._retransmit(seq_add(una, off), n, now, "sack")
+                hr = off + n
+                self._high_rxt = seq_add(una, hr)
+                pipe += n
+            if lost_only and cwnd - pipe >= mss:
+                pipe += self._send_data(now, force, pipe - seq_diff(self.snd_nxt, una))
+        if cwnd - pipe >= mss and seq_gt(una, self._rescue_rxt):
+            # Rescue: one segment ending at the highest unSACKed byte, so a
+            # lost tail does not wait for the RTO.
+            end = seq_diff(self.snd_max, una)
+            top = sb.high()
+            if end > top:
+                lo, hi = top, end
+            else:
+                holes = sb.holes(end)
+                if not holes:
+                    return
+                lo, hi = holes[-1]
+            start = hi - mss if hi - mss > lo else lo
+            self._retransmit(seq_add(una, start), hi - start, now, "rescue")
+            self._rescue_rxt = self._recover
 
     def _persist_interval(self) -> float:
         t = self.rto * (1 << self._persist_backoff)
         return t if t < self._cfg.rto_max else self._cfg.rto_max
+
+    def _retransmit(self, seq: int, n: int, now: float, reason: str) -> None:
+        """Resend ``n`` bytes of sequence space from ``seq`` (data, and the
+        FIN when the range covers it) without moving ``snd_nxt``."""
+        self._rtt_seq = None  # Karn: no RTT sample across a retransmission
+        off = seq_diff(seq, self._snd_data_seq)
+        if off < 0:
+            return
+        avail = len(self._sndbuf) - off
+        k = n if n < avail else avail
+        if k < 0:
+            k = 0
+        fin = (k < n and self._fin_pending and seq_gt(self.snd_max, self._fin_seq)
+               and seq_add(seq, k) == self._fin_seq)
+        if k == 0 and not fin:
+            return
+        flags = ACK | FIN if fin else (ACK | PSH if k == avail else ACK)
+        self._xmit(seq, flags, memoryview(self._sndbuf)[off:off + k], now)
+        self._trace.count("tcp", "retrans_segs")
+        if self._trace.on:
+            self._trace.event("tcp", "retransmit", conn=self.name, reason=reason, seq=seq,
+                              len=k)
+        if self._rto_at is None:
+            self._rto_at = now + self.rto
 
     def _retransmit_head(self, now: float, reason: str) -> None:
         """Resend one segment from ``snd_una`` (fast retransmit, RTO, partial ACK)."""
@@ -135,15 +239,23 @@ class Sender:
         if seq_gt(end, self.snd_max):
             self.snd_max = end
 
-    # ---- ACK processing (RFC 9293 3.10.7.4, fifth step; RFC 5681) -----------
+    # ---- ACK processing (RFC 9293 3.10.7.4, fifth step; RFC 5681, 6675, 6582) --
 
-    def _rcv_ack(self, seq: int, ack: int, window: int, dup_candidate: bool,
-                 now: float) -> None:
+    def _rcv_ack(self, seg, ack: int, dup_candidate: bool, now: float) -> None:
         """An acceptable ACK (``snd_una - max_snd_wnd <= ack <= snd_max``)."""
         una = self.snd_una
         acked = seq_diff(ack, una)
-        win = window << self._snd_wscale
+        win = seg.window << self._snd_wscale
+        cc = self.cc
+        before = (cc.cwnd, cc.ssthresh)
+        why = "ack"
+        sb = self._sb
+        prior_flight = 0
         if acked > 0:
+            prior_flight = seq_diff(self.snd_nxt, una)
+            if sb is not None and sb.ranges:
+                prior_flight -= sb.sacked_below(prior_flight)
+                sb.advance(acked)
             self.snd_una = ack
             if seq_gt(ack, self.snd_nxt):
                 self.snd_nxt = ack
@@ -153,56 +265,99 @@ class Sender:
                 if n > len(buf):
                     n = len(buf)
                 if n:
-                    before = self.sndbuf_size - len(buf) >= self._snd_lowat
+                    before_w = self.sndbuf_size - len(buf) >= self._snd_lowat
                     del buf[:n]
                     self._snd_data_seq = seq_add(self._snd_data_seq, n)
-                    if not before and self.sndbuf_size - len(buf) >= self._snd_lowat:
+                    if not before_w and self.sndbuf_size - len(buf) >= self._snd_lowat:
                         self._dirty = True
-            if self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
+            ts = seg.timestamps
+            if self._ts_ok:
+                # RFC 7323 4.1: one sample per ACK of new data, from TSecr.
+                if ts is not None:
+                    d = (self._ts_base + int(now * 1000) - ts[1]) & MASK
+                    if d < HALF:
+                        self._rtt_sample(d / 1000, now)
+            elif self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
                 self._rtt_sample(now - self._rtt_time, now)
                 self._rtt_seq = None
             self._retries = 0
             self._probes = 0
-            flight = seq_diff(self.snd_max, ack)
-            cc = self.cc
-            before_cwnd = cc.cwnd
+
+        # SACK blocks, relative to the new SND.UNA; D-SACKs and blocks
+        # outside what we sent are ignored (RFC 2883, RFC 6675 Update()).
+        newly = 0
+        if self._sack_ok and seg.sack and acked >= 0:
+            if sb is None:
+                sb = self._sb = Scoreboard()
+            end = seq_diff(self.snd_max, ack)
+            for left, right in seg.sack:
+                lo = seq_diff(left, ack)
+                hi = seq_diff(right, ack)
+                if 0 < hi <= end and lo < hi:
+                    newly += sb.add(lo, hi)
+
+        restart_timer = True
+        if acked > 0:
             if self._in_recovery:
-                if seq_ge(ack, self._recover) or not cc.partial_ack_stays:
-                    self._in_recovery = False
-                    self._dupacks = 0
-                    cc.on_recovery_exit(flight)
-                else:
-                    cc.on_partial_ack(acked)
+                if seq_ge(ack, self._recover):
+                    self._exit_recovery(now)
+                    why = "recovery_exit"
+                elif self._sack_ok:
+                    pass  # a partial ACK: _output sends what NextSeg picks
+                elif cc.partial_ack_stays:
+                    # NewReno (RFC 6582 3.2 step 5): deflate by what was
+                    # acknowledged, add back one MSS if at least one was,
+                    # resend the next hole; restart the timer only the first time.
+                    cc.cwnd -= acked
+                    if acked >= self.mss:
+                        cc.cwnd += self.mss
+                    if cc.cwnd < self.mss:
+                        cc.cwnd = self.mss
+                    self._partial_acks += 1
+                    restart_timer = self._partial_acks == 1
+                    why = "partial_ack"
                     self._retransmit_head(now, "partial")
-                    self._rto_at = now + self.rto
+                else:
+                    self._exit_recovery(now)
+                    why = "recovery_exit"
             else:
                 self._dupacks = 0
-                cc.on_ack(acked, flight)
-            if cc.cwnd != before_cwnd and self._trace.on:
-                self._trace_cwnd("ack")
+                cwnd = cc.cwnd
+                if (2 * prior_flight >= cwnd if cwnd < cc.ssthresh
+                        else prior_flight + 2 * self.mss >= cwnd):
+                    cc.on_ack(acked, now, self.srtt)
             if ack == self.snd_max:
                 self._rto_at = None
-            else:
+            elif restart_timer:
                 self._rto_at = now + self.rto
-        elif (acked == 0 and dup_candidate and win == self.snd_wnd and self.snd_max != una
-              and self._rto_at is not None):
-            # A duplicate ACK (RFC 5681 section 2).
-            self._dupacks += 1
-            cc = self.cc
+
+        if self._sack_ok:
+            # RFC 6675 2: an ACK that SACKs new data is a duplicate ACK.
+            dup = newly > 0
+        else:
+            dup = (acked == 0 and dup_candidate and win == self.snd_wnd
+                   and self._rto_at is not None)
+        if dup and self.snd_max != self.snd_una:
             if self._in_recovery:
-                cc.on_dupack_in_recovery()
-                if self._trace.on:
-                    self._trace_cwnd("dupack")
-            elif (self._dupacks == self._cfg.dupack_threshold
-                  and (self._recover == self.iss or seq_gt(una, self._recover))):
-                self._recover = self.snd_max
-                cc.on_fast_retransmit(seq_diff(self.snd_max, una))
-                self._in_recovery = True
-                if self._trace.on:
-                    self._trace_cwnd("fast_retransmit")
-                self._retransmit_head(now, "fast")
-                self._rto_at = now + self.rto
+                if not self._sack_ok:
+                    cc.cwnd += self.mss  # RFC 5681 3.2 (4): inflate
+                    why = "dupack"
+            else:
+                self._dupacks += 1
+                dt = self._cfg.dupack_threshold
+                if self._sack_ok:
+                    go = self._dupacks >= dt or sb.is_lost(0, self.mss, dt)
+                else:
+                    go = self._dupacks == dt
+                if go and (self._recover == self.iss or seq_gt(self.snd_una, self._recover)):
+                    self._enter_recovery(now)
+                    why = "fast_retransmit"
+
+        if self._trace.on and (cc.cwnd, cc.ssthresh) != before:
+            self._trace_cwnd(why)
+
         # Window update (RFC 9293 3.10.7.4): only from newer segments.
+        seq = seg.seq
         wl1 = self.snd_wl1
         if seq_lt(wl1, seq) or (wl1 == seq and seq_ge(ack, self.snd_wl2)):
             self.snd_wnd = win
@@ -213,6 +368,46 @@ class Sender:
             if win and self._persist_at is not None:
                 self._persist_at = None
                 self._persist_backoff = 0
+
+    def _enter_recovery(self, now: float) -> None:
+        """Fast retransmit; fast recovery (RFC 6582) or SACK loss recovery
+        (RFC 6675 step 4)."""
+        una = self.snd_una
+        flight = seq_diff(self.snd_max, una)
+        cc = self.cc
+        self._recover = self.snd_max
+        self._in_recovery = True
+        self._partial_acks = 0
+        cc.on_loss(flight, now)
+        sb = self._sb
+        if self._sack_ok and sb is not None:
+            # (4.3) resend the first segment presumed lost; HighRxt and
+            # RescueRxt both start at its end.
+            first = sb.ranges[0][0] if sb.ranges else flight
+            n = self.mss
+            if first < n:
+                n = first
+            self._retransmit(una, n, now, "fast")
+            self._high_rxt = self._rescue_rxt = seq_add(una, n)
+        else:
+            cc.cwnd = cc.ssthresh + 3 * self.mss  # RFC 5681 3.2 (3)
+            self._retransmit_head(now, "fast")
+        self._rto_at = now + self.rto
+
+    def _exit_recovery(self, now: float) -> None:
+        cc = self.cc
+        self._in_recovery = False
+        self._dupacks = 0
+        if not self._sack_ok:
+            if cc.partial_ack_stays:
+                # RFC 6582 3.2 step 3, option (1): no burst after recovery.
+                flight = seq_diff(self.snd_max, self.snd_una)
+                mss = self.mss
+                w = (flight if flight > mss else mss) + mss
+                cc.cwnd = cc.ssthresh if cc.ssthresh < w else w
+            else:
+                cc.cwnd = cc.ssthresh  # RFC 5681 3.2 (6)
+        cc.on_recovery_exit(now)
 
     def _trace_cwnd(self, why: str) -> None:
         self._trace.event("tcp", "cwnd", conn=self.name, cwnd=self.cc.cwnd,
@@ -268,12 +463,16 @@ class Sender:
             self._rto_at = now + self.rto
             return
         flight = seq_diff(self.snd_max, self.snd_una)
-        self.cc.on_timeout(flight)
+        self.cc.on_timeout(flight, now)
         if self._trace.on:
             self._trace_cwnd("rto")
         self._in_recovery = False
         self._dupacks = 0
-        self._recover = self.snd_max
+        self._recover = self.snd_max  # RFC 6675 5.1, RFC 6582 4
+        if self._sb is not None:
+            # RFC 2018 8: after a timeout, prior SACK information is not
+            # trusted (the receiver may have discarded it); ACKs rebuild it.
+            self._sb.clear()
         # Go back N: resend from snd_una; ACKs clock out the rest.
         self.snd_nxt = self.snd_una
         self._retransmit_head(now, "rto")

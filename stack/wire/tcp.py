@@ -69,6 +69,8 @@ _TS = struct.Struct("!BBBBII")
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
 _U32X2 = struct.Struct("!II")
+_TS_PREFIX = bytes((OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10))
+_SACK_HEAD = {n: bytes((OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * n)) for n in range(1, 5)}
 
 # tcpdump's flag letters, in tcpdump's order.
 _FLAG_CHARS = ((FIN, "F"), (SYN, "S"), (RST, "R"), (PSH, "P"), (ACK, "."),
@@ -211,6 +213,11 @@ def parse_tcp(src_ip: int, dst_ip: int, data: bytes | bytearray | memoryview) ->
     if csum_partial(data, pseudo_sum(src_ip, dst_ip, n)) != 0xFFFF:
         raise WireError("checksum", "bad TCP checksum")
     mv = data if isinstance(data, memoryview) else memoryview(data)
+    if hlen == 32 and mv[20:24] == _TS_PREFIX:
+        # The common case once timestamps are on (RFC 7323 appendix A):
+        # NOP, NOP, Timestamps and nothing else.
+        return TcpSegment(sport, dport, seq, ack, flags, window, urgent,
+                          timestamps=_U32X2.unpack_from(mv, 24), payload=mv[hlen:])
     if hlen > HEADER_LEN:
         opts = _parse_options(mv, HEADER_LEN, hlen)
         return TcpSegment(sport, dport, seq, ack, flags, window, urgent,
@@ -243,6 +250,17 @@ def build_options(mss: int | None = None, wscale: int | None = None, sack_perm: 
     if len(out) > MAX_OPTIONS_LEN:
         raise WireError("options", f"{len(out)} bytes of options, at most {MAX_OPTIONS_LEN}")
     return bytes(out)
+
+
+def ts_option(tsval: int, tsecr: int) -> bytes:
+    """NOP, NOP, Timestamps: the 12 option bytes of every segment once
+    timestamps are on."""
+    return _TS.pack(OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10, tsval, tsecr)
+
+
+def sack_option(blocks) -> bytes:
+    """NOP, NOP, SACK with 1 to 4 ``(left, right)`` blocks."""
+    return _SACK_HEAD[len(blocks)] + b"".join(_U32X2.pack(a, b) for a, b in blocks)
 
 
 def build_tcp(src_ip: int, dst_ip: int, src_port: int, dst_port: int, seq: int, ack: int,
