@@ -255,9 +255,24 @@ class Stack:
         self.link.send(frame)
 
     def _tcp_send(self, src: int, dst: int, proto: int, payload: bytes) -> None:
-        self.ip.send(src, dst, proto, payload, self.clock())
+        try:
+            self.ip.send(src, dst, proto, payload, self.clock())
+        except OSError as e:
+            # The route went away: the segment is lost, and TCP's timers
+            # handle that like any loss (connect() checks the route first).
+            self.trace.drop("tcp", "unroutable", dst=int2ip(dst), error=e.errno)
 
     def _tcp_receive(self, h, payload, now) -> None:
+        if self.ip.is_broadcast(h.dst):
+            # RFC 1122 4.2.3.10: TCP is unicast; no SYN,ACK or RST from a broadcast address.
+            self.trace.drop("tcp", "broadcast", dst=int2ip(h.dst))
+            return
+        try:
+            self.ip.next_hop(h.src)
+        except OSError:
+            # No route back: nothing we answer could leave, so keep no state for it.
+            self.trace.drop("tcp", "unroutable", src=int2ip(h.src))
+            return
         self.tcp.receive(h.src, h.dst, payload, now)
 
     def _tcp_icmp_error(self, kind, src, dst, quoted, mtu, now) -> None:
