@@ -5,7 +5,11 @@ Datagrams are keyed by (src, dst, id, proto). Each collects fragments in a
 4.19: a fragment that partly overlaps one already held drops the whole
 datagram; an exact duplicate is ignored. Limits: concurrent datagrams, total
 bytes held, and a timeout after which an incomplete datagram is dropped (and,
-if its first fragment arrived, ICMP time exceeded is sent, RFC 792).
+if its first fragment arrived, ICMP time exceeded is sent, RFC 792). When a
+new datagram finds the table or the byte budget full, the oldest incomplete
+datagrams are dropped to make room (as FreeBSD reuses its oldest queue), so a
+fragment flood cannot lock every other sender out until its datagrams time
+out; a single datagram larger than the whole budget is refused.
 """
 
 from __future__ import annotations
@@ -57,15 +61,17 @@ class FragmentReassembler:
         d = self.datagrams.get(key)
         if d is None:
             if len(self.datagrams) >= cfg.max_datagrams:
-                self.trace.drop("ip", "reassembly_full", id=h.ident, src=int2ip(h.src))
-                return None
+                self._evict(next(iter(self.datagrams)))
             d = self.datagrams[key] = _Datagram(cfg, now + cfg.timeout)
         end = h.frag_offset + n
         grow = end - d.held if n and end > d.held else 0
         if self.bytes_held + grow > cfg.max_bytes:
-            self._discard(key, d)
-            self.trace.drop("ip", "reassembly_memory", id=h.ident, src=int2ip(h.src))
-            return None
+            if d.held + grow > cfg.max_bytes:
+                self._discard(key, d)
+                self.trace.drop("ip", "reassembly_memory", id=h.ident, src=int2ip(h.src))
+                return None
+            while self.bytes_held + grow > cfg.max_bytes:
+                self._evict(next(k for k in self.datagrams if k != key))
         if not h.mf:
             # The last fragment fixes the end; it may not fall short of data
             # already held (Linux: end < q.len discards the queue).
@@ -115,6 +121,11 @@ class FragmentReassembler:
     @staticmethod
     def _covered(d: _Datagram, start: int, end: int) -> bool:
         return any(s <= start and end <= e for s, e in d.buf.ranges())
+
+    def _evict(self, key) -> None:
+        """Drop the incomplete datagram ``key`` to make room for a newer one."""
+        self._discard(key, self.datagrams[key])
+        self.trace.drop("ip", "reassembly_evicted", id=key[2], src=int2ip(key[0]))
 
     def _discard(self, key, d: _Datagram) -> None:
         self.datagrams.pop(key, None)
