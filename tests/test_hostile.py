@@ -1,0 +1,367 @@
+"""Hostile input without a TAP: SYN cookies, documented limits, and the bugs
+the TAP attacks found, each pinned by hand-built frames or segments.
+
+(tests/test_fuzz_receive.py throws mutated frames of every kind at the
+receive path; the tests here are targeted: one attack, the exact answer.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from stack.link.memory import CaptureLink
+from stack.net.arp import ArpConfig
+from stack.net.icmp import IcmpConfig
+from stack.net.reassembly import FragmentReassembler, ReassemblyConfig
+from stack.runtime import Stack
+from stack.tcp import TcpConfig, TcpLayer
+from stack.tcp.syncookies import MAX_AGE, MSS_TABLE, TICK, SynCookies, mss_index
+from stack.trace import Trace
+from stack.wire.ipv4 import parse_ipv4
+from stack.wire.tcp import SYN, build_tcp, parse_tcp
+
+from tcp_harness import IRS, PEER, PEER_PORT, US, US_PORT, Conversation
+from test_ipv4 import eth, fragment, ipv4
+
+LIMITS_MD = Path(__file__).resolve().parent.parent / "docs" / "LIMITS.md"
+
+
+# ---- SYN cookies: the codec --------------------------------------------------------
+
+
+def cookies(seed: int = 1) -> SynCookies:
+    return SynCookies(random.Random(seed).getrandbits(128).to_bytes(16, "big"))
+
+
+@pytest.mark.parametrize("mss,expect", [(1460, 1460), (9000, 1460), (1448, 1440),
+                                        (1400, 1300), (536, 536), (535, 256), (100, 64),
+                                        (64, 64), (1, 64)])
+def test_cookie_round_trip_rounds_mss_down_the_table(mss, expect):
+    c = cookies()
+    isn = c.make(US, 80, PEER, 40000, 123456789, mss, now=1000.0)
+    assert c.check(US, 80, PEER, 40000, 123456789, isn, now=1000.0) == expect
+    assert MSS_TABLE[mss_index(mss)] == expect
+
+
+def test_cookie_valid_for_max_age_ticks_then_expired():
+    c = cookies()
+    t0 = 64.0 * 10  # the start of a tick
+    isn = c.make(US, 80, PEER, 40000, 7, 1460, t0)
+    assert c.check(US, 80, PEER, 40000, 7, isn, t0 + TICK * (MAX_AGE - 1) + 63.9) == 1460
+    assert c.check(US, 80, PEER, 40000, 7, isn, t0 + TICK * MAX_AGE) is None
+    # A cookie from the future (count ahead of ours) is as bad as an old one.
+    assert c.check(US, 80, PEER, 40000, 7, isn, t0 - TICK) is None
+
+
+def test_cookie_counter_wraps_modulo_256():
+    c = cookies()
+    t0 = TICK * 255
+    isn = c.make(US, 80, PEER, 40000, 7, 536, t0)
+    assert c.check(US, 80, PEER, 40000, 7, isn, t0 + TICK) == 536  # count 255 -> 0
+
+
+def test_cookie_bound_to_tuple_peer_isn_and_secret():
+    c = cookies()
+    isn = c.make(US, 80, PEER, 40000, 7, 1460, 5.0)
+    assert c.check(US, 80, PEER, 40001, 7, isn, 5.0) is None
+    assert c.check(US, 81, PEER, 40000, 7, isn, 5.0) is None
+    assert c.check(US, 80, PEER + 1, 40000, 7, isn, 5.0) is None
+    assert c.check(US, 80, PEER, 40000, 8, isn, 5.0) is None
+    assert cookies(seed=2).check(US, 80, PEER, 40000, 7, isn, 5.0) is None
+    # Off by a little (which, in Linux's layout, can decode to another MSS).
+    for k in (-2, -1, 1, 2, 8, 1 << 24):
+        assert c.check(US, 80, PEER, 40000, 7, (isn + k) & 0xFFFFFFFF, 5.0) is None
+
+
+def test_forged_cookies_almost_never_pass():
+    """A blind forger wins with probability MAX_AGE / 2**21 per guess."""
+    c = cookies()
+    rng = random.Random(5)
+    passed = sum(c.check(US, 80, PEER, 40000, 7, rng.getrandbits(32), 5.0) is not None
+                 for _ in range(20000))
+    assert passed <= 1
+
+
+# ---- SYN cookies: the listener -----------------------------------------------------
+
+
+def cookie_conversation(**cfg) -> Conversation:
+    """A listener whose half-open queue (one entry) is already taken."""
+    c = Conversation(TcpConfig(syn_backlog=1, **cfg))
+    c.listener = c.layer.listen((0, US_PORT), 8, c.now)
+    c.feed("S", IRS, mss=1460, src_port=1111)
+    c.expect(f"Flags [S.], seq {c.iss}, ack {IRS + 1}, win 65535, options [mss 1460], length 0")
+    return c
+
+
+def cookie_synack(c: Conversation, port: int = PEER_PORT, mss: int | None = 1400):
+    c.feed("S", 9000, mss=mss, src_port=port)
+    (seg,) = c.sent_segments()
+    assert seg.flags == SYN | 0x10 and seg.ack == 9001 and seg.mss == 1460
+    return seg.seq
+
+
+def test_full_half_open_queue_answers_with_a_cookie_and_keeps_nothing():
+    c = cookie_conversation()
+    layer, lst = c.layer, c.listener
+    conns = len(layer._conns)
+    cookie = cookie_synack(c)
+    assert cookie != c.iss
+    assert len(layer._conns) == conns and len(lst._half) == 1
+    assert c.trace.counters["tcp.syncookies_sent"] == 1
+    assert "tcp.listen_drops" not in c.trace.counters
+
+
+def test_valid_cookie_ack_establishes_with_the_decoded_mss():
+    c = cookie_conversation()
+    cookie = cookie_synack(c, mss=1400)
+    c.feed("P.", 9001, cookie + 1, data=b"GET / HTTP/1.0\r\n\r\n")
+    conn = c.listener.accept()
+    assert conn.rcv_nxt == 9001 + 18
+    assert conn.state == "ESTABLISHED" and conn.remote == (PEER, PEER_PORT)
+    assert conn.mss == 1300  # 1400 rounded down the table
+    assert conn.recv(100) == b"GET / HTTP/1.0\r\n\r\n"
+    assert c.trace.counters["tcp.syncookies_recv"] == 1
+    # It sends from the cookie ISN on, in segments of the decoded MSS.
+    conn.send(b"x" * 3000, c.now)
+    segs = c.sent_segments()
+    assert [len(s.payload) for s in segs][:2] == [1300, 1300]
+    assert segs[0].seq == cookie + 1
+
+
+def test_cookie_ack_without_mss_option_uses_536():
+    c = cookie_conversation()
+    cookie = cookie_synack(c, mss=None)
+    c.feed(".", 9001, cookie + 1)
+    assert c.listener.accept().mss == 536
+
+
+def test_forged_cookie_ack_gets_rst_and_is_counted():
+    c = cookie_conversation()
+    cookie = cookie_synack(c)
+    c.feed(".", 9001, cookie + 2)
+    c.expect(f"Flags [R], seq {cookie + 2}, win 0, length 0")
+    c.feed(".", 9002, cookie + 1)  # another peer ISN than the SYN's
+    c.expect(f"Flags [R], seq {cookie + 1}, win 0, length 0")
+    assert c.drops()["tcp.drop.syncookie_failed"] == 2
+    assert c.listener.accept() is None
+    assert len(c.layer._conns) == 1
+
+
+def test_expired_cookie_ack_rejected_and_counted():
+    c = cookie_conversation()
+    cookie = cookie_synack(c)
+    c.now = TICK * MAX_AGE  # the SYN was at 0.0: two ticks later
+    c.feed(".", 9001, cookie + 1)
+    c.expect(f"Flags [R], seq {cookie + 1}, win 0, length 0")
+    assert c.drops()["tcp.drop.syncookie_failed"] == 1
+    assert c.listener.accept() is None
+
+
+def test_cookie_ack_while_accept_queue_full_is_dropped_silently():
+    c = Conversation(TcpConfig(syn_backlog=1))
+    lst = c.layer.listen((0, US_PORT), 1, 0.0)
+    c.feed("S", IRS, src_port=1111)                  # the one half-open slot
+    c.sent()
+    cookie = cookie_synack(c)                        # half-open full: a cookie
+    c.feed(".", IRS + 1, c.iss + 1, src_port=1111)   # fills the accept queue (1)
+    c.feed(".", 9001, cookie + 1)
+    c.expect_nothing()
+    assert c.trace.counters["tcp.syncookies_recv"] == 1
+    assert c.drops()["tcp.drop.accept_queue_full"] == 1
+    assert (US, US_PORT, PEER, PEER_PORT) not in c.layer._conns
+    assert len(lst._queue) == 1
+
+
+def test_acks_are_not_checked_for_cookies_on_a_listener_that_never_overflowed():
+    c = Conversation()
+    c.layer.listen((0, US_PORT), 8, 0.0)
+    c.feed(".", 9001, 12345)
+    c.expect("Flags [R], seq 12345, win 0, length 0")
+    assert "tcp.drop.syncookie_failed" not in c.drops()
+
+
+def test_syncookies_off_drops_syns_when_half_open_queue_is_full():
+    c = cookie_conversation(syncookies=False)
+    c.feed("S", 9000, src_port=PEER_PORT)
+    c.expect_nothing()
+    assert c.drops()["tcp.drop.backlog_full"] == 1
+
+
+def test_syn_flood_keeps_state_bounded_with_cookies():
+    c = Conversation(TcpConfig(syn_backlog=4))
+    lst = c.layer.listen((0, US_PORT), 8, 0.0)
+    for i in range(5000):
+        c.feed("S", i * 7919, src_port=1024 + i)
+    assert len(c.sent()) == 5000
+    assert len(lst._half) == 4 and len(c.layer._conns) == 4
+    assert c.trace.counters["tcp.syncookies_sent"] == 4996
+    assert len(c.layer._heap) <= 8
+
+
+# ---- limits ------------------------------------------------------------------------
+
+
+def test_max_connections_bounds_passive_and_active_opens():
+    c = Conversation(TcpConfig(max_connections=3))
+    c.layer.listen((0, US_PORT), 8, 0.0)
+    for port in range(6000, 6005):
+        c.feed("S", 9000, src_port=port)
+    assert len(c.sent()) == 3
+    assert len(c.layer._conns) == 3
+    assert c.drops()["tcp.drop.too_many_connections"] == 2
+    with pytest.raises(OSError) as e:
+        c.layer.connect(US, (PEER, 80), c.now)
+    assert e.value.errno == errno.ENOBUFS
+
+
+def test_out_of_order_queue_bounded_in_holes_and_bytes():
+    cfg = TcpConfig(ooo_max_holes=16)
+    c = Conversation(cfg)
+    conn = c.open_passive()
+    rcv_wnd = conn.rcv_adv - conn.rcv_nxt
+    # Every other 100-byte block of (twice) the window: holes everywhere.
+    for k in range(1, 2 * rcv_wnd // 100, 2):
+        c.feed(".", IRS + 1 + k * 100, c.iss + 1, data=b"z" * 100)
+    ooo = conn._ooo
+    assert len(ooo.ranges()) <= 16
+    assert ooo.buffered() <= rcv_wnd
+    assert c.drops()["tcp.drop.ooo_full"] > 0
+    assert c.drops()["tcp.drop.out_of_window"] > 0
+
+
+def _frame(proto_payload: bytes, src: int, dst: int, proto: int = 6, **kw) -> bytes:
+    return eth(ipv4(src, dst, proto, proto_payload, **kw))
+
+
+def test_syn_to_subnet_broadcast_is_dropped():
+    """RFC 1122 4.2.3.10: a SYN to a broadcast address is discarded."""
+    link = CaptureLink()
+    net = Stack(link, thread=False, clock=lambda: 0.0)
+    net.tcp.listen((0, 80), 5, 0.0)
+    link.take_sent()
+    bcast = 0xC00002FF
+    net.receive_frame(_frame(build_tcp(0xC0000201, bcast, 1234, 80, 100, 0, SYN, 1000),
+                             0xC0000201, bcast), 0.0)
+    net.receive_frame(_frame(build_tcp(0xC0000201, 0xFFFFFFFF, 1234, 80, 100, 0, SYN, 1000),
+                             0xC0000201, 0xFFFFFFFF), 0.0)
+    assert link.take_sent() == []
+    assert net.tcp.connections() == []
+    st = net.stats()
+    assert st["tcp.drop.broadcast"] == 2
+    assert st.get("eth.drop.internal_error", 0) == 0
+
+
+def test_tcp_from_an_unroutable_source_is_dropped_not_an_internal_error():
+    """A SYN (or anything that needs an answer) from off-link with no gateway."""
+    link = CaptureLink()
+    net = Stack(link, thread=False, clock=lambda: 0.0)
+    net.tcp.listen((0, 80), 5, 0.0)
+    link.take_sent()
+    far = 0xC6336407  # 198.51.100.7
+    for port in (80, 81):  # a listener and a closed port
+        net.receive_frame(_frame(build_tcp(far, net.address, 1234, port, 100, 0, SYN, 1000),
+                                 far, net.address), 0.0)
+    st = net.stats()
+    assert st.get("eth.drop.internal_error", 0) == 0
+    assert st["tcp.drop.unroutable"] == 2
+    assert link.take_sent() == []
+
+
+def test_reassembly_table_full_evicts_the_oldest_datagram():
+    """A fragment flood must not lock legitimate fragmented traffic out
+    until the flood's datagrams time out (30 s): the oldest goes."""
+    tr = Trace()
+    r = FragmentReassembler(tr, ReassemblyConfig(max_datagrams=4, max_bytes=1 << 20))
+    flood = [parse_ipv4(ipv4(0xC6336407, US, 17, b"f" * 64, ident=i, mf=True)) for i in range(100)]
+    for h, p in flood:
+        assert r.add(h, p, 0.0) is None
+        assert len(r.datagrams) <= 4
+    assert tr.counters["ip.drop.reassembly_evicted"] == 96
+    whole = bytes(range(256)) * 16
+    done = None
+    for pkt in fragment(0xC0000201, US, 1, whole, 77, 1480):
+        done = r.add(*parse_ipv4(pkt), 0.0)
+    assert done is not None and bytes(done[1]) == whole
+    assert len(r.datagrams) <= 4
+    assert r.bytes_held == sum(d.held for d in r.datagrams.values())
+
+
+def test_reassembly_memory_full_evicts_the_oldest_datagrams():
+    tr = Trace()
+    r = FragmentReassembler(tr, ReassemblyConfig(max_datagrams=100, max_bytes=64 * 1024))
+    # Each flood datagram claims 8 KB (a fragment at offset 8184).
+    for i in range(50):
+        r.add(*parse_ipv4(ipv4(0xC6336407, US, 17, b"f" * 8, ident=i, mf=True, offset=8184)), 0.0)
+        assert r.bytes_held <= 64 * 1024
+    whole = b"w" * 20000
+    done = None
+    for pkt in fragment(0xC0000201, US, 1, whole, 77, 1480):
+        done = r.add(*parse_ipv4(pkt), 0.0)
+    assert done is not None and bytes(done[1]) == whole
+    assert r.bytes_held <= 64 * 1024
+    assert r.bytes_held == sum(d.held for d in r.datagrams.values())
+
+
+def test_datagram_larger_than_the_memory_bound_is_refused_without_evicting():
+    tr = Trace()
+    r = FragmentReassembler(tr, ReassemblyConfig(max_datagrams=8, max_bytes=16 * 1024))
+    r.add(*parse_ipv4(ipv4(0xC0000201, US, 17, b"a" * 8, ident=1, mf=True)), 0.0)
+    r.add(*parse_ipv4(ipv4(0xC0000201, US, 17, b"b" * 8, ident=2, mf=True, offset=60000)), 0.0)
+    assert tr.counters["ip.drop.reassembly_memory"] == 1
+    assert list(r.datagrams) == [(0xC0000201, US, 1, 17)]
+
+
+# ---- the documented limits ----------------------------------------------------------
+
+CONFIGS = {"ArpConfig": ArpConfig, "IcmpConfig": IcmpConfig, "ReassemblyConfig": ReassemblyConfig,
+           "TcpConfig": TcpConfig}
+
+
+def documented_limits() -> dict[tuple[str, str], str]:
+    """``(Class, field) -> default`` from the table rows of docs/LIMITS.md."""
+    out = {}
+    for m in re.finditer(r"^\| `(\w+)\.(\w+)` \| `([^`]+)` \|", LIMITS_MD.read_text(), re.M):
+        out[(m.group(1), m.group(2))] = m.group(3)
+    return out
+
+
+def test_limits_doc_matches_the_code_defaults():
+    doc = documented_limits()
+    assert len(doc) >= 15
+    for (cls, name), text in doc.items():
+        default = {f.name: f.default for f in dataclasses.fields(CONFIGS[cls])}[name]
+        assert eval(text, {}) == default, f"{cls}.{name}: docs say {text}, code says {default}"
+
+
+@pytest.mark.parametrize("cls,name,low,high", [
+    ("ArpConfig", "max_entries", 16, 1 << 16),
+    ("ArpConfig", "max_pending_hosts", 4, 4096),
+    ("ArpConfig", "max_pending_per_host", 1, 1024),
+    ("ReassemblyConfig", "max_datagrams", 16, 1 << 16),
+    ("ReassemblyConfig", "max_bytes", 1 << 16, 64 << 20),
+    ("ReassemblyConfig", "max_fragments", 8, 1024),
+    ("ReassemblyConfig", "timeout", 1, 120),
+    ("TcpConfig", "ooo_max_holes", 4, 1024),
+    ("TcpConfig", "rcvbuf", 1 << 14, 64 << 20),
+    ("TcpConfig", "sndbuf", 1 << 14, 64 << 20),
+    ("TcpConfig", "syn_backlog", 16, 1 << 16),
+    ("TcpConfig", "max_connections", 256, 1 << 20),
+    ("TcpConfig", "challenge_ack_limit", 1, 10000),
+])
+def test_limit_exists_with_a_sane_default_and_is_documented(cls, name, low, high):
+    default = {f.name: f.default for f in dataclasses.fields(CONFIGS[cls])}[name]
+    assert low <= default <= high
+    assert (cls, name) in documented_limits()
+
+
+def test_tcp_layer_defaults_have_cookies_on():
+    layer = TcpLayer(lambda *a: None, Trace())
+    assert layer.config.syncookies is True
+
