@@ -109,9 +109,24 @@ class Trace:
         self._update()
 
     def wants(self, layer: str, event: str) -> bool:
-        """Whether an event ``layer``/``event`` would be written now."""
+        """Whether an event ``layer``/``event`` would be written now.
+
+        Cheap enough (a cached lookup) to guard an event whose fields cost
+        something to build, where ``trace.on`` alone would build them for a
+        trace that filters them out.
+        """
         if not self.on:
             return False
+        wanted = self._wanted
+        if wanted is None:
+            return True
+        key = (layer, event)
+        ok = wanted.get(key)
+        if ok is None:
+            ok = wanted[key] = self._passes(layer, event)
+        return ok
+
+    def _passes(self, layer: str, event: str) -> bool:
         if self.layers is not None and layer not in self.layers:
             return False
         return self.level == "all" or event in STATE_EVENTS
@@ -124,7 +139,7 @@ class Trace:
             key = (layer, event)
             ok = wanted.get(key)
             if ok is None:
-                ok = wanted[key] = self.wants(layer, event)
+                ok = wanted[key] = self._passes(layer, event)
             if not ok:
                 return
         record = {"t": round(self.clock(), 6), "layer": layer, "event": event}

@@ -379,13 +379,20 @@ def _seg_label(e: dict, wscale: bool = False) -> str:
         parts.append(f"ack={e.get('ack', '?')}")
     if "S" in flags:
         parts.append(f"win={e.get('win', '?')}")
-        opts = e.get("options") or []
+        opts = [_short_option(str(o)) for o in e.get("options") or []]
         if opts:
-            parts.append("<" + ",".join(str(o) for o in opts) + ">")
+            parts.append("<" + ",".join(opts) + ">")
     n = int(e.get("len", 0))
     if n:
         parts.append(f"len={n}")
     return " ".join(parts)
+
+
+def _short_option(text: str) -> str:
+    """``TS val 1 ecr 2`` as ``TS``, ``sack 1:2 3:4`` as ``sack``; others as they are."""
+    if text.startswith("TS val") or text.startswith("sack "):
+        return text.split()[0]
+    return text
 
 
 def _is_control(e: dict) -> bool:
@@ -664,6 +671,7 @@ def plot(data: dict, out: str, title: str | None = None) -> None:
     """Draw :func:`plot_data`'s result into the PNG ``out`` (matplotlib, Agg)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
 
     fig = Figure(figsize=(11, 8), dpi=100)
     FigureCanvasAgg(fig)
@@ -689,7 +697,8 @@ def plot(data: dict, out: str, title: str | None = None) -> None:
         top.plot([t for t, _, _ in rex], [s for _, s, _ in rex], linestyle="none", marker="x",
                  markersize=7, color="tab:red",
                  label=f"retransmission ({len(rex)}, from {data['retransmissions_from']})")
-    top.set_ylabel("sequence offset from ISN (bytes)")
+    top.set_ylabel("sequence offset from ISN")
+    top.yaxis.set_major_formatter(EngFormatter(unit="B"))
     top.grid(True, alpha=0.3)
     top.legend(loc="upper left", fontsize="small")
     total = sum(n for _, _, n in segs)

@@ -494,6 +494,8 @@ def test_level_and_layer_filters(level, layers, expected):
     written = [f"{e['layer']}.{e['event']}" for e in map(json.loads, sink.getvalue().splitlines())]
     assert written == expected
     assert [f"{e['layer']}.{e['event']}" for e in seen] == expected
+    for name in ("tcp.seg", "tcp.state", "arp.request", "ip.drop"):
+        assert tr.wants(*name.split(".")) == (name in expected), name
     # Filters choose events; counters count every drop.
     assert tr.drops() == {"ip.drop.not_for_us": 1, "tcp.drop.no_conn": 1}
     if level == "state":
