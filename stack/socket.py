@@ -157,6 +157,7 @@ class Socket:
         }
         self._linger: tuple[int, int] = (0, 0)
         self._makefile_refs = 0
+        self._close_requested = False
         if type == SOCK_DGRAM:
             self._udp: UdpEndpoint | None = UdpEndpoint(self._opts[(SOL_SOCKET, SO_RCVBUF)])
             self._udp.on_change = self._changed
@@ -375,8 +376,10 @@ class Socket:
         if self._closed:
             return
         with self._net.lock:
-            if self._makefile_refs > 0:
-                self._makefile_refs = -self._makefile_refs  # close when files are closed
+            # As socket.socket: files from makefile() keep the socket open;
+            # the last one to close closes it.
+            self._close_requested = True
+            if self._makefile_refs > 0 or self._closed:
                 return
             self._close_locked()
 
@@ -574,10 +577,8 @@ class Socket:
         with self._net.lock:
             if self._makefile_refs > 0:
                 self._makefile_refs -= 1
-            elif self._makefile_refs < 0:
-                self._makefile_refs += 1
-                if self._makefile_refs == 0:
-                    self._close_locked()
+            if self._close_requested and self._makefile_refs == 0 and not self._closed:
+                self._close_locked()
 
 
 class SocketIO(io.RawIOBase):

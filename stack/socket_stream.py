@@ -143,7 +143,7 @@ def connect(sock: Socket, addr: tuple[int, int]) -> None:
     net = sock._net
     with net.lock:
         if sock._listener is not None:
-            raise error(errno.EINVAL)
+            raise error(errno.EISCONN)  # as Linux
         conn = sock._conn
         if conn is not None:
             if conn.state == SYN_SENT:
@@ -191,11 +191,19 @@ def _connected(sock: Socket) -> "TcpConnection":
     return conn
 
 
+def _sending(sock: Socket) -> "TcpConnection":
+    """The connection to send on; Linux answers a send without one with EPIPE."""
+    conn = sock._conn
+    if conn is None:
+        raise error(errno.EPIPE)
+    return conn
+
+
 def send(sock: Socket, data, flags: int = 0) -> int:
     net = sock._net
     mv = memoryview(data).cast("B")
     with net.lock:
-        conn = _connected(sock)
+        conn = _sending(sock)
         if not mv:
             return 0
         while True:
@@ -225,7 +233,7 @@ def sendall(sock: Socket, data, flags: int = 0) -> None:
     timeout = sock._timeout
     deadline = None if timeout is None else clock() + timeout
     with net.lock:
-        conn = _connected(sock)
+        conn = _sending(sock)
         while mv:
             remaining = None if deadline is None else deadline - clock()
             if remaining is not None and remaining <= 0 and timeout != 0.0:
@@ -233,6 +241,16 @@ def sendall(sock: Socket, data, flags: int = 0) -> None:
             sock._wait(lambda: conn.writable, remaining if timeout != 0.0 else 0.0)
             n = _send_some(sock, conn, mv)
             mv = mv[n:]
+
+
+def _at_eof(conn: "TcpConnection") -> bool:
+    """Everything up to the peer's FIN has been read.
+
+    Linux reports that EOF before any later error: after a FIN, a RST
+    (answering data we sent) leaves recv() returning b"" and the error for
+    send() to report.
+    """
+    return conn._fin_received and not conn._rcvbuf
 
 
 def recv(sock: Socket, bufsize: int, flags: int = 0) -> bytes:
@@ -248,6 +266,8 @@ def recv(sock: Socket, bufsize: int, flags: int = 0) -> bytes:
             return b""
         if flags & _socket.MSG_PEEK and conn._rcvbuf:
             return bytes(conn._rcvbuf[:bufsize])
+        if _at_eof(conn):
+            return b""
         try:
             data = conn.recv(bufsize, net.clock())
         except OSError:
@@ -270,6 +290,8 @@ def recv_into(sock: Socket, mv: memoryview, flags: int = 0) -> int:
         sock._wait(lambda: conn.readable or sock._shut_rd)
         if sock._shut_rd:
             return 0
+        if _at_eof(conn):
+            return 0
         try:
             n = conn.recv_into(mv, 0, net.clock())
         except OSError:
@@ -289,9 +311,11 @@ def recv_into(sock: Socket, mv: memoryview, flags: int = 0) -> int:
 def shutdown(sock: Socket, how: int) -> None:
     net = sock._net
     with net.lock:
-        if sock._listener is not None and how in (SHUT_RD, SHUT_RDWR):
-            # Linux: shutdown on a listener stops it; blocked accept() wakes with EINVAL.
-            sock._listener.close(net.clock())
+        if sock._listener is not None:
+            # Linux: SHUT_RD on a listener stops it (a blocked accept() wakes
+            # with EINVAL); SHUT_WR alone does nothing.
+            if how in (SHUT_RD, SHUT_RDWR):
+                sock._listener.close(net.clock())
             return
         conn = _connected(sock)
         if conn.state == CLOSED and conn.error is None:
