@@ -120,6 +120,14 @@ def raise_nofile(want: int) -> int:
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
+def link_counters(ns: str, dev: str) -> dict[str, int]:
+    """The interface's packet and byte counters, as the kernel counts them."""
+    r = run([*in_ns(ns), "ip", "-s", "-j", "link", "show", "dev", dev])
+    stats = json.loads(r.stdout)[0]["stats64"]
+    return {f"{way}_{what}": stats[way][what] for way in ("rx", "tx")
+            for what in ("packets", "bytes")}
+
+
 def percentile(values: list[float], p: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
@@ -425,8 +433,10 @@ class Bench:
 
     # -- metrics --------------------------------------------------------------
 
-    def curl_best(self, ns: str, host: str, size: int, upload: bool) -> tuple[float, list]:
-        """Best of 3 curl transfers of ``size`` bytes, in Mbit/s."""
+    def curl_best(self, ns: str, host: str, size: int, upload: bool,
+                  dev: str | None = None) -> tuple[float, list]:
+        """Best of 3 curl transfers of ``size`` bytes, in Mbit/s. With ``dev``, each
+        run also notes the frames that crossed it each way and their mean size."""
         ns_cmd = in_ns(ns)
         if upload:
             path = self.tmp / f"upload-{size}.bin"
@@ -443,7 +453,16 @@ class Bench:
                    f"http://{host}/bytes/{size}"]
         runs = []
         for _ in range(3):
+            before = link_counters(ns, dev) if dev else None
             r = run(cmd, timeout=70, check=False)
+            frames = {}
+            if dev:
+                after = link_counters(ns, dev)
+                for way in ("rx", "tx"):
+                    n = after[f"{way}_packets"] - before[f"{way}_packets"]
+                    nbytes = after[f"{way}_bytes"] - before[f"{way}_bytes"]
+                    frames[f"{dev}_{way}_frames"] = n
+                    frames[f"{dev}_{way}_mean_bytes"] = round(nbytes / n) if n else None
             try:
                 speed, moved, code = r.stdout.split()
             except ValueError:
@@ -452,7 +471,7 @@ class Bench:
             if code != "200" or int(moved) != size:
                 runs.append({"error": f"curl exit {r.returncode}, http {code}, {moved} bytes"})
                 continue
-            runs.append({"mbps": round(float(speed) * 8 / 1e6, 1)})
+            runs.append({"mbps": round(float(speed) * 8 / 1e6, 1), **frames})
         good = [x["mbps"] for x in runs if "mbps" in x]
         return (max(good) if good else None), runs
 
@@ -478,7 +497,8 @@ class Bench:
             suffix = "offload" if offload else "mtu1500"
             with self.stack_up(*extra):
                 for kind in kinds:
-                    best, runs = self.curl_best(self.s, STACK_ADDR, s_size, kind == "upload")
+                    best, runs = self.curl_best(self.s, STACK_ADDR, s_size, kind == "upload",
+                                                dev="tap0")
                     self.record(f"{kind}_{suffix}", "stack", best, runs=runs, bytes=s_size)
                     log(f"stack {kind} {suffix}: {best} Mbit/s")
 
@@ -574,18 +594,29 @@ class Bench:
                               "(.venv/bin/pip install py-spy)")
             return
         seconds = self.args.profile_seconds
-        raw = self.tmp / "profile.txt"
-        with self.stack_up() as pid:
-            # A download long enough to outlast the sampling at the stack's speed.
-            curl = self.start([*in_ns(self.s), "curl", "-s", "-o", "/dev/null", "--max-time",
-                               str(seconds + 20), f"http://{STACK_ADDR}/bytes/{8_000 * MB}"],
-                              "profile-curl")
-            time.sleep(0.5)
-            run([spy, "record", "--pid", str(pid), "--duration", str(seconds), "--rate", "250",
-                 "--format", "raw", "--function", "--nonblocking", "-o", str(raw)],
-                timeout=seconds + 60)
-            self.stop(curl)
-        self.results["profile"] = parse_profile(raw.read_text())
+        variants = {"MTU 1500": ()}
+        if self.offload_flag:
+            variants["--offload"] = ("--offload",)
+        self.results["profile"] = {}
+        # Two views of one download: every thread py-spy sees busy (time in
+        # system calls such as the TAP write included), then only the thread
+        # holding the GIL (where the Python work goes).
+        views = {"busy": ([], WAITS), "gil": (["--gil"], ())}
+        for name, extra in variants.items():
+            raw = self.tmp / "profile.txt"
+            out = self.results["profile"][name] = {}
+            with self.stack_up(*extra) as pid:
+                # A download that outlasts the sampling at the stack's speed.
+                curl = self.start([*in_ns(self.s), "curl", "-s", "-o", "/dev/null",
+                                   "--max-time", str(2 * seconds + 20),
+                                   f"http://{STACK_ADDR}/bytes/{8_000 * MB}"], "profile-curl")
+                time.sleep(0.5)
+                for view, (flags, skip) in views.items():
+                    run([spy, "record", "--pid", str(pid), "--duration", str(seconds),
+                         "--rate", "250", "--format", "raw", "--function", "--nonblocking",
+                         *flags, "-o", str(raw)], timeout=seconds + 60)
+                    out[view] = parse_profile(raw.read_text(), skip=skip)
+                self.stop(curl)
 
     # -- the run ----------------------------------------------------------------
 
@@ -607,9 +638,19 @@ class Bench:
             log(f"{name}: {time.monotonic() - t0:.1f} s")
 
 
-def parse_profile(text: str, top: int = 15) -> dict:
-    """py-spy raw (collapsed) stacks -> the functions with the most own samples."""
+# Blocking calls that py-spy does not always see as idle: left out of the
+# "busy" view so that it ranks work, not waiting.
+WAITS = ("Condition.wait", "EpollSelector.select", "PollSelector.select", "Event.wait",
+         "Thread.join", "wait_stop")
+
+
+def parse_profile(text: str, top: int = 15, skip: tuple[str, ...] = ()) -> dict:
+    """py-spy raw (collapsed) stacks -> the functions with the most own samples.
+
+    Samples whose innermost frame is a function named in ``skip`` are dropped
+    (and counted in ``skipped``)."""
     own: Counter = Counter()
+    skipped = 0
     total_incl: Counter = Counter()
     samples = 0
     prefixes = (str(ROOT) + "/", str(Path(PY).parent.parent) + "/")
@@ -624,12 +665,16 @@ def parse_profile(text: str, top: int = 15) -> dict:
                 frame = frame.replace(p, "")
             frames.append(re.sub(r"/usr/lib/python3[.0-9]*/|/usr/local/lib/python3[.0-9]*/",
                                  "", frame))
+        if frames[-1].split(" (", 1)[0] in skip:
+            skipped += n
+            continue
         samples += n
         own[frames[-1]] += n
         for frame in set(frames):
             total_incl[frame] += n
     return {
         "samples": samples,
+        "skipped": skipped,
         "own": [{"function": f, "samples": n, "percent": round(100 * n / samples, 1)}
                 for f, n in own.most_common(top)] if samples else [],
         "inclusive": [{"function": f, "samples": n, "percent": round(100 * n / samples, 1)}
@@ -671,11 +716,18 @@ def table(results: dict) -> str:
     return "\n".join(out)
 
 
-def profile_text(prof: dict) -> str:
-    lines = [f"stack up during a download: top functions by own time "
-             f"({prof['samples']} samples of on-CPU Python stacks, py-spy)"]
-    for i, row in enumerate(prof["own"], 1):
-        lines.append(f"{i:3d}. {row['percent']:5.1f}%  {row['function']}")
+PROFILE_VIEWS = {"busy": "busy threads, waits left out (system calls such as the TAP write in)",
+                 "gil": "the thread holding the GIL (the Python work)"}
+
+
+def profile_text(profiles: dict) -> str:
+    lines = []
+    for name, views in profiles.items():
+        for view, prof in views.items():
+            lines.append(f"\nstack up ({name}) during a download, top functions by own time, "
+                         f"{PROFILE_VIEWS[view]} ({prof['samples']} samples):")
+            for i, row in enumerate(prof["own"], 1):
+                lines.append(f"{i:3d}. {row['percent']:5.1f}%  {row['function']}")
     return "\n".join(lines)
 
 
@@ -740,11 +792,11 @@ def cmd_main(args) -> int:
     }
     if "profile" in results:
         report["profile"] = results["profile"]
-    print(table(results))
+    if any(key in results for key, *_ in ROWS):
+        print(table(results))
     for note in bench.notes:
         print(f"note: {note}")
     if "profile" in results:
-        print()
         print(profile_text(results["profile"]))
     print(f"({report['date']}, commit {report['commit']}, {report['seconds']} s, "
           f"load average {load:.2f} before, {report['machine']['load_after']:.2f} after)")
@@ -772,7 +824,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="connections to open to the echo service")
     p.add_argument("--connect-seconds", type=float, default=40.0,
                    help="time limit for opening the held connections")
-    p.add_argument("--profile-seconds", type=int, default=10)
+    p.add_argument("--profile-seconds", type=int, default=8,
+                   help="py-spy sampling time per view (two views per variant)")
     sub = p.add_subparsers(dest="helper")
     s = sub.add_parser("_serve-kernel")
     s.add_argument("--address", required=True)
