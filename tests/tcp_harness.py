@@ -155,14 +155,24 @@ class Conversation:
 
 class LossyNet:
     """Two TcpLayers joined through a seeded queue that loses, duplicates,
-    reorders (by random delay) and corrupts segments, on a manual clock."""
+    reorders (by random delay) and corrupts segments, on a manual clock.
+
+    ``keyed``: whether a segment is lost depends only on the seed, on what
+    it is (sender, sequence number and length, or for a pure ACK the
+    acknowledgment number) and on how many times the same segment went
+    before, not on the order of everything sent. Two runs with the same seed
+    then lose the same data, so their retransmissions compare fairly.
+    """
 
     A = 0xC0000201   # 192.0.2.1
     B = 0xC0000202   # 192.0.2.2
 
     def __init__(self, seed: int, loss=0.0, dup=0.0, corrupt=0.0, delay=0.001, jitter=0.0,
-                 config: TcpConfig | None = None, trace_events: bool = True):
+                 config: TcpConfig | None = None, trace_events: bool = True,
+                 keyed: bool = False):
         self.seed = seed
+        self.keyed = keyed
+        self._seen: dict[tuple, int] = {}
         self.rng = random.Random(seed)
         self.loss, self.dup, self.corrupt = loss, dup, corrupt
         self.delay, self.jitter = delay, jitter
@@ -189,7 +199,16 @@ class LossyNet:
             self.stats["sent"] += 1
             rng = self.rng
             copies = 1
-            if rng.random() < self.loss:
+            if self.keyed:
+                seg = parse_tcp(src, dst, payload)
+                n = len(seg.payload)
+                key = (src, seg.seq, n, seg.flags & (SYN | FIN)) if n or seg.flags & (SYN | FIN) \
+                    else (src, seg.ack)
+                nth = self._seen[key] = self._seen.get(key, 0) + 1
+                lost = random.Random(hash((self.seed, *key, nth))).random() < self.loss
+            else:
+                lost = rng.random() < self.loss
+            if lost:
                 self.stats["lost"] += 1
                 return
             if rng.random() < self.dup:

@@ -351,6 +351,11 @@ class TcpConnection(Sender, Receiver):
 
     # ---- opening ------------------------------------------------------------------
 
+    def _size_rcvbuf(self, size: int) -> None:
+        """SO_RCVBUF before the SYN: it also picks the window scale we offer."""
+        self.rcvbuf_size = size
+        self._our_wscale = wscale_for(size) if self._cfg.window_scaling else 0
+
     def _open_active(self, now: float) -> None:
         self._set_state(SYN_SENT, "user connect", now)
         self._rtt_seq = seq_add(self.iss, 1)

@@ -44,6 +44,7 @@ class Listener:
         self._queue: deque[TcpConnection] = deque()
         self._half: dict[tuple, TcpConnection] = {}
         self.syn_overflow_at: float | None = None  # last SYN cookie sent (syncookies.py)
+        self.rcvbuf: int | None = None  # SO_RCVBUF for new connections (window and wscale)
 
     @property
     def readable(self) -> bool:
@@ -194,6 +195,8 @@ class TcpLayer:
         remote = (src, seg.src_port)
         conn = TcpConnection(self, local, remote, self._isn(dst, seg.dst_port, src, seg.src_port,
                                                             now), now, listener=lst)
+        if lst.rcvbuf is not None:
+            conn._size_rcvbuf(lst.rcvbuf)
         key = (dst, seg.dst_port, src, seg.src_port)
         self._conns[key] = conn
         lst._half[key] = conn
@@ -266,8 +269,9 @@ class TcpLayer:
         return lst
 
     def connect(self, local_addr: int, remote: tuple[int, int], now: float,
-                local_port: int = 0) -> TcpConnection:
-        """Active OPEN from ``local_addr`` (and ``local_port``, or an ephemeral one)."""
+                local_port: int = 0, rcvbuf: int | None = None) -> TcpConnection:
+        """Active OPEN from ``local_addr`` (and ``local_port``, or an ephemeral one).
+        ``rcvbuf`` (SO_RCVBUF) sizes the SYN's window and window scale."""
         raddr, rport = remote
         if not local_addr or not raddr or not 0 < rport < 65536:
             raise os_error(errno.EADDRNOTAVAIL)
@@ -281,6 +285,8 @@ class TcpLayer:
         key = (local_addr, local_port, raddr, rport)
         conn = TcpConnection(self, (local_addr, local_port), (raddr, rport),
                              self._isn(local_addr, local_port, raddr, rport, now), now)
+        if rcvbuf is not None:
+            conn._size_rcvbuf(rcvbuf)
         self._conns[key] = conn
         conn._open_active(now)
         return conn

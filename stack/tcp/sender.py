@@ -32,10 +32,10 @@ class Sender:
         if self.state not in SENDING:
             return
         sb = self._sb
-        if sb is None or not sb.ranges:
+        if self._in_recovery and sb is not None:
+            self._sack_recovery_output(now, force)  # (_enter_recovery made sb for SACK only)
+        elif sb is None or not sb.ranges:
             self._send_data(now, force, 0)
-        elif self._in_recovery:
-            self._sack_recovery_output(now, force)
         else:
             # SACKed bytes have left the network (RFC 6675 pipe, nothing lost).
             una = self.snd_una
@@ -164,8 +164,9 @@ class Sender:
             if lost_only and cwnd - pipe >= mss:
                 pipe += self._send_data(now, force, pipe - seq_diff(self.snd_nxt, una))
         if cwnd - pipe >= mss and seq_gt(una, self._rescue_rxt):
-            # Rescue: one segment ending at the highest unSACKed byte, so a
-            # lost tail does not wait for the RTO.
+            # Rule (4), the rescue: one segment ending at the highest
+            # unSACKed byte, so a lost tail does not wait for the RTO (not
+            # when that byte was retransmitted already).
             end = seq_diff(self.snd_max, una)
             top = sb.high()
             if end > top:
@@ -175,7 +176,11 @@ class Sender:
                 if not holes:
                     return
                 lo, hi = holes[-1]
+            if hi <= hr:
+                return
             start = hi - mss if hi - mss > lo else lo
+            if start < hr:
+                start = hr
             self._retransmit(seq_add(una, start), hi - start, now, "rescue")
             self._rescue_rxt = self._recover
 
@@ -381,14 +386,20 @@ class Sender:
         cc.on_loss(flight, now)
         sb = self._sb
         if self._sack_ok and sb is not None:
-            # (4.3) resend the first segment presumed lost; HighRxt and
-            # RescueRxt both start at its end.
-            first = sb.ranges[0][0] if sb.ranges else flight
-            n = self.mss
-            if first < n:
-                n = first
-            self._retransmit(una, n, now, "fast")
-            self._high_rxt = self._rescue_rxt = seq_add(una, n)
+            if seq_gt(self._high_rxt, una):
+                # The last recovery resent these bytes already (new data it
+                # sent was lost and resent); this one started on ACKs sent
+                # before that copy arrived. Keep HighRxt: no second copy.
+                self._rescue_rxt = self._high_rxt
+            else:
+                # (4.3) resend the first segment presumed lost; HighRxt and
+                # RescueRxt both start at its end.
+                first = sb.ranges[0][0] if sb.ranges else flight
+                n = self.mss
+                if first < n:
+                    n = first
+                self._retransmit(una, n, now, "fast")
+                self._high_rxt = self._rescue_rxt = seq_add(una, n)
         else:
             cc.cwnd = cc.ssthresh + 3 * self.mss  # RFC 5681 3.2 (3)
             self._retransmit_head(now, "fast")
@@ -469,6 +480,7 @@ class Sender:
         self._in_recovery = False
         self._dupacks = 0
         self._recover = self.snd_max  # RFC 6675 5.1, RFC 6582 4
+        self._high_rxt = self.snd_una
         if self._sb is not None:
             # RFC 2018 8: after a timeout, prior SACK information is not
             # trusted (the receiver may have discarded it); ACKs rebuild it.
