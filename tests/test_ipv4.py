@@ -526,6 +526,18 @@ def test_memory_bound(host):
     assert x.net.ip.reassembler.bytes_held == 5 * 1480
 
 
+def test_datagram_larger_than_the_memory_bound_is_refused(host):
+    # One datagram that could never fit is dropped, and evicts nobody.
+    x = host()
+    x.net.ip.reassembler.config = ReassemblyConfig(max_bytes=10_000)
+    x.feed_ip(ipv4(PEER, US, PROTO_TEST, DATA[:1480], 1, mf=True))
+    x.feed_ip(ipv4(PEER, US, PROTO_TEST, DATA[:8], 2, mf=True, offset=64000))  # a 64008-byte buffer
+    assert x.counter("ip.drop.reassembly_memory") == 1
+    assert x.counter("ip.drop.reassembly_evicted") == 0
+    assert list(x.net.ip.reassembler.datagrams) == [(PEER, US, 1, PROTO_TEST)]
+    assert x.net.ip.reassembler.bytes_held == 1480
+
+
 def test_memory_bound_counts_the_buffer_a_far_fragment_needs(host):
     # 8 bytes at offset 64000 make the buffer 64008 bytes long: that is what it costs.
     x = host()
