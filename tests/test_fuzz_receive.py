@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -442,20 +443,24 @@ noise = st.tuples(st.sampled_from([b"", US_MAC + PEER_MAC + b"\x08\x00", US_MAC 
                   st.binary(max_size=128)).map(lambda t: [t[0] + t[1]])
 any_frames = st.one_of(arp_frames(), echo_frames(), udp_frames(), fragment_frames(), tcp_frames(),
                        icmp_error_frames(), noise)
-_long_lived: list[Fuzzed] = []
+
+
+@pytest.fixture(scope="module")
+def long_lived():
+    f = Fuzzed()
+    yield f
+    f.finish()
 
 
 @settings(max_examples=1000, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(stream(any_frames))
-def test_fuzz_one_stack_all_kinds(groups):
+@given(groups=stream(any_frames))
+def test_fuzz_one_stack_all_kinds(long_lived, groups):
     # One stack for every example: state piles up over thousands of frames of
-    # every kind, and the bounds must hold all along (checked after each frame).
-    if not _long_lived:
-        _long_lived.append(Fuzzed())
-    f = _long_lived[0]
+    # every kind, and the bounds must hold all along (checked after each frame;
+    # at the end of the module every timer runs out and nothing may be left).
     for frames, dt in groups:
-        f.feed(frames, dt)
+        long_lived.feed(frames, dt)
 
 
 def test_fuzzer_reaches_every_layer():
