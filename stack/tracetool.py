@@ -57,7 +57,8 @@ def parse_lines(lines: Iterable[str]) -> tuple[list[dict], int]:
         except ValueError:
             bad += 1
             continue
-        if not isinstance(ev, dict) or not {"t", "layer", "event"} <= ev.keys():
+        if (not isinstance(ev, dict) or not {"t", "layer", "event"} <= ev.keys()
+                or not isinstance(ev["t"], (int, float))):
             bad += 1
             continue
         events.append(ev)
@@ -372,7 +373,7 @@ def overview(events: list[dict], conns: list[Connection], path: str = "") -> str
 # -- ladder ---------------------------------------------------------------------------
 
 
-def _seg_label(e: dict, wscale: bool = False) -> str:
+def _seg_label(e: dict) -> str:
     flags = str(e.get("flags", ""))
     parts = [flag_names(flags), f"seq={e.get('seq', '?')}"]
     if "." in flags:
@@ -745,7 +746,8 @@ def run(path: str, conn: str | None = None, plot_out: str | None = None,
         err.write(f"stack trace: {e}\n")
         return 2
     if bad:
-        err.write(f"stack trace: skipped {_plural(bad, 'line')} that are not trace events\n")
+        err.write(f"stack trace: skipped {_plural(bad, 'line')} that did not parse "
+                  "as trace events\n")
     every = connections(events)
     chosen = select(every, conn)
     if fmt == "timeline":

@@ -209,10 +209,11 @@ def test_run_reports_no_match_bad_endpoint_missing_and_text_files(tmp_path):
 
 def test_cut_off_last_line_is_skipped_with_a_warning(tmp_path):
     path = tmp_path / "t.jsonl"
-    path.write_text("".join(json.dumps(e) + "\n" for e in SYNTHETIC) + '{"t": 63.0, "lay')
+    path.write_text('{"t": "soon", "layer": "tcp", "event": "x"}\n[1, 2]\n'
+                    + "".join(json.dumps(e) + "\n" for e in SYNTHETIC) + '{"t": 63.0, "lay')
     out, err = io.StringIO(), io.StringIO()
     assert tracetool.run(str(path), out=out, err=err) == 0
-    assert "skipped 1 line that are not trace events" in err.getvalue()
+    assert "skipped 3 lines that did not parse as trace events" in err.getvalue()
     assert f"connection {C1}" in out.getvalue()
 
 
