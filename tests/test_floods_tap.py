@@ -151,6 +151,16 @@ def test_syn_flood_then_curl_is_served(flood_target):
     assert peak["half"] == syn_backlog and peak["conns"] <= syn_backlog + 4
     assert st["tcp.syncookies_sent"] >= FLOOD - syn_backlog
     assert st["tcp.syncookies_recv"] >= 1            # curl's handshake came back with a cookie
+    # A connection made from a cookie keeps the kernel's window scale, SACK
+    # and timestamps (hidden in our SYN,ACK's timestamp).
+    with socket.create_connection((US, 80), timeout=5) as s:
+        key = (ip2int(US), 80, ip2int(KERNEL), s.getsockname()[1])
+        assert wait_for(lambda: key in net.tcp._conns, 2)
+        with net.lock:
+            conn = net.tcp._conns[key]
+            assert conn._ws_ok and conn._ts_ok and conn._sack_ok
+            assert 1 <= conn._snd_wscale <= 14  # the kernel offers 7 or more
+    assert net.stats()["tcp.syncookies_recv"] == st["tcp.syncookies_recv"] + 1
     assert st.get("eth.drop.internal_error", 0) == 0
     grown = rss() - f.rss_before
     print(f"resident size grown by {grown} bytes")

@@ -21,6 +21,7 @@ from stack.net.icmp import IcmpConfig
 from stack.net.reassembly import FragmentReassembler, ReassemblyConfig
 from stack.runtime import Stack
 from stack.tcp import TcpConfig, TcpLayer
+from stack.tcp.conn import wscale_for
 from stack.tcp.syncookies import MAX_AGE, MSS_TABLE, TICK, SynCookies, mss_index
 from stack.trace import Trace
 from stack.wire.ipv4 import parse_ipv4
@@ -192,6 +193,46 @@ def test_syncookies_off_drops_syns_when_half_open_queue_is_full():
     c.feed("S", 9000, src_port=PEER_PORT)
     c.expect_nothing()
     assert c.drops()["tcp.drop.backlog_full"] == 1
+
+
+@pytest.mark.parametrize("ws,sack", [(None, False), (0, True), (7, False), (14, True)])
+def test_options_hidden_in_the_timestamp_round_trip(ws, sack):
+    rng = random.Random(ws or 0)
+    for _ in range(200):
+        now = rng.getrandbits(32)
+        ts = SynCookies.ts_encode(now, ws, sack)
+        assert 0 <= (now - ts) & 0xFFFFFFFF < 64      # never ahead of our clock
+        assert SynCookies.ts_decode(ts) == (ws, sack)
+
+
+def test_cookie_keeps_wscale_sack_and_timestamps_when_the_syn_had_timestamps():
+    c = cookie_conversation()
+    c.feed("S", 9000, mss=1460, wscale=7, sack_perm=True, timestamps=(100, 0))
+    (synack,) = c.sent_segments()
+    assert synack.sack_perm and synack.wscale == wscale_for(c.config.rcvbuf)
+    tsval, tsecr = synack.timestamps
+    assert tsecr == 100 and SynCookies.ts_decode(tsval) == (7, True)
+    c.feed(".", 9001, synack.seq + 1, win=1000, timestamps=(101, tsval))
+    conn = c.listener.accept()
+    assert conn.state == "ESTABLISHED"
+    assert conn._ws_ok and conn._snd_wscale == 7 and conn.snd_wnd == 1000 << 7
+    assert conn._ts_ok and conn._ts_recent == 101 and conn._sack_ok
+    assert conn.mss == 1460 - 12
+    conn.send(b"x", c.now)
+    (seg,) = c.sent_segments()
+    # Our clock goes on from the cookie's TSval (never behind it, modulo 2**32).
+    assert seg.timestamps[1] == 101 and (seg.timestamps[0] - tsval) & 0xFFFFFFFF < 64
+
+
+def test_cookie_without_timestamps_offers_mss_only():
+    c = cookie_conversation()
+    c.feed("S", 9000, mss=1460, wscale=7, sack_perm=True)
+    (synack,) = c.sent_segments()
+    assert synack.wscale is None and not synack.sack_perm and synack.timestamps is None
+    c.feed(".", 9001, synack.seq + 1, win=1000)
+    conn = c.listener.accept()
+    assert not conn._ws_ok and not conn._sack_ok and not conn._ts_ok
+    assert conn.snd_wnd == 1000
 
 
 def test_syn_flood_keeps_state_bounded_with_cookies():

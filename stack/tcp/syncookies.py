@@ -26,13 +26,20 @@ hash), the hash covers the index and the peer's ISN, so a cookie off by a
 few does not decode to another MSS. A blind forger succeeds with
 probability ``MAX_AGE / 2**21`` (about 1 in a million) per guess.
 
-What is lost: the cookie SYN,ACK offers only MSS. Window scaling, SACK and
-timestamps are not offered, so the peer does not use them on a connection
-made from a cookie (Linux keeps them by hiding them in the timestamp value;
-this stack does not). Any data or FIN on the returning ACK is processed as
-usual; data the peer put on its SYN is not acknowledged and is sent again.
-Cookies are checked only on listeners that overflowed in the last
-``MAX_AGE * TICK`` seconds, as Linux does.
+Options, as Linux (``cookie_init_timestamp``): when the peer's SYN carries
+timestamps, the cookie SYN,ACK offers timestamps, window scaling and SACK as
+a normal SYN,ACK would, and hides what the peer offered in the low 6 bits of
+our timestamp value: its window scale (4 bits, 15 for none) and SACK
+permitted (1 bit); the value is moved back by 64 ms if that put it ahead of
+our timestamp clock. The peer echoes it in the returning ACK's TSecr, from
+which the options are restored. A SYN without timestamps leaves nowhere to
+hide them: the cookie SYN,ACK then offers MSS only, and the connection runs
+without window scaling and SACK.
+
+Any data or FIN on the returning ACK is processed as usual; data the peer
+put on its SYN is not acknowledged and is sent again. Cookies are checked
+only on listeners that overflowed in the last ``MAX_AGE * TICK`` seconds, as
+Linux does.
 """
 
 from __future__ import annotations
@@ -40,8 +47,8 @@ from __future__ import annotations
 import hashlib
 import struct
 
-from stack.tcp.conn import TcpConnection, conn_name, rcv_cause
-from stack.tcp.seq import MASK, seq_add
+from stack.tcp.conn import TcpConnection, conn_name, rcv_cause, wscale_for
+from stack.tcp.seq import HALF, MASK, seq_add
 from stack.tcp.states import CLOSED, LISTEN, SYN_RECEIVED
 from stack.wire.tcp import ACK, SYN, TcpSegment, build_tcp, flags_str
 
@@ -52,6 +59,9 @@ MSS_TABLE = (64, 256, 536, 1024, 1220, 1300, 1440, 1460)
 _LOW = (1 << 24) - 1
 _H2_MASK = (1 << 21) - 1
 _TUPLE = struct.Struct("!IHIH")
+TS_BITS = 6                 # low bits of the SYN,ACK's TSval that carry the options
+TS_NO_WSCALE = 0x0F
+TS_SACK = 0x10
 _TUPLE_MORE = struct.Struct("!IHIHBIB")
 
 
@@ -104,6 +114,23 @@ class SynCookies:
             return None
         return MSS_TABLE[idx]
 
+    # ---- options in the timestamp ----------------------------------------------------
+
+    @staticmethod
+    def ts_encode(ts_now: int, wscale: int | None, sack: bool) -> int:
+        """Our TSval with the peer's options in its low bits, never ahead of ``ts_now``."""
+        bits = (TS_NO_WSCALE if wscale is None else min(wscale, 14)) | (TS_SACK if sack else 0)
+        tsval = (ts_now & ~((1 << TS_BITS) - 1) & MASK) | bits
+        if 0 < ((tsval - ts_now) & MASK) < HALF:
+            tsval = (tsval - (1 << TS_BITS)) & MASK
+        return tsval
+
+    @staticmethod
+    def ts_decode(tsecr: int) -> tuple[int | None, bool]:
+        """(peer's window scale or None, SACK permitted) from an echoed TSval."""
+        ws = tsecr & TS_NO_WSCALE
+        return (None if ws == TS_NO_WSCALE else ws), bool(tsecr & TS_SACK)
+
     # ---- the two hooks of TcpLayer._listen_input -------------------------------------
 
     def send_synack(self, layer, lst, src: int, dst: int, seg, now: float) -> None:
@@ -113,8 +140,18 @@ class SynCookies:
         isn = self.make(dst, seg.dst_port, src, seg.src_port, seg.seq, peer_mss, now)
         ack = seq_add(seg.seq, 1)
         win = min(cfg.rcvbuf, 65535)
-        layer.ip_send(dst, src, PROTO_TCP, build_tcp(dst, src, seg.dst_port, seg.src_port, isn,
-                                                     ack, SYN | ACK, win, mss=cfg.mss))
+        wscale = ts = None
+        sack = False
+        if cfg.timestamps and seg.timestamps is not None:
+            peer_ws = seg.wscale if cfg.window_scaling else None
+            sack = cfg.sack and seg.sack_perm
+            ts_now = (layer._ts_offset(dst, seg.dst_port, src, seg.src_port)
+                      + int(now * 1000)) & MASK
+            ts = (self.ts_encode(ts_now, peer_ws, sack), seg.timestamps[0])
+            wscale = wscale_for(cfg.rcvbuf) if peer_ws is not None else None
+        layer.ip_send(dst, src, PROTO_TCP, build_tcp(
+            dst, src, seg.dst_port, seg.src_port, isn, ack, SYN | ACK, win, mss=cfg.mss,
+            wscale=wscale, sack_perm=sack, timestamps=ts))
         lst.syn_overflow_at = now
         trace = layer.trace
         trace.count("tcp", "out_segs")
@@ -122,7 +159,7 @@ class SynCookies:
         if trace.on:
             trace.event("tcp", "seg", conn=conn_name(dst, seg.dst_port, src, seg.src_port),
                         dir="out", flags=flags_str(SYN | ACK), seq=isn, ack=ack, win=win, len=0,
-                        options=[f"mss {cfg.mss}"], cookie=True)
+                        options=_options_list(cfg.mss, wscale, sack, ts), cookie=True)
 
     def ack_in(self, layer, lst, src: int, dst: int, seg, now: float) -> bool:
         """An ACK for listener ``lst``: if it carries a valid cookie, make the
@@ -151,10 +188,15 @@ class SynCookies:
                              listener=lst)
         layer._conns[key] = conn
         # Rebuild what the SYN would have left: its sequence number, its MSS
-        # (as the table rounded it), and our SYN,ACK already sent.
+        # (as the table rounded it), the options our SYN,ACK accepted (from
+        # the echoed timestamp), and our SYN,ACK already sent.
+        wscale, sack, ts = None, False, None
+        if layer.config.timestamps and seg.timestamps is not None and seg.timestamps[1]:
+            wscale, sack = self.ts_decode(seg.timestamps[1])
+            ts = (seg.timestamps[0], 0)
         syn = TcpSegment(seg.src_port, seg.dst_port, (seg.seq - 1) & MASK, 0, SYN, seg.window,
-                         mss=mss)
-        conn._take_syn(syn)
+                         mss=mss, wscale=wscale, sack_perm=sack, timestamps=ts)
+        conn._take_syn(syn, now)
         conn._set_state(SYN_RECEIVED, "syncookie " + rcv_cause(seg), now, frm=LISTEN)
         conn.snd_nxt = conn.snd_max = seq_add(iss, 1)
         conn.segment_arrives(seg, now)
@@ -164,3 +206,13 @@ class SynCookies:
             conn._set_state(CLOSED, "syncookie ack not accepted", now)
         return True
 
+
+def _options_list(mss: int, wscale: int | None, sack: bool, ts) -> list[str]:
+    out = [f"mss {mss}"]
+    if sack:
+        out.append("sackOK")
+    if ts is not None:
+        out.append(f"TS val {ts[0]} ecr {ts[1]}")
+    if wscale is not None:
+        out.append(f"wscale {wscale}")
+    return out
