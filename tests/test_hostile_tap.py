@@ -239,13 +239,15 @@ def test_ipv4_header_fields_out_of_range(target):
         t.ip(len=36) / echo / Raw(b"\xee" * 30),             # padding after total length
         t.ip(options=[IPOption(b"\x01\x01\x01\x00")]) / echo,  # NOP options
         t.ip(options=[IPOption(b"\x07\x00\x00\x00")]) / echo,  # an option of length 0
+        t.ip(ttl=0, tos=0xFF) / echo,                         # TTL 0 and every TOS bit
     ]
     delta = t.attack(frames, {"ip.drop.malformed": 8, "ip.drop.not_for_us": 1,
                               "ip.drop.martian_source": 6, "ip.drop.unknown_protocol": 1,
                               "icmp.out.type3": 1})
     # IP options are carried, not interpreted: even a malformed one does not
     # stop the echo (RFC 1122 3.2.1.8 leaves unknown options to be ignored).
-    assert delta["icmp.out.type0"] == 3
+    # A host does not discard a datagram for its TTL (RFC 1122 3.2.1.7).
+    assert delta["icmp.out.type0"] == 4
 
 
 # ---- fragments ---------------------------------------------------------------------
