@@ -25,6 +25,7 @@ from stack.tcp.conn import wscale_for
 from stack.tcp.syncookies import MAX_AGE, MSS_TABLE, TICK, SynCookies, mss_index
 from stack.trace import Trace
 from stack.wire.ipv4 import parse_ipv4
+from stack.wire.tcp import ACK as ACK_FLAG
 from stack.wire.tcp import SYN, build_tcp, parse_tcp
 
 from tcp_harness import IRS, PEER, PEER_PORT, US, US_PORT, Conversation
@@ -357,6 +358,87 @@ def test_datagram_larger_than_the_memory_bound_is_refused_without_evicting():
     r.add(*parse_ipv4(ipv4(0xC0000201, US, 17, b"b" * 8, ident=2, mf=True, offset=60000)), 0.0)
     assert tr.counters["ip.drop.reassembly_memory"] == 1
     assert list(r.datagrams) == [(0xC0000201, US, 1, 17)]
+
+
+# ---- bugs found in stack/tcp, kept as known failures for its owner ------------------
+#
+# strict xfail: each fails today; when the fix lands the test passes, and
+# strict=True turns that into a failure that asks for the marker to go.
+
+
+def established_pair(c: Conversation, ports=(PEER_PORT,), **syn_opts):
+    """Passive connections from each of ``ports`` (the peer's SYN carrying ``syn_opts``)."""
+    lst = c.layer.listen((0, US_PORT), 16, c.now)
+    conns = []
+    for port in ports:
+        c.feed("S", IRS, mss=1460, src_port=port, **syn_opts)
+        c.feed(".", IRS + 1, c.iss + 1, src_port=port)
+        conns.append(lst.accept())
+    c.sent()
+    return conns
+
+
+@pytest.mark.xfail(strict=True, reason="stack/tcp/sack.py: the SACK scoreboard has no bound")
+def test_sack_scoreboard_is_bounded_against_hostile_blocks():
+    """A peer that SACKs every other byte makes one scoreboard range per
+    block, with no limit but the bytes in flight (up to sndbuf / 2 = 524,288
+    ranges), and every ACK then costs time linear in the ranges: at 21,600
+    ranges one ACK took 23 ms (the class of CVE-2019-11479). Expected: a
+    bound on the ranges (like ``ooo_max_holes`` on the receive side)."""
+    c = Conversation(TcpConfig(initial_cwnd=400))
+    (conn,) = established_pair(c, sack_perm=True, wscale=7)
+    conn.send(b"x" * 500000, c.now)
+    c.sent()
+    una = conn.snd_una
+    for k in range(300):
+        blocks = tuple((una + 2 + 8 * (4 * k + j), una + 3 + 8 * (4 * k + j)) for j in range(4))
+        c.feed(".", IRS + 1, una, sack=blocks)
+        c.sent()
+    assert len(conn._sb.ranges) <= 256
+
+
+def _challenges_drawn(victim_hit: bool) -> int:
+    c = Conversation(TcpConfig(challenge_ack_limit=10))
+    victim, attacker = established_pair(c, ports=(PEER_PORT, 6000))
+    c.now = 5.5
+    if victim_hit:  # an off-path attacker's guess lands in the victim's window
+        c.feed("R", IRS + 1 + 100, src_port=PEER_PORT)
+        c.sent()
+    for _ in range(20):
+        c.feed("R", IRS + 1 + 100, src_port=6000)
+    return sum(1 for seg in c.sent_segments() if seg.flags == ACK_FLAG)
+
+
+@pytest.mark.xfail(strict=True, reason="stack/tcp/layer.py: one fixed challenge-ACK budget "
+                                       "for all connections (CVE-2016-5696)")
+def test_challenge_ack_budget_does_not_leak_across_connections():
+    """RFC 5961 7's rate limit is one fixed count per second for the whole
+    layer (TcpLayer._challenge_ok). An off-path attacker spends it on its own
+    connection and counts the challenge ACKs it gets back: one fewer means a
+    spoofed RST hit some other connection's window, which reveals the
+    connection and then its sequence numbers (Cao et al., USENIX Security
+    2016). Linux made the global budget random (4.7) and then per-socket only
+    (6.0: tcp_challenge_ack_limit unlimited, 1 per 500 ms per socket).
+    Expected: what one connection draws does not depend on the others."""
+    assert _challenges_drawn(victim_hit=True) == _challenges_drawn(victim_hit=False)
+
+
+@pytest.mark.xfail(strict=True, reason="stack/tcp/conn.py: ICMP may shrink the MSS to 48 bytes")
+def test_frag_needed_cannot_shrink_segments_below_a_floor():
+    """An ICMP "fragmentation needed" claiming MTU 68 (with the 4-tuple and a
+    sequence number in flight, which a flood of guesses finds) makes every
+    segment 48 bytes: thirty times the packets for the same data. Linux
+    ignores MTUs below min_pmtu (552); RFC 1191 allows 68, RFC 5927 section 7
+    suggests a floor. Expected: the MSS stays at 512 or more."""
+    c = Conversation()
+    conn = c.open_passive()
+    conn.send(b"x" * 5000, c.now)
+    c.sent()
+    quote = (bytes.fromhex("45000028000000004006 0000") + US.to_bytes(4, "big")
+             + PEER.to_bytes(4, "big") + US_PORT.to_bytes(2, "big")
+             + PEER_PORT.to_bytes(2, "big") + conn.snd_una.to_bytes(4, "big"))
+    c.layer.icmp_error("frag_needed", PEER, US, quote, c.now, mtu=68)
+    assert conn.mss >= 512
 
 
 # ---- the documented limits ----------------------------------------------------------
