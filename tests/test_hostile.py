@@ -441,6 +441,37 @@ def test_frag_needed_cannot_shrink_segments_below_a_floor():
     assert conn.mss >= 512
 
 
+@pytest.mark.xfail(strict=True, reason="stack/tcp: a closed connection stuck behind a zero "
+                                       "window is never reaped")
+def test_orphan_stuck_behind_a_zero_window_is_reaped():
+    """The application closed (the HTTP service does, 30 s after a client
+    stops reading), but data is still queued and the peer answers every
+    window probe with a zero window: the connection stays in FIN_WAIT_1 for
+    ever (4 simulated hours, 129 probes), holding up to ``sndbuf`` (1 MB),
+    and nothing bounds how many a client leaves behind but max_connections.
+    RFC 9293 3.8.6.1 forbids giving up on a zero window only while a user
+    still owns the connection; Linux aborts orphans once the probe backoff
+    reaches TCP_RTO_MAX and tcp_orphan_retries (8) probes. Expected: the
+    orphan is gone within an hour."""
+    c = Conversation()
+    conn = c.open_passive()
+    conn.send(b"x" * 10000, c.now)
+    c.sent()
+    c.feed(".", IRS + 1, c.iss + 1 + 10000, win=0)   # all acknowledged, window closed
+    conn.send(b"y" * 50000, c.now)
+    conn.close(c.now)
+    c.sent()
+    while c.now < 3600 and conn.state != "CLOSED":
+        d = c.layer.next_deadline()
+        if d is None:
+            break
+        c.run_until(d)
+        for _ in c.sent_segments():                   # every probe gets a zero window
+            c.feed(".", IRS + 1, conn.snd_una, win=0)
+        c.sent()
+    assert conn.state == "CLOSED"
+
+
 # ---- the documented limits ----------------------------------------------------------
 
 CONFIGS = {"ArpConfig": ArpConfig, "IcmpConfig": IcmpConfig, "ReassemblyConfig": ReassemblyConfig,
