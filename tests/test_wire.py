@@ -570,3 +570,19 @@ def test_udp_build_checksum_is_the_reference(src, dst, sport, dport, payload):
     assert int.from_bytes(wire[6:8], "big") == (expected or 0xFFFF)
     d = parse_udp(src, dst, wire)
     assert (d.src_port, d.dst_port, bytes(d.payload)) == (sport, dport, payload)
+
+
+@pytest.mark.parametrize("n", [41, 44, 60])
+def test_ipv4_build_refuses_options_beyond_40_bytes(n):
+    # IHL has four bits: 60 header bytes at most, 40 of them options.
+    h = Ipv4Header(src=1, dst=2, proto=17, options=b"\x01" * n)
+    with pytest.raises(WireError) as e:
+        build_ipv4(h, b"")
+    assert e.value.field == "options"
+
+
+def test_ipv4_build_40_bytes_of_options():
+    h = Ipv4Header(src=1, dst=2, proto=17, options=b"\x01" * 39)
+    packet = build_ipv4(h, b"x")
+    assert packet[0] == 0x4F and len(packet) == 61
+    assert parse_ipv4(packet)[0].options == b"\x01" * 39 + b"\x00"

@@ -113,6 +113,9 @@ def build_ipv4(h: Ipv4Header, payload: bytes | memoryview) -> bytes:
     opts = h.options
     if len(opts) % 4:
         opts = opts + b"\x00" * (4 - len(opts) % 4)
+    if len(opts) > 40:
+        # IHL is four bits: 60 header bytes, 40 of options, at most.
+        raise WireError("options", f"{len(opts)} bytes of options, at most 40")
     hlen = IPV4_MIN_LEN + len(opts)
     total = hlen + len(payload)
     if total > IPV4_MAX_LEN:
