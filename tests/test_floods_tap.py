@@ -81,7 +81,8 @@ class Flooder:
                         if e.errno != errno.ENOBUFS:
                             raise
                         time.sleep(0.001)
-            assert wait_for(lambda: self.t.seen() >= seen + len(chunk), 10, 0.002), \
+            target = seen + len(chunk)
+            assert wait_for(lambda target=target: self.t.seen() >= target, 10, 0.002), \
                 f"the stack took {self.t.seen() - seen} of {len(chunk)} frames"
             check()
             assert time.monotonic() - start < deadline, "flood took too long"

@@ -26,7 +26,7 @@ from stack.tcp.syncookies import MAX_AGE, MSS_TABLE, TICK, SynCookies, mss_index
 from stack.trace import Trace
 from stack.wire.ipv4 import parse_ipv4
 from stack.wire.tcp import ACK as ACK_FLAG
-from stack.wire.tcp import SYN, build_tcp, parse_tcp
+from stack.wire.tcp import SYN, build_tcp
 
 from tcp_harness import IRS, PEER, PEER_PORT, US, US_PORT, Conversation
 from test_ipv4 import eth, fragment, ipv4
