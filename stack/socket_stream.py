@@ -199,15 +199,21 @@ def _sending(sock: Socket) -> "TcpConnection":
     return conn
 
 
+def _op_timeout(sock: Socket, flags: int) -> float | None:
+    """The wait for one call: MSG_DONTWAIT makes it non-blocking."""
+    return 0.0 if flags & _socket.MSG_DONTWAIT else sock._timeout
+
+
 def send(sock: Socket, data, flags: int = 0) -> int:
     net = sock._net
     mv = memoryview(data).cast("B")
+    timeout = _op_timeout(sock, flags)
     with net.lock:
         conn = _sending(sock)
         if not mv:
             return 0
         while True:
-            sock._wait(lambda: conn.writable)
+            sock._wait(lambda: conn.writable, timeout)
             n = _send_some(sock, conn, mv)
             if n:
                 return n
@@ -223,6 +229,10 @@ def _send_some(sock: Socket, conn: "TcpConnection", mv: memoryview) -> int:
         sock._error_taken = True
         raise
     net.kick()
+    if sock._ready is not None:
+        # The connection signals only when it becomes writable; a send that
+        # fills the buffer must clear the fd's writability itself.
+        sock._ready.update(readable(sock), writable(sock))
     return n
 
 
@@ -230,7 +240,7 @@ def sendall(sock: Socket, data, flags: int = 0) -> None:
     net = sock._net
     mv = memoryview(data).cast("B")
     clock = net.clock
-    timeout = sock._timeout
+    timeout = _op_timeout(sock, flags)
     deadline = None if timeout is None else clock() + timeout
     with net.lock:
         conn = _sending(sock)
@@ -253,32 +263,50 @@ def _at_eof(conn: "TcpConnection") -> bool:
     return conn._fin_received and not conn._rcvbuf
 
 
+def _read_once(sock: Socket, conn: "TcpConnection", timeout: float | None, read):
+    """Wait (lock held) until the connection has something, then ``read()``.
+
+    Returns what ``read`` returned, or None at EOF (also after SHUT_RD, and
+    once the connection's error has been reported).
+    """
+    sock._wait(lambda: conn.readable or sock._shut_rd, timeout)
+    if sock._shut_rd or _at_eof(conn):
+        return None
+    try:
+        result = read()
+    except OSError:
+        if sock._error_taken:
+            return None
+        sock._error_taken = True
+        raise
+    sock._net.kick()
+    if sock._ready is not None:
+        sock._ready.update(readable(sock), writable(sock))
+    return result
+
+
 def recv(sock: Socket, bufsize: int, flags: int = 0) -> bytes:
     if bufsize < 0:
         raise ValueError("negative buffersize in recv")
+    if flags & _socket.MSG_WAITALL and not flags & _socket.MSG_PEEK:
+        buf = bytearray(bufsize)
+        n = recv_into(sock, memoryview(buf), flags)
+        del buf[n:]
+        return bytes(buf)
     net = sock._net
     with net.lock:
         conn = _connected(sock)
         if sock._shut_rd or bufsize == 0:
             return b""
-        sock._wait(lambda: conn.readable or sock._shut_rd)
-        if sock._shut_rd:
-            return b""
-        if flags & _socket.MSG_PEEK and conn._rcvbuf:
-            return bytes(conn._rcvbuf[:bufsize])
-        if _at_eof(conn):
-            return b""
-        try:
-            data = conn.recv(bufsize, net.clock())
-        except OSError:
-            if sock._error_taken:
-                return b""
-            sock._error_taken = True
-            raise
-        net.kick()
-        if sock._ready is not None:
-            sock._ready.update(readable(sock), writable(sock))
-        return b"" if data is None else data
+        if flags & _socket.MSG_PEEK:
+            def read():
+                buf = conn._rcvbuf
+                return bytes(buf[:bufsize]) if buf else conn.recv(bufsize, net.clock())
+        else:
+            def read():
+                return conn.recv(bufsize, net.clock())
+        data = _read_once(sock, conn, _op_timeout(sock, flags), read)
+        return data or b""
 
 
 def recv_into(sock: Socket, mv: memoryview, flags: int = 0) -> int:
@@ -287,22 +315,36 @@ def recv_into(sock: Socket, mv: memoryview, flags: int = 0) -> int:
         conn = _connected(sock)
         if sock._shut_rd or not len(mv):
             return 0
-        sock._wait(lambda: conn.readable or sock._shut_rd)
-        if sock._shut_rd:
-            return 0
-        if _at_eof(conn):
-            return 0
-        try:
-            n = conn.recv_into(mv, 0, net.clock())
-        except OSError:
-            if sock._error_taken:
-                return 0
-            sock._error_taken = True
-            raise
-        net.kick()
-        if sock._ready is not None:
-            sock._ready.update(readable(sock), writable(sock))
-        return n or 0
+        timeout = _op_timeout(sock, flags)
+        if flags & _socket.MSG_PEEK:
+            def read():
+                buf = conn._rcvbuf
+                k = min(len(mv), len(buf))
+                if not k:
+                    return conn.recv_into(mv, 0, net.clock())
+                mv[:k] = buf[:k]
+                return k
+            return _read_once(sock, conn, timeout, read) or 0
+        # MSG_WAITALL waits for the whole buffer only in blocking mode: with
+        # a timeout CPython's descriptor is non-blocking and Linux returns
+        # what there is.
+        waitall = bool(flags & _socket.MSG_WAITALL) and timeout is None
+        total = 0
+        while True:
+            try:
+                n = _read_once(sock, conn, timeout,
+                               lambda view=mv[total:]: conn.recv_into(view, 0, net.clock()))
+            except OSError:
+                if not total:
+                    raise
+                sock._error_taken = False  # report it on the next call
+                break
+            if not n:
+                break
+            total += n
+            if not waitall or total == len(mv):
+                break
+        return total
 
 
 # -- closing ---------------------------------------------------------------------------------

@@ -41,6 +41,9 @@ class KernelWorld:
     def create_connection(self, address, timeout=5):
         return socket.create_connection(address, timeout=timeout)
 
+    def same_host_connection(self, address, timeout=5):
+        return socket.create_connection(address, timeout=timeout)
+
     def close(self):
         pass
 
@@ -64,6 +67,9 @@ class StackWorld:
 
     def create_connection(self, address, timeout=5):
         return self.b.create_connection(address, timeout=timeout)
+
+    def same_host_connection(self, address, timeout=5):
+        return self.a.create_connection(address, timeout=timeout)
 
     def close(self):
         self.a.close()
@@ -242,6 +248,8 @@ def test_recv_into_and_peek(world):
     with srv, cli, conn:
         cli.sendall(b"0123456789")
         assert conn.recv(4, socket.MSG_PEEK) == b"0123"
+        peek = bytearray(3)
+        assert conn.recv_into(peek, 0, socket.MSG_PEEK) == 3 and peek == b"012"
         buf = bytearray(6)
         assert conn.recv_into(buf) == 6 and buf == b"012345"
         time.sleep(0.05)
@@ -536,6 +544,7 @@ def test_nonblocking_connect(world):
 def test_nonblocking_send_fills_then_blocks(world):
     srv, cli, conn = _connected(world)
     with srv, cli, conn:
+        assert select.select([], [cli], [], 0)[1] == [cli]
         cli.setblocking(False)
         sent = 0
         chunk = b"f" * 65536
@@ -550,6 +559,32 @@ def test_nonblocking_send_fills_then_blocks(world):
             got += len(conn.recv(65536))
         assert select.select([], [cli], [], 5)[1] == [cli]
         assert cli.send(b"x") == 1
+
+
+def test_msg_dontwait_and_msg_waitall(world):
+    srv, cli, conn = _connected(world)
+    with srv, cli, conn:
+        conn.settimeout(None)
+        with pytest.raises(BlockingIOError):
+            conn.recv(10, socket.MSG_DONTWAIT)
+        with pytest.raises(BlockingIOError):
+            conn.recv_into(bytearray(10), 0, socket.MSG_DONTWAIT)
+        assert conn.gettimeout() is None  # the flag does not change the mode
+        threading.Timer(0.05, lambda: cli.sendall(b"abc")).start()
+        threading.Timer(0.2, lambda: cli.sendall(b"defg")).start()
+        assert conn.recv(7, socket.MSG_WAITALL) == b"abcdefg"
+        cli.sendall(b"xy")
+        time.sleep(0.05)
+        assert conn.recv(10, socket.MSG_DONTWAIT) == b"xy"
+        cli.sendall(b"end")
+        cli.shutdown(socket.SHUT_WR)
+        assert conn.recv(10, socket.MSG_WAITALL) == b"end"  # EOF ends the wait
+        sent = 0
+        with pytest.raises(BlockingIOError):
+            while True:
+                sent += conn.send(b"z" * 65536, socket.MSG_DONTWAIT)
+                assert sent < 256 * MB
+        assert sent > 0
 
 
 # -- readiness --------------------------------------------------------------------------
@@ -838,6 +873,33 @@ def test_many_concurrent_clients(world):
         for t in handlers:
             t.join(10)
         assert results == [True] * n_clients
+
+
+def test_client_and_server_on_the_same_host(world):
+    with world.create_server((world.server_host, 0)) as srv:
+        srv.settimeout(5)
+        cli = world.same_host_connection(srv.getsockname())
+        conn, addr = srv.accept()
+        with cli, conn:
+            assert addr == cli.getsockname() and addr[0] == world.server_host
+            for s in (cli, conn):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            times = []
+            for _ in range(20):
+                t = time.monotonic()
+                cli.sendall(b"ping")
+                assert conn.recv(10) == b"ping"
+                conn.sendall(b"pong")
+                assert cli.recv(10) == b"pong"
+                times.append(time.monotonic() - t)
+            times.sort()
+            # A round trip inside one host takes microseconds, not timer ticks.
+            assert times[10] < 0.01 and times[-1] < 0.1, times
+            data = _pattern(2 * MB, 8)
+            t = threading.Thread(target=cli.sendall, args=(data,))
+            t.start()
+            assert _recv_exactly(conn, len(data)) == data
+            t.join(10)
 
 
 # -- stack-only behaviour -----------------------------------------------------------------------
