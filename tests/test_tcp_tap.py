@@ -8,6 +8,7 @@ kernel-side ``python -m http.server``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import json
@@ -115,8 +116,17 @@ def test_curl_upload_20mb_sha256(tap_stack, tmp_path):
         svc.close()
     answer = json.loads(r.stdout)
     assert answer == {"bytes": size, "sha256": hashlib.sha256(data).hexdigest()}
+    ksvc = start_service(KernelNet, ServiceSpec("http", 0), address="127.0.0.1")
+    try:
+        t = time.monotonic()
+        r = sh(f"curl -sS --max-time 60 -T {src} http://127.0.0.1:{ksvc.port}/upload", timeout=70)
+        ktook = time.monotonic() - t
+    finally:
+        ksvc.close()
+    assert json.loads(r.stdout) == answer
     print(f"\ncurl PUT 20 MB to the stack over the TAP: {took:.2f} s, "
-          f"{_mbit(size, took):.0f} Mbit/s")
+          f"{_mbit(size, took):.0f} Mbit/s; same server on kernel loopback: {ktook:.2f} s, "
+          f"{_mbit(size, ktook):.0f} Mbit/s")
 
 
 def test_keep_alive_reuses_one_connection(tap_stack):
@@ -176,6 +186,24 @@ def test_500_requests_from_50_concurrent_clients(tap_stack):
     assert failures == []
     assert len(done) == 500
     print(f"\n500 requests from 50 clients (300 connections): {took:.2f} s")
+
+
+@pytest.mark.parametrize("mtu", [576, 9000])
+def test_download_and_upload_with_other_mtus(tap_stack, tmp_path, mtu):
+    net = tap_stack(trace=None, mtu=mtu)
+    svc = _http_service(net)
+    out = tmp_path / "download"
+    data = os.urandom(3 * MB)
+    src = tmp_path / "upload"
+    src.write_bytes(data)
+    try:
+        _curl_download(f"http://{STACK}/bytes/5000000", out, timeout=30)
+        r = sh(f"curl -sS --max-time 30 -T {src} http://{STACK}/upload", timeout=40)
+    finally:
+        svc.close()
+    assert _file_sha256(out) == _pattern_sha256(5_000_000)
+    assert json.loads(r.stdout)["sha256"] == hashlib.sha256(data).hexdigest()
+    assert net.stats().get("ip.fragmented", 0) == 0  # TCP fits its segments to the MTU
 
 
 # -- the small services -------------------------------------------------------------------
@@ -242,6 +270,48 @@ def test_closed_port_refused_at_once(tap_stack):
             s.connect((STACK, 4444))
         assert time.monotonic() - t < 0.5
     assert sh(f"nc -z -w 2 {STACK} 4444", check=False).returncode != 0
+
+
+def test_client_killed_mid_download_leaves_nothing_behind(tap_stack):
+    from stack.tcp.states import TIME_WAIT
+
+    net = tap_stack(trace=None)
+    svc = _http_service(net)
+    try:
+        for _ in range(3):
+            curl = subprocess.Popen(["curl", "-sS", "-o", "/dev/null",
+                                     f"http://{STACK}/bytes/10000000000"],
+                                    stderr=subprocess.DEVNULL)
+            time.sleep(0.3)
+            curl.kill()
+            curl.wait()
+        # The kernel answers the stack's next segments with RST: every
+        # connection and its service thread goes away.
+        assert wait_for(lambda: svc.active_clients == 0, timeout=5)
+
+        def live():
+            with net.lock:
+                return [c for c in net.tcp.connections() if c.state != TIME_WAIT]
+
+        assert wait_for(lambda: not live(), timeout=5), live()
+        # And the service still answers.
+        r = sh(f"curl -sS --max-time 5 http://{STACK}/bytes/1000 | sha256sum")
+        assert r.stdout.split()[0] == _pattern_sha256(1000)
+    finally:
+        svc.close()
+    assert net.stats().get("tcp.estab_resets", 0) >= 3
+
+
+def test_stack_client_refused_by_kernel(tap_stack):
+    net = tap_stack()
+    t = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):
+        net.create_connection((HOST, 4444), timeout=5)
+    assert time.monotonic() - t < 0.5
+    s = net.socket(stack.AF_INET, stack.SOCK_STREAM)
+    with s:
+        s.settimeout(5)
+        assert s.connect_ex((HOST, 4444)) == errno.ECONNREFUSED
 
 
 # -- flow control ---------------------------------------------------------------------------
