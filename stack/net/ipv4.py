@@ -166,6 +166,8 @@ class Ipv4Layer:
     # -- timers ----------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
+        if self.local:
+            return 0.0  # packets to ourselves are due now
         return self.reassembler.next_deadline()
 
     def on_timer(self, now: float) -> None:
