@@ -263,6 +263,28 @@ def test_max_connections_bounds_passive_and_active_opens():
     assert e.value.errno == errno.ENOBUFS
 
 
+def test_full_table_recycles_the_oldest_time_wait_connection():
+    """Churn must not lock the table for 2MSL: TIME_WAIT gives way, as in Linux."""
+    c = Conversation(TcpConfig(max_connections=3))
+    lst = c.layer.listen((0, US_PORT), 8, 0.0)
+    conns = []
+    for port in (6001, 6002, 6003):
+        c.feed("S", 9000, src_port=port)
+        c.feed(".", 9001, c.iss + 1, src_port=port)
+        conns.append(lst.accept())
+    for port, conn in zip((6001, 6002), conns[:2], strict=True):  # we close first: TIME_WAIT
+        conn.close(c.now)
+        c.feed("F.", 9001, c.iss + 2, src_port=port)
+    c.sent()
+    assert [x.state for x in conns] == ["TIME_WAIT", "TIME_WAIT", "ESTABLISHED"]
+    c.feed("S", 9000, src_port=6004)
+    (synack,) = c.sent_segments()
+    assert synack.flags == SYN | ACK_FLAG
+    assert [x.state for x in conns] == ["CLOSED", "TIME_WAIT", "ESTABLISHED"]
+    assert c.trace.counters["tcp.time_wait_recycled"] == 1
+    assert len(c.layer._conns) == 3
+
+
 def test_out_of_order_queue_bounded_in_holes_and_bytes():
     cfg = TcpConfig(ooo_max_holes=16)
     c = Conversation(cfg)

@@ -30,7 +30,8 @@ class TcpConfig:
       ``syn_backlog`` half-open connections are all taken answers further SYNs
       with a cookie and keeps no state (``stack/tcp/syncookies.py``).
     * ``max_connections`` bounds the connection table (every state but
-      LISTEN); beyond it SYNs are dropped and ``connect`` fails with ENOBUFS.
+      LISTEN); at the bound the oldest TIME_WAIT connection gives way, and
+      with none SYNs are dropped and ``connect`` fails with ENOBUFS.
       See ``docs/LIMITS.md`` for every bound a peer can push against.
     """
 

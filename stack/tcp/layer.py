@@ -189,7 +189,7 @@ class TcpLayer:
             trace.count("tcp", "listen_drops")
             trace.drop("tcp", "backlog_full", conn=lst.name)
             return
-        if not self._room_for_connection():
+        if not self._room_for_connection(now):
             return
         local = (dst, seg.dst_port)
         remote = (src, seg.src_port)
@@ -280,7 +280,7 @@ class TcpLayer:
                 raise os_error(errno.EADDRINUSE)
         else:
             local_port = self._ephemeral(local_addr, raddr, rport)
-        if not self._room_for_connection():
+        if not self._room_for_connection(now):
             raise os_error(errno.ENOBUFS)
         key = (local_addr, local_port, raddr, rport)
         conn = TcpConnection(self, (local_addr, local_port), (raddr, rport),
@@ -326,9 +326,17 @@ class TcpLayer:
         else:
             self._bound.pop(k, None)
 
-    def _room_for_connection(self) -> bool:
-        """Below ``max_connections``? If not, count the refusal."""
+    def _room_for_connection(self, now: float) -> bool:
+        """Below ``max_connections``? At the bound the oldest TIME_WAIT
+        connection makes room (as Linux skips TIME_WAIT beyond
+        tcp_max_tw_buckets); with none, count the refusal."""
         if len(self._conns) < self.config.max_connections:
+            return True
+        old = next((c for c in self._conns.values() if c.state == TIME_WAIT), None)
+        if old is not None:
+            self.trace.count("tcp", "time_wait_recycled")
+            old._set_state(CLOSED, "2MSL cut short: connection table full", now)
+            old._finish()
             return True
         self.trace.drop("tcp", "too_many_connections")
         return False

@@ -180,7 +180,7 @@ class SynCookies:
             trace.count("tcp", "listen_drops")
             trace.drop("tcp", "accept_queue_full", conn=lst.name)
             return True
-        if not layer._room_for_connection():
+        if not layer._room_for_connection(now):
             return True
         key = (dst, seg.dst_port, src, seg.src_port)
         iss = (seg.ack - 1) & MASK
