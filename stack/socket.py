@@ -43,6 +43,11 @@ SO_LINGER = _socket.SO_LINGER
 SO_ERROR = _socket.SO_ERROR
 SO_TYPE = _socket.SO_TYPE
 TCP_NODELAY = _socket.TCP_NODELAY
+TCP_KEEPIDLE = getattr(_socket, "TCP_KEEPIDLE", 4)
+TCP_KEEPINTVL = getattr(_socket, "TCP_KEEPINTVL", 5)
+TCP_KEEPCNT = getattr(_socket, "TCP_KEEPCNT", 6)
+# Linux's limits for the keepalive options (seconds, seconds, probes).
+_KEEPALIVE_LIMITS = {TCP_KEEPIDLE: 32767, TCP_KEEPINTVL: 32767, TCP_KEEPCNT: 127}
 SHUT_RD = _socket.SHUT_RD
 SHUT_WR = _socket.SHUT_WR
 SHUT_RDWR = _socket.SHUT_RDWR
@@ -153,6 +158,8 @@ class Socket:
         self._opts: dict[tuple[int, int], int] = {
             (SOL_SOCKET, SO_REUSEADDR): 0, (SOL_SOCKET, SO_KEEPALIVE): 0,
             (SOL_SOCKET, SO_BROADCAST): 0, (IPPROTO_TCP, TCP_NODELAY): 0,
+            (IPPROTO_TCP, TCP_KEEPIDLE): 7200, (IPPROTO_TCP, TCP_KEEPINTVL): 75,
+            (IPPROTO_TCP, TCP_KEEPCNT): 9,
             (SOL_SOCKET, SO_RCVBUF): 212992, (SOL_SOCKET, SO_SNDBUF): 212992,
         }
         self._linger: tuple[int, int] = (0, 0)
@@ -264,6 +271,9 @@ class Socket:
             key = (SOL_SOCKET, SO_REUSEPORT)
         elif key not in self._opts:
             raise error(errno.ENOPROTOOPT, "Protocol not available")
+        if level == IPPROTO_TCP and option in _KEEPALIVE_LIMITS:
+            if not 1 <= int(value) <= _KEEPALIVE_LIMITS[option]:
+                raise error(errno.EINVAL)
         if option in (SO_RCVBUF, SO_SNDBUF) and level == SOL_SOCKET:
             value = max(2304 if option == SO_RCVBUF else 4608, min(int(value), 1 << 24) * 2)
             if option == SO_RCVBUF:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 from stack.socket import (
     IPPROTO_TCP, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_KEEPALIVE, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF,
-    SOL_SOCKET, TCP_NODELAY, Socket, error, timeout_error,
+    SOL_SOCKET, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_NODELAY, Socket, error,
+    timeout_error,
 )
 from stack.tcp.states import CLOSED, SYN_SENT
 
@@ -76,6 +77,12 @@ def apply_options(sock: Socket) -> None:
         return
     opts = sock._opts
     conn.set_nodelay(bool(opts[(IPPROTO_TCP, TCP_NODELAY)]))
+    idle = float(opts[(IPPROTO_TCP, TCP_KEEPIDLE)])
+    if idle != conn.keepalive_idle and conn.keepalive:
+        conn.set_keepalive(False)  # re-armed below with the new idle time
+    conn.keepalive_idle = idle
+    conn.keepalive_interval = float(opts[(IPPROTO_TCP, TCP_KEEPINTVL)])
+    conn.keepalive_count = opts[(IPPROTO_TCP, TCP_KEEPCNT)]
     conn.set_keepalive(bool(opts[(SOL_SOCKET, SO_KEEPALIVE)]))
     conn.sndbuf_size = opts[(SOL_SOCKET, SO_SNDBUF)] // 2 if sock._sndbuf_set else conn.sndbuf_size
     if sock._rcvbuf_set:

@@ -411,6 +411,33 @@ def test_send_to_a_peer_that_closed(world):
         assert cli.recv(10) == b""
 
 
+def test_connection_reset_before_accept_is_still_accepted(world):
+    with world.create_server((world.server_host, 0)) as srv:
+        srv.settimeout(5)
+        cli = world.create_connection(srv.getsockname())
+        cli.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        cli.sendall(b"hello")
+        time.sleep(0.1)
+        cli.close()
+        time.sleep(0.1)
+        conn, addr = srv.accept()
+        with conn:
+            assert addr[0] == world.client_host
+            assert conn.recv(10) == b"hello"  # what came before the RST
+            with pytest.raises(ConnectionResetError):
+                conn.recv(10)
+
+
+def test_closing_a_listener_resets_unaccepted_connections(world):
+    srv = world.create_server((world.server_host, 0))
+    cli = world.create_connection(srv.getsockname())
+    with cli:
+        time.sleep(0.1)
+        srv.close()
+        with pytest.raises(ConnectionResetError):
+            cli.recv(10)
+
+
 def test_unread_data_at_close_resets_peer(world):
     srv, cli, conn = _connected(world)
     with srv, cli:
@@ -726,6 +753,28 @@ def test_socket_options(world):
         assert e.value.errno == errno.ENOPROTOOPT
 
 
+def test_keepalive_tuning_options(world):
+    srv, cli, conn = _connected(world)
+    with srv, cli, conn:
+        tcp = socket.IPPROTO_TCP
+        defaults = {socket.TCP_KEEPIDLE: 7200, socket.TCP_KEEPINTVL: 75, socket.TCP_KEEPCNT: 9}
+        for opt, value in defaults.items():
+            assert cli.getsockopt(tcp, opt) == value
+        cli.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for opt in defaults:
+            cli.setsockopt(tcp, opt, 3)
+            assert cli.getsockopt(tcp, opt) == 3
+            with pytest.raises(OSError) as e:
+                cli.setsockopt(tcp, opt, 0)
+            assert e.value.errno == errno.EINVAL
+        # A listener's options are inherited by the connections it accepts.
+        srv.setsockopt(tcp, socket.TCP_KEEPIDLE, 42)
+        cli2 = world.create_connection(srv.getsockname())
+        conn2, _ = srv.accept()
+        with cli2, conn2:
+            assert conn2.getsockopt(tcp, socket.TCP_KEEPIDLE) == 42
+
+
 def test_small_buffers_still_carry_everything(world):
     srv = world.server_socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -960,6 +1009,35 @@ def test_close_from_another_thread_wakes_sendall():
         t.join(2)
         assert not t.is_alive() and errors == [errno.EBADF]
         conn.close()
+        srv.close()
+
+
+def test_keepalive_probes_keep_a_live_peer_and_detect_a_dead_one():
+    a, b = stack.Stack.pair()
+    events = []
+    a.trace.subscribe(events.append)
+    with a, b:
+        srv = a.create_server(("192.0.2.1", 0))
+        cli = b.create_connection(srv.getsockname(), timeout=None)
+        conn, _ = srv.accept()
+        conn.setsockopt(stack.SOL_SOCKET, stack.SO_KEEPALIVE, 1)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 2)
+        time.sleep(2.5)
+        probes = [e for e in events if e["event"] == "timer" and e.get("timer") == "keepalive"]
+        assert len(probes) >= 2  # every idle second, each answered
+        conn.settimeout(0.1)
+        with pytest.raises(TimeoutError):
+            conn.recv(10)  # the connection is alive, just quiet
+        b.link.send = lambda frame: None  # the peer vanishes without a word
+        conn.settimeout(10)
+        t = time.monotonic()
+        with pytest.raises(TimeoutError) as e:
+            conn.recv(10)
+        assert e.value.errno == errno.ETIMEDOUT
+        assert time.monotonic() - t < 5
+        cli.close()
         srv.close()
 
 
