@@ -74,10 +74,11 @@ def _state_events(events, name):
 # -- bulk data with curl -----------------------------------------------------------------
 
 
-def test_curl_download_50mb_sha256_and_throughput(tap_stack, tmp_path):
+@pytest.mark.parametrize("offload", [False, True], ids=["plain", "offload"])
+def test_curl_download_50mb_sha256_and_throughput(tap_stack, tmp_path, offload):
     size = 50_000_000
     expected = _pattern_sha256(size)
-    net = tap_stack(trace=None)
+    net = tap_stack(trace=None, offload=offload)
     svc = _http_service(net)
     out = tmp_path / "download"
     try:
@@ -95,18 +96,20 @@ def test_curl_download_50mb_sha256_and_throughput(tap_stack, tmp_path):
         ksvc.close()
     assert _file_sha256(out) == expected
     st = net.stats()
-    print(f"\ncurl GET 50 MB from the stack over the TAP: {took:.2f} s, "
+    mode = "with offloads" if offload else "plain"
+    print(f"\ncurl GET 50 MB from the stack over the TAP ({mode}): {took:.2f} s, "
           f"{_mbit(size, took):.0f} Mbit/s (retransmitted segments "
           f"{st.get('tcp.retrans_segs', 0)}); same server on kernel loopback: "
           f"{ktook:.2f} s, {_mbit(size, ktook):.0f} Mbit/s")
 
 
-def test_curl_upload_20mb_sha256(tap_stack, tmp_path):
+@pytest.mark.parametrize("offload", [False, True], ids=["plain", "offload"])
+def test_curl_upload_20mb_sha256(tap_stack, tmp_path, offload):
     size = 20 * MB
     data = os.urandom(size)
     src = tmp_path / "upload"
     src.write_bytes(data)
-    net = tap_stack(trace=None)
+    net = tap_stack(trace=None, offload=offload)
     svc = _http_service(net)
     try:
         t = time.monotonic()
@@ -124,7 +127,8 @@ def test_curl_upload_20mb_sha256(tap_stack, tmp_path):
     finally:
         ksvc.close()
     assert json.loads(r.stdout) == answer
-    print(f"\ncurl PUT 20 MB to the stack over the TAP: {took:.2f} s, "
+    mode = "with offloads" if offload else "plain"
+    print(f"\ncurl PUT 20 MB to the stack over the TAP ({mode}): {took:.2f} s, "
           f"{_mbit(size, took):.0f} Mbit/s; same server on kernel loopback: {ktook:.2f} s, "
           f"{_mbit(size, ktook):.0f} Mbit/s")
 
