@@ -44,6 +44,27 @@ def default_mac(address: int) -> bytes:
     return bytes([0x02, 0x53]) + address.to_bytes(4, "big")
 
 
+def describe_frame(frame: bytes, outgoing: bool) -> dict:
+    """What a frame carries, for trace events about frames (TCP: conn, seq, len)."""
+    if len(frame) < 34 or frame[12:14] != b"\x08\x00":
+        return {}
+    ihl = (frame[14] & 0x0F) * 4
+    proto = frame[23]
+    src, dst = int.from_bytes(frame[26:30], "big"), int.from_bytes(frame[30:34], "big")
+    if proto != PROTO_TCP or len(frame) < 14 + ihl + 20:
+        return {"proto": proto, "src": int2ip(src), "dst": int2ip(dst)}
+    t = 14 + ihl
+    sport, dport = int.from_bytes(frame[t:t + 2], "big"), int.from_bytes(frame[t + 2:t + 4], "big")
+    seq = int.from_bytes(frame[t + 4:t + 8], "big")
+    total = int.from_bytes(frame[16:18], "big")
+    length = total - ihl - (frame[t + 12] >> 4) * 4
+    if outgoing:
+        conn = f"{int2ip(src)}:{sport}-{int2ip(dst)}:{dport}"
+    else:
+        conn = f"{int2ip(dst)}:{dport}-{int2ip(src)}:{sport}"
+    return {"proto": proto, "conn": conn, "seq": seq, "len": max(length, 0)}
+
+
 def parse_cidr(text: str) -> tuple[int, int]:
     iface = ipaddress.IPv4Interface(text)
     return int(iface.ip), iface.network.prefixlen
@@ -123,10 +144,11 @@ class Stack:
     @classmethod
     def _on_link(cls, link: Link, *, trace=None, trace_format="jsonl", pcap=None, impair=None,
                  trace_level="all", **kwargs) -> "Stack":
+        injector = None
         if impair:
             from stack.link.impair import ImpairLink
 
-            link = ImpairLink(link, impair, clock=kwargs.get("clock", time.monotonic))
+            link = injector = ImpairLink(link, impair, clock=kwargs.get("clock", time.monotonic))
         if pcap:
             from stack.link.pcap import PcapLink
 
@@ -136,9 +158,21 @@ class Stack:
             sink = open(trace, "w", buffering=1 << 16) if isinstance(trace, str) else trace
             tr = Trace(sink, trace_format, level=trace_level)
         net = cls(link, trace=tr, **kwargs)
-        if impair:
-            tr.event("link", "impair", spec=impair, seed=getattr(link, "seed", None))
+        if injector is not None:
+            net._watch_injector(injector)
         return net
+
+    def _watch_injector(self, injector) -> None:
+        """Trace the fault injector's seed and every impairment it applies."""
+        self.trace.event("link", "impair", spec=str(injector.spec), seed=injector.seed)
+        trace = self.trace
+
+        def on_impair(direction: str, kind: str, frame: bytes) -> None:
+            if trace.wants("link", "impaired"):
+                trace.event("link", "impaired", dir=direction, kind=kind, length=len(frame),
+                            **describe_frame(frame, outgoing=direction == "tx"))
+
+        injector.on_impair = on_impair
 
     @classmethod
     def pair(cls, address_a: str = "192.0.2.1/24", address_b: str = "192.0.2.2/24",
@@ -151,6 +185,9 @@ class Stack:
             from stack.link.impair import ImpairLink
 
             a = ImpairLink(a, impair, clock=kwargs.get("clock", time.monotonic))
+            first = cls(a, address=address_a, **kwargs)
+            first._watch_injector(a)
+            return first, cls(b, address=address_b, **kwargs)
         return cls(a, address=address_a, **kwargs), cls(b, address=address_b, **kwargs)
 
     # -- the socket API --------------------------------------------------------
