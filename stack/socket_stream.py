@@ -71,7 +71,15 @@ def remote(sock: Socket) -> tuple[int, int] | None:
     return conn.remote
 
 
+def _rcvbuf(sock: Socket) -> int | None:
+    """SO_RCVBUF as the connection's buffer size, or None when never set."""
+    return sock._opts[(SOL_SOCKET, SO_RCVBUF)] // 2 if sock._rcvbuf_set else None
+
+
 def apply_options(sock: Socket) -> None:
+    if sock._listener is not None:
+        # Connections it accepts offer a SYN window and scale sized from it.
+        sock._listener.rcvbuf = _rcvbuf(sock)
     conn = sock._conn
     if conn is None:
         return
@@ -118,6 +126,7 @@ def listen(sock: Socket, backlog: int) -> None:
         assert sock._bound is not None
         lst = _tcp(sock).listen(sock._bound, backlog, net.clock())
         lst.on_change = sock._changed
+        lst.rcvbuf = _rcvbuf(sock)
         sock._listener = lst
 
 
@@ -171,7 +180,7 @@ def connect(sock: Socket, addr: tuple[int, int]) -> None:
         except OSError as e:
             raise error(e.errno or errno.ENETUNREACH) from None
         conn = _tcp(sock).connect(laddr or net.address, (raddr, rport), net.clock(),
-                                  local_port=lport)
+                                  local_port=lport, rcvbuf=_rcvbuf(sock))
         conn.on_change = sock._changed
         sock._conn = conn
         apply_options(sock)

@@ -1192,25 +1192,34 @@ def test_buffer_kinds_for_send(world):
         assert _recv_exactly(conn, 8)[:6] == b"abcdef"
 
 
-def test_so_rcvbuf_before_connect_bounds_the_syn_window():
+def test_so_rcvbuf_before_connect_or_listen_bounds_the_syn_window():
     # Linux sizes the SYN's window and window scale from the socket's buffer
-    # as it is at connect(); a peer must never be offered more than the
-    # 4 KB this socket asked for.
+    # as it is at connect() or listen(); a peer must never be offered more
+    # than the 4 KB the socket asked for.
     a, b = stack.Stack.pair()
-    events = []
-    b.trace.subscribe(events.append)
+    ev_a, ev_b = [], []
+    a.trace.subscribe(ev_a.append)
+    b.trace.subscribe(ev_b.append)
     with a, b:
-        srv = a.create_server(("192.0.2.1", 0))
+        srv = a.socket(stack.AF_INET, stack.SOCK_STREAM)
+        srv.setsockopt(stack.SOL_SOCKET, stack.SO_RCVBUF, 4096)
+        srv.bind(("192.0.2.1", 0))
+        srv.listen()
         cli = b.socket(stack.AF_INET, stack.SOCK_STREAM)
         cli.setsockopt(stack.SOL_SOCKET, stack.SO_RCVBUF, 4096)
         cli.connect(srv.getsockname())
         conn, _ = srv.accept()
         conn.sendall(b"x" * 100_000)
         assert len(_recv_exactly(cli, 100_000)) == 100_000
+        cli.sendall(b"y" * 100_000)
+        assert len(_recv_exactly(conn, 100_000)) == 100_000
         for s in (cli, conn, srv):
             s.close()
-    out = [e for e in events if e.get("event") == "seg" and e["dir"] == "out"]
-    shift = int(next((o for o in out[0]["options"] if o.startswith("wscale")),
-                     "wscale 0").split()[1])
-    offered = [out[0]["win"]] + [e["win"] << shift for e in out[1:] if "R" not in e["flags"]]
-    assert max(offered) <= 4096, offered[:3]
+    for events in (ev_a, ev_b):
+        out = [e for e in events if e.get("event") == "seg" and e["dir"] == "out"]
+        syn = next(e for e in out if "S" in e["flags"])
+        shift = int(next((o for o in syn["options"] if o.startswith("wscale")),
+                         "wscale 0").split()[1])
+        offered = [syn["win"]] + [e["win"] << shift for e in out
+                                  if "S" not in e["flags"] and "R" not in e["flags"]]
+        assert max(offered) <= 4096, (syn, offered[:3])
