@@ -141,6 +141,20 @@ def test_dsack_blocks_are_ignored_safely():
     assert c.conn._sb.sacked == 2 * MSS
 
 
+def test_scoreboard_is_bounded_against_a_peer_sacking_every_other_byte():
+    c = sender(TcpConfig(sack_max_ranges=16), segments=10)
+    c.now = 0.2
+    una = c.conn.snd_una
+    for k in range(20):
+        blocks = [(una + 2 + 8 * (3 * k + j), una + 3 + 8 * (3 * k + j)) for j in range(3)]
+        ack(c, una, *blocks)
+    sb = c.conn._sb
+    assert len(sb.ranges) == 16 and sb.sacked == 16
+    # Blocks that grow a range it has are still taken.
+    ack(c, una, (una + 2, una + 6))
+    assert len(sb.ranges) == 16 and sb.sacked == 19
+
+
 def test_rescue_retransmission_for_a_lost_tail():
     c = sender()
     c.now = 0.2

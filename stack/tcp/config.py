@@ -45,6 +45,7 @@ class TcpConfig:
     window_scaling: bool = True
     timestamps: bool = True
     sack: bool = True
+    sack_max_ranges: int = 256      # SACKed ranges the sender keeps (a hostile peer's bound)
     ooo_max_holes: int = 64         # out-of-order ranges kept per connection
 
     rto_initial: float = 1.0

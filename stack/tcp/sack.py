@@ -18,17 +18,23 @@ time, never byte by byte:
 
 D-SACK blocks (RFC 2883) need no special case: a block at or below the
 cumulative ACK is ignored, and one inside the SACKed space adds nothing.
+
+The ranges are bounded (``max_ranges``): a peer that SACKs every other byte
+would otherwise make every ACK cost time linear in the bytes in flight. A
+block that would start a new range beyond the bound is ignored, which only
+costs a retransmission the peer did not need.
 """
 
 from __future__ import annotations
 
 
 class Scoreboard:
-    __slots__ = ("ranges", "sacked")
+    __slots__ = ("ranges", "sacked", "max_ranges")
 
-    def __init__(self) -> None:
+    def __init__(self, max_ranges: int = 256) -> None:
         self.ranges: list[list[int]] = []  # [lo, hi) offsets from SND.UNA, sorted, disjoint
         self.sacked = 0                    # bytes in ``ranges``
+        self.max_ranges = max_ranges
 
     def __bool__(self) -> bool:
         return bool(self.ranges)
@@ -49,6 +55,8 @@ class Scoreboard:
         n = len(ranges)
         while i < n and ranges[i][1] < lo:
             i += 1
+        if (i == n or ranges[i][0] > hi) and n >= self.max_ranges:
+            return 0  # a new range, and no room for one
         j = i
         covered = 0
         new_lo, new_hi = lo, hi

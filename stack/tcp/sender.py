@@ -293,7 +293,7 @@ class Sender:
         newly = 0
         if self._sack_ok and seg.sack and acked >= 0:
             if sb is None:
-                sb = self._sb = Scoreboard()
+                sb = self._sb = Scoreboard(self._cfg.sack_max_ranges)
             end = seq_diff(self.snd_max, ack)
             for left, right in seg.sack:
                 lo = seq_diff(left, ack)
