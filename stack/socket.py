@@ -203,6 +203,18 @@ class Socket:
 
         return socket_stream.writable(self)
 
+    def _note(self, call: str, **fields) -> None:
+        """Trace a user call on this socket (layer ``socket``)."""
+        trace = self._net.trace
+        if trace.wants("socket", call):
+            kind = "stream" if self.type == SOCK_STREAM else "dgram"
+            local = None
+            try:
+                local = "%s:%d" % self.getsockname()
+            except OSError:
+                pass
+            trace.event("socket", call, kind=kind, local=local, **fields)
+
     def _check_open(self) -> None:
         if self._closed:
             raise error(errno.EBADF)
@@ -350,6 +362,7 @@ class Socket:
                 from stack import socket_stream
 
                 socket_stream.bind(self, addr, port)
+        self._note("bind")
 
     def connect(self, address: tuple[str, int]) -> None:
         self._check_open()
@@ -364,9 +377,11 @@ class Socket:
                 ep.remote = addr
                 ep.error = None
                 # Datagrams from other peers already queued stay; Linux keeps them too.
+            self._note("connect", remote="%s:%d" % _addr_out(addr))
             return
         from stack import socket_stream
 
+        self._note("connect", remote="%s:%d" % _addr_out(addr))
         socket_stream.connect(self, addr)
 
     def connect_ex(self, address: tuple[str, int]) -> int:
@@ -394,6 +409,7 @@ class Socket:
             self._close_locked()
 
     def _close_locked(self) -> None:
+        self._note("close")
         self._closed = True
         if self._udp is not None:
             self._net.udp.unbind(self._udp)
@@ -530,6 +546,7 @@ class Socket:
         from stack import socket_stream
 
         socket_stream.listen(self, backlog)
+        self._note("listen", backlog=backlog)
 
     def accept(self) -> tuple["Socket", tuple[str, int]]:
         self._check_open()
@@ -537,7 +554,9 @@ class Socket:
             raise error(errno.EOPNOTSUPP)
         from stack import socket_stream
 
-        return socket_stream.accept(self)
+        conn, peer = socket_stream.accept(self)
+        self._note("accept", remote="%s:%d" % peer)
+        return conn, peer
 
     def shutdown(self, how: int) -> None:
         self._check_open()
@@ -550,6 +569,7 @@ class Socket:
             return
         from stack import socket_stream
 
+        self._note("shutdown", how={SHUT_RD: "SHUT_RD", SHUT_WR: "SHUT_WR"}.get(how, "SHUT_RDWR"))
         socket_stream.shutdown(self, how)
 
     def makefile(self, mode: str = "r", buffering: int | None = None, *, encoding=None,
