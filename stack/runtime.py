@@ -65,6 +65,20 @@ def describe_frame(frame: bytes, outgoing: bool) -> dict:
     return {"proto": proto, "conn": conn, "seq": seq, "len": max(length, 0)}
 
 
+def _tcp_config_for(config, mtu: int):
+    """The TCP settings for a link: our MSS option follows the MTU (MTU - 40)
+    unless the caller chose a smaller one."""
+    from dataclasses import replace
+
+    from stack.tcp.config import TcpConfig
+
+    config = config if config is not None else TcpConfig()
+    default_mss = TcpConfig.mss
+    if config.mss == default_mss or config.mss > mtu - 40:
+        config = replace(config, mss=max(mtu - 40, 88))
+    return config
+
+
 def parse_cidr(text: str) -> tuple[int, int]:
     iface = ipaddress.IPv4Interface(text)
     return int(iface.ip), iface.network.prefixlen
@@ -102,7 +116,8 @@ class Stack:
         self.udp = UdpLayer(self.ip, self.icmp, self.trace, rng=self.rng)
         self.tcp = None
         if TcpLayer is not None:
-            self.tcp = TcpLayer(self._tcp_send, self.trace, tcp_config, rng=self.rng)
+            self.tcp = TcpLayer(self._tcp_send, self.trace, _tcp_config_for(tcp_config, link.mtu),
+                                rng=self.rng)
             self.ip.handlers[PROTO_TCP] = self._tcp_receive
             self.icmp.error_handlers[PROTO_TCP] = self._tcp_icmp_error
         self._pings: dict[int, dict] = {}
