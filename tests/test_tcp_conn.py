@@ -518,7 +518,7 @@ def to_state(state: str) -> Conversation:
     ("ESTABLISHED", errno.ECONNRESET),
     ("FIN_WAIT_1", errno.ECONNRESET),
     ("FIN_WAIT_2", errno.ECONNRESET),
-    ("CLOSE_WAIT", errno.ECONNRESET),
+    ("CLOSE_WAIT", errno.EPIPE),    # as Linux: the peer had closed already
     ("CLOSING", None),
     ("LAST_ACK", None),
     ("TIME_WAIT", None),

@@ -29,8 +29,8 @@ class Sender:
         ``force`` (persist timer expiry) overrides Nagle and sender SWS
         avoidance for one segment.
         """
-        if self.state not in SENDING:
-            return
+        if self.state not in SENDING or not self._sndbuf and not self._fin_pending:
+            return  # (nothing to send or resend)
         sb = self._sb
         if self._in_recovery and sb is not None:
             self._sack_recovery_output(now, force)  # (_enter_recovery made sb for SACK only)
