@@ -267,6 +267,19 @@ def test_cwnd_and_rtt_trace_events():
     assert rtt[-1]["sample"] == pytest.approx(0.1) and {"srtt", "rto"} <= set(rtt[-1])
 
 
+@pytest.mark.parametrize("name", ["cubic", "newreno", "reno"])
+def test_congestion_control_chosen_by_config_or_per_connection(name):
+    c = sender(TcpConfig(congestion=name), segments=0)
+    assert c.conn.cc.name == name and c.conn.status()["congestion"] == name
+    other = "reno" if name != "reno" else "cubic"
+    c.conn.cc.ssthresh = 5 * MSS
+    c.conn.set_congestion(other)
+    assert c.conn.cc.name == other and c.conn.cc.ssthresh == 5 * MSS
+    assert c.conn.cc.cwnd == 10 * MSS
+    with pytest.raises(FileNotFoundError):
+        c.conn.set_congestion("vegas")
+
+
 def w_cubic(t: float, k: float, w_max: float) -> float:
     """RFC 9438 figure 1."""
     return 0.4 * (t - k) ** 3 + w_max

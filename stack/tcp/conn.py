@@ -952,6 +952,18 @@ class TcpConnection(Sender, Receiver):
             self._output(self._now)
             self._finish()
 
+    def set_congestion(self, name: str) -> None:
+        """TCP_CONGESTION: ``"cubic"``, ``"newreno"`` or ``"reno"`` from now on,
+        keeping cwnd and ssthresh. An unknown name is ENOENT, as Linux."""
+        cls = ALGORITHMS.get(name)
+        if cls is None:
+            raise os_error(errno.ENOENT)
+        old = self.cc
+        if type(old) is not cls:
+            cc = cls(self.mss, self._cfg.initial_cwnd)
+            cc.cwnd, cc.ssthresh = old.cwnd, old.ssthresh
+            self.cc = cc
+
     def set_keepalive(self, on: bool) -> None:
         self.keepalive = bool(on)
         if on and self._synced and self._keepalive_at is None:
