@@ -202,6 +202,17 @@ def test_rtt_sample_from_every_ack_of_new_data():
     assert c.conn.rto == pytest.approx(c.conn.srtt + 4 * c.conn.rttvar)
 
 
+def test_ack_echoing_no_timestamp_gives_no_sample():
+    c = established(**ALL)
+    c.sent()
+    c.now = 0.3
+    c.conn.send(b"a" * 100, c.now)
+    c.now = 0.5
+    c.feed(".", IRS + 1, 1101, win=1000, timestamps=(800, 0))  # TSecr 0: nothing echoed
+    assert c.conn.snd_una == 1101
+    assert [e["sample"] for e in c.events if e["event"] == "rtt"] == [0.0]  # the handshake's
+
+
 def test_ts_recent_echo_follows_rfc7323_rules():
     c = established(**ALL)
     c.sent()

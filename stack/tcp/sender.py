@@ -277,8 +277,9 @@ class Sender:
                         self._dirty = True
             ts = seg.timestamps
             if self._ts_ok:
-                # RFC 7323 4.1: one sample per ACK of new data, from TSecr.
-                if ts is not None:
+                # RFC 7323 4.1: one sample per ACK of new data, from TSecr
+                # (0: the peer echoes nothing, as Linux takes it).
+                if ts is not None and ts[1]:
                     d = (self._ts_base + int(now * 1000) - ts[1]) & MASK
                     if d < HALF:
                         self._rtt_sample(d / 1000, now)
