@@ -389,3 +389,23 @@ def test_listener_rcvbuf_sizes_the_syn_ack():
     conn = lst.accept()
     conn.send(b"x", c.now)
     assert c.sent_segments()[0].window == 3000
+
+
+# ---- TSO: segments the link cuts ---------------------------------------------------------
+
+
+def test_with_tso_the_sender_hands_over_whole_mss_multiples():
+    c = established(TcpConfig(initial_cwnd=10), peer_win=65535, **ALL)
+    c.feed(".", IRS + 1, 1001, win=4000, timestamps=(778, 0))  # 512000 bytes
+    c.sent()
+    c.layer.segment_max = 65535 - 20  # the link takes IP packets up to 64 KB
+    c.conn.send(b"t" * 400_000, c.now)
+    # cwnd (10 MSS) in one segment the link cuts into ten.
+    assert [len(s.payload) for s in c.sent_segments()] == [10 * 1448]
+    c.feed(".", IRS + 1, 1001 + 10 * 1448, win=4000, timestamps=(779, 0))
+    assert [len(s.payload) for s in c.sent_segments()] == [12 * 1448]  # + 2 MSS (ABC)
+    c.conn.cc.cwnd = 100 * 1448 + 700
+    c.feed(".", IRS + 1, 1001 + 22 * 1448, win=4000, timestamps=(780, 0))
+    # At most 45 MSS (65160 bytes of data, 65212 with the headers) per segment;
+    # the window's odd 700 bytes are not cut off as a short segment.
+    assert [len(s.payload) for s in c.sent_segments()] == [45 * 1448, 45 * 1448, 10 * 1448]

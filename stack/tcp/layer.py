@@ -116,6 +116,9 @@ class TcpLayer:
         self._challenge_second = -1
         self._challenge_count = 0
         self._cookies = SynCookies(self._secret)
+        # The largest TCP segment (header and data) IP may be handed when the
+        # link cuts segments itself (TSO); None: one MSS. Set by the runtime.
+        self.segment_max: int | None = None
 
     # ---- input ------------------------------------------------------------------
 

@@ -47,6 +47,13 @@ class Sender:
         count against cwnd (SACKed bytes out, lost bytes out)."""
         buf = self._sndbuf
         mss = self.mss
+        seg_max = mss
+        tso = self._host.segment_max
+        if tso is not None and tso > self._mss_wire + 20:
+            # The link cuts segments (TSO): hand it whole MSS multiples.
+            k = (tso - 20 - (self._mss_wire - mss)) // mss
+            if k > 1:
+                seg_max = k * mss
         sb = self._sb
         total = 0
         remaining = 0
@@ -76,9 +83,11 @@ class Sender:
                 usable_c = cwnd - flight - adj
                 usable = usable_w if usable_w < usable_c else usable_c
                 avail = limit if 0 < limit < remaining else remaining
-                n = avail if avail < mss else mss
+                n = avail if avail < seg_max else seg_max
                 if usable < n:
                     n = usable
+                    if n > mss:
+                        n -= n % mss  # no short segment cut from the middle
                 if n <= 0:
                     break
                 if n < mss and not force:
@@ -113,8 +122,8 @@ class Sender:
                 self.snd_nxt = end
                 if seq_gt(end, self.snd_max):
                     self.snd_max = end
-                if n < mss:
-                    self._snd_sml = end
+                if n % mss:
+                    self._snd_sml = end  # (a TSO segment's short tail counts too)
                 if self._rto_at is None:
                     self._rto_at = now + self.rto
                 if fin:
