@@ -261,7 +261,8 @@ class Sender:
         acked = seq_diff(ack, una)
         win = seg.window << self._snd_wscale
         cc = self.cc
-        before = (cc.cwnd, cc.ssthresh)
+        cwnd0 = cc.cwnd
+        ssthresh0 = cc.ssthresh
         why = "ack"
         sb = self._sb
         prior_flight = 0
@@ -368,7 +369,7 @@ class Sender:
                     self._enter_recovery(now)
                     why = "fast_retransmit"
 
-        if self._trace.on and (cc.cwnd, cc.ssthresh) != before:
+        if self._trace.on and (cc.cwnd != cwnd0 or cc.ssthresh != ssthresh0):
             self._trace_cwnd(why)
 
         # Window update (RFC 9293 3.10.7.4): only from newer segments.
