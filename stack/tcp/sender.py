@@ -55,13 +55,20 @@ class Sender:
             if k > 1:
                 seg_max = k * mss
         sb = self._sb
+        sacked = sb is not None and bool(sb.ranges)
+        una = self.snd_una
+        data_seq = self._snd_data_seq
+        nbuf = len(buf)
+        wnd = self.snd_wnd
+        cwnd = self.cc.cwnd
+        nxt = self.snd_nxt
+        snd_max = self.snd_max
         total = 0
         remaining = 0
         while True:
-            nxt = self.snd_nxt
-            una = self.snd_una
+            behind = nxt != snd_max and ((nxt - snd_max) & MASK) >= HALF  # going back
             limit = 0  # where a SACKed range cuts a go-back-N segment short
-            if sb is not None and sb.ranges and seq_lt(nxt, self.snd_max):
+            if sacked and behind:
                 # Going back after an RTO: skip what the receiver reported
                 # holding since (RFC 6675 5.1, "filling in" the holes).
                 off_u = seq_diff(nxt, una)
@@ -69,16 +76,14 @@ class Sender:
                 if r is not None:
                     if r[0] <= off_u:
                         end = seq_add(una, r[1])
-                        self.snd_nxt = end if seq_lt(end, self.snd_max) else self.snd_max
-                        adj = -sb.sacked_below(seq_diff(self.snd_nxt, una))
+                        nxt = self.snd_nxt = end if seq_lt(end, snd_max) else snd_max
+                        adj = -sb.sacked_below(seq_diff(nxt, una))
                         continue
                     limit = r[0] - off_u
-            off = seq_diff(nxt, self._snd_data_seq)
-            remaining = len(buf) - off
+            off = seq_diff(nxt, data_seq)
+            remaining = nbuf - off
             if remaining > 0:
-                wnd = self.snd_wnd
-                cwnd = self.cc.cwnd
-                flight = seq_diff(nxt, una)
+                flight = (nxt - una) & MASK
                 usable_w = wnd - flight
                 usable_c = cwnd - flight - adj
                 usable = usable_w if usable_w < usable_c else usable_c
@@ -107,11 +112,10 @@ class Sender:
                 force = False
                 fin = self._fin_pending and n == remaining
                 flags = ACK | PSH | FIN if fin else (ACK | PSH if n == remaining else ACK)
-                end = seq_add(nxt, n + fin)
-                retrans = seq_lt(nxt, self.snd_max)
+                end = (nxt + n + fin) & MASK
                 self._xmit(nxt, flags, memoryview(buf)[off:off + n], now)
                 total += n
-                if retrans:
+                if behind:
                     self._trace.count("tcp", "retrans_segs")
                     if self._trace.on:
                         self._trace.event("tcp", "retransmit", conn=self.name, reason="rto",
@@ -119,9 +123,9 @@ class Sender:
                 elif self._rtt_seq is None and not self._ts_ok:
                     self._rtt_seq = end
                     self._rtt_time = now
-                self.snd_nxt = end
-                if seq_gt(end, self.snd_max):
-                    self.snd_max = end
+                nxt = self.snd_nxt = end
+                if ((snd_max - end) & MASK) >= HALF:  # end > snd_max
+                    snd_max = self.snd_max = end
                 if n % mss:
                     self._snd_sml = end  # (a TSO segment's short tail counts too)
                 if self._rto_at is None:
@@ -132,10 +136,10 @@ class Sender:
             if self._fin_pending and nxt == self._fin_seq:
                 self._xmit(nxt, ACK | FIN, b"", now)
                 end = seq_add(nxt, 1)
-                if seq_lt(nxt, self.snd_max):
+                if behind:
                     self._trace.count("tcp", "retrans_segs")
                 self.snd_nxt = end
-                if seq_gt(end, self.snd_max):
+                if seq_gt(end, snd_max):
                     self.snd_max = end
                 if self._rto_at is None:
                     self._rto_at = now + self.rto
