@@ -120,7 +120,7 @@ class Stack:
                                 rng=self.rng)
             self.ip.handlers[PROTO_TCP] = self._tcp_receive
             self.icmp.error_handlers[PROTO_TCP] = self._tcp_icmp_error
-        self._pings: dict[int, dict] = {}
+        self._ping_seq = 0
         self._ping_ident = self.rng.getrandbits(16)
 
         self._wake_r, self._wake_w = os.pipe()
@@ -232,7 +232,8 @@ class Stack:
         done = threading.Event()
         result: dict = {}
         with self.lock:
-            seq = len(self._pings) & 0xFFFF
+            self._ping_seq = (self._ping_seq + 1) & 0xFFFF
+            seq = self._ping_seq
             self._ping_ident = (self._ping_ident + 1) & 0xFFFF
             ident = self._ping_ident
             sent = self.clock()
@@ -295,7 +296,7 @@ class Stack:
             ethertype = (frame[12] << 8) | frame[13]
             trace.counters["eth.frames_in"] += 1
             if ethertype == ETHERTYPE_IPV4:
-                self.ip.receive(memoryview(frame)[14:], now)
+                self.ip.receive(memoryview(frame)[14:], now, link_broadcast=dst == BROADCAST)
             elif ethertype == ETHERTYPE_ARP:
                 self.eth.receive_arp(memoryview(frame)[14:], bytes(frame[6:12]), now)
             else:

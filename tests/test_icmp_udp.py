@@ -404,3 +404,29 @@ def test_source_quench_and_redirect_are_not_socket_errors(host, type_, code):
     assert x.feed(eth(ipv4(PEER, US, 1, icmp(type_, code, bytes.fromhex("c00002fe"), quoted)))) == []
     assert ep.error is None
     assert x.counter("icmp.drop.ignored_type") == 1
+
+
+def test_no_icmp_error_for_a_packet_in_an_ethernet_broadcast_frame():
+    """RFC 1122 3.2.2: no ICMP error about a datagram sent as a link-layer broadcast."""
+    from stack.link.memory import CaptureLink
+    from stack.runtime import Stack
+    from stack.wire.icmp import parse_icmp
+    from stack.wire.ipv4 import Ipv4Header, build_ipv4, ip2int, parse_ipv4
+    from stack.wire.udp import build_udp
+
+    link = CaptureLink()
+    net = Stack(link, address="192.0.2.2/24", thread=False, clock=lambda: 1.0)
+    peer_mac = b"\x02\x00\x00\x00\x00\x01"
+    src, dst = ip2int("192.0.2.1"), ip2int("192.0.2.2")
+    # Teach the stack the peer's MAC so an ICMP error would leave at once.
+    net.eth._learn(src, peer_mac, 1.0)
+    link.take_sent()
+    pkt = build_ipv4(Ipv4Header(src, dst, 17), build_udp(src, dst, 1234, 9, b"x"))
+    net.receive_frame(b"\xff" * 6 + peer_mac + b"\x08\x00" + pkt, 1.0)
+    assert link.take_sent() == []
+    net.receive_frame(net.mac + peer_mac + b"\x08\x00" + pkt, 1.0)
+    sent = link.take_sent()
+    assert len(sent) == 1
+    h, payload = parse_ipv4(memoryview(sent[0])[14:])
+    msg = parse_icmp(payload)
+    assert (h.dst, msg.type, msg.code) == (src, 3, 3)

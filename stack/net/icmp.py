@@ -106,6 +106,8 @@ class IcmpLayer:
     def send_error(self, type_: int, code: int, h: Ipv4Header, payload: bytes | memoryview,
                    now: float, rest: int = 0) -> None:
         """Send an ICMP error about the packet (h, payload), if a host may."""
+        if self.ip.rx_link_broadcast:
+            return
         if h.proto == PROTO_ICMP and len(payload) >= 1 and payload[0] in ERROR_TYPES:
             return
         if h.frag_offset:

@@ -45,6 +45,7 @@ class Ipv4Layer:
         # With TSO on the link, TCP may hand down segments up to this size
         # unfragmented; the link cuts them to the MTU.
         self.tcp_gso_max = mtu
+        self.rx_link_broadcast = False  # set per packet by receive()
         # Set by the ICMP layer: called for packets we must answer with an error.
         self.on_unknown_protocol: Callable[[Ipv4Header, memoryview, float], None] | None = None
         self.on_reassembly_timeout: Callable[[Ipv4Header, bytes, float], None] | None = None
@@ -121,8 +122,13 @@ class Ipv4Layer:
 
     # -- receiving -------------------------------------------------------------
 
-    def receive(self, data: memoryview, now: float, local: bool = False) -> None:
-        """Handle one packet from the link, or (``local``) one we sent ourselves."""
+    def receive(self, data: memoryview, now: float, local: bool = False,
+                link_broadcast: bool = False) -> None:
+        """Handle one packet from the link, or (``local``) one we sent ourselves.
+
+        ``link_broadcast``: the frame was sent to the Ethernet broadcast address,
+        so no ICMP error may answer it (RFC 1122 3.2.2)."""
+        self.rx_link_broadcast = link_broadcast
         try:
             h, payload = parse_ipv4(data)
         except WireError as e:
