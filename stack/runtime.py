@@ -118,6 +118,8 @@ class Stack:
         if TcpLayer is not None:
             self.tcp = TcpLayer(self._tcp_send, self.trace, _tcp_config_for(tcp_config, link.mtu),
                                 rng=self.rng)
+            if getattr(link, "offload", False):
+                self.tcp.segment_max = self.ip.tcp_gso_max - 20  # TSO: the link cuts segments
             self.ip.handlers[PROTO_TCP] = self._tcp_receive
             self.icmp.error_handlers[PROTO_TCP] = self._tcp_icmp_error
         self._ping_seq = 0
