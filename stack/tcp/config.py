@@ -73,7 +73,7 @@ class TcpConfig:
     syn_backlog: int = 256          # half-open connections per listener
     syncookies: bool = True         # SYN cookies when a listener's half-open queue is full
     max_connections: int = 16384    # connections of every state (TIME_WAIT too) in one layer
-    challenge_ack_limit: int = 1000  # challenge ACKs per second per layer (RFC 5961 7)
+    challenge_ack_limit: int = 1000  # challenge ACKs per second per connection (RFC 5961 7)
     ephemeral_low: int = 32768      # Linux ip_local_port_range
     ephemeral_high: int = 60999
 

@@ -138,6 +138,8 @@ class TcpConnection(Sender, Receiver):
         self._ts_recent_age = now            # when TS.Recent was last set
         self._sack_recent: list[int] = []    # a byte of each recently received OOO block
         self._sb = None                      # Scoreboard of SACKed bytes (sack.py), when used
+        self._challenge_second = -1          # RFC 5961 7 budget, per connection
+        self._challenge_count = 0
         self._high_rxt = iss                 # RFC 6675 HighRxt (one past), RescueRxt
         self._rescue_rxt = iss
 
@@ -343,11 +345,29 @@ class TcpConnection(Sender, Receiver):
         self._xmit(seq, RST, b"", now)
 
     def _challenge_ack(self, now: float, why: str) -> None:
-        """RFC 5961: answer a suspicious RST/SYN/ACK with an ACK (rate limited)."""
-        self._trace.drop("tcp", why, conn=self.name)
-        if self._host._challenge_ok(now):
-            self._trace.count("tcp", "challenge_acks")
-            self._send_ack(now)
+        """RFC 5961: answer a suspicious RST/SYN/ACK with an ACK, at most
+        ``challenge_ack_limit`` a second.
+
+        The budget is this connection's own (as Linux since 6.0). One budget
+        shared by the layer is the side channel of CVE-2016-5696: an
+        off-path attacker spends it on its own connection and counts the
+        ACKs it gets back, which tells whether a spoofed RST landed in some
+        other connection's window. There is no global cap on top: any cap
+        that one connection can exhaust leaks the same bit. Each challenge
+        ACK answers one received segment, so the total is bounded by what
+        arrives."""
+        trace = self._trace
+        trace.drop("tcp", why, conn=self.name)
+        sec = int(now)
+        if sec != self._challenge_second:
+            self._challenge_second = sec
+            self._challenge_count = 0
+        if self._challenge_count >= self._cfg.challenge_ack_limit:
+            trace.count("tcp", "challenge_ack_limited")
+            return
+        self._challenge_count += 1
+        trace.count("tcp", "challenge_acks")
+        self._send_ack(now)
 
     # ---- opening ------------------------------------------------------------------
 

@@ -113,8 +113,6 @@ class TcpLayer:
         self._tie = itertools.count()
         self._stale = 0
         self._next_ephemeral = rng.randrange(1 << 16)
-        self._challenge_second = -1
-        self._challenge_count = 0
         self._cookies = SynCookies(self._secret)
         # The largest TCP segment (header and data) IP may be handed when the
         # link cuts segments itself (TSO); None: one MSS. Set by the runtime.
@@ -457,18 +455,6 @@ class TcpLayer:
             conn._sched = None
             self._stale += 1
             self._compact()
-
-    def _challenge_ok(self, now: float) -> bool:
-        """RFC 5961 section 7: at most ``challenge_ack_limit`` challenge ACKs a second."""
-        sec = int(now)
-        if sec != self._challenge_second:
-            self._challenge_second = sec
-            self._challenge_count = 0
-        if self._challenge_count >= self.config.challenge_ack_limit:
-            self.trace.count("tcp", "challenge_ack_limited")
-            return False
-        self._challenge_count += 1
-        return True
 
 
 def _unicast(a: int) -> bool:
