@@ -443,13 +443,12 @@ def test_challenge_ack_budget_does_not_leak_across_connections():
     assert _challenges_drawn(victim_hit=True) == _challenges_drawn(victim_hit=False) == 10
 
 
-@pytest.mark.xfail(strict=True, reason="stack/tcp/conn.py: ICMP may shrink the MSS to 48 bytes")
 def test_frag_needed_cannot_shrink_segments_below_a_floor():
     """An ICMP "fragmentation needed" claiming MTU 68 (with the 4-tuple and a
-    sequence number in flight, which a flood of guesses finds) makes every
-    segment 48 bytes: thirty times the packets for the same data. Linux
-    ignores MTUs below min_pmtu (552); RFC 1191 allows 68, RFC 5927 section 7
-    suggests a floor. Expected: the MSS stays at 512 or more."""
+    sequence number in flight, which a flood of guesses finds) made every
+    segment 48 bytes: thirty times the packets for the same data. RFC 1191
+    allows 68, RFC 5927 section 7 suggests a floor; like Linux, an MTU
+    below ``min_pmtu`` (552) is taken as 552: the MSS stays at 512."""
     c = Conversation()
     conn = c.open_passive()
     conn.send(b"x" * 5000, c.now)
@@ -458,7 +457,8 @@ def test_frag_needed_cannot_shrink_segments_below_a_floor():
              + PEER.to_bytes(4, "big") + US_PORT.to_bytes(2, "big")
              + PEER_PORT.to_bytes(2, "big") + conn.snd_una.to_bytes(4, "big"))
     c.layer.icmp_error("frag_needed", PEER, US, quote, c.now, mtu=68)
-    assert conn.mss >= 512
+    assert conn.mss == 512
+    assert max(len(seg.payload) for seg in c.sent_segments()) == 512
 
 
 @pytest.mark.xfail(strict=True, reason="stack/tcp: a closed connection stuck behind a zero "

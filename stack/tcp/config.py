@@ -29,6 +29,9 @@ class TcpConfig:
     * ``syncookies`` on (Linux ``tcp_syncookies=1``): a listener whose
       ``syn_backlog`` half-open connections are all taken answers further SYNs
       with a cookie and keeps no state (``stack/tcp/syncookies.py``).
+    * ``min_pmtu`` 552 (Linux ``min_pmtu``): an ICMP "fragmentation needed"
+      never takes a connection's segments below 512 bytes (plus headers),
+      however small the MTU it claims; smaller MTUs are clamped, not ignored.
     * ``max_connections`` bounds the connection table (every state but
       LISTEN); at the bound the oldest TIME_WAIT connection gives way, and
       with none SYNs are dropped and ``connect`` fails with ENOBUFS.
@@ -37,6 +40,7 @@ class TcpConfig:
 
     mss: int = 1460                 # our MSS option: link MTU 1500 - 40
     default_peer_mss: int = 536     # when the peer's SYN has no MSS option (RFC 9293 3.7.1)
+    min_pmtu: int = 552             # ICMP frag-needed MTUs below this count as this (Linux)
     sndbuf: int = 1024 * 1024
     rcvbuf: int = 4 * 1024 * 1024   # grows as used; with window scaling all of it is offered
 

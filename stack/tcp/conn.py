@@ -803,8 +803,13 @@ class TcpConnection(Sender, Receiver):
             self._trace.drop("tcp", "icmp_stale", conn=self.name)
             return
         if kind == "frag_needed":
-            if mtu and mtu - 40 < self._mss_wire and mtu >= 68:
-                self._pmtu_mss = max(mtu - 40, 48)
+            # RFC 1191 allows an MTU down to 68, but a forged ICMP could then
+            # cut every segment to 28 bytes of data. Like Linux (min_pmtu),
+            # an MTU below ``min_pmtu`` counts as ``min_pmtu`` (RFC 5927 7).
+            if mtu and mtu < self._cfg.min_pmtu:
+                mtu = self._cfg.min_pmtu
+            if mtu and mtu - 40 < self._mss_wire:
+                self._pmtu_mss = mtu - 40
                 self._update_mss()
                 self.cc.set_mss(self.mss)
                 if self._synced:
