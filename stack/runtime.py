@@ -21,6 +21,7 @@ import selectors
 import socket as _socket
 import threading
 import time
+from collections import deque
 from typing import Callable
 
 from stack import native
@@ -65,6 +66,40 @@ def describe_frame(frame: bytes, outgoing: bool) -> dict:
     return {"proto": proto, "conn": conn, "seq": seq, "len": max(length, 0)}
 
 
+class StackLock:
+    """The stack's re-entrant lock; when the last level is released (also by a
+    Condition's wait), ``on_release`` runs: it writes the queued frames."""
+
+    def __init__(self, on_release: Callable[[], None]) -> None:
+        self._lock = threading.RLock()
+        self._on_release = on_release
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+        if not self._lock._is_owned():
+            self._on_release()
+
+    __enter__ = acquire
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    # What threading.Condition uses to wait on a re-entrant lock.
+    def _is_owned(self) -> bool:
+        return self._lock._is_owned()
+
+    def _release_save(self):
+        state = self._lock._release_save()
+        self._on_release()
+        return state
+
+    def _acquire_restore(self, state) -> None:
+        self._lock._acquire_restore(state)
+
+
 def _tcp_config_for(config, mtu: int):
     """The TCP settings for a link: our MSS option follows the MTU (MTU - 40)
     unless the caller chose a smaller one."""
@@ -103,7 +138,12 @@ class Stack:
         self.trace = trace or Trace()
         self.trace.clock = lambda: self.clock() - self.started
         self.rng = random.Random(seed)
-        self.lock = threading.RLock()
+        self._txq: deque[bytes] = deque()
+        self._tx_lock = threading.Lock()
+        # Frames for a TAP leave after the stack lock is released, so the
+        # write system calls of one thread overlap the protocol work of another.
+        self._defer_tx = thread and getattr(link, "defer_writes", False)
+        self.lock = StackLock(self._flush_tx) if self._defer_tx else threading.RLock()
         self._close_link = close_link
         self._closed = False
 
@@ -307,7 +347,24 @@ class Stack:
             trace.drop("eth", "internal_error", error=repr(e))
 
     def _send_frame(self, frame: bytes) -> None:
-        self.link.send(frame)
+        if self._defer_tx:
+            self._txq.append(frame)
+        else:
+            self.link.send(frame)
+
+    def _flush_tx(self) -> None:
+        """Write the queued frames, in order (one writer at a time)."""
+        q = self._txq
+        if not q:
+            return
+        send = self.link.send
+        with self._tx_lock:
+            while q:
+                try:
+                    frame = q.popleft()
+                except IndexError:
+                    break
+                send(frame)
 
     def _tcp_send(self, src: int, dst: int, proto: int, payload: bytes) -> None:
         try:
@@ -440,6 +497,7 @@ class Stack:
             self._thread.join(timeout=5)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        self._flush_tx()
         self.trace.flush()
         if self._close_link:
             self.link.close()

@@ -83,6 +83,10 @@ def _check_name(name: str) -> None:
 class TapLink(Link):
     """An open TAP device. ``created`` tells whether this object made it."""
 
+    # send() may run outside the stack lock (one writer at a time): the
+    # runtime then writes frames after releasing its lock.
+    defer_writes = True
+
     def __init__(
         self, name: str = "tap0", host_address: str | None = None, mtu: int | None = 1500,
         offload: bool = False,
