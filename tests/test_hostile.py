@@ -461,18 +461,15 @@ def test_frag_needed_cannot_shrink_segments_below_a_floor():
     assert max(len(seg.payload) for seg in c.sent_segments()) == 512
 
 
-@pytest.mark.xfail(strict=True, reason="stack/tcp: a closed connection stuck behind a zero "
-                                       "window is never reaped")
 def test_orphan_stuck_behind_a_zero_window_is_reaped():
     """The application closed (the HTTP service does, 30 s after a client
     stops reading), but data is still queued and the peer answers every
-    window probe with a zero window: the connection stays in FIN_WAIT_1 for
-    ever (4 simulated hours, 129 probes), holding up to ``sndbuf`` (1 MB),
-    and nothing bounds how many a client leaves behind but max_connections.
+    window probe with a zero window: the connection stayed in FIN_WAIT_1 for
+    ever (4 simulated hours, 129 probes), holding up to ``sndbuf`` (1 MB).
     RFC 9293 3.8.6.1 forbids giving up on a zero window only while a user
-    still owns the connection; Linux aborts orphans once the probe backoff
-    reaches TCP_RTO_MAX and tcp_orphan_retries (8) probes. Expected: the
-    orphan is gone within an hour."""
+    still owns the connection; like Linux (tcp_orphan_retries, 8) the orphan
+    is reset after ``orphan_retries`` probe backoffs, well within the hour,
+    and the state event names the timer."""
     c = Conversation()
     conn = c.open_passive()
     conn.send(b"x" * 10000, c.now)
@@ -490,6 +487,28 @@ def test_orphan_stuck_behind_a_zero_window_is_reaped():
             c.feed(".", IRS + 1, conn.snd_una, win=0)
         c.sent()
     assert conn.state == "CLOSED"
+    assert c.now < 1000
+    (ev,) = [e for e in c.events if e.get("event") == "state" and e.get("to") == "CLOSED"]
+    assert ev["cause"] == "timer persist (orphan retries exhausted)"
+
+
+def test_zero_window_probes_go_on_while_the_application_owns_the_connection():
+    """The orphan bound applies only after close(): a connection the
+    application still holds probes a zero window for as long as the peer
+    answers (RFC 9293 3.8.6.1)."""
+    c = Conversation()
+    conn = c.open_passive()
+    conn.send(b"x" * 10000, c.now)
+    c.sent()
+    c.feed(".", IRS + 1, c.iss + 1 + 10000, win=0)
+    conn.send(b"y" * 50000, c.now)
+    c.sent()
+    while c.now < 3600:
+        c.run_until(c.layer.next_deadline())
+        for _ in c.sent_segments():
+            c.feed(".", IRS + 1, conn.snd_una, win=0)
+        c.sent()
+    assert conn.state == "ESTABLISHED"
 
 
 # ---- the documented limits ----------------------------------------------------------

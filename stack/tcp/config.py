@@ -25,7 +25,11 @@ class TcpConfig:
     * ``window_scaling``, ``timestamps`` (RFC 7323) and ``sack`` (RFC 2018)
       on, ``congestion`` CUBIC (RFC 9438), as Linux.
     * ``max_retries`` 15 (Linux ``tcp_retries2``), ``syn_retries`` 6,
-      ``synack_retries`` 5.
+      ``synack_retries`` 5. ``orphan_retries`` 8 (Linux
+      ``tcp_orphan_retries``): a connection the application has closed,
+      whose peer answers window probes but keeps its window shut, is reset
+      after this many probe backoffs (with ``rto_max`` 120 s, within 17
+      minutes).
     * ``syncookies`` on (Linux ``tcp_syncookies=1``): a listener whose
       ``syn_backlog`` half-open connections are all taken answers further SYNs
       with a cookie and keeps no state (``stack/tcp/syncookies.py``).
@@ -57,6 +61,7 @@ class TcpConfig:
     rto_max: float = 120.0
     clock_granularity: float = 0.001
     max_retries: int = 15
+    orphan_retries: int = 8         # zero-window probe backoffs before a closed connection aborts
     syn_retries: int = 6
     synack_retries: int = 5
 

@@ -465,10 +465,10 @@ class Sender:
         limit = (cfg.synack_retries if self._passive else cfg.syn_retries) if handshake \
             else cfg.max_retries
         if (not handshake and self.snd_wnd == 0 and self._retries > limit
-                and now - self._last_rcv <= cfg.rto_max):
+                and now - self._last_rcv <= cfg.rto_max and not self._user_closed):
             # The peer closed its window on data in flight but is still
             # answering: our retransmissions are window probes; keep going
-            # (as Linux does).
+            # (as Linux does), unless nobody owns the connection any more.
             self._retries = limit
         if self._retries > limit:
             self._fail(self._soft_error or errno.ETIMEDOUT, "timer retransmit (retries exhausted)",
@@ -508,8 +508,18 @@ class Sender:
     def _on_persist(self, now: float) -> None:
         self._persist_at = None
         self._probes += 1
-        if self._probes > self._cfg.max_retries:
+        cfg = self._cfg
+        if self._probes > cfg.max_retries:
             self._fail(errno.ETIMEDOUT, "timer persist (probes unanswered)", now)
+            return
+        if self._user_closed and self._persist_backoff >= cfg.orphan_retries:
+            # An orphan (closed by the application) whose peer keeps its
+            # window shut while answering every probe: nobody waits for the
+            # data, so give up like Linux (tcp_orphan_retries), counting the
+            # backoffs, which the peer's answers do not reset. RFC 9293
+            # 3.8.6.1 forbids this only while a user owns the connection.
+            self._trace.count("tcp", "orphan_aborts")
+            self._fail(errno.ETIMEDOUT, "timer persist (orphan retries exhausted)", now, rst=True)
             return
         if self._trace.on:
             self._trace.event("tcp", "timer", conn=self.name, timer="persist",
