@@ -417,3 +417,21 @@ def test_window_shrunk_on_data_in_flight_does_not_time_out():
     c.feed(".", 5001, 1501, win=5000)  # opens: the rest goes at once (Nagle
     # must not count the bytes dropped by the RTO's go-back as in flight)
     assert c.sent() == ["Flags [P.], seq 1502:2001, ack 5001, win 65535, length 499"]
+
+
+def test_bare_fin_resent_after_rto_is_traced():
+    """Go-back-N after an RTO can reach a FIN on its own: the RTO resent only
+    what a shrunken window allowed, and a late ACK then covers all the data.
+    The FIN it sends again is a retransmission: counted and traced."""
+    c = connect_with_rtt(rtt=0.1)  # RTO 0.3
+    c.conn.send(b"x" * 100, c.now)
+    c.conn.close(c.now)
+    c.sent()
+    c.feed(".", 5001, 1001, win=50)  # the window shrinks on unacknowledged data
+    c.run_until(0.4)
+    assert c.sent_at() == [(0.4, "Flags [.], seq 1001:1051, ack 5001, win 65535, length 50")]
+    c.feed(".", 5001, 1101)          # the first copies arrived after all
+    assert c.sent() == ["Flags [F.], seq 1101, ack 5001, win 65535, length 0"]
+    resent = [(e["reason"], e["seq"], e["len"]) for e in c.events if e["event"] == "retransmit"]
+    assert resent == [("rto", 1001, 50), ("rto", 1101, 0)]
+    assert c.trace.counters["tcp.retrans_segs"] == 2

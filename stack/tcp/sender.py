@@ -138,6 +138,9 @@ class Sender:
                 end = seq_add(nxt, 1)
                 if behind:
                     self._trace.count("tcp", "retrans_segs")
+                    if self._trace.on:
+                        self._trace.event("tcp", "retransmit", conn=self.name, reason="rto",
+                                          seq=nxt, len=0)
                 self.snd_nxt = end
                 if seq_gt(end, snd_max):
                     self.snd_max = end
