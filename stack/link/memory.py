@@ -62,36 +62,24 @@ class _Inbox:
                 self.signal.close()
 
 
-class MemoryLink(Link):
-    """One end of an in-memory cable. Make ends with :meth:`pair`."""
+class _InboxLink(Link):
+    """A link whose received frames wait in an in-memory inbox."""
 
     def __init__(self, mtu: int = 1500, queue: int = DEFAULT_QUEUE) -> None:
         self.mtu = mtu
         self.dropped = 0
         self._inbox = _Inbox(queue)
-        self.peer: MemoryLink | None = None
 
-    @classmethod
-    def pair(cls, mtu: int = 1500, queue: int = DEFAULT_QUEUE) -> tuple[MemoryLink, MemoryLink]:
-        a, b = cls(mtu, queue), cls(mtu, queue)
-        a.peer, b.peer = b, a
-        return a, b
+    def _check_open(self) -> None:
+        if self._inbox.closed:
+            raise ValueError("I/O operation on closed link")
 
     def fileno(self) -> int:
         return self._inbox.signal.fileno()
 
     def recv_batch(self, limit: int = 64) -> list[bytes]:
-        if self._inbox.closed:
-            raise ValueError("I/O operation on closed link")
+        self._check_open()
         return self._inbox.take(limit)
-
-    def send(self, frame: bytes) -> None:
-        if self._inbox.closed:
-            raise ValueError("I/O operation on closed link")
-        peer = self.peer
-        # A closed or missing peer is an unplugged cable: the frame is lost.
-        if peer is None or not peer._inbox.put(frame):
-            self.dropped += 1
 
     def pending(self) -> int:
         """Frames waiting in this end's receive queue."""
@@ -101,14 +89,33 @@ class MemoryLink(Link):
         self._inbox.close()
 
 
-class CaptureLink(Link):
+class MemoryLink(_InboxLink):
+    """One end of an in-memory cable. Make ends with :meth:`pair`."""
+
+    def __init__(self, mtu: int = 1500, queue: int = DEFAULT_QUEUE) -> None:
+        super().__init__(mtu, queue)
+        self.peer: MemoryLink | None = None
+
+    @classmethod
+    def pair(cls, mtu: int = 1500, queue: int = DEFAULT_QUEUE) -> tuple[MemoryLink, MemoryLink]:
+        a, b = cls(mtu, queue), cls(mtu, queue)
+        a.peer, b.peer = b, a
+        return a, b
+
+    def send(self, frame: bytes) -> None:
+        self._check_open()
+        peer = self.peer
+        # A closed or missing peer is an unplugged cable: the frame is lost.
+        if peer is None or not peer._inbox.put(frame):
+            self.dropped += 1
+
+
+class CaptureLink(_InboxLink):
     """A link for single-stack tests: records sends, replays injected frames."""
 
     def __init__(self, mtu: int = 1500, queue: int = DEFAULT_QUEUE) -> None:
-        self.mtu = mtu
-        self.dropped = 0
+        super().__init__(mtu, queue)
         self.sent: list[bytes] = []
-        self._inbox = _Inbox(queue)
 
     def inject(self, frame: bytes) -> None:
         """Queue ``frame`` to be returned by a later :meth:`recv_batch`."""
@@ -120,18 +127,6 @@ class CaptureLink(Link):
         out, self.sent = self.sent, []
         return out
 
-    def fileno(self) -> int:
-        return self._inbox.signal.fileno()
-
-    def recv_batch(self, limit: int = 64) -> list[bytes]:
-        if self._inbox.closed:
-            raise ValueError("I/O operation on closed link")
-        return self._inbox.take(limit)
-
     def send(self, frame: bytes) -> None:
-        if self._inbox.closed:
-            raise ValueError("I/O operation on closed link")
+        self._check_open()
         self.sent.append(bytes(frame))
-
-    def close(self) -> None:
-        self._inbox.close()
