@@ -469,3 +469,32 @@ def test_close_all_resets_connections_and_listeners():
     assert c.layer.connections() == [] and c.layer.next_deadline() is None
     c.feed("S", 1, dst_port=80)
     c.expect("Flags [R.], seq 0, ack 2, win 0, length 0")
+
+
+def test_seg_event_fields_are_not_built_when_the_trace_level_drops_them(monkeypatch):
+    """At trace level "state" the ``seg`` events are filtered out, so their
+    fields (flags text, option lists) must not be built either: the guard
+    is ``trace.wants("tcp", "seg")``, not ``trace.on``."""
+    import stack.tcp.conn
+    import stack.tcp.layer
+    import stack.tcp.syncookies
+    from stack.wire.tcp import TcpSegment
+    c = Conversation(TcpConfig(syn_backlog=1))
+    c.trace = c.layer.trace = Trace(clock=lambda: c.now, level="state")
+    c.trace.subscribe(c.events.append)
+    built = []
+    for mod in (stack.tcp.conn, stack.tcp.layer, stack.tcp.syncookies):
+        monkeypatch.setattr(mod, "flags_str", lambda flags: built.append(flags) or "?")
+    options_list = TcpSegment.options_list
+    c.open_passive()
+    monkeypatch.setattr(TcpSegment, "options_list",
+                        lambda seg: built.append("options") or options_list(seg))
+    c.feed("S", IRS + 7, src_port=6000)              # half-open: the queue is full
+    c.feed("S", IRS + 9, src_port=6002)              # so a cookie
+    c.feed("S", IRS, src_port=6001, dst_port=99)     # RST from a closed port
+    c.conn.send(b"x" * 10, c.now)
+    monkeypatch.undo()
+    c.sent()
+    assert built == []
+    assert "seg" not in {e["event"] for e in c.events}
+    assert c.trace.counters["tcp.syncookies_sent"] == 1 and c.trace.counters["tcp.out_rsts"] == 1

@@ -299,7 +299,7 @@ class TcpConnection(Sender, Receiver):
         trace.count("tcp", "out_segs")
         if flags & RST:
             trace.count("tcp", "out_rsts")
-        if trace.on:
+        if trace.on and trace.wants("tcp", "seg"):
             if syn:
                 opts = self._syn_options_list(flags, now)
             else:

@@ -139,7 +139,7 @@ class TcpLayer:
             return
         key = (dst, seg.dst_port, src, seg.src_port)
         conn = self._conns.get(key)
-        if trace.on:
+        if trace.on and trace.wants("tcp", "seg"):
             trace.event("tcp", "seg", conn=conn_name(dst, seg.dst_port, src, seg.src_port),
                         dir="in", flags=flags_str(flags), seq=seg.seq, ack=seg.ack,
                         win=seg.window, len=len(seg.payload), options=seg.options_list())
@@ -224,7 +224,7 @@ class TcpLayer:
         trace = self.trace
         trace.count("tcp", "out_segs")
         trace.count("tcp", "out_rsts")
-        if trace.on:
+        if trace.on and trace.wants("tcp", "seg"):
             trace.event("tcp", "seg", conn=conn_name(dst, seg.dst_port, src, seg.src_port),
                         dir="out", flags=flags_str(flags), seq=seq, ack=ack, win=0, len=0,
                         options=[])

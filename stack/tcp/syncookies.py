@@ -156,7 +156,7 @@ class SynCookies:
         trace = layer.trace
         trace.count("tcp", "out_segs")
         trace.count("tcp", "syncookies_sent")
-        if trace.on:
+        if trace.on and trace.wants("tcp", "seg"):
             trace.event("tcp", "seg", conn=conn_name(dst, seg.dst_port, src, seg.src_port),
                         dir="out", flags=flags_str(SYN | ACK), seq=isn, ack=ack, win=win, len=0,
                         options=_options_list(cfg.mss, wscale, sack, ts), cookie=True)
