@@ -181,32 +181,69 @@ def test_sends_up_to_a_scaled_peer_window_beyond_64k():
 # ---- timestamps: RTT and TS.Recent --------------------------------------------------
 
 
-def test_rtt_sample_from_every_ack_of_new_data():
+def test_rtt_timed_on_the_real_clock_once_per_round_trip():
+    """One segment at a time is timed, with the ``now`` of its send and of
+    the ACK that covers it, timestamps or not (RFC 6298 section 3)."""
     c = established(**ALL)
     c.sent()
     c.conn.set_nodelay(True)
     c.now = 0.1
-    c.conn.send(b"a" * 100, c.now)          # TS val 100
+    c.conn.send(b"a" * 100, c.now)          # timed
     c.now = 0.2
-    c.conn.send(b"b" * 100, c.now)          # TS val 200
+    c.conn.send(b"b" * 100, c.now)          # in flight with the timed one: not timed
     c.sent()
     c.now = 0.35
     c.feed(".", IRS + 1, 1101, win=1000, timestamps=(800, 100))   # 250 ms
     c.now = 0.4
-    c.feed(".", IRS + 1, 1101, win=1000, timestamps=(801, 100))   # nothing new: no sample
-    c.feed(".", IRS + 1, 1201, win=1000, timestamps=(802, 200))   # 200 ms
+    c.feed(".", IRS + 1, 1201, win=1000, timestamps=(802, 200))   # no segment timed
+    c.conn.send(b"c" * 100, c.now)          # timed
+    c.now = 0.52
+    c.feed(".", IRS + 1, 1301, win=1000, timestamps=(803, 400))   # 120 ms
     rtt = [e for e in c.events if e["event"] == "rtt"]
-    # The handshake's sample (0 ms: the SYN,ACK came at once) then one per ACK of new data.
-    assert [e["sample"] for e in rtt] == [0.0, 0.25, 0.2]
+    # The handshake's sample (the SYN,ACK came at once) then one per timed segment.
+    assert [e["sample"] for e in rtt] == [0.0, 0.25, 0.12]
     assert rtt[-1]["srtt"] == pytest.approx(c.conn.srtt, abs=1e-6)
     assert c.conn.rto == pytest.approx(c.conn.srtt + 4 * c.conn.rttvar)
 
 
-def test_ack_echoing_no_timestamp_gives_no_sample():
+def test_sub_millisecond_rtt_is_measured_with_timestamps_on():
+    """Timestamps tick in ms, so a LAN's 300 us measured 0.0; the real
+    clock gives 0.0003."""
     c = established(**ALL)
     c.sent()
-    c.now = 0.3
+    c.now = 1.0
     c.conn.send(b"a" * 100, c.now)
+    c.sent()
+    c.now = 1.0003
+    c.feed(".", IRS + 1, 1101, win=1000, timestamps=(800, 1000))
+    rtt = [e["sample"] for e in c.events if e["event"] == "rtt"]
+    assert rtt[-1] == pytest.approx(0.0003)
+    assert c.conn.srtt > 0
+
+
+def test_after_a_retransmission_the_sample_comes_from_timestamps():
+    """Karn's rule: an ACK after a retransmission is ambiguous on the clock,
+    but TSecr names the copy it acknowledges (RFC 7323 4.1)."""
+    c = established(**ALL)
+    c.sent()
+    c.now = 0.1
+    c.conn.send(b"a" * 100, c.now)          # TS val 100
+    c.run_until(0.31)                        # RTO (0.2 after the handshake's 0 s sample)
+    assert c.sent() == [f"Flags [P.], seq 1001:1101, ack 5001, win {WIN_4MB}, "
+                        "options [TS val 100 ecr 777], length 100",
+                        f"Flags [P.], seq 1001:1101, ack 5001, win {WIN_4MB}, "
+                        "options [TS val 300 ecr 777], length 100"]
+    c.now = 0.35
+    c.feed(".", IRS + 1, 1101, win=1000, timestamps=(800, 300))   # acknowledges the copy
+    assert [e["sample"] for e in c.events if e["event"] == "rtt"] == [0.0, 0.05]
+
+
+def test_after_a_retransmission_an_ack_echoing_no_timestamp_gives_no_sample():
+    c = established(**ALL)
+    c.sent()
+    c.now = 0.1
+    c.conn.send(b"a" * 100, c.now)
+    c.run_until(0.31)                        # RTO
     c.now = 0.5
     c.feed(".", IRS + 1, 1101, win=1000, timestamps=(800, 0))  # TSecr 0: nothing echoed
     assert c.conn.snd_una == 1101

@@ -157,6 +157,7 @@ class TcpConnection(Sender, Receiver):
         self.rto = cfg.rto_initial
         self._rtt_seq: int | None = None
         self._rtt_time = 0.0
+        self._rtt_karn = False               # retransmitted since the last timed sample
         self._retries = 0
         self._syn_retransmitted = False
         self.cc = ALGORITHMS[cfg.congestion](self.mss, cfg.initial_cwnd)

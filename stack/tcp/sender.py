@@ -1,6 +1,6 @@
 """The sending half of a connection: output decisions (windows, Nagle, sender
-SWS avoidance), ACK processing, RTT estimation (RFC 6298, from timestamps
-when RFC 7323 is on), loss recovery (RFC 6675 with SACK, RFC 6582 NewReno
+SWS avoidance), ACK processing, RTT estimation (RFC 6298, one segment timed
+on the real clock per round trip; RFC 7323 timestamps after a retransmission), loss recovery (RFC 6675 with SACK, RFC 6582 NewReno
 without), retransmission (RTO with Karn's rule and backoff), the persist
 timer and keepalive probes.
 
@@ -120,7 +120,9 @@ class Sender:
                     if self._trace.on:
                         self._trace.event("tcp", "retransmit", conn=self.name, reason="rto",
                                           seq=nxt, len=n)
-                elif self._rtt_seq is None and not self._ts_ok:
+                elif self._rtt_seq is None:
+                    # Time this segment with the real clock (timestamps
+                    # tick in ms: a LAN's RTT would measure 0).
                     self._rtt_seq = end
                     self._rtt_time = now
                 nxt = self.snd_nxt = end
@@ -208,6 +210,7 @@ class Sender:
         """Resend ``n`` bytes of sequence space from ``seq`` (data, and the
         FIN when the range covers it) without moving ``snd_nxt``."""
         self._rtt_seq = None  # Karn: no RTT sample across a retransmission
+        self._rtt_karn = True
         off = seq_diff(seq, self._snd_data_seq)
         if off < 0:
             return
@@ -232,6 +235,7 @@ class Sender:
         """Resend one segment from ``snd_una`` (fast retransmit, RTO, partial ACK)."""
         una = self.snd_una
         self._rtt_seq = None  # Karn: no RTT sample across a retransmission
+        self._rtt_karn = True
         if seq_lt(una, self._snd_data_seq):
             return  # the SYN itself: handled by the handshake code
         off = seq_diff(una, self._snd_data_seq)
@@ -292,17 +296,20 @@ class Sender:
                     self._snd_data_seq = seq_add(self._snd_data_seq, n)
                     if not before_w and self.sndbuf_size - len(buf) >= self._snd_lowat:
                         self._dirty = True
-            ts = seg.timestamps
-            if self._ts_ok:
-                # RFC 7323 4.1: one sample per ACK of new data, from TSecr
-                # (0: the peer echoes nothing, as Linux takes it).
+            if self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
+                # One timed segment per round trip, on the real clock.
+                self._rtt_sample(now - self._rtt_time, now)
+                self._rtt_seq = None
+                self._rtt_karn = False
+            elif self._rtt_karn and self._ts_ok:
+                # Since a retransmission (Karn) only TSecr can tell which
+                # copy was acknowledged (RFC 7323 4.1): a sample from it, in
+                # its ms ticks, per ACK of new data (TSecr 0: nothing echoed).
+                ts = seg.timestamps
                 if ts is not None and ts[1]:
                     d = (self._ts_base + int(now * 1000) - ts[1]) & MASK
                     if d < HALF:
                         self._rtt_sample(d / 1000, now)
-            elif self._rtt_seq is not None and seq_ge(ack, self._rtt_seq):
-                self._rtt_sample(now - self._rtt_time, now)
-                self._rtt_seq = None
             self._retries = 0
             self._probes = 0
 
