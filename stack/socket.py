@@ -46,6 +46,8 @@ TCP_NODELAY = _socket.TCP_NODELAY
 TCP_KEEPIDLE = getattr(_socket, "TCP_KEEPIDLE", 4)
 TCP_KEEPINTVL = getattr(_socket, "TCP_KEEPINTVL", 5)
 TCP_KEEPCNT = getattr(_socket, "TCP_KEEPCNT", 6)
+TCP_CONGESTION = getattr(_socket, "TCP_CONGESTION", 13)
+_CA_NAME_MAX = 16  # Linux TCP_CA_NAME_MAX: the longest name, and what getsockopt returns
 # Linux's limits for the keepalive options (seconds, seconds, probes).
 _KEEPALIVE_LIMITS = {TCP_KEEPIDLE: 32767, TCP_KEEPINTVL: 32767, TCP_KEEPCNT: 127}
 SHUT_RD = _socket.SHUT_RD
@@ -178,6 +180,7 @@ class Socket:
         self._error_taken = False  # a connection's error is raised once, then EOF
         self._sndbuf_set = False
         self._rcvbuf_set = False
+        self._congestion: str | None = None  # TCP_CONGESTION, until a connection takes it
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -276,6 +279,9 @@ class Socket:
             onoff, secs = struct.unpack("ii", value)
             self._linger = (onoff, secs)
             return
+        if (level, option) == (IPPROTO_TCP, TCP_CONGESTION) and self._udp is None:
+            self._set_congestion(value)
+            return
         if isinstance(value, (bytes, bytearray)):
             value = int.from_bytes(value[:4], "little") if value else 0
         key = (level, option)
@@ -302,6 +308,25 @@ class Socket:
 
                 socket_stream.apply_options(self)
 
+    def _set_congestion(self, value: Any) -> None:
+        """TCP_CONGESTION: a name (bytes, up to the first NUL) from
+        ``stack.tcp.congestion.ALGORITHMS``; ENOENT for any other, as Linux.
+        Before the connection exists it is kept, and applied when it does."""
+        from stack.tcp.congestion import ALGORITHMS
+
+        if isinstance(value, str):
+            value = value.encode()
+        if not isinstance(value, (bytes, bytearray)):
+            raise error(errno.EINVAL)
+        name = bytes(value[:_CA_NAME_MAX]).split(b"\0", 1)[0].decode("ascii", "replace")
+        if name not in ALGORITHMS:
+            raise error(errno.ENOENT)
+        self._congestion = name
+        with self._net.lock:
+            from stack import socket_stream
+
+            socket_stream.apply_options(self)
+
     def getsockopt(self, level: int, option: int, buflen: int | None = None) -> Any:
         self._check_open()
         if (level, option) == (SOL_SOCKET, SO_ERROR):
@@ -314,6 +339,14 @@ class Socket:
             import struct
 
             return struct.pack("ii", *self._linger)
+        if (level, option) == (IPPROTO_TCP, TCP_CONGESTION) and self._udp is None:
+            with self._net.lock:
+                from stack import socket_stream
+
+                name = socket_stream.congestion(self).encode().ljust(_CA_NAME_MAX, b"\0")
+            if buflen is None:
+                return int.from_bytes(name[:4], "little")  # as CPython reads an int option
+            return name[:min(buflen, _CA_NAME_MAX)]
         try:
             value = self._opts[(level, option)]
         except KeyError:

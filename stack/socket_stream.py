@@ -76,6 +76,16 @@ def _rcvbuf(sock: Socket) -> int | None:
     return sock._opts[(SOL_SOCKET, SO_RCVBUF)] // 2 if sock._rcvbuf_set else None
 
 
+def congestion(sock: Socket) -> str:
+    """TCP_CONGESTION's name: the connection's algorithm, else the one set
+    for it, else the layer's default."""
+    if sock._conn is not None:
+        return sock._conn.cc.name
+    if sock._congestion is not None:
+        return sock._congestion
+    return _tcp(sock).config.congestion
+
+
 def apply_options(sock: Socket) -> None:
     if sock._listener is not None:
         # Connections it accepts offer a SYN window and scale sized from it.
@@ -92,6 +102,8 @@ def apply_options(sock: Socket) -> None:
     conn.keepalive_interval = float(opts[(IPPROTO_TCP, TCP_KEEPINTVL)])
     conn.keepalive_count = opts[(IPPROTO_TCP, TCP_KEEPCNT)]
     conn.set_keepalive(bool(opts[(SOL_SOCKET, SO_KEEPALIVE)]))
+    if sock._congestion is not None:
+        conn.set_congestion(sock._congestion)
     conn.sndbuf_size = opts[(SOL_SOCKET, SO_SNDBUF)] // 2 if sock._sndbuf_set else conn.sndbuf_size
     if sock._rcvbuf_set:
         conn.rcvbuf_size = opts[(SOL_SOCKET, SO_RCVBUF)] // 2
@@ -145,6 +157,7 @@ def accept(sock: Socket) -> tuple[Socket, tuple[str, int]]:
         new = Socket(net, sock.family, sock.type)
         new._opts.update(sock._opts)
         new._sndbuf_set, new._rcvbuf_set = sock._sndbuf_set, sock._rcvbuf_set
+        new._congestion = sock._congestion  # as Linux, accepted sockets inherit it
         if _socket.getdefaulttimeout() is None and sock.gettimeout():
             new.settimeout(None)
         new._conn = conn

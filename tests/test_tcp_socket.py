@@ -753,6 +753,57 @@ def test_socket_options(world):
         assert e.value.errno == errno.ENOPROTOOPT
 
 
+def test_tcp_congestion_reads_like_linux(world):
+    """getsockopt(TCP_CONGESTION, n): the name padded with NULs to n bytes
+    (at most 16); "reno" is a name both Linux and the stack know."""
+    srv, cli, conn = _connected(world)
+    with srv, cli, conn:
+        cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"reno")
+        assert cli.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16) == b"reno" + b"\0" * 12
+        assert cli.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 40) == b"reno" + b"\0" * 12
+        assert cli.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 3) == b"ren"
+        assert cli.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION) == int.from_bytes(
+            b"reno", "little")
+        with pytest.raises(OSError) as e:
+            cli.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"no-such-algorithm")
+        assert e.value.errno == errno.ENOENT
+        assert cli.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)[:5] == b"reno\0"
+
+
+def test_tcp_congestion_picks_the_connections_algorithm():
+    """Stack only (Linux has no "newreno"): set on a connection it switches
+    the algorithm at once; set before connect, or on a listener, the
+    connection made later starts with it."""
+    assert stack.TCP_CONGESTION == socket.TCP_CONGESTION
+    w = StackWorld()
+    try:
+        srv = w.create_server((w.server_host, 0))
+        srv.setsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, b"reno")
+        cli = w.client_socket()
+        assert cli.getsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, 16) == b"cubic" + b"\0" * 11
+        cli.setsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, b"newreno")
+        assert cli.getsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, 16) == b"newreno" + b"\0" * 9
+        cli.settimeout(5)
+        cli.connect(srv.getsockname())
+        srv.settimeout(5)
+        conn, _ = srv.accept()
+        with srv, cli, conn:
+            assert cli._conn.cc.name == "newreno"
+            assert conn._conn.cc.name == "reno"
+            assert conn.getsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, 16)[:5] == b"reno\0"
+            cwnd = cli._conn.cc.cwnd
+            cli.setsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, b"cubic")
+            assert cli._conn.cc.name == "cubic" and cli._conn.cc.cwnd == cwnd
+            with pytest.raises(OSError) as e:
+                cli.setsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, b"bbr")
+            assert e.value.errno == errno.ENOENT
+            assert cli._conn.cc.name == "cubic"
+            cli.sendall(b"x" * 100000)
+            assert _recv_exactly(conn, 100000) == b"x" * 100000
+    finally:
+        w.close()
+
+
 def test_keepalive_tuning_options(world):
     srv, cli, conn = _connected(world)
     with srv, cli, conn:
