@@ -39,7 +39,7 @@ class TcpConfig:
     * ``max_connections`` bounds the connection table (every state but
       LISTEN); at the bound the oldest TIME_WAIT connection gives way, and
       with none SYNs are dropped and ``connect`` fails with ENOBUFS.
-      See ``docs/LIMITS.md`` for every bound a peer can push against.
+      See README.md, "Limits and defences", for every bound a peer can push against.
     """
 
     mss: int = 1460                 # our MSS option: link MTU 1500 - 40
