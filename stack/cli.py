@@ -28,6 +28,9 @@ def _up_parser(sub) -> None:
     p.add_argument("--trace-layers", metavar="LAYER,...", type=_layers,
                    help=f"only these layers' events ({','.join(LAYERS)}); counters count all")
     p.add_argument("--pcap", metavar="FILE", help="capture frames to a pcap file")
+    p.add_argument("--busy-poll", type=int, default=0, metavar="USEC",
+                   help="keep polling the TAP for USEC microseconds after each frame "
+                        "before sleeping (lower latency, more CPU; like net.core.busy_poll)")
     p.add_argument("--offload", action="store_true",
                    help="virtio-net header with checksum and TSO/GSO offloads on the TAP")
     p.add_argument("--impair", metavar="SPEC",
@@ -97,7 +100,8 @@ def cmd_up(args) -> int:
     stop = threading.Event()
     net = Stack.tap(args.tap, address=args.address, gateway=args.gateway,
                     host_address=args.host_address, mtu=args.mtu, mac=args.mac,
-                    trace_obj=trace, pcap=args.pcap, impair=args.impair, offload=args.offload)
+                    trace_obj=trace, pcap=args.pcap, impair=args.impair, offload=args.offload,
+                    busy_poll=args.busy_poll / 1e6)
     services = []
     try:
         for spec in specs:

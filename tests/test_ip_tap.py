@@ -130,3 +130,20 @@ def test_stack_up_command(netns, tmp_path):
     events = [json.loads(ln) for ln in trace.read_text().splitlines()]
     assert any(e["layer"] == "icmp" and e["event"] == "in" for e in events)
     assert all({"t", "layer", "event"} <= e.keys() for e in events)
+
+
+def test_busy_poll_answers_and_then_sleeps(tap_stack):
+    """--busy-poll keeps polling after traffic, then goes back to sleeping."""
+    import resource
+    import time
+
+    net = tap_stack(busy_poll=0.005)
+    assert net.busy_poll == 0.005
+    r = sh("ping -c 20 -i 0.002 -W 1 192.0.2.2")
+    assert _loss(r.stdout) == 0.0
+    time.sleep(0.1)  # the polling window (5 ms) is long over
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(0.5)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 0.1, f"idle stack used {cpu:.3f} s of CPU in 0.5 s"
