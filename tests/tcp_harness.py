@@ -12,8 +12,8 @@ from stack.tcp import TcpConfig, TcpLayer
 from stack.trace import Trace
 from stack.wire.tcp import ACK, FIN, PSH, RST, SYN, build_tcp, parse_tcp
 
-US = 0x0A000001      # 10.0.0.1, the stack under test
-PEER = 0x0A000002    # 10.0.0.2, the test speaking for the other end
+US = 0xC6336401      # 198.51.100.1, the stack under test
+PEER = 0xC6336402    # 198.51.100.2, the test speaking for the other end
 US_PORT = 4000
 PEER_PORT = 5555
 ISS = 1000           # the stack's initial sequence number in conversations

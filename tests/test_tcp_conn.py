@@ -1,7 +1,7 @@
 """TCP conversations: put a connection in a state, feed it a segment, expect
 exactly what it sends back (in tcpdump form) or nothing.
 
-The stack is 10.0.0.1:4000 with ISS 1000; the test is the peer 10.0.0.2:5555
+The stack is 198.51.100.1:4000 with ISS 1000; the test is the peer 198.51.100.2:5555
 with ISS 5000. Times are on a manual clock.
 """
 
@@ -28,7 +28,7 @@ def established(config: TcpConfig | None = None, **kw) -> Conversation:
 
 def test_active_open_three_way_handshake():
     c = Conversation()
-    conn = c.layer.connect(0x0A000001, (0x0A000002, 5555), 0.0, local_port=4000)
+    conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
     c.expect(f"Flags [S], seq 1000, win 65535, options [{syn_options()}], length 0")
     assert conn.state == "SYN_SENT" and not conn.writable
     c.feed("S.", 5000, 1001, mss=1460)
@@ -36,7 +36,7 @@ def test_active_open_three_way_handshake():
     assert conn.state == "ESTABLISHED" and conn.writable
     assert c.states() == [("CLOSED", "SYN_SENT"), ("SYN_SENT", "ESTABLISHED")]
     ev = [e for e in c.events if e["event"] == "state"]
-    assert ev[0]["conn"] == "10.0.0.1:4000-10.0.0.2:5555"
+    assert ev[0]["conn"] == "198.51.100.1:4000-198.51.100.2:5555"
     assert ev[0]["cause"] == "user connect"
     assert ev[1]["cause"] == "rcv SYN,ACK seq=5000 ack=1001"
 
@@ -51,7 +51,7 @@ def test_passive_open_three_way_handshake():
     c.expect_nothing()
     assert lst.readable
     conn = lst.accept()
-    assert conn.state == "ESTABLISHED" and conn.remote == (0x0A000002, 5555)
+    assert conn.state == "ESTABLISHED" and conn.remote == (0xC6336402, 5555)
     names = [(e["from"], e["to"]) for e in c.events if e["event"] == "state"]
     assert names == [("CLOSED", "LISTEN"), ("LISTEN", "SYN_RECEIVED"),
                      ("SYN_RECEIVED", "ESTABLISHED")]
@@ -59,7 +59,7 @@ def test_passive_open_three_way_handshake():
 
 def test_syn_sent_unacceptable_ack_gets_reset():
     c = Conversation()
-    c.layer.connect(0x0A000001, (0x0A000002, 5555), 0.0, local_port=4000)
+    c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
     c.sent()
     c.feed(".", 9, 999)  # acknowledges nothing we sent
     c.expect("Flags [R], seq 999, win 0, length 0")
@@ -70,7 +70,7 @@ def test_syn_sent_unacceptable_ack_gets_reset():
 
 def test_syn_sent_rst_with_acceptable_ack_refuses():
     c = Conversation()
-    conn = c.layer.connect(0x0A000001, (0x0A000002, 5555), 0.0, local_port=4000)
+    conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
     c.sent()
     c.feed("R.", 0, 1001)
     c.expect_nothing()
@@ -82,7 +82,7 @@ def test_syn_sent_rst_with_acceptable_ack_refuses():
 @pytest.mark.parametrize("flags,ack", [("R", 0), ("R.", 1000), ("R.", 3000)])
 def test_syn_sent_ignores_unacceptable_rst(flags, ack):
     c = Conversation()
-    conn = c.layer.connect(0x0A000001, (0x0A000002, 5555), 0.0, local_port=4000)
+    conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
     c.sent()
     c.feed(flags, 0, ack)
     c.expect_nothing()  # never answer a RST
@@ -91,7 +91,7 @@ def test_syn_sent_ignores_unacceptable_rst(flags, ack):
 
 def test_syn_sent_segment_without_syn_or_rst_dropped():
     c = Conversation()
-    conn = c.layer.connect(0x0A000001, (0x0A000002, 5555), 0.0, local_port=4000)
+    conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
     c.sent()
     c.feed(".", 5000, 1001)
     c.expect_nothing()
@@ -100,7 +100,7 @@ def test_syn_sent_segment_without_syn_or_rst_dropped():
 
 def test_simultaneous_open():
     c = Conversation()
-    conn = c.layer.connect(0x0A000001, (0x0A000002, 5555), 0.0, local_port=4000)
+    conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
     c.expect(f"Flags [S], seq 1000, win 65535, options [{syn_options()}], length 0")
     c.feed("S", 5000, mss=1460)  # the peer's SYN crosses ours
     c.expect("Flags [S.], seq 1000, ack 5001, win 65535, options [mss 1460], length 0")
@@ -114,7 +114,7 @@ def test_simultaneous_open():
 
 def test_simultaneous_open_completed_by_plain_ack():
     c = Conversation()
-    conn = c.layer.connect(0x0A000001, (0x0A000002, 5555), 0.0, local_port=4000)
+    conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
     c.feed("S", 5000, mss=1460)
     c.sent()
     c.feed(".", 5001, 1001)
@@ -124,7 +124,7 @@ def test_simultaneous_open_completed_by_plain_ack():
 
 def test_simultaneous_open_rst_refuses():
     c = Conversation()
-    conn = c.layer.connect(0x0A000001, (0x0A000002, 5555), 0.0, local_port=4000)
+    conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
     c.feed("S", 5000)
     c.sent()
     c.feed("R", 5001)
@@ -186,7 +186,7 @@ def test_syn_received_data_with_handshake_ack_is_delivered():
 
 def test_syn_ack_carrying_data_and_fin():
     c = Conversation()
-    conn = c.layer.connect(0x0A000001, (0x0A000002, 5555), 0.0, local_port=4000)
+    conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
     c.sent()
     c.feed("FS.", 5000, 1001, data=b"hi")  # SYN+FIN is rejected as malformed
     c.expect_nothing()
@@ -486,9 +486,9 @@ def to_state(state: str) -> Conversation:
     """A connection (stack's ISS 1000, peer's 5000) in ``state``."""
     c = Conversation()
     if state == "SYN_SENT":
-        c.conn = c.layer.connect(0x0A000001, (0x0A000002, 5555), 0.0, local_port=4000)
+        c.conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
     elif state == "SYN_RECEIVED":
-        c.conn = c.layer.connect(0x0A000001, (0x0A000002, 5555), 0.0, local_port=4000)
+        c.conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
         c.feed("S", 5000)
     else:
         c.open_active()

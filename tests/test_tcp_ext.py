@@ -2,9 +2,9 @@
 timestamps (RFC 7323: negotiation, scaled windows, RTT measurement, PAWS)
 and SACK (RFC 2018: negotiation, the blocks we send).
 
-The stack is 10.0.0.1:4000 with ISS 1000 and a timestamp clock that reads
+The stack is 198.51.100.1:4000 with ISS 1000 and a timestamp clock that reads
 ``int(now * 1000)`` (the harness pins its random offset to 0); the test is
-the peer 10.0.0.2:5555 with ISS 5000. Recovery and congestion control are in
+the peer 198.51.100.2:5555 with ISS 5000. Recovery and congestion control are in
 ``test_tcp_ext_recovery.py``.
 """
 

@@ -85,7 +85,7 @@ def test_listener_answers_ack_with_rst_and_ignores_rst():
 
 def test_listener_on_one_address_only():
     c = Conversation()
-    c.layer.listen((0x0A000009, US_PORT), 5, 0.0)
+    c.layer.listen((0xC6336409, US_PORT), 5, 0.0)
     c.feed("S", 7000)
     c.expect("Flags [R.], seq 0, ack 7001, win 0, length 0")
 
@@ -378,7 +378,7 @@ def test_state_trace_event_shape():
     c = Conversation()
     c.open_active()
     ev = [e for e in c.events if e["event"] == "state"][-1]
-    assert ev == {"t": 0.0, "layer": "tcp", "event": "state", "conn": "10.0.0.1:4000-10.0.0.2:5555",
+    assert ev == {"t": 0.0, "layer": "tcp", "event": "state", "conn": "198.51.100.1:4000-198.51.100.2:5555",
                   "from": "SYN_SENT", "to": "ESTABLISHED",
                   "cause": "rcv SYN,ACK seq=5000 ack=1001"}
     segs = [e for e in c.events if e["event"] == "seg"]

@@ -167,7 +167,7 @@ def test_reused_four_tuple_is_a_new_incarnation():
     (":80", [LST, C1, C2]),
     ("40000", [C1]),
     ("192.0.2.2:81", []),
-    ("10.0.0.1:80", [LST]),         # (the wildcard listener takes any address)
+    ("198.51.100.1:80", [LST]),         # (the wildcard listener takes any address)
 ])
 def test_conn_filter_keeps_connections_with_that_endpoint_on_either_side(endpoint, expected):
     kept = tracetool.select(tracetool.connections(SYNTHETIC), endpoint)
