@@ -25,7 +25,7 @@ from stack.tcp.states import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT
                               LAST_ACK, LISTEN, RECEIVING, SYN_RECEIVED, SYN_SENT,
                               SYNCHRONIZED, TIME_WAIT)
 from stack.wire.tcp import (ACK, FIN, PSH, RST, SYN, build_options, build_tcp, flags_names,
-                            flags_str, sack_option, ts_option)
+                            flags_str, sack_option, syn_options_list, ts_option)
 
 PROTO_TCP = 6
 TS_OPT_LEN = 12                       # NOP, NOP, Timestamps on every segment once negotiated
@@ -329,15 +329,7 @@ class TcpConnection(Sender, Receiver):
         return build_options(*self._syn_offers(flags, now))
 
     def _syn_options_list(self, flags: int, now: float) -> list[str]:
-        mss, wscale, sack_perm, ts = self._syn_offers(flags, now)
-        out = [f"mss {mss}"]
-        if sack_perm:
-            out.append("sackOK")
-        if ts is not None:
-            out.append(f"TS val {ts[0]} ecr {ts[1]}")
-        if wscale is not None:
-            out.append(f"wscale {wscale}")
-        return out
+        return syn_options_list(*self._syn_offers(flags, now))
 
     def _send_ack(self, now: float) -> None:
         self._xmit(self.snd_max, ACK, b"", now)

@@ -50,7 +50,7 @@ import struct
 from stack.tcp.conn import TcpConnection, conn_name, rcv_cause, wscale_for
 from stack.tcp.seq import HALF, MASK, seq_add
 from stack.tcp.states import CLOSED, LISTEN, SYN_RECEIVED
-from stack.wire.tcp import ACK, SYN, TcpSegment, build_tcp, flags_str
+from stack.wire.tcp import ACK, SYN, TcpSegment, build_tcp, flags_str, syn_options_list
 
 PROTO_TCP = 6
 TICK = 64.0                 # seconds per count
@@ -159,7 +159,7 @@ class SynCookies:
         if trace.on and trace.wants("tcp", "seg"):
             trace.event("tcp", "seg", conn=conn_name(dst, seg.dst_port, src, seg.src_port),
                         dir="out", flags=flags_str(SYN | ACK), seq=isn, ack=ack, win=win, len=0,
-                        options=_options_list(cfg.mss, wscale, sack, ts), cookie=True)
+                        options=syn_options_list(cfg.mss, wscale, sack, ts), cookie=True)
 
     def ack_in(self, layer, lst, src: int, dst: int, seg, now: float) -> bool:
         """An ACK for listener ``lst``: if it carries a valid cookie, make the
@@ -205,14 +205,3 @@ class SynCookies:
             # if the cookie had never matched (no timer would ever end it).
             conn._set_state(CLOSED, "syncookie ack not accepted", now)
         return True
-
-
-def _options_list(mss: int, wscale: int | None, sack: bool, ts) -> list[str]:
-    out = [f"mss {mss}"]
-    if sack:
-        out.append("sackOK")
-    if ts is not None:
-        out.append(f"TS val {ts[0]} ecr {ts[1]}")
-    if wscale is not None:
-        out.append(f"wscale {wscale}")
-    return out

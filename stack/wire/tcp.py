@@ -225,6 +225,18 @@ def parse_tcp(src_ip: int, dst_ip: int, data: bytes | bytearray | memoryview) ->
     return TcpSegment(sport, dport, seq, ack, flags, window, urgent, payload=mv[hlen:])
 
 
+def syn_options_list(mss: int | None, wscale: int | None, sack_perm: bool, ts) -> list[str]:
+    """The options of a SYN as trace text, in the order tcpdump prints them."""
+    out = [f"mss {mss}"] if mss is not None else []
+    if sack_perm:
+        out.append("sackOK")
+    if ts is not None:
+        out.append(f"TS val {ts[0]} ecr {ts[1]}")
+    if wscale is not None:
+        out.append(f"wscale {wscale}")
+    return out
+
+
 def build_options(mss: int | None = None, wscale: int | None = None, sack_perm: bool = False,
                   timestamps: tuple[int, int] | None = None,
                   sack: tuple[tuple[int, int], ...] = ()) -> bytes:
