@@ -368,7 +368,10 @@ class Stack:
                     frame = q.popleft()
                 except IndexError:
                     break
-                send(frame)
+                try:
+                    send(frame)
+                except (OSError, ValueError) as e:  # the link is gone (closed, removed)
+                    self.trace.drop("link", "send_failed", error=repr(e))
 
     def _tcp_send(self, src: int, dst: int, proto: int, payload: bytes) -> None:
         try:
