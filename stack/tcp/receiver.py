@@ -112,13 +112,7 @@ class Receiver:
         The right edge never moves left. It moves right only by at least
         min(half the buffer, one MSS) (RFC 1122 4.2.3.3, receiver SWS).
         """
-        free = self.rcvbuf_size - len(self._rcvbuf)
-        limit = 65535 << self._rcv_wscale
-        if free > limit:
-            free = limit
-        cur = seq_diff(self.rcv_adv, self.rcv_nxt)
-        if cur < 0:
-            cur = 0
+        free, cur = self._window_space()
         if free > cur and free - cur >= min(self.rcvbuf_size >> 1, self.mss_local):
             field = free >> self._rcv_wscale
         else:
@@ -128,15 +122,18 @@ class Receiver:
         self.rcv_adv = seq_add(self.rcv_nxt, field << self._rcv_wscale)
         return field
 
-    def _window_update_due(self) -> bool:
-        """After the user read: has the window grown enough to announce?"""
+    def _window_space(self) -> tuple[int, int]:
+        """(free buffer space the window field can express, window advertised now)."""
         free = self.rcvbuf_size - len(self._rcvbuf)
         limit = 65535 << self._rcv_wscale
         if free > limit:
             free = limit
         cur = seq_diff(self.rcv_adv, self.rcv_nxt)
-        if cur < 0:
-            cur = 0
+        return free, (cur if cur > 0 else 0)
+
+    def _window_update_due(self) -> bool:
+        """After the user read: has the window grown enough to announce?"""
+        free, cur = self._window_space()
         return free >= 2 * cur and free - cur >= min(self.rcvbuf_size >> 1, self.mss_local)
 
     # ---- acknowledgments ---------------------------------------------------

@@ -116,10 +116,7 @@ class Sender:
                 self._xmit(nxt, flags, memoryview(buf)[off:off + n], now)
                 total += n
                 if behind:
-                    self._trace.count("tcp", "retrans_segs")
-                    if self._trace.on:
-                        self._trace.event("tcp", "retransmit", conn=self.name, reason="rto",
-                                          seq=nxt, len=n)
+                    self._note_retransmit("rto", nxt, n)
                 elif self._rtt_seq is None:
                     # Time this segment with the real clock (timestamps
                     # tick in ms: a LAN's RTT would measure 0).
@@ -139,10 +136,7 @@ class Sender:
                 self._xmit(nxt, ACK | FIN, b"", now)
                 end = seq_add(nxt, 1)
                 if behind:
-                    self._trace.count("tcp", "retrans_segs")
-                    if self._trace.on:
-                        self._trace.event("tcp", "retransmit", conn=self.name, reason="rto",
-                                          seq=nxt, len=0)
+                    self._note_retransmit("rto", nxt, 0)
                 self.snd_nxt = end
                 if seq_gt(end, snd_max):
                     self.snd_max = end
@@ -224,12 +218,16 @@ class Sender:
             return
         flags = ACK | FIN if fin else (ACK | PSH if k == avail else ACK)
         self._xmit(seq, flags, memoryview(self._sndbuf)[off:off + k], now)
+        self._note_retransmit(reason, seq, k)
+        if self._rto_at is None:
+            self._rto_at = now + self.rto
+
+    def _note_retransmit(self, reason: str, seq: int, n: int, **extra) -> None:
+        """Count a segment sent again and trace it (the one place that does)."""
         self._trace.count("tcp", "retrans_segs")
         if self._trace.on:
             self._trace.event("tcp", "retransmit", conn=self.name, reason=reason, seq=seq,
-                              len=k)
-        if self._rto_at is None:
-            self._rto_at = now + self.rto
+                              len=n, **extra)
 
     def _retransmit_head(self, now: float, reason: str) -> None:
         """Resend one segment from ``snd_una`` (fast retransmit, RTO, partial ACK)."""
@@ -254,10 +252,7 @@ class Sender:
             return
         flags = ACK | FIN if fin else (ACK | PSH if n == avail else ACK)
         self._xmit(una, flags, memoryview(self._sndbuf)[off:off + n], now)
-        self._trace.count("tcp", "retrans_segs")
-        if self._trace.on:
-            self._trace.event("tcp", "retransmit", conn=self.name, reason=reason, seq=una,
-                              len=n, rto=round(self.rto, 6))
+        self._note_retransmit(reason, una, n, rto=round(self.rto, 6))
         end = seq_add(una, n + fin)
         if seq_gt(end, self.snd_nxt):
             self.snd_nxt = end
@@ -492,10 +487,7 @@ class Sender:
             self._rtt_seq = None
             self._syn_retransmitted = True
             self._send_syn(now)
-            self._trace.count("tcp", "retrans_segs")
-            if self._trace.on:
-                self._trace.event("tcp", "retransmit", conn=self.name, reason="rto",
-                                  seq=self.iss, len=0, rto=round(self.rto, 6))
+            self._note_retransmit("rto", self.iss, 0, rto=round(self.rto, 6))
             self._rto_at = now + self.rto
             return
         flight = seq_diff(self.snd_max, self.snd_una)
