@@ -161,7 +161,8 @@ class Stack:
         self.tcp = None
         if TcpLayer is not None:
             self.tcp = TcpLayer(self._tcp_send, self.trace, _tcp_config_for(tcp_config, link.mtu),
-                                rng=self.rng)
+                                rng=self.rng, is_broadcast=self.ip.is_broadcast,
+                                reachable=self.ip.has_route)
             if getattr(link, "offload", False):
                 self.tcp.segment_max = self.ip.tcp_gso_max - 20  # TSO: the link cuts segments
             self.ip.handlers[PROTO_TCP] = self._tcp_receive
@@ -374,24 +375,9 @@ class Stack:
                     self.trace.drop("link", "send_failed", error=repr(e))
 
     def _tcp_send(self, src: int, dst: int, proto: int, payload: bytes) -> None:
-        try:
-            self.ip.send(src, dst, proto, payload, self.clock())
-        except OSError as e:
-            # The route went away: the segment is lost, and TCP's timers
-            # handle that like any loss (connect() checks the route first).
-            self.trace.drop("tcp", "unroutable", dst=int2ip(dst), error=e.errno)
+        self.ip.send(src, dst, proto, payload, self.clock())
 
     def _tcp_receive(self, h, payload, now) -> None:
-        if self.ip.is_broadcast(h.dst):
-            # RFC 1122 4.2.3.10: TCP is unicast; no SYN,ACK or RST from a broadcast address.
-            self.trace.drop("tcp", "broadcast", dst=int2ip(h.dst))
-            return
-        try:
-            self.ip.next_hop(h.src)
-        except OSError:
-            # No route back: nothing we answer could leave, so keep no state for it.
-            self.trace.drop("tcp", "unroutable", src=int2ip(h.src))
-            return
         self.tcp.receive(h.src, h.dst, payload, now)
 
     def _tcp_icmp_error(self, kind, src, dst, quoted, mtu, now) -> None:

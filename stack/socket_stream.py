@@ -80,7 +80,7 @@ def congestion(sock: Socket) -> str:
     """TCP_CONGESTION's name: the connection's algorithm, else the one set
     for it, else the layer's default."""
     if sock._conn is not None:
-        return sock._conn.cc.name
+        return sock._conn.congestion
     if sock._congestion is not None:
         return sock._congestion
     return _tcp(sock).config.congestion
@@ -95,18 +95,14 @@ def apply_options(sock: Socket) -> None:
         return
     opts = sock._opts
     conn.set_nodelay(bool(opts[(IPPROTO_TCP, TCP_NODELAY)]))
-    idle = float(opts[(IPPROTO_TCP, TCP_KEEPIDLE)])
-    if idle != conn.keepalive_idle and conn.keepalive:
-        conn.set_keepalive(False)  # re-armed below with the new idle time
-    conn.keepalive_idle = idle
-    conn.keepalive_interval = float(opts[(IPPROTO_TCP, TCP_KEEPINTVL)])
-    conn.keepalive_count = opts[(IPPROTO_TCP, TCP_KEEPCNT)]
-    conn.set_keepalive(bool(opts[(SOL_SOCKET, SO_KEEPALIVE)]))
+    conn.set_keepalive(bool(opts[(SOL_SOCKET, SO_KEEPALIVE)]),
+                       idle=float(opts[(IPPROTO_TCP, TCP_KEEPIDLE)]),
+                       interval=float(opts[(IPPROTO_TCP, TCP_KEEPINTVL)]),
+                       count=opts[(IPPROTO_TCP, TCP_KEEPCNT)])
     if sock._congestion is not None:
         conn.set_congestion(sock._congestion)
-    conn.sndbuf_size = opts[(SOL_SOCKET, SO_SNDBUF)] // 2 if sock._sndbuf_set else conn.sndbuf_size
-    if sock._rcvbuf_set:
-        conn.rcvbuf_size = opts[(SOL_SOCKET, SO_RCVBUF)] // 2
+    conn.set_buffers(sndbuf=opts[(SOL_SOCKET, SO_SNDBUF)] // 2 if sock._sndbuf_set else None,
+                     rcvbuf=opts[(SOL_SOCKET, SO_RCVBUF)] // 2 if sock._rcvbuf_set else None)
     sock._net.kick()
 
 
@@ -289,7 +285,7 @@ def _at_eof(conn: "TcpConnection") -> bool:
     (answering data we sent) leaves recv() returning b"" and the error for
     send() to report.
     """
-    return conn._fin_received and not conn._rcvbuf
+    return conn.at_eof
 
 
 def _read_once(sock: Socket, conn: "TcpConnection", timeout: float | None, read):
@@ -329,8 +325,7 @@ def recv(sock: Socket, bufsize: int, flags: int = 0) -> bytes:
             return b""
         if flags & _socket.MSG_PEEK:
             def read():
-                buf = conn._rcvbuf
-                return bytes(buf[:bufsize]) if buf else conn.recv(bufsize, net.clock())
+                return conn.peek(bufsize) or conn.recv(bufsize, net.clock())
         else:
             def read():
                 return conn.recv(bufsize, net.clock())
@@ -347,12 +342,11 @@ def recv_into(sock: Socket, mv: memoryview, flags: int = 0) -> int:
         timeout = _op_timeout(sock, flags)
         if flags & _socket.MSG_PEEK:
             def read():
-                buf = conn._rcvbuf
-                k = min(len(mv), len(buf))
-                if not k:
+                data = conn.peek(len(mv))
+                if not data:
                     return conn.recv_into(mv, 0, net.clock())
-                mv[:k] = buf[:k]
-                return k
+                mv[:len(data)] = data
+                return len(data)
             return _read_once(sock, conn, timeout, read) or 0
         # MSG_WAITALL waits for the whole buffer only in blocking mode: with
         # a timeout CPython's descriptor is non-blocking and Linux returns

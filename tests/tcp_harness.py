@@ -25,7 +25,7 @@ FLAGS = {"S": SYN, "F": FIN, "R": RST, "P": PSH, ".": ACK}
 def syn_options(config: TcpConfig | None = None, now: float = 0.0) -> str:
     """The options of the stack's own SYN in tcpdump form, at time ``now``
     (the harness pins the timestamp clock's offset to 0: TS val is in ms)."""
-    from stack.tcp.conn import wscale_for
+    from stack.tcp.handshake import wscale_for
 
     cfg = config or TcpConfig()
     opts = [f"mss {cfg.mss}"]
@@ -52,17 +52,17 @@ class Conversation:
     tcpdump form, exactly the segments it sent since the last check.
     """
 
-    def __init__(self, config: TcpConfig | None = None, iss: int = ISS, seed: int = 1):
+    def __init__(self, config: TcpConfig | None = None, iss: int = ISS, seed: int = 1,
+                 trace_level: str = "all"):
         self.now = 0.0
         self.events: list[dict] = []
-        self.trace = Trace(clock=lambda: self.now)
+        self.trace = Trace(clock=lambda: self.now, level=trace_level)
         self.trace.subscribe(self.events.append)
         self.out: list = []
         self.config = config or TcpConfig()
-        self.layer = TcpLayer(self._ip_send, self.trace, self.config, rng=random.Random(seed))
         self.iss = iss
-        self.layer._isn = lambda *a: iss
-        self.layer._ts_offset = lambda *a: 0
+        self.layer = TcpLayer(self._ip_send, self.trace, self.config, rng=random.Random(seed),
+                              isn=lambda *a: iss, ts_offset=lambda *a: 0)
         self.conn = None
         self.listener = None
 

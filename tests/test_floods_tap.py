@@ -134,13 +134,13 @@ def test_syn_flood_then_curl_is_served(flood_target):
         src = SPOOFED[i % len(SPOOFED)]
         packets.append(ipv4(src, us, 6, syn(src, us, 1024 + i % 60000, 80, rng.getrandbits(32)),
                             ident=i & 0xFFFF))
-    lst = net.tcp._listeners[(0, 80)]
+    lst = net.tcp.listener((0, 80))
     peak = {"half": 0, "conns": 0}
 
     def check():
         with net.lock:
-            peak["half"] = max(peak["half"], len(lst._half))
-            peak["conns"] = max(peak["conns"], len(net.tcp._conns))
+            peak["half"] = max(peak["half"], lst.half_open())
+            peak["conns"] = max(peak["conns"], net.tcp.status()["connections"])
 
     took = f.flood(packets, check)
     print(f"SYN flood: {FLOOD} SYNs in {took:.2f} s")
@@ -156,11 +156,11 @@ def test_syn_flood_then_curl_is_served(flood_target):
     # and timestamps (hidden in our SYN,ACK's timestamp).
     with socket.create_connection((US, 80), timeout=5) as s:
         key = (ip2int(US), 80, ip2int(KERNEL), s.getsockname()[1])
-        assert wait_for(lambda: key in net.tcp._conns, 2)
+        assert wait_for(lambda: net.tcp.lookup(key) is not None, 2)
         with net.lock:
-            conn = net.tcp._conns[key]
-            assert conn._ws_ok and conn._ts_ok and conn._sack_ok
-            assert 1 <= conn._snd_wscale <= 14  # the kernel offers 7 or more
+            conn = net.tcp.lookup(key)
+            assert (conn.status()["snd_wscale"] is not None) and conn.status()["timestamps"] and conn.status()["sack"]
+            assert 1 <= conn.status()["snd_wscale"] <= 14  # the kernel offers 7 or more
     assert net.stats()["tcp.syncookies_recv"] == st["tcp.syncookies_recv"] + 1
     assert st.get("eth.drop.internal_error", 0) == 0
     grown = rss() - f.rss_before

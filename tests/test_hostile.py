@@ -21,7 +21,7 @@ from stack.net.icmp import IcmpConfig
 from stack.net.reassembly import FragmentReassembler, ReassemblyConfig
 from stack.runtime import Stack
 from stack.tcp import TcpConfig, TcpLayer
-from stack.tcp.conn import wscale_for
+from stack.tcp.handshake import wscale_for
 from stack.tcp.syncookies import MAX_AGE, MSS_TABLE, TICK, SynCookies, mss_index
 from stack.trace import Trace
 from stack.wire.ipv4 import parse_ipv4
@@ -112,10 +112,10 @@ def cookie_synack(c: Conversation, port: int = PEER_PORT, mss: int | None = 1400
 def test_full_half_open_queue_answers_with_a_cookie_and_keeps_nothing():
     c = cookie_conversation()
     layer, lst = c.layer, c.listener
-    conns = len(layer._conns)
+    conns = layer.status()["connections"]
     cookie = cookie_synack(c)
     assert cookie != c.iss
-    assert len(layer._conns) == conns and len(lst._half) == 1
+    assert layer.status()["connections"] == conns and lst.half_open() == 1
     assert c.trace.counters["tcp.syncookies_sent"] == 1
     assert "tcp.listen_drops" not in c.trace.counters
 
@@ -125,9 +125,9 @@ def test_valid_cookie_ack_establishes_with_the_decoded_mss():
     cookie = cookie_synack(c, mss=1400)
     c.feed("P.", 9001, cookie + 1, data=b"GET / HTTP/1.0\r\n\r\n")
     conn = c.listener.accept()
-    assert conn.rcv_nxt == 9001 + 18
+    assert conn.status()["rcv_nxt"] == 9001 + 18
     assert conn.state == "ESTABLISHED" and conn.remote == (PEER, PEER_PORT)
-    assert conn.mss == 1300  # 1400 rounded down the table
+    assert conn.status()["mss"] == 1300  # 1400 rounded down the table
     assert conn.recv(100) == b"GET / HTTP/1.0\r\n\r\n"
     assert c.trace.counters["tcp.syncookies_recv"] == 1
     # It sends from the cookie ISN on, in segments of the decoded MSS.
@@ -141,7 +141,7 @@ def test_cookie_ack_without_mss_option_uses_536():
     c = cookie_conversation()
     cookie = cookie_synack(c, mss=None)
     c.feed(".", 9001, cookie + 1)
-    assert c.listener.accept().mss == 536
+    assert c.listener.accept().status()["mss"] == 536
 
 
 def test_forged_cookie_ack_gets_rst_and_is_counted():
@@ -153,7 +153,7 @@ def test_forged_cookie_ack_gets_rst_and_is_counted():
     c.expect(f"Flags [R], seq {cookie + 1}, win 0, length 0")
     assert c.drops()["tcp.drop.syncookie_failed"] == 2
     assert c.listener.accept() is None
-    assert len(c.layer._conns) == 1
+    assert c.layer.status()["connections"] == 1
 
 
 def test_expired_cookie_ack_rejected_and_counted():
@@ -177,8 +177,8 @@ def test_cookie_ack_while_accept_queue_full_is_dropped_silently():
     c.expect_nothing()
     assert c.trace.counters["tcp.syncookies_recv"] == 1
     assert c.drops()["tcp.drop.accept_queue_full"] == 1
-    assert (US, US_PORT, PEER, PEER_PORT) not in c.layer._conns
-    assert len(lst._queue) == 1
+    assert c.layer.lookup((US, US_PORT, PEER, PEER_PORT)) is None
+    assert lst.queued() == 1
 
 
 def test_acks_are_not_checked_for_cookies_on_a_listener_that_never_overflowed():
@@ -216,9 +216,9 @@ def test_cookie_keeps_wscale_sack_and_timestamps_when_the_syn_had_timestamps():
     c.feed(".", 9001, synack.seq + 1, win=1000, timestamps=(101, tsval))
     conn = c.listener.accept()
     assert conn.state == "ESTABLISHED"
-    assert conn._ws_ok and conn._snd_wscale == 7 and conn.snd_wnd == 1000 << 7
-    assert conn._ts_ok and conn._ts_recent == 101 and conn._sack_ok
-    assert conn.mss == 1460 - 12
+    assert (conn.status()["snd_wscale"] is not None) and conn.status()["snd_wscale"] == 7 and conn.status()["snd_wnd"] == 1000 << 7
+    assert conn.status()["timestamps"] and conn.status()["ts_recent"] == 101 and conn.status()["sack"]
+    assert conn.status()["mss"] == 1460 - 12
     conn.send(b"x", c.now)
     (seg,) = c.sent_segments()
     # Our clock goes on from the cookie's TSval (never behind it, modulo 2**32).
@@ -232,8 +232,8 @@ def test_cookie_without_timestamps_offers_mss_only():
     assert synack.wscale is None and not synack.sack_perm and synack.timestamps is None
     c.feed(".", 9001, synack.seq + 1, win=1000)
     conn = c.listener.accept()
-    assert not conn._ws_ok and not conn._sack_ok and not conn._ts_ok
-    assert conn.snd_wnd == 1000
+    assert not (conn.status()["snd_wscale"] is not None) and not conn.status()["sack"] and not conn.status()["timestamps"]
+    assert conn.status()["snd_wnd"] == 1000
 
 
 def test_syn_flood_keeps_state_bounded_with_cookies():
@@ -242,9 +242,9 @@ def test_syn_flood_keeps_state_bounded_with_cookies():
     for i in range(5000):
         c.feed("S", i * 7919, src_port=1024 + i)
     assert len(c.sent()) == 5000
-    assert len(lst._half) == 4 and len(c.layer._conns) == 4
+    assert lst.half_open() == 4 and c.layer.status()["connections"] == 4
     assert c.trace.counters["tcp.syncookies_sent"] == 4996
-    assert len(c.layer._heap) <= 8
+    assert c.layer.status()["timers"] <= 8
 
 
 # ---- limits ------------------------------------------------------------------------
@@ -256,7 +256,7 @@ def test_max_connections_bounds_passive_and_active_opens():
     for port in range(6000, 6005):
         c.feed("S", 9000, src_port=port)
     assert len(c.sent()) == 3
-    assert len(c.layer._conns) == 3
+    assert c.layer.status()["connections"] == 3
     assert c.drops()["tcp.drop.too_many_connections"] == 2
     with pytest.raises(OSError) as e:
         c.layer.connect(US, (PEER, 80), c.now)
@@ -282,18 +282,18 @@ def test_full_table_recycles_the_oldest_time_wait_connection():
     assert synack.flags == SYN | ACK_FLAG
     assert [x.state for x in conns] == ["CLOSED", "TIME_WAIT", "ESTABLISHED"]
     assert c.trace.counters["tcp.time_wait_recycled"] == 1
-    assert len(c.layer._conns) == 3
+    assert c.layer.status()["connections"] == 3
 
 
 def test_out_of_order_queue_bounded_in_holes_and_bytes():
     cfg = TcpConfig(ooo_max_holes=16)
     c = Conversation(cfg)
     conn = c.open_passive()
-    rcv_wnd = conn.rcv_adv - conn.rcv_nxt
+    rcv_wnd = conn.status()["rcv_wnd"]
     # Every other 100-byte block of (twice) the window: holes everywhere.
     for k in range(1, 2 * rcv_wnd // 100, 2):
         c.feed(".", IRS + 1 + k * 100, c.iss + 1, data=b"z" * 100)
-    ooo = conn._ooo
+    ooo = conn.receiver.ooo
     assert len(ooo.ranges()) <= 16
     assert ooo.buffered() <= rcv_wnd
     assert c.drops()["tcp.drop.ooo_full"] > 0
@@ -410,12 +410,12 @@ def test_sack_scoreboard_is_bounded_against_hostile_blocks():
     (conn,) = established_pair(c, sack_perm=True, wscale=7)
     conn.send(b"x" * 500000, c.now)
     c.sent()
-    una = conn.snd_una
+    una = conn.status()["snd_una"]
     for k in range(300):
         blocks = tuple((una + 2 + 8 * (4 * k + j), una + 3 + 8 * (4 * k + j)) for j in range(4))
         c.feed(".", IRS + 1, una, sack=blocks)
         c.sent()
-    assert len(conn._sb.ranges) <= 256
+    assert len(conn.recovery.sb.ranges) <= 256
 
 
 def _challenges_drawn(victim_hit: bool) -> int:
@@ -455,9 +455,9 @@ def test_frag_needed_cannot_shrink_segments_below_a_floor():
     c.sent()
     quote = (bytes.fromhex("45000028000000004006 0000") + US.to_bytes(4, "big")
              + PEER.to_bytes(4, "big") + US_PORT.to_bytes(2, "big")
-             + PEER_PORT.to_bytes(2, "big") + conn.snd_una.to_bytes(4, "big"))
+             + PEER_PORT.to_bytes(2, "big") + conn.status()["snd_una"].to_bytes(4, "big"))
     c.layer.icmp_error("frag_needed", PEER, US, quote, c.now, mtu=68)
-    assert conn.mss == 512
+    assert conn.status()["mss"] == 512
     assert max(len(seg.payload) for seg in c.sent_segments()) == 512
 
 
@@ -484,7 +484,7 @@ def test_orphan_stuck_behind_a_zero_window_is_reaped():
             break
         c.run_until(d)
         for _ in c.sent_segments():                   # every probe gets a zero window
-            c.feed(".", IRS + 1, conn.snd_una, win=0)
+            c.feed(".", IRS + 1, conn.status()["snd_una"], win=0)
         c.sent()
     assert conn.state == "CLOSED"
     assert c.now < 1000
@@ -506,7 +506,7 @@ def test_zero_window_probes_go_on_while_the_application_owns_the_connection():
     while c.now < 3600:
         c.run_until(c.layer.next_deadline())
         for _ in c.sent_segments():
-            c.feed(".", IRS + 1, conn.snd_una, win=0)
+            c.feed(".", IRS + 1, conn.status()["snd_una"], win=0)
         c.sent()
     assert conn.state == "ESTABLISHED"
 

@@ -123,9 +123,9 @@ class Target:
                        for p in arp.pending.values())
             assert len(arp.cache) <= arp.config.max_entries
             tcp = net.tcp
-            assert len(tcp._conns) <= tcp.config.max_connections
-            for lst in tcp._listeners.values():
-                assert len(lst._half) <= tcp.config.syn_backlog
+            assert tcp.status()["connections"] <= tcp.config.max_connections
+            for lst in tcp.listeners():
+                assert lst.half_open() <= tcp.config.syn_backlog
 
     def attack(self, frames, expect: dict[str, int]) -> dict[str, int]:
         """Two rounds of ``frames``; counters checked after the first."""
@@ -438,10 +438,10 @@ def test_blind_injection_against_a_live_connection(target):
     key = (ip2int(US), 7, ip2int(KERNEL), sport)
     time.sleep(0.2)  # let delayed ACKs settle
     with net.lock:
-        conn = net.tcp._conns[key]
-        rcv_nxt, snd_una, snd_max = conn.rcv_nxt, conn.snd_una, conn.snd_max
-        wnd = conn.rcv_adv - conn.rcv_nxt
-        ts = [("Timestamp", (conn._ts_recent, 0))] if conn._ts_ok else []
+        conn = net.tcp.lookup(key)
+        rcv_nxt, snd_una, snd_max = conn.status()["rcv_nxt"], conn.status()["snd_una"], conn.status()["snd_max"]
+        wnd = conn.status()["rcv_wnd"]
+        ts = [("Timestamp", (conn.status()["ts_recent"], 0))] if conn.status()["timestamps"] else []
     assert wnd > 1000
 
     def seg(flags, seq, ack=0, payload=b""):
@@ -484,11 +484,11 @@ def test_blind_injection_against_a_live_connection(target):
     # The exact RST resets it.
     time.sleep(0.2)
     with net.lock:
-        rcv_nxt = conn.rcv_nxt
+        rcv_nxt = conn.status()["rcv_nxt"]
     delta = t.send([seg("R", rcv_nxt)])
     assert delta.get("tcp.in_rsts", 0) == 1
     with net.lock:
-        assert conn.state == "CLOSED" and key not in net.tcp._conns
+        assert conn.state == "CLOSED" and net.tcp.lookup(key) is None
     s.sendall(b"x")  # the stack answers this with a RST
     with pytest.raises(ConnectionResetError):
         s.recv(100)
@@ -506,11 +506,11 @@ def test_bad_ack_to_a_half_open_connection(target):
     t.send([t.ip(src=ghost) / TCP(sport=42000, dport=80, flags="S", seq=7000)])
     key = (ip2int(US), 80, ip2int(ghost), 42000)
     with net.lock:
-        conn = net.tcp._conns[key]
+        conn = net.tcp.lookup(key)
         assert conn.state == "SYN_RECEIVED"
     delta = t.send([t.ip(src=ghost) / TCP(sport=42000, dport=80, flags="A", seq=7001,
-                                          ack=conn.iss + 5000)])
+                                          ack=conn.status()["iss"] + 5000)])
     assert delta.get("tcp.drop.bad_ack", 0) == 1 and delta.get("tcp.out_rsts", 0) == 1
     with net.lock:
-        assert net.tcp._conns.get(key) is conn and conn.state == "SYN_RECEIVED"
+        assert net.tcp.lookup(key) is conn and conn.state == "SYN_RECEIVED"
     t.after_round()

@@ -76,8 +76,8 @@ def quiet(net: Stack) -> bool:
     """No connection, no timer, nothing half-open, queued or pending."""
     with net.lock:
         tcp = net.tcp
-        return (not tcp._conns and tcp.next_deadline() is None and not tcp._heap
-                and all(not lst._half and not lst._queue for lst in tcp._listeners.values())
+        return (not tcp.status()["connections"] and tcp.next_deadline() is None and not tcp.status()["timers"]
+                and all(not lst.half_open() and not lst.queued() for lst in tcp.listeners())
                 and not net.eth.pending and not net.ip.local
                 and not net.ip.reassembler.datagrams)
 
@@ -115,9 +115,9 @@ def test_thousands_of_lifecycles_leave_nothing_behind():
 
         svc.close()
         with b.lock:
-            assert not b.tcp._listeners and not b.tcp._bound
+            assert not b.tcp.status()["listeners"] and not b.tcp.status()["bound"]
         with a.lock:
-            assert not a.tcp._bound
+            assert not a.tcp.status()["bound"]
         assert wait_for(lambda: set(threading.enumerate()) <= threads_before, 5), \
             set(threading.enumerate()) - threads_before
     finally:

@@ -409,7 +409,7 @@ def test_ack_for_unsent_data_is_answered_and_ignored():
     c.sent()
     c.feed(".", 5001, 2000)
     c.expect("Flags [.], seq 1004, ack 5001, win 65535, length 0")
-    assert c.conn.snd_una == 1001
+    assert c.conn.status()["snd_una"] == 1001
     assert c.drops()["tcp.drop.ack_unsent"] == 1
 
 
@@ -426,7 +426,7 @@ def test_too_old_ack_gets_challenge_ack():
     for _ in range(3):
         c.conn.send(b"x" * 1000, c.now)
         c.sent()
-        c.feed(".", 5001, c.conn.snd_max, win=1000)
+        c.feed(".", 5001, c.conn.status()["snd_max"], win=1000)
     c.feed(".", 5001, 1001 - 10)  # far below snd_una - max window
     c.expect("Flags [.], seq 4001, ack 5001, win 65535, length 0")
     assert c.drops()["tcp.drop.ack_too_old"] == 1
@@ -525,11 +525,11 @@ def to_state(state: str) -> Conversation:
 ])
 def test_rst_in_every_synchronized_state(state, error):
     c = to_state(state)
-    rcv_nxt = c.conn.rcv_nxt
-    w = c.conn.rcv_adv - rcv_nxt
+    rcv_nxt = c.conn.status()["rcv_nxt"]
+    w = c.conn.status()["rcv_wnd"]
     c.feed("R", rcv_nxt + 1)  # not exact: challenged, not obeyed
     if state != "SYN_RECEIVED":
-        c.expect(f"Flags [.], seq {c.conn.snd_max}, ack {rcv_nxt}, win {w}, length 0")
+        c.expect(f"Flags [.], seq {c.conn.status()['snd_max']}, ack {rcv_nxt}, win {w}, length 0")
     assert c.conn.state == state
     c.sent()
     c.feed("R", rcv_nxt)
@@ -549,9 +549,9 @@ def test_rst_in_syn_sent_needs_ack_of_syn():
                                    "CLOSING", "LAST_ACK", "TIME_WAIT"])
 def test_syn_in_every_synchronized_state_gets_challenge_ack(state):
     c = to_state(state)
-    w = c.conn.rcv_adv - c.conn.rcv_nxt
-    c.feed("S", c.conn.rcv_nxt + 10)
-    c.expect(f"Flags [.], seq {c.conn.snd_max}, ack {c.conn.rcv_nxt}, win {w}, length 0")
+    w = c.conn.status()["rcv_wnd"]
+    c.feed("S", c.conn.status()["rcv_nxt"] + 10)
+    c.expect(f"Flags [.], seq {c.conn.status()['snd_max']}, ack {c.conn.status()['rcv_nxt']}, win {w}, length 0")
     assert c.conn.state == state
 
 
@@ -559,9 +559,9 @@ def test_syn_in_every_synchronized_state_gets_challenge_ack(state):
                                    "CLOSING", "LAST_ACK", "TIME_WAIT"])
 def test_out_of_window_data_in_every_synchronized_state_gets_ack(state):
     c = to_state(state)
-    w = c.conn.rcv_adv - c.conn.rcv_nxt
-    c.feed(".", c.conn.rcv_nxt + 200000, c.conn.snd_una, data=b"zz")
-    c.expect(f"Flags [.], seq {c.conn.snd_max}, ack {c.conn.rcv_nxt}, win {w}, length 0")
+    w = c.conn.status()["rcv_wnd"]
+    c.feed(".", c.conn.status()["rcv_nxt"] + 200000, c.conn.status()["snd_una"], data=b"zz")
+    c.expect(f"Flags [.], seq {c.conn.status()['snd_max']}, ack {c.conn.status()['rcv_nxt']}, win {w}, length 0")
     assert c.conn.state == state
 
 
@@ -569,7 +569,7 @@ def test_out_of_window_data_in_every_synchronized_state_gets_ack(state):
                                    "CLOSING", "LAST_ACK", "TIME_WAIT"])
 def test_segment_without_ack_dropped_in_every_synchronized_state(state):
     c = to_state(state)
-    c.feed("P", c.conn.rcv_nxt, data=b"zz")
+    c.feed("P", c.conn.status()["rcv_nxt"], data=b"zz")
     c.run_until(1.0)  # not even a delayed ACK: the text was never accepted
     assert [s for s in c.sent() if "length 2" in s] == []
     assert c.drops()["tcp.drop.no_ack"] == 1

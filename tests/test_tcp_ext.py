@@ -43,7 +43,7 @@ def test_active_open_uses_all_three_when_the_peer_offers_them():
              "length 0")
     st = c.conn.status()
     assert (st["snd_wscale"], st["rcv_wscale"], st["timestamps"], st["sack"]) == (7, 7, True, True)
-    assert c.conn.mss == 1448  # 1460 less the 12 bytes of timestamps on every segment
+    assert c.conn.status()["mss"] == 1448  # 1460 less the 12 bytes of timestamps on every segment
     assert st["rcv_wnd"] == 4 * 1024 * 1024
 
 
@@ -71,7 +71,7 @@ def test_passive_open_answers_only_what_the_syn_offered(offer):
     assert st["sack"] == bool(offer.get("sack_perm"))
     assert st["snd_wscale"] == offer.get("wscale")
     # The ACK's window is scaled by the peer's shift.
-    assert conn.snd_wnd == 100 << offer.get("wscale", 0)
+    assert conn.status()["snd_wnd"] == 100 << offer.get("wscale", 0)
 
 
 def test_config_can_refuse_everything():
@@ -100,20 +100,20 @@ def test_peer_without_window_scaling_gets_unscaled_windows():
              "Flags [.], seq 2449:3897, ack 5001, win 65535, options [TS val 0 ecr 777], "
              "length 1448")
     c.feed(".", IRS + 1, 2449, win=600, timestamps=(778, 0))
-    assert c.conn.snd_wnd == 600
-    assert c.conn.rcv_adv - c.conn.rcv_nxt == 65535
+    assert c.conn.status()["snd_wnd"] == 600
+    assert c.conn.status()["rcv_wnd"] == 65535
 
 
 def test_peer_without_timestamps_gets_none():
     c = established(wscale=7, sack_perm=True)
     c.expect(f"Flags [.], seq 1001, ack 5001, win {WIN_4MB}, length 0")
-    assert c.conn.mss == 1460
+    assert c.conn.status()["mss"] == 1460
     c.conn.send(b"hello", c.now)
     c.expect(f"Flags [P.], seq 1001:1006, ack 5001, win {WIN_4MB}, length 5")
     c.now = 0.25
     c.feed(".", IRS + 1, 1006, win=1000)
     # Timed the classic way (one segment per RTT): the handshake's 0, then 0.25.
-    assert c.conn.srtt == pytest.approx(0.125 * 0.25)
+    assert c.conn.status()["srtt"] == pytest.approx(0.125 * 0.25)
     # Segments without timestamps are fine on such a connection.
     c.feed("P.", IRS + 1, 1006, data=b"abc", win=1000)
     assert c.conn.recv(10) == b"abc"
@@ -169,7 +169,7 @@ def test_sends_up_to_a_scaled_peer_window_beyond_64k():
     c = established(cfg, peer_win=1000, **ALL)  # the SYN,ACK's 1000 is not scaled
     c.sent()
     c.feed(".", IRS + 1, 1001, win=1000, timestamps=(778, 0))  # 1000 << 7 = 128000
-    assert c.conn.snd_wnd == 128000
+    assert c.conn.status()["snd_wnd"] == 128000
     c.conn.send(b"y" * 300000, c.now)
     segs = c.sent_segments()
     assert sum(len(s.payload) for s in segs) == 128000 - 128000 % 1448
@@ -202,8 +202,8 @@ def test_rtt_timed_on_the_real_clock_once_per_round_trip():
     rtt = [e for e in c.events if e["event"] == "rtt"]
     # The handshake's sample (the SYN,ACK came at once) then one per timed segment.
     assert [e["sample"] for e in rtt] == [0.0, 0.25, 0.12]
-    assert rtt[-1]["srtt"] == pytest.approx(c.conn.srtt, abs=1e-6)
-    assert c.conn.rto == pytest.approx(c.conn.srtt + 4 * c.conn.rttvar)
+    assert rtt[-1]["srtt"] == pytest.approx(c.conn.status()["srtt"], abs=1e-6)
+    assert c.conn.status()["rto"] == pytest.approx(c.conn.status()["srtt"] + 4 * c.conn.status()["rttvar"])
 
 
 def test_sub_millisecond_rtt_is_measured_with_timestamps_on():
@@ -218,7 +218,7 @@ def test_sub_millisecond_rtt_is_measured_with_timestamps_on():
     c.feed(".", IRS + 1, 1101, win=1000, timestamps=(800, 1000))
     rtt = [e["sample"] for e in c.events if e["event"] == "rtt"]
     assert rtt[-1] == pytest.approx(0.0003)
-    assert c.conn.srtt > 0
+    assert c.conn.status()["srtt"] > 0
 
 
 def test_after_a_retransmission_the_sample_comes_from_timestamps():
@@ -246,7 +246,7 @@ def test_after_a_retransmission_an_ack_echoing_no_timestamp_gives_no_sample():
     c.run_until(0.31)                        # RTO
     c.now = 0.5
     c.feed(".", IRS + 1, 1101, win=1000, timestamps=(800, 0))  # TSecr 0: nothing echoed
-    assert c.conn.snd_una == 1101
+    assert c.conn.status()["snd_una"] == 1101
     assert [e["sample"] for e in c.events if e["event"] == "rtt"] == [0.0]  # the handshake's
 
 
@@ -441,7 +441,7 @@ def test_with_tso_the_sender_hands_over_whole_mss_multiples():
     assert [len(s.payload) for s in c.sent_segments()] == [10 * 1448]
     c.feed(".", IRS + 1, 1001 + 10 * 1448, win=4000, timestamps=(779, 0))
     assert [len(s.payload) for s in c.sent_segments()] == [12 * 1448]  # + 2 MSS (ABC)
-    c.conn.cc.cwnd = 100 * 1448 + 700
+    c.conn.recovery.cc.cwnd = 100 * 1448 + 700
     c.feed(".", IRS + 1, 1001 + 22 * 1448, win=4000, timestamps=(780, 0))
     # At most 45 MSS (65160 bytes of data, 65212 with the headers) per segment;
     # the window's odd 700 bytes are not cut off as a short segment.

@@ -69,8 +69,8 @@ def test_sack_recovery_resends_only_the_holes():
     # Third duplicate ACK: recovery, cwnd = ssthresh = 0.7 * flight (CUBIC);
     # the first hole goes again.
     assert ack(c, S(1), (S(5), S(6)), (S(2), S(4))) == [(S(1), MSS)]
-    cc = c.conn.cc
-    assert c.conn._in_recovery and cc.cwnd == cc.ssthresh == int(0.7 * 9 * MSS)
+    cc = c.conn.recovery.cc
+    assert c.conn.status()["in_recovery"] and cc.cwnd == cc.ssthresh == int(0.7 * 9 * MSS)
     # pipe = 1 (resent) + 1 (hole 4, not yet lost) + 4 (above the highest SACK):
     # no room. One more SACKed segment makes room: hole 4 goes (NextSeg rule 3).
     assert ack(c, S(1), (S(5), S(7)), (S(2), S(4))) == [(S(4), MSS)]
@@ -78,11 +78,11 @@ def test_sack_recovery_resends_only_the_holes():
         assert ack(c, S(1), (S(5), S(top)), (S(2), S(4))) == []
     # Partial ACK (segment 1 arrived), then everything.
     assert ack(c, S(4), (S(5), S(10))) == []
-    assert c.conn._in_recovery
+    assert c.conn.status()["in_recovery"]
     assert ack(c, S(10)) == []
-    assert not c.conn._in_recovery
+    assert not c.conn.status()["in_recovery"]
     assert retransmits(c) == [("fast", S(1)), ("sack", S(4))]
-    assert c.conn.snd_una == S(10) and c.conn.snd_max == S(10)
+    assert c.conn.status()["snd_una"] == S(10) and c.conn.status()["snd_max"] == S(10)
 
 
 def test_sack_recovery_starts_when_three_segments_are_sacked_at_once():
@@ -91,7 +91,7 @@ def test_sack_recovery_starts_when_three_segments_are_sacked_at_once():
     # One ACK SACKing three segments above a hole: IsLost(HighACK + 1) holds
     # before three duplicate ACKs (RFC 6675 5, step 2).
     assert ack(c, S(0), (S(1), S(4))) == [(S(0), MSS)]
-    assert c.conn._in_recovery and c.conn._dupacks == 1
+    assert c.conn.status()["in_recovery"] and c.conn.status()["dupacks"] == 1
 
 
 def test_two_sacked_segments_are_not_yet_a_loss():
@@ -99,7 +99,7 @@ def test_two_sacked_segments_are_not_yet_a_loss():
     c.now = 0.2
     assert ack(c, S(0), (S(1), S(3))) == []
     assert ack(c, S(0), (S(1), S(3))) == []  # nothing newly SACKed: not a duplicate
-    assert not c.conn._in_recovery and c.conn._dupacks == 1
+    assert not c.conn.status()["in_recovery"] and c.conn.status()["dupacks"] == 1
 
 
 def test_sacked_segments_make_room_for_new_data_before_and_during_recovery():
@@ -112,7 +112,7 @@ def test_sacked_segments_make_room_for_new_data_before_and_during_recovery():
     # Recovery: flight 12 segments, cwnd = 0.7 * 12; the hole goes, then
     # nothing until pipe falls below cwnd.
     assert ack(c, S(0), (S(1), S(4))) == [(S(0), MSS)]
-    cwnd = c.conn.cc.cwnd
+    cwnd = c.conn.status()["cwnd"]
     assert cwnd == int(0.7 * 12 * MSS)
     sent = []
     for top in range(5, 13):
@@ -131,24 +131,24 @@ def test_dsack_blocks_are_ignored_safely():
     # A D-SACK for bytes below the cumulative ACK (a duplicate received):
     # not a duplicate ACK, nothing recorded.
     assert ack(c, S(2), (S(0), S(1))) == []
-    assert c.conn._dupacks == 0 and not c.conn._sb
+    assert c.conn.status()["dupacks"] == 0 and not c.conn.status()["sacked"]
     # A D-SACK inside already SACKed bytes adds nothing either.
     ack(c, S(2), (S(4), S(6)))
     assert ack(c, S(2), (S(4), S(5)), (S(4), S(6))) == []
-    assert c.conn._dupacks == 1 and c.conn._sb.sacked == 2 * MSS
+    assert c.conn.status()["dupacks"] == 1 and c.conn.status()["sacked"] == 2 * MSS
     # Blocks beyond anything sent are ignored.
     assert ack(c, S(2), (S(20), S(21))) == []
-    assert c.conn._sb.sacked == 2 * MSS
+    assert c.conn.status()["sacked"] == 2 * MSS
 
 
 def test_scoreboard_is_bounded_against_a_peer_sacking_every_other_byte():
     c = sender(TcpConfig(sack_max_ranges=16), segments=10)
     c.now = 0.2
-    una = c.conn.snd_una
+    una = c.conn.status()["snd_una"]
     for k in range(20):
         blocks = [(una + 2 + 8 * (3 * k + j), una + 3 + 8 * (3 * k + j)) for j in range(3)]
         ack(c, una, *blocks)
-    sb = c.conn._sb
+    sb = c.conn.recovery.sb
     assert len(sb.ranges) == 16 and sb.sacked == 16
     # Blocks that grow a range it has are still taken.
     ack(c, una, (una + 2, una + 6))
@@ -177,10 +177,10 @@ def test_rto_forgets_sacks_then_go_back_skips_what_is_sacked_again():
     c = sender()
     c.now = 0.2
     ack(c, S(0), (S(2), S(3)))  # one duplicate ACK, no recovery
-    c.run_until(c.conn._rto_at)
+    c.run_until(c.conn.status()["timers"].get("rto"))
     c.expect(f"Flags [.], seq {S(0)}:{S(1)}, ack 5001, win 32768, "
              "options [TS val 400 ecr 2], length 1448")
-    assert not c.conn._sb and c.conn.cc.cwnd == MSS  # RFC 2018 8: SACK info dropped
+    assert not c.conn.status()["sacked"] and c.conn.status()["cwnd"] == MSS  # RFC 2018 8: SACK info dropped
     # The ACK of the resent segment SACKs 2..5: go-back-N sends 1, skips them, sends 5.
     c.now = 0.6
     assert ack(c, S(1), (S(2), S(5))) == [(S(1), MSS), (S(5), MSS)]
@@ -195,7 +195,7 @@ def test_newreno_partial_ack_resends_next_hole_and_stays_in_recovery():
     for _ in range(2):
         assert ack(c, S(0)) == []
     assert ack(c, S(0)) == [(S(0), MSS)]
-    cc = c.conn.cc
+    cc = c.conn.recovery.cc
     ssthresh = 10 * MSS // 2
     assert cc.ssthresh == ssthresh and cc.cwnd == ssthresh + 3 * MSS
     assert ack(c, S(0)) == []  # inflation: + 1 MSS
@@ -203,16 +203,16 @@ def test_newreno_partial_ack_resends_next_hole_and_stays_in_recovery():
     # Partial ACK: segments 0..2 acknowledged, 3 was lost too.
     c.now = 0.22
     assert ack(c, S(3))[0] == (S(3), MSS)
-    assert c.conn._in_recovery
+    assert c.conn.status()["in_recovery"]
     assert cc.cwnd == ssthresh + 4 * MSS - 3 * MSS + MSS  # deflate by 3, add back one
-    assert c.conn._rto_at == c.now + c.conn.rto  # the first partial ACK restarts the timer
-    rto_at = c.conn._rto_at
+    assert c.conn.status()["timers"].get("rto") == c.now + c.conn.status()["rto"]  # the first partial ACK restarts the timer
+    rto_at = c.conn.status()["timers"].get("rto")
     c.now = 0.25
     assert ack(c, S(6))[0] == (S(6), MSS)  # a second partial ACK: the next hole
-    assert c.conn._in_recovery and c.conn._rto_at == rto_at  # ...but not the timer
+    assert c.conn.status()["in_recovery"] and c.conn.status()["timers"].get("rto") == rto_at  # ...but not the timer
     ack(c, S(10))
-    assert not c.conn._in_recovery
-    assert cc.cwnd == min(ssthresh, max(c.conn.snd_max - S(10), MSS) + MSS)
+    assert not c.conn.status()["in_recovery"]
+    assert cc.cwnd == min(ssthresh, max(c.conn.status()["snd_max"] - S(10), MSS) + MSS)
     assert [r for r, _ in retransmits(c)] == ["fast", "partial", "partial"]
 
 
@@ -221,9 +221,9 @@ def test_reno_partial_ack_ends_recovery():
     c.now = 0.2
     for _ in range(3):
         ack(c, S(0))
-    assert c.conn._in_recovery
+    assert c.conn.status()["in_recovery"]
     assert ack(c, S(3)) == []  # Reno: out of recovery, no retransmission
-    assert not c.conn._in_recovery and c.conn.cc.cwnd == c.conn.cc.ssthresh
+    assert not c.conn.status()["in_recovery"] and c.conn.status()["cwnd"] == c.conn.status()["ssthresh"]
 
 
 # ---- congestion control ---------------------------------------------------------------
@@ -232,7 +232,7 @@ def test_reno_partial_ack_ends_recovery():
 def test_slow_start_counts_bytes_up_to_two_segments_per_ack():
     c = sender(segments=40)
     c.now = 0.2
-    cc = c.conn.cc
+    cc = c.conn.recovery.cc
     assert cc.cwnd == 10 * MSS
     ack(c, S(2))  # an ACK for two segments (a delayed ACK): + 2 MSS
     assert cc.cwnd == 12 * MSS
@@ -245,12 +245,12 @@ def test_slow_start_counts_bytes_up_to_two_segments_per_ack():
 def test_cwnd_does_not_grow_when_the_application_does_not_use_it():
     c = sender(segments=1)
     c.now = 0.2
-    cwnd = c.conn.cc.cwnd
+    cwnd = c.conn.status()["cwnd"]
     for i in range(20):
         c.conn.send(b"x" * MSS, c.now)
         c.sent()
         ack(c, S(i + 2))
-    assert c.conn.cc.cwnd == cwnd
+    assert c.conn.status()["cwnd"] == cwnd
 
 
 def test_cwnd_and_rtt_trace_events():
@@ -261,7 +261,7 @@ def test_cwnd_and_rtt_trace_events():
         ack(c, S(2), (S(3), S(top + 2)))
     cw = [e for e in c.events if e["event"] == "cwnd"]
     assert [e["why"] for e in cw] == ["ack", "fast_retransmit"]
-    assert cw[-1]["cwnd"] == c.conn.cc.cwnd and cw[-1]["ssthresh"] == c.conn.cc.ssthresh
+    assert cw[-1]["cwnd"] == c.conn.status()["cwnd"] and cw[-1]["ssthresh"] == c.conn.status()["ssthresh"]
     assert cw[-1]["conn"] == c.conn.name
     rtt = [e for e in c.events if e["event"] == "rtt"]
     assert rtt[-1]["sample"] == pytest.approx(0.1) and {"srtt", "rto"} <= set(rtt[-1])
@@ -270,12 +270,12 @@ def test_cwnd_and_rtt_trace_events():
 @pytest.mark.parametrize("name", ["cubic", "newreno", "reno"])
 def test_congestion_control_chosen_by_config_or_per_connection(name):
     c = sender(TcpConfig(congestion=name), segments=0)
-    assert c.conn.cc.name == name and c.conn.status()["congestion"] == name
+    assert c.conn.status()["congestion"] == name and c.conn.status()["congestion"] == name
     other = "reno" if name != "reno" else "cubic"
-    c.conn.cc.ssthresh = 5 * MSS
+    c.conn.recovery.cc.ssthresh = 5 * MSS
     c.conn.set_congestion(other)
-    assert c.conn.cc.name == other and c.conn.cc.ssthresh == 5 * MSS
-    assert c.conn.cc.cwnd == 10 * MSS
+    assert c.conn.status()["congestion"] == other and c.conn.status()["ssthresh"] == 5 * MSS
+    assert c.conn.status()["cwnd"] == 10 * MSS
     with pytest.raises(FileNotFoundError):
         c.conn.set_congestion("vegas")
 
@@ -293,22 +293,22 @@ def test_cubic_window_follows_the_rfc_9438_curve():
     cfg = TcpConfig(initial_cwnd=100, sndbuf=1 << 30)
     c = sender(cfg, segments=0, rtt=rtt)
     conn = c.conn
-    cc = conn.cc
+    cc = conn.recovery.cc
     assert isinstance(cc, Cubic)
     conn.send(b"c" * (1 << 26), c.now)
     assert len(c.sent_segments()) == 100
     # Segment 0 is lost: three duplicate ACKs (SACKing 1..3) start recovery.
     for i in (1, 2, 3):
         c.feed(".", IRS + 1, S(0), win=WIN, sack=((S(1), S(1 + i)),), timestamps=(2, 100))
-    assert conn._in_recovery
+    assert conn.status()["in_recovery"]
     # W_max is the window at the loss; ssthresh 0.7 of what was in flight
     # (100 segments and the 2 that the first two SACKs let out).
     assert cc.w_max == 100 and cc.ssthresh == int(0.7 * 102 * MSS)
     c.sent()
     # The hole is filled: everything sent so far is acknowledged at once.
     c.now += rtt
-    c.feed(".", IRS + 1, conn.snd_max, win=WIN, timestamps=(3, int(c.now * 1000 - 100)))
-    assert not conn._in_recovery and cc.cwnd == cc.ssthresh
+    c.feed(".", IRS + 1, conn.status()["snd_max"], win=WIN, timestamps=(3, int(c.now * 1000 - 100)))
+    assert not conn.status()["in_recovery"] and cc.cwnd == cc.ssthresh
     cwnd_epoch = cc.cwnd / MSS
     k = ((100 - cwnd_epoch) / 0.4) ** (1 / 3)  # 4.15 s
     checks = {1.0: None, 2.0: None, 3.0: None, round(k, 2): None, 5.0: None, 5.5: None}

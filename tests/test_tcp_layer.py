@@ -240,12 +240,12 @@ def test_bind_check_and_reuse():
 
 def test_isn_keyed_hash_plus_4us_clock():
     layer = TcpLayer(lambda *a: None, Trace(), rng=random.Random(5))
-    a = layer._isn(US, 1, PEER, 2, 0.0)
-    assert layer._isn(US, 1, PEER, 2, 0.0) == a
-    assert layer._isn(US, 1, PEER, 3, 0.0) != a
-    assert layer._isn(US, 1, PEER, 2, 1.0) == (a + 250_000) % 2**32
+    a = layer.isn(US, 1, PEER, 2, 0.0)
+    assert layer.isn(US, 1, PEER, 2, 0.0) == a
+    assert layer.isn(US, 1, PEER, 3, 0.0) != a
+    assert layer.isn(US, 1, PEER, 2, 1.0) == (a + 250_000) % 2**32
     other = TcpLayer(lambda *a: None, Trace(), rng=random.Random(6))
-    assert other._isn(US, 1, PEER, 2, 0.0) != a  # another secret
+    assert other.isn(US, 1, PEER, 2, 0.0) != a  # another secret
 
 
 # ---- ICMP -------------------------------------------------------------------------------
@@ -292,7 +292,7 @@ def test_frag_needed_shrinks_segments():
                        c.now, mtu=1000)
     c.expect("Flags [.], seq 1001:1961, ack 5001, win 65535, length 960",
              "Flags [P.], seq 1961:2461, ack 5001, win 65535, length 500")
-    assert conn.mss == 960
+    assert conn.status()["mss"] == 960
 
 
 def test_short_icmp_quote_dropped():
@@ -361,7 +361,7 @@ def test_closed_connections_release_timers_and_table():
     c.run_until(10.0)
     assert c.layer.connections() == []
     assert c.layer.next_deadline() is None
-    assert len(c.layer._heap) == 0
+    assert c.layer.status()["timers"] == 0
 
 
 def test_timer_heap_does_not_grow_with_acks():
@@ -371,7 +371,7 @@ def test_timer_heap_does_not_grow_with_acks():
         conn.send(b"x", c.now)
         c.feed(".", IRS + 1, 1002 + i)
         c.advance(0.001)
-    assert len(c.layer._heap) <= 3
+    assert c.layer.status()["timers"] <= 3
 
 
 def test_state_trace_event_shape():
@@ -432,8 +432,8 @@ def test_random_conversations_keep_invariants(start, actions):
     for kind, arg in actions:
         if kind == "seg":
             flags, dseq, dack, win, n = arg
-            seq = seq_add(conn.rcv_nxt if conn.rcv_nxt else IRS, dseq)
-            c.feed(flags, seq, seq_add(conn.snd_una, dack), win=win, data=b"z" * n)
+            seq = seq_add(conn.status()["rcv_nxt"] if conn.status()["rcv_nxt"] else IRS, dseq)
+            c.feed(flags, seq, seq_add(conn.status()["snd_una"], dack), win=win, data=b"z" * n)
         elif kind == "time":
             c.advance(arg)
         elif conn.state != "CLOSED":
@@ -448,9 +448,9 @@ def test_random_conversations_keep_invariants(start, actions):
                     conn.shutdown_write(c.now)
             except OSError:
                 pass
-        assert seq_le(conn.snd_una, conn.snd_nxt) and seq_le(conn.snd_nxt, conn.snd_max)
-        assert len(conn._rcvbuf) <= conn.rcvbuf_size
-        assert len(conn._sndbuf) <= conn.sndbuf_size
+        assert seq_le(conn.status()["snd_una"], conn.status()["snd_nxt"]) and seq_le(conn.status()["snd_nxt"], conn.status()["snd_max"])
+        assert conn.status()["recv_buffered"] <= conn.rcvbuf_size
+        assert conn.status()["send_buffered"] <= conn.sndbuf_size
         if conn.state == "CLOSED":
             assert conn not in c.layer.connections()
         else:
@@ -475,15 +475,12 @@ def test_seg_event_fields_are_not_built_when_the_trace_level_drops_them(monkeypa
     """At trace level "state" the ``seg`` events are filtered out, so their
     fields (flags text, option lists) must not be built either: the guard
     is ``trace.wants("tcp", "seg")``, not ``trace.on``."""
-    import stack.tcp.conn
+    import stack.tcp.emit
     import stack.tcp.layer
-    import stack.tcp.syncookies
     from stack.wire.tcp import TcpSegment
-    c = Conversation(TcpConfig(syn_backlog=1))
-    c.trace = c.layer.trace = Trace(clock=lambda: c.now, level="state")
-    c.trace.subscribe(c.events.append)
+    c = Conversation(TcpConfig(syn_backlog=1), trace_level="state")
     built = []
-    for mod in (stack.tcp.conn, stack.tcp.layer, stack.tcp.syncookies):
+    for mod in (stack.tcp.emit, stack.tcp.layer):
         monkeypatch.setattr(mod, "flags_str", lambda flags: built.append(flags) or "?")
     options_list = TcpSegment.options_list
     c.open_passive()

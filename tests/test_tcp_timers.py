@@ -35,14 +35,14 @@ def connect_with_rtt(cfg: TcpConfig | None = None, rtt: float = 0.1) -> Conversa
 def test_rto_from_first_sample():
     c = connect_with_rtt(rtt=0.1)
     # SRTT 0.1, RTTVAR 0.05, RTO = 0.1 + 4 * 0.05
-    assert c.conn.srtt == pytest.approx(0.1) and c.conn.rto == pytest.approx(0.3)
+    assert c.conn.status()["srtt"] == pytest.approx(0.1) and c.conn.status()["rto"] == pytest.approx(0.3)
     rtt = [e for e in c.events if e["event"] == "rtt"]
     assert len(rtt) == 1 and rtt[0]["sample"] == pytest.approx(0.1)
 
 
 def test_rto_never_below_minimum():
     c = connect_with_rtt(rtt=0.001)
-    assert c.conn.rto == pytest.approx(0.2)
+    assert c.conn.status()["rto"] == pytest.approx(0.2)
 
 
 def test_retransmission_backoff_and_retry_limit():
@@ -96,7 +96,7 @@ def test_karn_no_sample_from_retransmitted_syn_and_rto_3s():
     c.run_until(1.5)  # SYN retransmitted at 1.0
     c.feed("S.", IRS, 1001)
     assert conn.state == "ESTABLISHED"
-    assert conn.srtt is None and conn.rto == 3.0  # RFC 6298 (5.7)
+    assert conn.status()["srtt"] is None and conn.status()["rto"] == 3.0  # RFC 6298 (5.7)
     assert not [e for e in c.events if e["event"] == "rtt"]
 
 
@@ -105,11 +105,11 @@ def test_karn_no_sample_from_retransmitted_data_backoff_kept():
     c.conn.send(b"data", c.now)
     c.run_until(0.45)  # retransmitted at 0.4, RTO now 0.6
     c.feed(".", 5001, 1005)
-    assert c.conn.srtt == pytest.approx(0.1) and c.conn.rto == pytest.approx(0.6)
+    assert c.conn.status()["srtt"] == pytest.approx(0.1) and c.conn.status()["rto"] == pytest.approx(0.6)
     c.conn.send(b"more", c.now)  # a fresh segment is timed again
     c.now = 0.5
     c.feed(".", 5001, 1009)
-    assert c.conn.srtt == pytest.approx(0.875 * 0.1 + 0.125 * 0.05)
+    assert c.conn.status()["srtt"] == pytest.approx(0.875 * 0.1 + 0.125 * 0.05)
 
 
 def test_go_back_n_after_rto_with_slow_start():
@@ -118,7 +118,7 @@ def test_go_back_n_after_rto_with_slow_start():
     assert len(c.sent()) == 3  # all lost
     c.run_until(0.4)
     c.expect("Flags [.], seq 1001:2461, ack 5001, win 65535, length 1460")
-    assert c.conn.cc.cwnd == 1460 and c.conn.cc.ssthresh == 2920
+    assert c.conn.status()["cwnd"] == 1460 and c.conn.status()["ssthresh"] == 2920
     c.feed(".", 5001, 2461)
     c.expect("Flags [.], seq 2461:3921, ack 5001, win 65535, length 1460",
              "Flags [P.], seq 3921:5381, ack 5001, win 65535, length 1460")
@@ -152,13 +152,13 @@ def test_fast_retransmit_on_third_duplicate_ack():
     c.expect_nothing()
     c.feed(".", 5001, 2461)
     c.expect("Flags [.], seq 2461:3921, ack 5001, win 65535, length 1460")
-    cc = c.conn.cc
+    cc = c.conn.recovery.cc
     assert cc.ssthresh == 2920 and cc.cwnd == 2920 + 3 * 1460  # flight 5840 / 2, + 3 MSS
     assert [e["reason"] for e in c.events if e["event"] == "retransmit"] == ["fast"]
     c.feed(".", 5001, 2461)  # a fourth inflates the window
     assert cc.cwnd == 2920 + 4 * 1460
     c.feed(".", 5001, 8301)  # all acknowledged: recovery ends, cwnd = ssthresh
-    assert cc.cwnd == 2920 and not c.conn._in_recovery
+    assert cc.cwnd == 2920 and not c.conn.status()["in_recovery"]
 
 
 def test_duplicate_ack_rules():
@@ -167,7 +167,7 @@ def test_duplicate_ack_rules():
     c.feed(".", 5002, 2461, win=60000)      # window changed: not a duplicate
     c.feed(".", 5002, 2461, win=60000)
     c.sent()
-    assert c.conn._dupacks == 1
+    assert c.conn.status()["dupacks"] == 1
     c.feed(".", 5002, 2461, win=60000)
     c.feed(".", 5002, 2461, win=60000)
     c.expect("Flags [.], seq 2461:3921, ack 5002, win 65534, length 1460")
@@ -175,7 +175,7 @@ def test_duplicate_ack_rules():
 
 def test_slow_start_then_congestion_avoidance():
     c = connect_with_rtt(TcpConfig(initial_cwnd=2, congestion="reno"), rtt=0.1)
-    cc = c.conn.cc
+    cc = c.conn.recovery.cc
     assert cc.cwnd == 2920
     c.conn.send(b"x" * 200000, c.now)
     c.sent()
@@ -202,7 +202,7 @@ def test_newreno_partial_ack_retransmits_next_hole():
     c.expect("Flags [.], seq 1001:2461, ack 5001, win 65535, length 1460")
     c.feed(".", 5001, 3921)  # partial: the segment at 3921 was lost too
     c.expect("Flags [.], seq 3921:5381, ack 5001, win 65535, length 1460")
-    assert c.conn._in_recovery
+    assert c.conn.status()["in_recovery"]
 
 
 # ---- persist ------------------------------------------------------------------------
@@ -267,7 +267,7 @@ def test_zero_window_after_partial_ack_keeps_probing_not_retransmitting():
         c.run_until(c.layer.next_deadline())
         assert c.sent() == ["Flags [.], seq 2000, ack 5001, win 65535, length 0"]
         c.feed(".", 5001, 2001, win=0)
-    assert c.conn.state == "ESTABLISHED" and c.conn.snd_max == 2001
+    assert c.conn.state == "ESTABLISHED" and c.conn.status()["snd_max"] == 2001
 
 
 def test_small_window_sent_by_persist_override():
@@ -342,7 +342,7 @@ def test_sequence_numbers_wrap_on_both_sides():
     c.feed(".", 2**32 - 1, 8, data=b"abcdef")  # the peer's data wraps too
     c.run_until(0.04)
     c.expect("Flags [.], seq 8, ack 5, win 65529, length 0")
-    assert conn.recv(100) == b"abcdef" and conn.snd_una == 8
+    assert conn.recv(100) == b"abcdef" and conn.status()['snd_una'] == 8
     c.feed("F.", 5, 8)
     c.expect("Flags [.], seq 8, ack 6, win 65528, length 0")
     conn.close(c.now)

@@ -64,6 +64,10 @@ class Ipv4Layer:
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
         return self.gateway
 
+    def has_route(self, dst: int) -> bool:
+        """Could a packet to ``dst`` leave (on-link, or a gateway to send it to)?"""
+        return self.gateway is not None or self.on_link(dst) or dst == 0xFFFFFFFF
+
     def is_broadcast(self, dst: int) -> bool:
         return dst == 0xFFFFFFFF or (dst == self.broadcast and self.prefix_len < 31)
 

@@ -7,7 +7,8 @@ The runtime talks to :class:`TcpLayer` (``receive``, ``icmp_error``,
 
 from stack.tcp.config import TcpConfig
 from stack.tcp.conn import TcpConnection
-from stack.tcp.layer import Listener, TcpLayer
+from stack.tcp.layer import TcpLayer
+from stack.tcp.listener import Listener
 from stack.tcp.states import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2,
                               LAST_ACK, LISTEN, SYN_RECEIVED, SYN_SENT, TIME_WAIT)
 

@@ -65,6 +65,8 @@ class TcpConfig:
     syn_retries: int = 6
     synack_retries: int = 5
 
+    header_prediction: bool = True  # the fast path for in-order bulk segments (RFC 7323 D)
+
     delayed_ack: float = 0.04
     msl: float = 30.0
     fin_wait2_timeout: float = 60.0  # after close(), like Linux tcp_fin_timeout

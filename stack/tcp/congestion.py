@@ -1,11 +1,11 @@
 """Congestion control, pluggable: Reno (RFC 5681), NewReno (RFC 6582) and
 CUBIC (RFC 9438, the default).
 
-The connection owns loss detection (duplicate ACKs, SACK, the RTO) and loss
-recovery (RFC 6675 with SACK, RFC 6582 without: the window inflation and
-deflation of fast recovery live in ``sender.py``); the controller only says
-how ``cwnd`` grows on new acknowledgments and where ``ssthresh`` goes after a
-loss. Windows are in bytes; CUBIC's function is in segments and seconds, as
+Loss detection (duplicate ACKs, SACK, the RTO) is ``recovery.py``'s; every
+change to the window is the controller's: this file is the only one that
+assigns ``cwnd`` (growth on new acknowledgments, the reduction after a loss,
+NewReno's inflation and deflation during fast recovery, the window after
+recovery and after a timeout). Windows are in bytes; CUBIC's function is in segments and seconds, as
 the RFC writes it. Growth uses appropriate byte counting (RFC 3465): slow
 start adds the bytes acknowledged, at most ``L = 2`` MSS per ACK, so a
 receiver that acknowledges every second segment does not halve the growth.
@@ -34,6 +34,14 @@ class CongestionControl:
     def set_mss(self, mss: int) -> None:
         self.mss = mss
 
+    def restart(self, initial_segments: int) -> None:
+        """The handshake is over: the initial window in the final MSS (RFC 6928)."""
+        self.cwnd = initial_segments * self.mss
+
+    def take_over(self, old: CongestionControl) -> None:
+        """Continue from another algorithm's window (TCP_CONGESTION on a live connection)."""
+        self.cwnd, self.ssthresh = old.cwnd, old.ssthresh
+
     def on_ack(self, acked: int, now: float, rtt: float | None) -> None:
         """``acked`` new bytes acknowledged outside loss recovery, while the
         sender was using its window (the caller checks). ``rtt``: SRTT."""
@@ -54,13 +62,46 @@ class CongestionControl:
 
     def on_loss(self, flight: int, now: float) -> None:
         """Loss detected by duplicate ACKs or SACK: fast recovery starts with
-        ``cwnd = ssthresh`` (the sender adds NewReno's inflation itself)."""
+        ``cwnd = ssthresh``."""
         self.ssthresh = self.ssthresh_after_loss(flight)
         self.cwnd = self.ssthresh
         self._acked = 0
 
+    def enter_fast_recovery(self, flight: int, now: float, sack: bool) -> None:
+        """Fast retransmit: :meth:`on_loss`, and without SACK the three
+        segments that left the network inflate the window (RFC 5681 3.2 (3))."""
+        self.on_loss(flight, now)
+        if not sack:
+            self.cwnd = self.ssthresh + 3 * self.mss
+
+    def on_dupack_in_recovery(self) -> None:
+        """RFC 5681 3.2 (4), without SACK: each duplicate ACK inflates by one MSS."""
+        self.cwnd += self.mss
+
+    def on_partial_ack(self, acked: int) -> None:
+        """NewReno (RFC 6582 3.2 step 5): deflate by what was acknowledged and
+        add back one MSS if at least one was."""
+        mss = self.mss
+        cwnd = self.cwnd - acked
+        if acked >= mss:
+            cwnd += mss
+        self.cwnd = cwnd if cwnd > mss else mss
+
+    def exit_recovery(self, flight: int, now: float, sack: bool) -> None:
+        """Fast recovery is over. Without SACK the inflated window goes:
+        NewReno takes ``min(ssthresh, max(flight, mss) + mss)`` (RFC 6582 3.2
+        step 3, option 1: no burst), Reno ``ssthresh`` (RFC 5681 3.2 (6))."""
+        if not sack:
+            if self.partial_ack_stays:
+                mss = self.mss
+                w = (flight if flight > mss else mss) + mss
+                self.cwnd = self.ssthresh if self.ssthresh < w else w
+            else:
+                self.cwnd = self.ssthresh
+        self.on_recovery_exit(now)
+
     def on_recovery_exit(self, now: float) -> None:
-        """Fast recovery is over; congestion avoidance starts again."""
+        """Fast recovery is over; congestion avoidance starts again (a hook)."""
 
     def on_timeout(self, flight: int, now: float) -> None:
         """Retransmission timeout: the loss window, slow start again."""

@@ -1,93 +1,190 @@
-"""The receiving half of a connection: segment text, the out-of-order queue
-and the SACK blocks that describe it (RFC 2018), the advertised window (with
-receiver-side SWS avoidance) and delayed ACKs.
+"""The receiving half of a connection (RFC 9293 3.3.1, the receive sequence
+space).
 
-A mixin of :class:`~stack.tcp.conn.TcpConnection`; it shares its attributes.
+:class:`Receiver` owns RCV.NXT and the advertised window's right edge, the
+receive buffer the user reads from, the out-of-order queue with the SACK
+blocks that describe it (RFC 2018), TS.Recent (RFC 7323), and the decision
+to ACK now, later (delayed ACK) or not at all.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from stack.native import Reassembly
-from stack.tcp.seq import seq_add, seq_diff
+from stack.tcp import timers as T
+from stack.tcp.seq import seq_add, seq_diff, seq_le, seq_lt
+
+if TYPE_CHECKING:
+    from stack.tcp.conn import TcpConnection
+
+PAWS_IDLE = 24 * 24 * 3600.0          # RFC 7323 5.5: TS.Recent older than 24 days is invalid
 
 
 class Receiver:
-    # ---- text (RFC 9293 3.10.7.4, seventh step) ---------------------------
+    def __init__(self, conn: TcpConnection, bufsize: int, now: float) -> None:
+        self.conn = conn
+        self.cfg = conn.cfg
+        self.timers = conn.timers
+        self.irs = 0
+        self.nxt = 0                  # RCV.NXT
+        self.adv = 0                  # right edge of the advertised window
+        self.wscale = 0               # our shift, applied to the windows we send
+        self.bufsize = bufsize        # SO_RCVBUF
+        self.buf = bytearray()        # in-order bytes the user has not read
+        self.ooo: Reassembly | None = None  # out-of-order bytes, offsets from nxt
+        self.ooo_fin: int | None = None     # where a FIN that came early sits
+        self.fin_received = False
+        self.unacked = 0              # bytes received since our last ACK
+        self.ack_now = False
+        self.last_ack_sent = 0
+        self.mss = min(conn.cfg.default_peer_mss, conn.cfg.mss)  # largest segment seen
+        self.sack_recent: list[int] = []  # a byte of each recently received OOO block
+        self.ts_recent = 0            # TS.Recent
+        self.ts_recent_age = now      # when TS.Recent was last set
 
-    def _rcv_text(self, seq: int, payload, fin: bool, now: float) -> bool:
+    # ---- the handshake ------------------------------------------------------------
+
+    def start(self, irs: int, wscale: int, tsval: int | None, now: float) -> None:
+        """The peer's SYN: its ISN, our window shift, its first timestamp."""
+        self.irs = irs
+        self.nxt = seq_add(irs, 1)
+        self.adv = seq_add(self.nxt, min(self.bufsize, 65535))
+        self.wscale = wscale
+        if tsval is not None:
+            self.ts_recent = tsval
+            self.ts_recent_age = now
+
+    # ---- timestamps (RFC 7323) ----------------------------------------------------
+
+    def paws_rejects(self, tsval: int, now: float) -> bool | None:
+        """PAWS (5.3 R1): True when ``tsval`` is older than TS.Recent (an old
+        duplicate); None when it is older but TS.Recent has been idle for
+        more than 24 days (5.5: no longer trusted); False otherwise."""
+        if not seq_lt(tsval, self.ts_recent):
+            return False
+        return True if now - self.ts_recent_age <= PAWS_IDLE else None
+
+    def update_ts_recent(self, tsval: int, seq: int, now: float, force: bool = False) -> None:
+        """R3: keep the TSval of the segment our next ACK acknowledges (SEG.SEQ
+        <= Last.ACK.sent), never one from a segment past a gap."""
+        if (force or not seq_lt(tsval, self.ts_recent)) and seq_le(seq, self.last_ack_sent):
+            self.ts_recent = tsval
+            self.ts_recent_age = now
+
+    # ---- what the segment processing asks ---------------------------------------------
+
+    def window(self) -> int:
+        """RCV.WND: what is left of the window we advertised."""
+        w = seq_diff(self.adv, self.nxt)
+        return w if w > 0 else 0
+
+    def in_order(self) -> bool:
+        """Nothing waits out of order (header prediction's condition)."""
+        return self.ooo is None and self.ooo_fin is None
+
+    def request_ack(self) -> None:
+        """ACK at the end of this segment's processing."""
+        self.ack_now = True
+
+    # ---- text (RFC 9293 3.10.7.4, seventh step) -------------------------------------
+
+    def fast_path_data(self, payload: memoryview | bytes) -> None:
+        """Header prediction's data segment: in order, in the window, nothing queued."""
+        buf = self.buf
+        if not buf:
+            self.conn.changed()
+        buf += payload
+        n = len(payload)
+        self.nxt = seq_add(self.nxt, n)
+        self.unacked += n
+        if n > self.mss:
+            self.mss = n if n < self.cfg.mss else self.cfg.mss
+
+    def text(self, seq: int, payload: memoryview | bytes, fin: bool) -> bool:
         """Accept trimmed, in-window text starting at ``seq``.
 
-        Returns True when a FIN has become in-order (the caller advances
-        ``rcv_nxt`` over it and changes state).
-        """
+        Returns True when a FIN has become in-order (the caller then calls
+        :meth:`take_fin` and changes state)."""
         n = len(payload)
-        if seq == self.rcv_nxt:
+        if seq == self.nxt:
             if n:
-                ooo = self._ooo
-                was_empty = not self._rcvbuf
+                ooo = self.ooo
+                was_empty = not self.buf
                 if ooo is None:
-                    self._rcvbuf += payload
-                    self.rcv_nxt = seq_add(seq, n)
-                    self._unacked += n
-                    if n > self._rcv_mss:
-                        self._rcv_mss = min(n, self.mss_local)
+                    self.buf += payload
+                    self.nxt = seq_add(seq, n)
+                    self.unacked += n
+                    if n > self.mss:
+                        self.mss = min(n, self.cfg.mss)
                 else:
                     if ooo.insert(0, payload) < 0:
-                        self._trace.drop("tcp", "ooo_full", conn=self.name)
-                        self._ack_now = True
+                        self.conn.trace.drop("tcp", "ooo_full", conn=self.conn.name)
+                        self.ack_now = True
                         return False
                     k = ooo.contiguous()
-                    self._rcvbuf += ooo.pop(k)
-                    self.rcv_nxt = seq_add(self.rcv_nxt, k)
+                    self.buf += ooo.pop(k)
+                    self.nxt = seq_add(self.nxt, k)
                     if not ooo.buffered():
-                        self._ooo = None
-                    self._ack_now = True  # filled a hole: tell the sender at once
+                        self.ooo = None
+                    self.ack_now = True  # filled a hole: tell the sender at once
                 if was_empty:
-                    self._dirty = True
-            if self._ooo_fin is not None and self.rcv_nxt == self._ooo_fin:
-                self._ooo_fin = None
+                    self.conn.changed()
+            if self.ooo_fin is not None and self.nxt == self.ooo_fin:
+                self.ooo_fin = None
                 return True
-            return fin and self._ooo is None
-        # Out of order (seq is after rcv_nxt and inside the window).
-        off = seq_diff(seq, self.rcv_nxt)
-        self._ack_now = True  # duplicate ACK so the sender can fast-retransmit
+            return fin and self.ooo is None
+        # Out of order (seq is after nxt and inside the window).
+        off = seq_diff(seq, self.nxt)
+        self.ack_now = True  # duplicate ACK so the sender can fast-retransmit
         if n:
-            ooo = self._ooo
+            ooo = self.ooo
             if ooo is None:
-                ooo = self._ooo = Reassembly(max(self.rcvbuf_size, 65535),
-                                             self._cfg.ooo_max_holes)
+                ooo = self.ooo = Reassembly(max(self.bufsize, 65535), self.cfg.ooo_max_holes)
             if ooo.insert(off, payload) < 0:
-                self._trace.drop("tcp", "ooo_full", conn=self.name)
+                self.conn.trace.drop("tcp", "ooo_full", conn=self.conn.name)
                 return False
-            self._trace.count("tcp", "ooo_segs")
-            if self._sack_ok:
+            self.conn.trace.count("tcp", "ooo_segs")
+            if self.conn.handshake.sack_ok:
                 # The block holding this segment goes first in the next SACK.
-                recent = self._sack_recent
+                recent = self.sack_recent
                 recent.insert(0, seq)
                 if len(recent) > 8:
                     del recent[8:]
         if fin:
-            self._ooo_fin = seq_add(seq, n)
+            self.ooo_fin = seq_add(seq, n)
         return False
 
-    def _ooo_clear(self) -> None:
-        self._ooo = None
-        self._ooo_fin = None
-        self._sack_recent.clear()
+    def take_fin(self) -> None:
+        """The peer's FIN is in order: it occupies one sequence number."""
+        self.nxt = seq_add(self.nxt, 1)
+        self.fin_received = True
+        self.ack_now = True
+        self.conn.changed()
+        self.clear_queue()
 
-    def _sack_blocks(self, limit: int) -> list[tuple[int, int]]:
+    def clear_queue(self) -> None:
+        self.ooo = None
+        self.ooo_fin = None
+        self.sack_recent.clear()
+
+    def discard(self) -> None:
+        """Nobody will read (closed by the user): drop what is buffered."""
+        self.buf = bytearray()
+
+    def sack_blocks(self, limit: int) -> list[tuple[int, int]]:
         """Up to ``limit`` SACK blocks for the out-of-order queue (RFC 2018 4):
         first the block holding the most recently received segment, then the
         blocks reported most recently, then any others, highest first."""
-        ooo = self._ooo
+        ooo = self.ooo
         if ooo is None or limit <= 0:
             return []
-        ranges = ooo.ranges()  # offsets from rcv_nxt
+        ranges = ooo.ranges()  # offsets from nxt
         chosen: list[tuple[int, int]] = []
         keep = []
-        rcv_nxt = self.rcv_nxt
-        for anchor in self._sack_recent:
-            off = seq_diff(anchor, rcv_nxt)
+        nxt = self.nxt
+        for anchor in self.sack_recent:
+            off = seq_diff(anchor, nxt)
             if off <= 0:
                 continue  # acknowledged by now
             for r in ranges:
@@ -96,54 +193,89 @@ class Receiver:
                         chosen.append(r)
                         keep.append(anchor)
                     break
-        self._sack_recent[:] = keep
+        self.sack_recent[:] = keep
         for r in reversed(ranges):
             if len(chosen) >= limit:
                 break
             if r not in chosen:
                 chosen.append(r)
-        return [(seq_add(rcv_nxt, lo), seq_add(rcv_nxt, hi)) for lo, hi in chosen]
+        return [(seq_add(nxt, lo), seq_add(nxt, hi)) for lo, hi in chosen]
 
-    # ---- the advertised window ---------------------------------------------
+    # ---- the user reads ---------------------------------------------------------------
 
-    def _rcv_window(self) -> int:
-        """The window field for an outgoing segment; moves ``rcv_adv``.
+    def read(self, n: int) -> bytes:
+        buf = self.buf
+        if n >= len(buf):
+            out = bytes(buf)
+            buf.clear()
+        else:
+            out = bytes(buf[:n])
+            del buf[:n]
+        return out
+
+    def read_into(self, mv: memoryview, n: int) -> int:
+        buf = self.buf
+        k = min(n, len(buf))
+        mv[:k] = buf[:k]
+        del buf[:k]
+        return k
+
+    def peek(self, n: int) -> bytes:
+        return bytes(self.buf[:n])
+
+    # ---- the advertised window --------------------------------------------------------
+
+    def ack_fields(self, syn: bool = False) -> tuple[int, int]:
+        """(ACK number, window field) for an outgoing ACK; moves the right
+        edge and cancels a pending delayed ACK.
 
         The right edge never moves left. It moves right only by at least
-        min(half the buffer, one MSS) (RFC 1122 4.2.3.3, receiver SWS).
-        """
-        free, cur = self._window_space()
-        if free > cur and free - cur >= min(self.rcvbuf_size >> 1, self.mss_local):
-            field = free >> self._rcv_wscale
+        min(half the buffer, one MSS) (RFC 1122 4.2.3.3, receiver SWS). A
+        SYN,ACK's window is :meth:`syn_window`."""
+        nxt = self.nxt
+        self.unacked = 0
+        self.ack_now = False
+        self.timers.stop(T.DELACK)
+        self.last_ack_sent = nxt
+        if syn:
+            return nxt, self.syn_window()
+        free, cur = self._space()
+        shift = self.wscale
+        if free > cur and free - cur >= min(self.bufsize >> 1, self.cfg.mss):
+            field = free >> shift
         else:
-            field = (cur + (1 << self._rcv_wscale) - 1) >> self._rcv_wscale
+            field = (cur + (1 << shift) - 1) >> shift
             if field > 65535:
                 field = 65535
-        self.rcv_adv = seq_add(self.rcv_nxt, field << self._rcv_wscale)
-        return field
+        self.adv = seq_add(nxt, field << shift)
+        return nxt, field
 
-    def _window_space(self) -> tuple[int, int]:
+    def syn_window(self) -> int:
+        """The window of a SYN, never scaled (RFC 7323 2.2)."""
+        return self.bufsize if self.bufsize < 65535 else 65535
+
+    def _space(self) -> tuple[int, int]:
         """(free buffer space the window field can express, window advertised now)."""
-        free = self.rcvbuf_size - len(self._rcvbuf)
-        limit = 65535 << self._rcv_wscale
+        free = self.bufsize - len(self.buf)
+        limit = 65535 << self.wscale
         if free > limit:
             free = limit
-        cur = seq_diff(self.rcv_adv, self.rcv_nxt)
-        return free, (cur if cur > 0 else 0)
+        return free, self.window()
 
-    def _window_update_due(self) -> bool:
+    def window_update_due(self) -> bool:
         """After the user read: has the window grown enough to announce?"""
-        free, cur = self._window_space()
-        return free >= 2 * cur and free - cur >= min(self.rcvbuf_size >> 1, self.mss_local)
+        free, cur = self._space()
+        return free >= 2 * cur and free - cur >= min(self.bufsize >> 1, self.cfg.mss)
 
-    # ---- acknowledgments ---------------------------------------------------
+    # ---- acknowledgments ----------------------------------------------------------------
 
-    def _ack_decision(self, now: float) -> None:
-        """At the end of segment processing: ACK now, later, or not at all."""
-        if self._ack_now:
-            self._send_ack(now)
-        elif self._unacked:
-            if self._unacked >= 2 * self._rcv_mss:
-                self._send_ack(now)
-            elif self._delack_at is None:
-                self._delack_at = now + self._cfg.delayed_ack
+    def ack_due(self, now: float) -> bool:
+        """At the end of segment processing: should an ACK go now? (Else a
+        delayed ACK is armed when data waits to be acknowledged.)"""
+        if self.ack_now:
+            return True
+        if self.unacked:
+            if self.unacked >= 2 * self.mss:
+                return True
+            self.timers.start_if_idle(T.DELACK, now + self.cfg.delayed_ack)
+        return False

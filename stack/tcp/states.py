@@ -22,3 +22,30 @@ SYNCHRONIZED = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSI
 RECEIVING = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
 # States in which we may still send data or a FIN (once the handshake is done).
 SENDING = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
+
+
+class Endpoint:
+    """What a connection and a listener share: a name, a state, and
+    :meth:`set_state`, the one function that changes the state.
+
+    ``set_state`` writes the trace event; the subclass's :meth:`entered`
+    does the rest (counters, timers, releasing the endpoint).
+    """
+
+    state: str = CLOSED
+    name: str = ""
+
+    def __init__(self, trace, state: str = CLOSED) -> None:
+        self.trace = trace
+        self.state = state
+
+    def set_state(self, new: str, cause: str, now: float) -> None:
+        old = self.state
+        self.state = new
+        trace = self.trace
+        if trace.on:
+            trace.event("tcp", "state", conn=self.name, **{"from": old, "to": new}, cause=cause)
+        self.entered(old, new, now)
+
+    def entered(self, old: str, new: str, now: float) -> None:
+        """Called by :meth:`set_state` after the change."""

@@ -47,12 +47,17 @@ from __future__ import annotations
 import hashlib
 import struct
 
-from stack.tcp.conn import TcpConnection, conn_name, rcv_cause, wscale_for
-from stack.tcp.seq import HALF, MASK, seq_add
-from stack.tcp.states import CLOSED, LISTEN, SYN_RECEIVED
-from stack.wire.tcp import ACK, SYN, TcpSegment, build_tcp, flags_str, syn_options_list
+from typing import TYPE_CHECKING
 
-PROTO_TCP = 6
+from stack.tcp.emit import SynOffers, conn_name, tsval
+from stack.tcp.handshake import wscale_for
+from stack.tcp.seq import seq_add, seq_gt, seq_offset
+from stack.wire.tcp import ACK, SYN, TcpSegment
+
+if TYPE_CHECKING:
+    from stack.tcp.layer import TcpLayer
+    from stack.tcp.listener import Listener
+
 TICK = 64.0                 # seconds per count
 MAX_AGE = 2                 # counts a cookie stays valid (this one and the one before)
 MSS_TABLE = (64, 256, 536, 1024, 1220, 1300, 1440, 1460)
@@ -100,12 +105,12 @@ class SynCookies:
         count = self.count(now)
         idx = mss_index(mss)
         low = (self._h2(laddr, lport, raddr, rport, count, peer_isn, idx) << 3) | idx
-        return (self._h1(laddr, lport, raddr, rport) + peer_isn + (count << 24) + low) & MASK
+        return seq_add(self._h1(laddr, lport, raddr, rport) + peer_isn + (count << 24), low)
 
     def check(self, laddr: int, lport: int, raddr: int, rport: int, peer_isn: int,
               cookie: int, now: float) -> int | None:
         """The MSS a valid cookie encodes, or None (forged, or older than ``MAX_AGE``)."""
-        v = (cookie - self._h1(laddr, lport, raddr, rport) - peer_isn) & MASK
+        v = seq_offset(cookie, self._h1(laddr, lport, raddr, rport) + peer_isn)
         count = v >> 24
         if (self.count(now) - count) & 0xFF >= MAX_AGE:
             return None
@@ -120,10 +125,10 @@ class SynCookies:
     def ts_encode(ts_now: int, wscale: int | None, sack: bool) -> int:
         """Our TSval with the peer's options in its low bits, never ahead of ``ts_now``."""
         bits = (TS_NO_WSCALE if wscale is None else min(wscale, 14)) | (TS_SACK if sack else 0)
-        tsval = (ts_now & ~((1 << TS_BITS) - 1) & MASK) | bits
-        if 0 < ((tsval - ts_now) & MASK) < HALF:
-            tsval = (tsval - (1 << TS_BITS)) & MASK
-        return tsval
+        value = (ts_now >> TS_BITS << TS_BITS) | bits
+        if seq_gt(value, ts_now):
+            value = seq_add(value, -(1 << TS_BITS))
+        return value
 
     @staticmethod
     def ts_decode(tsecr: int) -> tuple[int | None, bool]:
@@ -131,77 +136,52 @@ class SynCookies:
         ws = tsecr & TS_NO_WSCALE
         return (None if ws == TS_NO_WSCALE else ws), bool(tsecr & TS_SACK)
 
-    # ---- the two hooks of TcpLayer._listen_input -------------------------------------
+    # ---- the two ends of a cookie's trip ---------------------------------------------
 
-    def send_synack(self, layer, lst, src: int, dst: int, seg, now: float) -> None:
+    def send_synack(self, layer: TcpLayer, lst: Listener, src: int, dst: int, seg: TcpSegment,
+                    now: float) -> None:
         """Answer a SYN for the full listener ``lst`` with a cookie; keep nothing."""
         cfg = layer.config
         peer_mss = seg.mss if seg.mss is not None else cfg.default_peer_mss
         isn = self.make(dst, seg.dst_port, src, seg.src_port, seg.seq, peer_mss, now)
-        ack = seq_add(seg.seq, 1)
-        win = min(cfg.rcvbuf, 65535)
         wscale = ts = None
         sack = False
         if cfg.timestamps and seg.timestamps is not None:
             peer_ws = seg.wscale if cfg.window_scaling else None
             sack = cfg.sack and seg.sack_perm
-            ts_now = (layer._ts_offset(dst, seg.dst_port, src, seg.src_port)
-                      + int(now * 1000)) & MASK
+            ts_now = tsval(layer.ts_offset(dst, seg.dst_port, src, seg.src_port), now)
             ts = (self.ts_encode(ts_now, peer_ws, sack), seg.timestamps[0])
             wscale = wscale_for(cfg.rcvbuf) if peer_ws is not None else None
-        layer.ip_send(dst, src, PROTO_TCP, build_tcp(
-            dst, src, seg.dst_port, seg.src_port, isn, ack, SYN | ACK, win, mss=cfg.mss,
-            wscale=wscale, sack_perm=sack, timestamps=ts))
+        layer.emitter.send(dst, seg.dst_port, src, seg.src_port, isn, seq_add(seg.seq, 1),
+                           SYN | ACK, min(cfg.rcvbuf, 65535),
+                           syn=SynOffers(cfg.mss, wscale, sack, ts), cookie=True)
         lst.syn_overflow_at = now
-        trace = layer.trace
-        trace.count("tcp", "out_segs")
-        trace.count("tcp", "syncookies_sent")
-        if trace.on and trace.wants("tcp", "seg"):
-            trace.event("tcp", "seg", conn=conn_name(dst, seg.dst_port, src, seg.src_port),
-                        dir="out", flags=flags_str(SYN | ACK), seq=isn, ack=ack, win=win, len=0,
-                        options=syn_options_list(cfg.mss, wscale, sack, ts), cookie=True)
+        layer.trace.count("tcp", "syncookies_sent")
 
-    def ack_in(self, layer, lst, src: int, dst: int, seg, now: float) -> bool:
-        """An ACK for listener ``lst``: if it carries a valid cookie, make the
-        connection from it and return True. False: not ours, the caller
-        answers as for any stray ACK."""
+    def ack_in(self, layer: TcpLayer, lst: Listener, src: int, dst: int, seg: TcpSegment,
+               now: float) -> TcpSegment | None:
+        """An ACK for listener ``lst``: if it carries a valid cookie, the SYN it
+        stands for; None when it is not ours (the caller answers as for any
+        stray ACK).
+
+        The SYN is rebuilt from what the cookie kept: its sequence number,
+        its MSS (as the table rounded it) and the options our SYN,ACK
+        accepted (from the echoed timestamp)."""
         at = lst.syn_overflow_at
         if at is None or now - at > MAX_AGE * TICK:
-            return False
+            return None
         trace = layer.trace
-        mss = self.check(dst, seg.dst_port, src, seg.src_port, (seg.seq - 1) & MASK,
-                         (seg.ack - 1) & MASK, now)
+        peer_isn = seq_add(seg.seq, -1)
+        mss = self.check(dst, seg.dst_port, src, seg.src_port, peer_isn, seq_add(seg.ack, -1),
+                         now)
         if mss is None:
             trace.drop("tcp", "syncookie_failed", conn=conn_name(dst, seg.dst_port, src,
                                                                  seg.src_port))
-            return False
+            return None
         trace.count("tcp", "syncookies_recv")
-        if lst.queue_full():
-            trace.count("tcp", "listen_drops")
-            trace.drop("tcp", "accept_queue_full", conn=lst.name)
-            return True
-        if not layer._room_for_connection(now):
-            return True
-        key = (dst, seg.dst_port, src, seg.src_port)
-        iss = (seg.ack - 1) & MASK
-        conn = TcpConnection(layer, (dst, seg.dst_port), (src, seg.src_port), iss, now,
-                             listener=lst)
-        layer._conns[key] = conn
-        # Rebuild what the SYN would have left: its sequence number, its MSS
-        # (as the table rounded it), the options our SYN,ACK accepted (from
-        # the echoed timestamp), and our SYN,ACK already sent.
         wscale, sack, ts = None, False, None
         if layer.config.timestamps and seg.timestamps is not None and seg.timestamps[1]:
             wscale, sack = self.ts_decode(seg.timestamps[1])
             ts = (seg.timestamps[0], 0)
-        syn = TcpSegment(seg.src_port, seg.dst_port, (seg.seq - 1) & MASK, 0, SYN, seg.window,
-                         mss=mss, wscale=wscale, sack_perm=sack, timestamps=ts)
-        conn._take_syn(syn, now)
-        conn._set_state(SYN_RECEIVED, "syncookie " + rcv_cause(seg), now, frm=LISTEN)
-        conn.snd_nxt = conn.snd_max = seq_add(iss, 1)
-        conn.segment_arrives(seg, now)
-        if conn.state == SYN_RECEIVED:
-            # The ACK did not complete the handshake after all: forget it, as
-            # if the cookie had never matched (no timer would ever end it).
-            conn._set_state(CLOSED, "syncookie ack not accepted", now)
-        return True
+        return TcpSegment(seg.src_port, seg.dst_port, peer_isn, 0, SYN, seg.window,
+                          mss=mss, wscale=wscale, sack_perm=sack, timestamps=ts)

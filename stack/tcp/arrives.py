@@ -1,0 +1,212 @@
+"""Segment arrives (RFC 9293 3.10.7.4) for the synchronized states and
+SYN_RECEIVED: header prediction, then the general path in the RFC's order
+(sequence number, RST, SYN, ACK, text, FIN), each step a short function.
+
+SYN_SENT is the handshake's (``handshake.py``); LISTEN the listener's.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from stack.tcp import timers as T
+from stack.tcp.handshake import rcv_cause
+from stack.tcp.seq import seq_add, seq_between, seq_diff, seq_gt, seq_in, seq_lt
+from stack.tcp.states import CLOSED, CLOSING, FIN_WAIT_1, LAST_ACK, RECEIVING, SYN_RECEIVED
+from stack.tcp.states import FIN_WAIT_2, TIME_WAIT
+from stack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment
+
+if TYPE_CHECKING:
+    from stack.tcp.conn import TcpConnection
+
+
+def predicted(conn: TcpConnection, seg: TcpSegment, now: float) -> bool:
+    """Header prediction (RFC 7323 appendix D): the two segments of a bulk
+    transfer, handled with what :func:`process` would do, in fewer steps.
+
+    In ESTABLISHED, the next in-order segment with only ACK (and PSH)
+    set, no SACK blocks and a timestamp that PAWS lets through, that is
+    either data acknowledging nothing new under an unchanged window, or a
+    pure ACK. Anything else returns False and takes the general path."""
+    rcv = conn.receiver
+    if seg.flags & ~PSH != ACK or seg.seq != rcv.nxt or seg.sack:
+        return False
+    ts = seg.timestamps
+    ts_ok = conn.handshake.ts_ok
+    if ts_ok and (ts is None or seq_lt(ts[0], rcv.ts_recent)):
+        return False
+    snd = conn.sender
+    ack = seg.ack
+    payload = seg.payload
+    n = len(payload)
+    if n:
+        if (ack != snd.una or not rcv.in_order() or conn.user_closed
+                or seg.window << snd.wscale != snd.wnd or n > rcv.window()):
+            return False
+    elif not seq_between(ack, snd.una, snd.max):
+        return False
+    if ts is not None and ts_ok:
+        rcv.update_ts_recent(ts[0], seg.seq, now)
+    if n:
+        rcv.fast_path_data(payload)
+        snd.fast_path_data(seg)
+    else:
+        snd.peer_alive()
+        snd.on_ack(seg, ack, True, now)
+    return True
+
+
+def process(conn: TcpConnection, seg: TcpSegment, now: float) -> None:
+    """RFC 9293 3.10.7.4, "Otherwise": the steps in order."""
+    flags = seg.flags
+    seq = seg.seq
+    if conn.state == SYN_RECEIVED and flags & SYN and seq == conn.receiver.irs:
+        if conn.handshake.syn_again(seg, now):
+            return
+        flags &= ~SYN  # the SYN,ACK of a simultaneous open: its SYN is old
+        seq = seq_add(seq, 1)
+    ts_invalid = _paws(conn, seg, flags, now)
+    if ts_invalid is None:
+        return
+    trimmed = _acceptable(conn, seq, flags, seg.payload, now)
+    if trimmed is None:
+        return
+    seq, flags, payload = trimmed
+    ts = seg.timestamps
+    if ts is not None and conn.handshake.ts_ok and not flags & RST:
+        conn.receiver.update_ts_recent(ts[0], seg.seq, now, force=ts_invalid)
+    if flags & RST:  # second (RFC 5961 3: an exact match resets, in-window is challenged)
+        if seg.seq == conn.receiver.nxt:
+            conn.rcv_rst(seg, now)
+        else:
+            conn.challenge_ack(now, "rst_not_exact")
+        return
+    if flags & SYN:  # fourth (RFC 5961 4)
+        if conn.state == SYN_RECEIVED and conn.passive:
+            conn.set_state(CLOSED, rcv_cause(seg) + " (SYN in window)", now)
+        else:
+            conn.challenge_ack(now, "syn_in_window")
+        return
+    if not flags & ACK:  # fifth
+        conn.trace.drop("tcp", "no_ack", conn=conn.name)
+        return
+    if not _ack(conn, seg, now):
+        return
+    # Sixth (URG) is not supported: urgent data is delivered inline.
+    # Seventh: text. Eighth: FIN.
+    fin = flags & FIN
+    if payload or fin:
+        if conn.state in RECEIVING:
+            if payload and conn.user_closed:
+                # Nobody will read it (RFC 2525 2.17, Linux): reset.
+                conn.fail(None, rcv_cause(seg) + " (data after close)", now, rst=True)
+            elif conn.receiver.text(seq, payload, bool(fin)):
+                conn.take_fin(seg, now)
+        elif payload:
+            conn.trace.drop("tcp", "data_after_fin", conn=conn.name)
+
+
+def _paws(conn: TcpConnection, seg: TcpSegment, flags: int, now: float) -> bool | None:
+    """PAWS (RFC 7323 5.3 R1): once timestamps are on, a segment whose
+    TSval is older than TS.Recent is an old duplicate; ACK it and drop
+    it (None). RSTs are exempt, and a TS.Recent idle for more than 24
+    days is no longer trusted (5.5): the segment is accepted and its
+    TSval kept (True)."""
+    if not conn.handshake.ts_ok or flags & RST:
+        return False
+    ts = seg.timestamps
+    if ts is None:
+        conn.trace.drop("tcp", "no_timestamp", conn=conn.name)  # 3.2: SHOULD drop
+        return None
+    old = conn.receiver.paws_rejects(ts[0], now)
+    if old:
+        conn.trace.drop("tcp", "paws", conn=conn.name)
+        conn.receiver.request_ack()
+        return None
+    return old is None
+
+
+def _acceptable(conn: TcpConnection, seq: int, flags: int, payload: bytes | memoryview,
+                now: float) -> tuple[int, int, bytes | memoryview] | None:
+    """First: is the sequence number acceptable? The segment trimmed to
+    the window, or None when it is dropped (and ACKed if it was not a RST)."""
+    rcv = conn.receiver
+    trace = conn.trace
+    fin = flags & FIN
+    n = len(payload)
+    seg_len = n + (1 if flags & SYN else 0) + (1 if fin else 0)
+    rcv_nxt = rcv.nxt
+    rcv_wnd = rcv.window()
+    if seg_len == 0:
+        ok = seq == rcv_nxt if rcv_wnd == 0 else seq_in(seq, rcv_nxt, rcv_wnd)
+    else:
+        ok = rcv_wnd > 0 and (seq_in(seq, rcv_nxt, rcv_wnd)
+                              or seq_in(seq_add(seq, seg_len - 1), rcv_nxt, rcv_wnd))
+    if not ok:
+        if flags & RST:
+            trace.drop("tcp", "rst_out_of_window", conn=conn.name)
+            return None
+        rcv.request_ack()
+        if rcv_wnd == 0 and seq == rcv_nxt and not flags & SYN:
+            # Zero window: keep the ACK (and a bare FIN), drop the text.
+            if n:
+                trace.drop("tcp", "zero_window", conn=conn.name)
+                return seq, flags & ~FIN, b""
+            return seq, flags, payload
+        trace.drop("tcp", "out_of_window", conn=conn.name)
+        if conn.state == TIME_WAIT and fin:
+            # A retransmitted FIN: ACK it again and restart 2MSL.
+            conn.timers.start(T.TIME_WAIT, now + conn.cfg.time_wait)
+        return None
+    # Trim to the window: old bytes (and an old SYN) on the left, bytes
+    # beyond the window (and the FIN) on the right.
+    if seq_lt(seq, rcv_nxt):
+        # Partly old: our ACK was probably lost, so ACK at once.
+        rcv.request_ack()
+        skip = seq_diff(rcv_nxt, seq)
+        if flags & SYN:
+            flags &= ~SYN
+            skip -= 1
+        if skip:
+            payload = payload[skip:]
+        seq = rcv_nxt
+    room = rcv_wnd - seq_diff(seq, rcv_nxt)
+    if len(payload) > room:
+        payload = payload[:room]
+        flags &= ~FIN
+        rcv.request_ack()
+    return seq, flags, payload
+
+
+def _ack(conn: TcpConnection, seg: TcpSegment, now: float) -> bool:
+    """Fifth: the ACK field. False when the segment is done with."""
+    ack = seg.ack
+    snd = conn.sender
+    if conn.state == SYN_RECEIVED and not conn.handshake.syn_received_ack(seg, now):
+        return False
+    state = conn.state
+    if seq_gt(ack, snd.max):
+        # ACK for data never sent: ACK back, drop.
+        conn.trace.drop("tcp", "ack_unsent", conn=conn.name)
+        conn.receiver.request_ack()
+        return False
+    if seq_lt(ack, seq_add(snd.una, -snd.max_wnd)):
+        conn.challenge_ack(now, "ack_too_old")
+        return False
+    una_before = snd.una
+    snd.peer_alive()
+    snd.on_ack(seg, ack, not seg.payload and not seg.flags & (SYN | FIN), now)
+    if conn.state == CLOSED:
+        return False
+    if snd.una != una_before and snd.fin_acked():
+        if state == FIN_WAIT_1:
+            conn.set_state(FIN_WAIT_2, rcv_cause(seg), now)
+            if conn.user_closed:
+                conn.timers.start(T.FIN_WAIT_2, now + conn.cfg.fin_wait2_timeout)
+        elif state == CLOSING:
+            conn.set_state(TIME_WAIT, rcv_cause(seg), now)
+            return False
+        elif state == LAST_ACK:
+            conn.set_state(CLOSED, rcv_cause(seg), now)
+            return False
+    return True

@@ -1,0 +1,91 @@
+"""The one way out: every TCP segment the layer sends goes through
+:meth:`Emitter.send` (connections, RSTs for closed ports, SYN cookie answers).
+
+It builds the options from what the caller says the segment carries (the
+SYN's offers, the timestamp pair, SACK blocks), builds the header with the
+checksum, hands it to IP, counts it and traces it. Callers decide the
+numbers (sequence, acknowledgment, window); the emitter decides the bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+from stack.tcp.seq import seq_add
+from stack.wire.ipv4 import int2ip
+from stack.wire.tcp import (PROTO_TCP, RST, build_options, build_tcp, flags_str, sack_option,
+                            syn_options_list, ts_option)
+
+IpSend = Callable[[int, int, int, bytes], None]
+
+
+class SynOffers(NamedTuple):
+    """What a SYN or SYN,ACK carries: MSS, window scale, SACK permitted, timestamps."""
+
+    mss: int | None
+    wscale: int | None
+    sack_perm: bool
+    timestamps: tuple[int, int] | None
+
+
+def tsval(base: int, now: float) -> int:
+    """Our timestamp clock (RFC 7323 5.4): milliseconds plus a per-connection offset."""
+    return seq_add(base, int(now * 1000))
+
+
+def conn_name(laddr: int, lport: int, raddr: int, rport: int) -> str:
+    """``LADDR:LPORT-RADDR:RPORT``, as trace events name a connection."""
+    return f"{int2ip(laddr)}:{lport}-{int2ip(raddr)}:{rport}"
+
+
+class Emitter:
+    """Builds, counts and traces outgoing segments for one layer."""
+
+    def __init__(self, ip_send: IpSend, trace) -> None:
+        self.ip_send = ip_send
+        self.trace = trace
+
+    def send(self, laddr: int, lport: int, raddr: int, rport: int, seq: int, ack: int,
+             flags: int, win: int, payload: bytes | memoryview = b"", *,
+             syn: SynOffers | None = None, ts: tuple[int, int] | None = None,
+             sack: list[tuple[int, int]] | None = None, name: str | None = None,
+             **extra: object) -> None:
+        """One segment from ``(laddr, lport)`` to ``(raddr, rport)``.
+
+        ``syn``: the options of a SYN (then ``ts`` and ``sack`` are not
+        used); otherwise ``ts`` is the (TSval, TSecr) pair and ``sack`` the
+        SACK blocks, when the segment carries them. ``name`` and ``extra``
+        go into the trace event."""
+        if syn is not None:
+            options = build_options(*syn)
+        elif ts is not None:
+            options = ts_option(ts[0], ts[1])
+            if sack:
+                options += sack_option(sack)
+        elif sack:
+            options = sack_option(sack)
+        else:
+            options = b""
+        trace = self.trace
+        try:
+            self.ip_send(laddr, raddr, PROTO_TCP,
+                         build_tcp(laddr, raddr, lport, rport, seq, ack, flags, win, payload,
+                                   options=options))
+        except OSError as e:
+            # The route went away: the segment is lost, and TCP's timers
+            # handle that like any loss (connect() checks the route first).
+            trace.drop("tcp", "unroutable", dst=int2ip(raddr), error=e.errno)
+            return
+        trace.count("tcp", "out_segs")
+        if flags & RST:
+            trace.count("tcp", "out_rsts")
+        if trace.on and trace.wants("tcp", "seg"):
+            if syn is not None:
+                opts = syn_options_list(*syn)
+            else:
+                opts = [f"TS val {ts[0]} ecr {ts[1]}"] if ts is not None else []
+                if sack:
+                    opts.append("sack " + " ".join(f"{a}:{b}" for a, b in sack))
+            trace.event("tcp", "seg", conn=name or conn_name(laddr, lport, raddr, rport),
+                        dir="out", flags=flags_str(flags), seq=seq, ack=ack, win=win,
+                        len=len(payload), options=opts, **extra)

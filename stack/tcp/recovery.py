@@ -1,0 +1,279 @@
+"""Loss detection and recovery: duplicate ACKs and fast retransmit (RFC
+5681), NewReno's fast recovery without SACK (RFC 6582), SACK-based loss
+recovery with SACK (RFC 6675) and what the RTO does to both.
+
+:class:`Recovery` owns the SACK scoreboard (``sack.py``), the duplicate ACK
+count, ``RecoveryPoint``, HighRxt and RescueRxt, and the congestion
+controller ``cc``, which it tells about every ACK, loss and timeout (the
+controller alone changes the window). Retransmissions go out through the
+sender, which owns the bytes.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from stack.tcp import timers as T
+from stack.tcp.congestion import ALGORITHMS, CongestionControl
+from stack.tcp.sack import Scoreboard
+from stack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt
+from stack.wire.tcp import TcpSegment
+
+if TYPE_CHECKING:
+    from stack.tcp.conn import TcpConnection
+    from stack.tcp.sender import Sender
+
+
+class Recovery:
+    def __init__(self, conn: TcpConnection, iss: int) -> None:
+        self.conn = conn
+        cfg = self.cfg = conn.cfg
+        self.hs = conn.handshake
+        self.timers = conn.timers
+        self.snd: Sender  # set by the connection once the sender exists
+        self.cc: CongestionControl = ALGORITHMS[cfg.congestion](self.hs.mss, cfg.initial_cwnd)
+        self.sb: Scoreboard | None = None  # SACKed bytes, once the peer SACKs
+        self.dupacks = 0
+        self.in_recovery = False
+        self.recover = iss                 # RecoveryPoint (RFC 6675), "recover" (RFC 6582)
+        self.partial_acks = 0
+        self.high_rxt = iss                # RFC 6675 HighRxt (one past), RescueRxt
+        self.rescue_rxt = iss
+
+    # ---- what the sender asks ---------------------------------------------------------
+
+    def has_sacked(self) -> bool:
+        sb = self.sb
+        return sb is not None and bool(sb.ranges)
+
+    def sacked(self) -> int:
+        return self.sb.sacked if self.sb is not None else 0
+
+    def sacked_below(self, off: int) -> int:
+        """SACKed bytes below ``off`` (from SND.UNA): out of the network."""
+        sb = self.sb
+        return sb.sacked_below(off) if sb is not None and sb.ranges else 0
+
+    def sack_recovering(self) -> bool:
+        return self.in_recovery and self.sb is not None
+
+    def skip_sacked(self, off: int) -> tuple[int, int]:
+        """Going back after an RTO at offset ``off``: ``(skip, 0)`` when
+        ``off`` lies in a SACKed range ending at ``skip``, else ``(0, limit)``
+        with the bytes before the next SACKed range (0: none)."""
+        assert self.sb is not None
+        r = self.sb.first_after(off)
+        if r is None:
+            return 0, 0
+        if r[0] <= off:
+            return r[1], 0
+        return 0, r[0] - off
+
+    def set_congestion(self, name: str) -> bool:
+        """Switch algorithm, keeping the window; False for an unknown name."""
+        cls = ALGORITHMS.get(name)
+        if cls is None:
+            return False
+        if type(self.cc) is not cls:
+            cc = cls(self.hs.mss, self.cfg.initial_cwnd)
+            cc.take_over(self.cc)
+            self.cc = cc
+        return True
+
+    # ---- ACKs ------------------------------------------------------------------
+
+    def advance(self, acked: int, sent: int) -> int:
+        """SND.UNA moves by ``acked`` with ``sent`` bytes beyond it: shift the
+        scoreboard; returns the bytes that were in flight (SACKed ones out)."""
+        sb = self.sb
+        if sb is not None and sb.ranges:
+            sent -= sb.sacked_below(sent)
+            sb.advance(acked)
+        return sent
+
+    def on_ack(self, seg: TcpSegment, ack: int, acked: int, prior_flight: int,
+               dup_candidate: bool, now: float) -> None:
+        """After the sender moved SND.UNA to ``ack`` (``acked`` new bytes):
+        the SACK blocks, recovery, the window, the RTO, fast retransmit."""
+        snd = self.snd
+        cc = self.cc
+        mss = self.hs.mss
+        sack_ok = self.hs.sack_ok
+        cwnd0 = cc.cwnd
+        ssthresh0 = cc.ssthresh
+        why = "ack"
+
+        # SACK blocks, relative to the new SND.UNA; D-SACKs and blocks
+        # outside what we sent are ignored (RFC 2883, RFC 6675 Update()).
+        newly = 0
+        sb = self.sb
+        if sack_ok and seg.sack and acked >= 0:
+            if sb is None:
+                sb = self.sb = Scoreboard(self.cfg.sack_max_ranges)
+            end = seq_diff(snd.max, ack)
+            for left, right in seg.sack:
+                lo = seq_diff(left, ack)
+                hi = seq_diff(right, ack)
+                if 0 < hi <= end and lo < hi:
+                    newly += sb.add(lo, hi)
+
+        restart_timer = True
+        if acked > 0:
+            if self.in_recovery:
+                if seq_ge(ack, self.recover):
+                    self._exit(now)
+                    why = "recovery_exit"
+                elif sack_ok:
+                    pass  # a partial ACK: the sender's output sends what NextSeg picks
+                elif cc.partial_ack_stays:
+                    # NewReno (RFC 6582 3.2 step 5): deflate, resend the
+                    # next hole; restart the timer only the first time.
+                    cc.on_partial_ack(acked)
+                    self.partial_acks += 1
+                    restart_timer = self.partial_acks == 1
+                    why = "partial_ack"
+                    snd.retransmit_head(now, "partial")
+                else:
+                    self._exit(now)
+                    why = "recovery_exit"
+            else:
+                self.dupacks = 0
+                cwnd = cc.cwnd
+                if (2 * prior_flight >= cwnd if cwnd < cc.ssthresh
+                        else prior_flight + 2 * mss >= cwnd):
+                    cc.on_ack(acked, now, self.conn.rtt.srtt)
+            if ack == snd.max:
+                self.timers.stop(T.RTO)
+            elif restart_timer:
+                self.timers.start(T.RTO, now + self.conn.rtt.rto)
+
+        if sack_ok:
+            # RFC 6675 2: an ACK that SACKs new data is a duplicate ACK.
+            dup = newly > 0
+        else:
+            dup = acked == 0 and dup_candidate and self.timers.armed(T.RTO)
+        if dup and snd.max != snd.una:
+            if self.in_recovery:
+                if not sack_ok:
+                    cc.on_dupack_in_recovery()
+                    why = "dupack"
+            else:
+                self.dupacks += 1
+                dt = self.cfg.dupack_threshold
+                if sack_ok:
+                    assert sb is not None
+                    go = self.dupacks >= dt or sb.is_lost(0, mss, dt)
+                else:
+                    go = self.dupacks == dt
+                if go and (self.recover == snd.iss or seq_gt(snd.una, self.recover)):
+                    self._enter(now)
+                    why = "fast_retransmit"
+
+        if self.conn.trace.on and (cc.cwnd != cwnd0 or cc.ssthresh != ssthresh0):
+            self.trace_cwnd(why)
+
+    def _enter(self, now: float) -> None:
+        """Fast retransmit; fast recovery (RFC 6582) or SACK loss recovery
+        (RFC 6675 step 4)."""
+        snd = self.snd
+        una = snd.una
+        flight = snd.flight()
+        sack = self.hs.sack_ok and self.sb is not None
+        self.recover = snd.max
+        self.in_recovery = True
+        self.partial_acks = 0
+        self.cc.enter_fast_recovery(flight, now, sack)
+        sb = self.sb
+        if sack and sb is not None:
+            if seq_gt(self.high_rxt, una):
+                # The last recovery resent these bytes already (new data it
+                # sent was lost and resent); this one started on ACKs sent
+                # before that copy arrived. Keep HighRxt: no second copy.
+                self.rescue_rxt = self.high_rxt
+            else:
+                # (4.3) resend the first segment presumed lost; HighRxt and
+                # RescueRxt both start at its end.
+                first = sb.ranges[0][0] if sb.ranges else flight
+                n = self.hs.mss
+                if first < n:
+                    n = first
+                snd.retransmit(una, n, now, "fast")
+                self.high_rxt = self.rescue_rxt = seq_add(una, n)
+        else:
+            snd.retransmit_head(now, "fast")
+        self.timers.start(T.RTO, now + self.conn.rtt.rto)
+
+    def _exit(self, now: float) -> None:
+        self.in_recovery = False
+        self.dupacks = 0
+        self.cc.exit_recovery(self.snd.flight(), now, self.hs.sack_ok)
+
+    def on_timeout(self, now: float) -> None:
+        """The RTO fired on data: the loss window, and recovery starts over."""
+        snd = self.snd
+        self.cc.on_timeout(snd.flight(), now)
+        if self.conn.trace.on:
+            self.trace_cwnd("rto")
+        self.in_recovery = False
+        self.dupacks = 0
+        self.recover = snd.max  # RFC 6675 5.1, RFC 6582 4
+        self.high_rxt = snd.una
+        if self.sb is not None:
+            # RFC 2018 8: after a timeout, prior SACK information is not
+            # trusted (the receiver may have discarded it); ACKs rebuild it.
+            self.sb.clear()
+
+    def trace_cwnd(self, why: str) -> None:
+        self.conn.trace.event("tcp", "cwnd", conn=self.conn.name, cwnd=self.cc.cwnd,
+                              ssthresh=self.cc.ssthresh, why=why)
+
+    # ---- output during SACK recovery ---------------------------------------------------
+
+    def sack_output(self, now: float, force: bool) -> None:
+        """RFC 6675 step (C): while ``cwnd - pipe >= SMSS``, send what
+        NextSeg picks: lost holes (1), new data (2), other holes (3), and
+        once per recovery the rescue retransmission (4)."""
+        sb = self.sb
+        assert sb is not None
+        snd = self.snd
+        una = snd.una
+        mss = self.hs.mss
+        dt = self.cfg.dupack_threshold
+        end = seq_diff(snd.max, una)
+        hr = seq_diff(self.high_rxt, una)
+        if hr < 0:
+            hr = 0
+        cwnd = self.cc.cwnd
+        pipe = sb.pipe(end, hr, mss, dt)
+        for lost_only in (True, False):
+            while cwnd - pipe >= mss:
+                hole = sb.next_hole(hr, mss, dt, lost_only)
+                if hole is None:
+                    break
+                off, n = hole
+                snd.retransmit(seq_add(una, off), n, now, "sack")
+                hr = off + n
+                self.high_rxt = seq_add(una, hr)
+                pipe += n
+            if lost_only and cwnd - pipe >= mss:
+                pipe += snd.send_data(now, force, pipe - seq_diff(snd.nxt, una))
+        if cwnd - pipe >= mss and seq_gt(una, self.rescue_rxt):
+            # Rule (4), the rescue: one segment ending at the highest
+            # unSACKed byte, so a lost tail does not wait for the RTO (not
+            # when that byte was retransmitted already).
+            end = seq_diff(snd.max, una)
+            top = sb.high()
+            if end > top:
+                lo, hi = top, end
+            else:
+                holes = sb.holes(end)
+                if not holes:
+                    return
+                lo, hi = holes[-1]
+            if hi <= hr:
+                return
+            start = hi - mss if hi - mss > lo else lo
+            if start < hr:
+                start = hr
+            snd.retransmit(seq_add(una, start), hi - start, now, "rescue")
+            self.rescue_rxt = self.recover
