@@ -791,9 +791,9 @@ def test_tcp_congestion_picks_the_connections_algorithm():
             assert cli._conn.congestion == "newreno"
             assert conn._conn.congestion == "reno"
             assert conn.getsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, 16)[:5] == b"reno\0"
-            cwnd = cli._conn.cc.cwnd
+            cwnd = cli._conn.status()["cwnd"]
             cli.setsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, b"cubic")
-            assert cli._conn.congestion == "cubic" and cli._conn.cc.cwnd == cwnd
+            assert cli._conn.congestion == "cubic" and cli._conn.status()["cwnd"] == cwnd
             with pytest.raises(OSError) as e:
                 cli.setsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, b"bbr")
             assert e.value.errno == errno.ENOENT

@@ -29,7 +29,7 @@ def predicted(conn: TcpConnection, seg: TcpSegment, now: float) -> bool:
     either data acknowledging nothing new under an unchanged window, or a
     pure ACK. Anything else returns False and takes the general path."""
     rcv = conn.receiver
-    if seg.flags & ~PSH != ACK or seg.seq != rcv.nxt or seg.sack:
+    if seg.flags & ~PSH != ACK or seg.seq != rcv.rcv_nxt or seg.sack:
         return False
     ts = seg.timestamps
     ts_ok = conn.handshake.ts_ok
@@ -40,10 +40,10 @@ def predicted(conn: TcpConnection, seg: TcpSegment, now: float) -> bool:
     payload = seg.payload
     n = len(payload)
     if n:
-        if (ack != snd.una or not rcv.in_order() or conn.user_closed
-                or seg.window << snd.wscale != snd.wnd or n > rcv.window()):
+        if (ack != snd.snd_una or not rcv.in_order() or conn.user_closed
+                or seg.window << snd.wscale != snd.snd_wnd or n > rcv.window()):
             return False
-    elif not seq_between(ack, snd.una, snd.max):
+    elif not seq_between(ack, snd.snd_una, snd.snd_max):
         return False
     if ts is not None and ts_ok:
         rcv.update_ts_recent(ts[0], seg.seq, now)
@@ -76,7 +76,7 @@ def process(conn: TcpConnection, seg: TcpSegment, now: float) -> None:
     if ts is not None and conn.handshake.ts_ok and not flags & RST:
         conn.receiver.update_ts_recent(ts[0], seg.seq, now, force=ts_invalid)
     if flags & RST:  # second (RFC 5961 3: an exact match resets, in-window is challenged)
-        if seg.seq == conn.receiver.nxt:
+        if seg.seq == conn.receiver.rcv_nxt:
             conn.rcv_rst(seg, now)
         else:
             conn.challenge_ack(now, "rst_not_exact")
@@ -135,19 +135,19 @@ def _acceptable(conn: TcpConnection, seq: int, flags: int, payload: bytes | memo
     fin = flags & FIN
     n = len(payload)
     seg_len = n + (1 if flags & SYN else 0) + (1 if fin else 0)
-    rcv_nxt = rcv.nxt
-    rcv_wnd = rcv.window()
+    nxt = rcv.rcv_nxt
+    wnd = rcv.window()
     if seg_len == 0:
-        ok = seq == rcv_nxt if rcv_wnd == 0 else seq_in(seq, rcv_nxt, rcv_wnd)
+        ok = seq == nxt if wnd == 0 else seq_in(seq, nxt, wnd)
     else:
-        ok = rcv_wnd > 0 and (seq_in(seq, rcv_nxt, rcv_wnd)
-                              or seq_in(seq_add(seq, seg_len - 1), rcv_nxt, rcv_wnd))
+        ok = wnd > 0 and (seq_in(seq, nxt, wnd)
+                              or seq_in(seq_add(seq, seg_len - 1), nxt, wnd))
     if not ok:
         if flags & RST:
             trace.drop("tcp", "rst_out_of_window", conn=conn.name)
             return None
         rcv.request_ack()
-        if rcv_wnd == 0 and seq == rcv_nxt and not flags & SYN:
+        if wnd == 0 and seq == nxt and not flags & SYN:
             # Zero window: keep the ACK (and a bare FIN), drop the text.
             if n:
                 trace.drop("tcp", "zero_window", conn=conn.name)
@@ -160,17 +160,17 @@ def _acceptable(conn: TcpConnection, seq: int, flags: int, payload: bytes | memo
         return None
     # Trim to the window: old bytes (and an old SYN) on the left, bytes
     # beyond the window (and the FIN) on the right.
-    if seq_lt(seq, rcv_nxt):
+    if seq_lt(seq, nxt):
         # Partly old: our ACK was probably lost, so ACK at once.
         rcv.request_ack()
-        skip = seq_diff(rcv_nxt, seq)
+        skip = seq_diff(nxt, seq)
         if flags & SYN:
             flags &= ~SYN
             skip -= 1
         if skip:
             payload = payload[skip:]
-        seq = rcv_nxt
-    room = rcv_wnd - seq_diff(seq, rcv_nxt)
+        seq = nxt
+    room = wnd - seq_diff(seq, nxt)
     if len(payload) > room:
         payload = payload[:room]
         flags &= ~FIN
@@ -184,29 +184,29 @@ def _ack(conn: TcpConnection, seg: TcpSegment, now: float) -> bool:
     snd = conn.sender
     if conn.state == SYN_RECEIVED and not conn.handshake.syn_received_ack(seg, now):
         return False
-    state = conn.state
-    if seq_gt(ack, snd.max):
+    st = conn.state
+    if seq_gt(ack, snd.snd_max):
         # ACK for data never sent: ACK back, drop.
         conn.trace.drop("tcp", "ack_unsent", conn=conn.name)
         conn.receiver.request_ack()
         return False
-    if seq_lt(ack, seq_add(snd.una, -snd.max_wnd)):
+    if seq_lt(ack, seq_add(snd.snd_una, -snd.max_snd_wnd)):
         conn.challenge_ack(now, "ack_too_old")
         return False
-    una_before = snd.una
+    una_before = snd.snd_una
     snd.peer_alive()
     snd.on_ack(seg, ack, not seg.payload and not seg.flags & (SYN | FIN), now)
     if conn.state == CLOSED:
         return False
-    if snd.una != una_before and snd.fin_acked():
-        if state == FIN_WAIT_1:
+    if snd.snd_una != una_before and snd.fin_acked():
+        if st == FIN_WAIT_1:
             conn.set_state(FIN_WAIT_2, rcv_cause(seg), now)
             if conn.user_closed:
                 conn.timers.start(T.FIN_WAIT_2, now + conn.cfg.fin_wait2_timeout)
-        elif state == CLOSING:
+        elif st == CLOSING:
             conn.set_state(TIME_WAIT, rcv_cause(seg), now)
             return False
-        elif state == LAST_ACK:
+        elif st == LAST_ACK:
             conn.set_state(CLOSED, rcv_cause(seg), now)
             return False
     return True

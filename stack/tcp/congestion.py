@@ -82,10 +82,10 @@ class CongestionControl:
         """NewReno (RFC 6582 3.2 step 5): deflate by what was acknowledged and
         add back one MSS if at least one was."""
         mss = self.mss
-        cwnd = self.cwnd - acked
+        w = self.cwnd - acked
         if acked >= mss:
-            cwnd += mss
-        self.cwnd = cwnd if cwnd > mss else mss
+            w += mss
+        self.cwnd = w if w > mss else mss
 
     def exit_recovery(self, flight: int, now: float, sack: bool) -> None:
         """Fast recovery is over. Without SACK the inflated window goes:

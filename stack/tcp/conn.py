@@ -12,11 +12,10 @@ A connection composes its parts, each the only writer of its own fields:
   the congestion controller (``congestion.py``);
 * :class:`~stack.tcp.rtt.Rtt` and :class:`~stack.tcp.timers.Timers`.
 
-The connection itself owns the state (changed only by
-:meth:`~stack.tcp.states.Endpoint.set_state`), the error, and what the user
-set. Sans-IO: every entry point takes ``now`` and is an :func:`entry`, which
-re-arms the layer's timer and tells the user about changes when it returns;
-segments leave through the layer's :class:`~stack.tcp.emit.Emitter`.
+The connection owns the state (changed only by ``Endpoint.set_state``), the
+error and what the user set. Every entry point takes ``now`` and is an
+:func:`entry`: when it returns, the layer's timer is re-armed and the user
+told of changes. Segments leave through the layer's ``Emitter``.
 """
 
 from __future__ import annotations
@@ -196,7 +195,7 @@ class TcpConnection(Endpoint):
 
     def fail(self, err: int | None, cause: str, now: float, rst: bool = False) -> None:
         if rst and self.state not in (CLOSED, SYN_SENT, TIME_WAIT):
-            self.send_rst(self.sender.max, now)
+            self.send_rst(self.sender.snd_max, now)
         if err is not None:
             self.error = err
         self.set_state(CLOSED, cause, now)
@@ -246,7 +245,7 @@ class TcpConnection(Endpoint):
              name=self.name)
 
     def send_ack(self, now: float) -> None:
-        self.transmit(self.sender.max, ACK, b"", now)
+        self.transmit(self.sender.snd_max, ACK, b"", now)
 
     def send_rst(self, seq: int, now: float) -> None:
         self.transmit(seq, RST, b"", now)
@@ -317,10 +316,10 @@ class TcpConnection(Endpoint):
             snd.keepalive_answered()
             if self.keepalive and self.synchronized:
                 self.timers.start(T.KEEPALIVE, now + self.keepalive_idle)
-        state = self.state
-        if state == ESTABLISHED and self.cfg.header_prediction and predicted(self, seg, now):
+        st = self.state
+        if st == ESTABLISHED and self.cfg.header_prediction and predicted(self, seg, now):
             pass
-        elif state == SYN_SENT:
+        elif st == SYN_SENT:
             self.handshake.syn_sent_arrives(seg, now)
         else:
             process(self, seg, now)
@@ -330,17 +329,17 @@ class TcpConnection(Endpoint):
                 self.send_ack(now)
 
     def rcv_rst(self, seg: TcpSegment, now: float) -> None:
-        state = self.state
+        st = self.state
         cause = rcv_cause(seg)
         self.trace.count("tcp", "in_rsts")
-        if state == SYN_RECEIVED:
+        if st == SYN_RECEIVED:
             if self.passive:
                 self.set_state(CLOSED, cause, now)  # back to LISTEN: the listener remains
             else:
                 self.fail(errno.ECONNREFUSED, cause, now)
-        elif state == CLOSE_WAIT:
+        elif st == CLOSE_WAIT:
             self.fail(errno.EPIPE, cause, now)  # the peer had closed: as Linux (tcp_reset)
-        elif state in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2):
+        elif st in (ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2):
             self.fail(errno.ECONNRESET, cause, now)
         else:
             self.set_state(CLOSED, cause, now)
@@ -348,15 +347,15 @@ class TcpConnection(Endpoint):
     def take_fin(self, seg: TcpSegment, now: float) -> None:
         """Eighth: the peer's FIN is in order."""
         self.receiver.take_fin()
-        state = self.state
+        st = self.state
         cause = rcv_cause(seg)
         if not seg.flags & FIN:
             cause += " (fills the gap before a queued FIN)"
-        if state in (SYN_RECEIVED, ESTABLISHED):
+        if st in (SYN_RECEIVED, ESTABLISHED):
             self.set_state(CLOSE_WAIT, cause, now)
-        elif state == FIN_WAIT_1:
+        elif st == FIN_WAIT_1:
             self.set_state(TIME_WAIT if self.sender.fin_acked() else CLOSING, cause, now)
-        elif state == FIN_WAIT_2:
+        elif st == FIN_WAIT_2:
             self.set_state(TIME_WAIT, cause, now)
 
     # ---- timeouts -----------------------------------------------------------------------
@@ -395,7 +394,7 @@ class TcpConnection(Endpoint):
     def icmp_error(self, kind: str, seq: int, mtu: int | None, now: float) -> None:
         """An ICMP error quoting one of our segments (RFC 1122 4.2.3.9, RFC 5927)."""
         snd = self.sender
-        if seq != snd.una and not (seq_between(seq, snd.una, snd.max) and seq != snd.max):
+        if seq != snd.snd_una and not (seq_between(seq, snd.snd_una, snd.snd_max) and seq != snd.snd_max):
             self.trace.drop("tcp", "icmp_stale", conn=self.name)
             return
         if kind == "frag_needed":
@@ -520,7 +519,7 @@ class TcpConnection(Endpoint):
         if st == CLOSED:
             return
         if st in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
-            self.send_rst(self.sender.max, now)
+            self.send_rst(self.sender.snd_max, now)
         self.set_state(CLOSED, "user abort", now)
 
     @entry
@@ -553,8 +552,8 @@ class TcpConnection(Endpoint):
         snd, rcv, hs, rec = self.sender, self.receiver, self.handshake, self.recovery
         return {
             "state": self.state, "local": self.local, "remote": self.remote,
-            "iss": snd.iss, "irs": rcv.irs, "snd_una": snd.una, "snd_nxt": snd.nxt, "snd_max": snd.max, "snd_wnd": snd.wnd,
-            "rcv_nxt": rcv.nxt, "rcv_wnd": rcv.window(),
+            "iss": snd.iss, "irs": rcv.irs, "snd_una": snd.snd_una, "snd_nxt": snd.snd_nxt, "snd_max": snd.snd_max, "snd_wnd": snd.snd_wnd,
+            "rcv_nxt": rcv.rcv_nxt, "rcv_wnd": rcv.window(),
             "send_buffered": len(snd.buf), "recv_buffered": len(rcv.buf),
             "ooo_ranges": rcv.ooo.ranges() if rcv.ooo is not None else [],
             "mss": hs.mss, "cwnd": rec.cc.cwnd, "ssthresh": rec.cc.ssthresh,

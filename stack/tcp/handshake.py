@@ -179,7 +179,7 @@ class Handshake:
         ack = seg.ack
         trace = conn.trace
         if flags & ACK:
-            if seq_le(ack, snd.iss) or seq_gt(ack, snd.max):
+            if seq_le(ack, snd.iss) or seq_gt(ack, snd.snd_max):
                 trace.drop("tcp", "bad_ack", conn=conn.name)
                 if not flags & RST:
                     conn.send_rst(ack, now)
@@ -212,7 +212,7 @@ class Handshake:
             if len(payload) > room:
                 payload = payload[:room]
                 fin = False
-            if rcv.text(rcv.nxt, payload, fin):
+            if rcv.text(rcv.rcv_nxt, payload, fin):
                 conn.take_fin(seg, now)
 
     # ---- segment arrives in SYN_RECEIVED -------------------------------------------------
@@ -236,7 +236,7 @@ class Handshake:
         conn = self.conn
         snd = conn.sender
         ack = seg.ack
-        if not (seq_gt(ack, snd.una) and seq_le(ack, snd.max)):
+        if not (seq_gt(ack, snd.snd_una) and seq_le(ack, snd.snd_max)):
             conn.trace.drop("tcp", "bad_ack", conn=conn.name)
             conn.send_rst(ack, now)
             return False

@@ -112,7 +112,7 @@ class TcpLayer:
                         win=seg.window, len=len(seg.payload), options=seg.options_list())
         if conn is not None:
             if (conn.state == TIME_WAIT and flags & SYN and not flags & ACK
-                    and seq_gt(seg.seq, conn.receiver.nxt)
+                    and seq_gt(seg.seq, conn.receiver.rcv_nxt)
                     and self._find_listener(dst, seg.dst_port) is not None):
                 # A new incarnation may take over a TIME_WAIT connection
                 # (RFC 1122 4.2.2.13, as Linux).

@@ -27,8 +27,8 @@ class Receiver:
         self.cfg = conn.cfg
         self.timers = conn.timers
         self.irs = 0
-        self.nxt = 0                  # RCV.NXT
-        self.adv = 0                  # right edge of the advertised window
+        self.rcv_nxt = 0                  # RCV.NXT
+        self.rcv_adv = 0                  # right edge of the advertised window
         self.wscale = 0               # our shift, applied to the windows we send
         self.bufsize = bufsize        # SO_RCVBUF
         self.buf = bytearray()        # in-order bytes the user has not read
@@ -48,8 +48,8 @@ class Receiver:
     def start(self, irs: int, wscale: int, tsval: int | None, now: float) -> None:
         """The peer's SYN: its ISN, our window shift, its first timestamp."""
         self.irs = irs
-        self.nxt = seq_add(irs, 1)
-        self.adv = seq_add(self.nxt, min(self.bufsize, 65535))
+        self.rcv_nxt = seq_add(irs, 1)
+        self.rcv_adv = seq_add(self.rcv_nxt, min(self.bufsize, 65535))
         self.wscale = wscale
         if tsval is not None:
             self.ts_recent = tsval
@@ -76,7 +76,7 @@ class Receiver:
 
     def window(self) -> int:
         """RCV.WND: what is left of the window we advertised."""
-        w = seq_diff(self.adv, self.nxt)
+        w = seq_diff(self.rcv_adv, self.rcv_nxt)
         return w if w > 0 else 0
 
     def in_order(self) -> bool:
@@ -96,7 +96,7 @@ class Receiver:
             self.conn.changed()
         buf += payload
         n = len(payload)
-        self.nxt = seq_add(self.nxt, n)
+        self.rcv_nxt = seq_add(self.rcv_nxt, n)
         self.unacked += n
         if n > self.mss:
             self.mss = n if n < self.cfg.mss else self.cfg.mss
@@ -107,13 +107,13 @@ class Receiver:
         Returns True when a FIN has become in-order (the caller then calls
         :meth:`take_fin` and changes state)."""
         n = len(payload)
-        if seq == self.nxt:
+        if seq == self.rcv_nxt:
             if n:
                 ooo = self.ooo
                 was_empty = not self.buf
                 if ooo is None:
                     self.buf += payload
-                    self.nxt = seq_add(seq, n)
+                    self.rcv_nxt = seq_add(seq, n)
                     self.unacked += n
                     if n > self.mss:
                         self.mss = min(n, self.cfg.mss)
@@ -124,18 +124,18 @@ class Receiver:
                         return False
                     k = ooo.contiguous()
                     self.buf += ooo.pop(k)
-                    self.nxt = seq_add(self.nxt, k)
+                    self.rcv_nxt = seq_add(self.rcv_nxt, k)
                     if not ooo.buffered():
                         self.ooo = None
                     self.ack_now = True  # filled a hole: tell the sender at once
                 if was_empty:
                     self.conn.changed()
-            if self.ooo_fin is not None and self.nxt == self.ooo_fin:
+            if self.ooo_fin is not None and self.rcv_nxt == self.ooo_fin:
                 self.ooo_fin = None
                 return True
             return fin and self.ooo is None
         # Out of order (seq is after nxt and inside the window).
-        off = seq_diff(seq, self.nxt)
+        off = seq_diff(seq, self.rcv_nxt)
         self.ack_now = True  # duplicate ACK so the sender can fast-retransmit
         if n:
             ooo = self.ooo
@@ -157,7 +157,7 @@ class Receiver:
 
     def take_fin(self) -> None:
         """The peer's FIN is in order: it occupies one sequence number."""
-        self.nxt = seq_add(self.nxt, 1)
+        self.rcv_nxt = seq_add(self.rcv_nxt, 1)
         self.fin_received = True
         self.ack_now = True
         self.conn.changed()
@@ -182,7 +182,7 @@ class Receiver:
         ranges = ooo.ranges()  # offsets from nxt
         chosen: list[tuple[int, int]] = []
         keep = []
-        nxt = self.nxt
+        nxt = self.rcv_nxt
         for anchor in self.sack_recent:
             off = seq_diff(anchor, nxt)
             if off <= 0:
@@ -232,7 +232,7 @@ class Receiver:
         The right edge never moves left. It moves right only by at least
         min(half the buffer, one MSS) (RFC 1122 4.2.3.3, receiver SWS). A
         SYN,ACK's window is :meth:`syn_window`."""
-        nxt = self.nxt
+        nxt = self.rcv_nxt
         self.unacked = 0
         self.ack_now = False
         self.timers.stop(T.DELACK)
@@ -247,7 +247,7 @@ class Receiver:
             field = (cur + (1 << shift) - 1) >> shift
             if field > 65535:
                 field = 65535
-        self.adv = seq_add(nxt, field << shift)
+        self.rcv_adv = seq_add(nxt, field << shift)
         return nxt, field
 
     def syn_window(self) -> int:

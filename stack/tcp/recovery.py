@@ -110,7 +110,7 @@ class Recovery:
         if sack_ok and seg.sack and acked >= 0:
             if sb is None:
                 sb = self.sb = Scoreboard(self.cfg.sack_max_ranges)
-            end = seq_diff(snd.max, ack)
+            end = seq_diff(snd.snd_max, ack)
             for left, right in seg.sack:
                 lo = seq_diff(left, ack)
                 hi = seq_diff(right, ack)
@@ -138,11 +138,11 @@ class Recovery:
                     why = "recovery_exit"
             else:
                 self.dupacks = 0
-                cwnd = cc.cwnd
-                if (2 * prior_flight >= cwnd if cwnd < cc.ssthresh
-                        else prior_flight + 2 * mss >= cwnd):
+                cw = cc.cwnd
+                if (2 * prior_flight >= cw if cw < cc.ssthresh
+                        else prior_flight + 2 * mss >= cw):
                     cc.on_ack(acked, now, self.conn.rtt.srtt)
-            if ack == snd.max:
+            if ack == snd.snd_max:
                 self.timers.stop(T.RTO)
             elif restart_timer:
                 self.timers.start(T.RTO, now + self.conn.rtt.rto)
@@ -152,7 +152,7 @@ class Recovery:
             dup = newly > 0
         else:
             dup = acked == 0 and dup_candidate and self.timers.armed(T.RTO)
-        if dup and snd.max != snd.una:
+        if dup and snd.snd_max != snd.snd_una:
             if self.in_recovery:
                 if not sack_ok:
                     cc.on_dupack_in_recovery()
@@ -165,7 +165,7 @@ class Recovery:
                     go = self.dupacks >= dt or sb.is_lost(0, mss, dt)
                 else:
                     go = self.dupacks == dt
-                if go and (self.recover == snd.iss or seq_gt(snd.una, self.recover)):
+                if go and (self.recover == snd.iss or seq_gt(snd.snd_una, self.recover)):
                     self._enter(now)
                     why = "fast_retransmit"
 
@@ -176,10 +176,10 @@ class Recovery:
         """Fast retransmit; fast recovery (RFC 6582) or SACK loss recovery
         (RFC 6675 step 4)."""
         snd = self.snd
-        una = snd.una
+        una = snd.snd_una
         flight = snd.flight()
         sack = self.hs.sack_ok and self.sb is not None
-        self.recover = snd.max
+        self.recover = snd.snd_max
         self.in_recovery = True
         self.partial_acks = 0
         self.cc.enter_fast_recovery(flight, now, sack)
@@ -216,8 +216,8 @@ class Recovery:
             self.trace_cwnd("rto")
         self.in_recovery = False
         self.dupacks = 0
-        self.recover = snd.max  # RFC 6675 5.1, RFC 6582 4
-        self.high_rxt = snd.una
+        self.recover = snd.snd_max  # RFC 6675 5.1, RFC 6582 4
+        self.high_rxt = snd.snd_una
         if self.sb is not None:
             # RFC 2018 8: after a timeout, prior SACK information is not
             # trusted (the receiver may have discarded it); ACKs rebuild it.
@@ -230,23 +230,23 @@ class Recovery:
     # ---- output during SACK recovery ---------------------------------------------------
 
     def sack_output(self, now: float, force: bool) -> None:
-        """RFC 6675 step (C): while ``cwnd - pipe >= SMSS``, send what
+        """RFC 6675 step (C): while ``cw - pipe >= SMSS``, send what
         NextSeg picks: lost holes (1), new data (2), other holes (3), and
         once per recovery the rescue retransmission (4)."""
         sb = self.sb
         assert sb is not None
         snd = self.snd
-        una = snd.una
+        una = snd.snd_una
         mss = self.hs.mss
         dt = self.cfg.dupack_threshold
-        end = seq_diff(snd.max, una)
+        end = seq_diff(snd.snd_max, una)
         hr = seq_diff(self.high_rxt, una)
         if hr < 0:
             hr = 0
-        cwnd = self.cc.cwnd
+        cw = self.cc.cwnd
         pipe = sb.pipe(end, hr, mss, dt)
         for lost_only in (True, False):
-            while cwnd - pipe >= mss:
+            while cw - pipe >= mss:
                 hole = sb.next_hole(hr, mss, dt, lost_only)
                 if hole is None:
                     break
@@ -255,13 +255,13 @@ class Recovery:
                 hr = off + n
                 self.high_rxt = seq_add(una, hr)
                 pipe += n
-            if lost_only and cwnd - pipe >= mss:
-                pipe += snd.send_data(now, force, pipe - seq_diff(snd.nxt, una))
-        if cwnd - pipe >= mss and seq_gt(una, self.rescue_rxt):
+            if lost_only and cw - pipe >= mss:
+                pipe += snd.send_data(now, force, pipe - seq_diff(snd.snd_nxt, una))
+        if cw - pipe >= mss and seq_gt(una, self.rescue_rxt):
             # Rule (4), the rescue: one segment ending at the highest
             # unSACKed byte, so a lost tail does not wait for the RTO (not
             # when that byte was retransmitted already).
-            end = seq_diff(snd.max, una)
+            end = seq_diff(snd.snd_max, una)
             top = sb.high()
             if end > top:
                 lo, hi = top, end

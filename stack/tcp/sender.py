@@ -35,13 +35,13 @@ class Sender:
         self.timers = conn.timers
         self.rec = conn.recovery
         self.iss = iss
-        self.una = iss
-        self.nxt = iss                # back to una after an RTO (go-back-N)
-        self.max = iss                # the highest sequence number sent, plus one
-        self.wnd = 0
-        self.wl1 = 0
-        self.wl2 = 0
-        self.max_wnd = 0
+        self.snd_una = iss
+        self.snd_nxt = iss                # back to una after an RTO (go-back-N)
+        self.snd_max = iss                # the highest sequence number sent, plus one
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.max_snd_wnd = 0
         self.wscale = 0               # the peer's shift, applied to its window fields
         self.buf = bytearray()        # bytes from data_seq on, sent or not
         self.data_seq = seq_add(iss, 1)
@@ -66,27 +66,27 @@ class Sender:
         return self.bufsize - len(self.buf)
 
     def flight(self) -> int:
-        return seq_offset(self.max, self.una)
+        return seq_offset(self.snd_max, self.snd_una)
 
     def fin_acked(self) -> bool:
-        return self.fin_pending and seq_gt(self.una, self.fin_seq)
+        return self.fin_pending and seq_gt(self.snd_una, self.fin_seq)
 
     def all_acked(self) -> bool:
-        return self.una == self.max
+        return self.snd_una == self.snd_max
 
     def idle(self) -> bool:
         """Nothing sent unacknowledged, nothing waiting."""
-        return self.una == self.max and not self.buf
+        return self.snd_una == self.snd_max and not self.buf
 
     # ---- changes made by the handshake and user calls ---------------------------
 
     def syn_sent(self) -> None:
         """Our SYN (or SYN,ACK) is out: it occupies ``iss``."""
         end = seq_add(self.iss, 1)
-        if seq_gt(end, self.nxt):
-            self.nxt = end
-        if seq_gt(end, self.max):
-            self.max = end
+        if seq_gt(end, self.snd_nxt):
+            self.snd_nxt = end
+        if seq_gt(end, self.snd_max):
+            self.snd_max = end
 
     def set_wscale(self, shift: int) -> None:
         """The shift the peer's SYN announced for its window fields."""
@@ -94,10 +94,10 @@ class Sender:
 
     def synchronize(self, una: int, wnd: int, seg: TcpSegment) -> None:
         """The handshake's ACK: our SYN is acknowledged and the peer's window known."""
-        self.una = una
-        self.wnd = self.max_wnd = wnd
-        self.wl1 = seg.seq
-        self.wl2 = seg.ack
+        self.snd_una = una
+        self.snd_wnd = self.max_snd_wnd = wnd
+        self.snd_wl1 = seg.seq
+        self.snd_wl2 = seg.ack
         self.retries = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
@@ -122,7 +122,7 @@ class Sender:
 
     def go_back(self) -> None:
         """Go back N: send again from SND.UNA (after an RTO or a smaller MTU)."""
-        self.nxt = self.una
+        self.snd_nxt = self.snd_una
 
     # ---- output ----------------------------------------------------------------
 
@@ -138,7 +138,7 @@ class Sender:
         if rec.sack_recovering():
             rec.sack_output(now, force)
         else:
-            self.send_data(now, force, -rec.sacked_below(seq_diff(self.nxt, self.una)))
+            self.send_data(now, force, -rec.sacked_below(seq_diff(self.snd_nxt, self.snd_una)))
 
     def send_data(self, now: float, force: bool, adj: int) -> int:
         """The new-data loop (also go-back-N after an RTO); returns the bytes
@@ -156,13 +156,13 @@ class Sender:
                 seg_max = k * mss
         rec = self.rec
         sacked = rec.has_sacked()
-        una = self.una
+        una = self.snd_una
         data_seq = self.data_seq
         nbuf = len(buf)
-        wnd = self.wnd
-        cwnd = rec.cc.cwnd
-        nxt = self.nxt
-        snd_max = self.max
+        wnd = self.snd_wnd
+        cw = rec.cc.cwnd
+        nxt = self.snd_nxt
+        snd_max = self.snd_max
         xmit = self.conn.transmit
         total = 0
         remaining = 0
@@ -176,7 +176,7 @@ class Sender:
                 skip, limit = rec.skip_sacked(off_u)
                 if skip:
                     end = seq_add(una, skip)
-                    nxt = self.nxt = end if seq_lt(end, snd_max) else snd_max
+                    nxt = self.snd_nxt = end if seq_lt(end, snd_max) else snd_max
                     adj = -rec.sacked_below(seq_diff(nxt, una))
                     continue
             off = seq_diff(nxt, data_seq)
@@ -184,7 +184,7 @@ class Sender:
             if remaining > 0:
                 flight = seq_offset(nxt, una)
                 usable_w = wnd - flight
-                usable_c = cwnd - flight - adj
+                usable_c = cw - flight - adj
                 usable = usable_w if usable_w < usable_c else usable_c
                 avail = limit if 0 < limit < remaining else remaining
                 n = avail if avail < seg_max else seg_max
@@ -199,7 +199,7 @@ class Sender:
                         # Limited by a window. Wait for the ACK clock unless
                         # the peer's window allows half its maximum (RFC 1122
                         # 4.2.3.4).
-                        if usable_c <= usable_w or n < (self.max_wnd >> 1):
+                        if usable_c <= usable_w or n < (self.max_snd_wnd >> 1):
                             break
                     elif (avail == remaining and not self.nodelay and not self.fin_pending
                           and seq_gt(self.sml, una) and seq_ge(nxt, self.sml)):
@@ -217,9 +217,9 @@ class Sender:
                     self.conn.count_retransmit("rto", nxt, n)
                 else:
                     self.rtt.time(end, now)
-                nxt = self.nxt = end
+                nxt = self.snd_nxt = end
                 if seq_gt(end, snd_max):
-                    snd_max = self.max = end
+                    snd_max = self.snd_max = end
                 if n % mss:
                     self.sml = end  # (a TSO segment's short tail counts too)
                 self.timers.start_if_idle(T.RTO, now + self.rtt.rto)
@@ -231,9 +231,9 @@ class Sender:
                 end = seq_add(nxt, 1)
                 if behind:
                     self.conn.count_retransmit("rto", nxt, 0)
-                self.nxt = end
+                self.snd_nxt = end
                 if seq_gt(end, snd_max):
-                    self.max = end
+                    self.snd_max = end
                 self.timers.start_if_idle(T.RTO, now + self.rtt.rto)
             break
         timers = self.timers
@@ -260,7 +260,7 @@ class Sender:
         k = n if n < avail else avail
         if k < 0:
             k = 0
-        fin = (k < n and self.fin_pending and seq_gt(self.max, self.fin_seq)
+        fin = (k < n and self.fin_pending and seq_gt(self.snd_max, self.fin_seq)
                and seq_add(seq, k) == self.fin_seq)
         if k == 0 and not fin:
             return
@@ -271,32 +271,32 @@ class Sender:
 
     def retransmit_head(self, now: float, reason: str) -> None:
         """Resend one segment from SND.UNA (fast retransmit, RTO, partial ACK)."""
-        una = self.una
+        una = self.snd_una
         self.rtt.retransmitted()
         if seq_lt(una, self.data_seq):
             return  # the SYN itself: the handshake resends it
         off = seq_diff(una, self.data_seq)
         avail = len(self.buf) - off
         n = avail if avail < self.hs.mss else self.hs.mss
-        if n > self.wnd:
+        if n > self.snd_wnd:
             # Never past the peer's window; with the window closed one byte
             # goes, which the peer answers like a window probe.
-            n = self.wnd if self.wnd > 0 else 1
+            n = self.snd_wnd if self.snd_wnd > 0 else 1
         if n > avail:
             n = avail
         if n < 0:
             n = 0
-        fin = self.fin_pending and n == avail and seq_gt(self.max, self.fin_seq)
+        fin = self.fin_pending and n == avail and seq_gt(self.snd_max, self.fin_seq)
         if n == 0 and not fin:
             return
         flags = ACK | FIN if fin else (ACK | PSH if n == avail else ACK)
         self.conn.transmit(una, flags, memoryview(self.buf)[off:off + n], now)
         self.conn.count_retransmit(reason, una, n, rto=round(self.rtt.rto, 6))
         end = seq_add(una, n + fin)
-        if seq_gt(end, self.nxt):
-            self.nxt = end
-        if seq_gt(end, self.max):
-            self.max = end
+        if seq_gt(end, self.snd_nxt):
+            self.snd_nxt = end
+        if seq_gt(end, self.snd_max):
+            self.snd_max = end
 
     def on_rto(self, now: float) -> None:
         """The retransmission timer expired (RFC 6298 5.4-5.6): give up after
@@ -311,7 +311,7 @@ class Sender:
             limit = cfg.synack_retries if conn.passive else cfg.syn_retries
         else:
             limit = cfg.max_retries
-        if (not handshake and self.wnd == 0 and self.retries > limit
+        if (not handshake and self.snd_wnd == 0 and self.retries > limit
                 and now - conn.last_rcv <= cfg.rto_max and not conn.user_closed):
             # The peer closed its window on data in flight but is still
             # answering: our retransmissions are window probes; keep going
@@ -335,15 +335,15 @@ class Sender:
 
     def on_ack(self, seg: TcpSegment, ack: int, dup_candidate: bool, now: float) -> None:
         """An acceptable ACK (``una - max_wnd <= ack <= max``)."""
-        una = self.una
+        una = self.snd_una
         acked = seq_diff(ack, una)
         win = seg.window << self.wscale
         prior_flight = 0
         if acked > 0:
-            prior_flight = self.rec.advance(acked, seq_diff(self.nxt, una))
-            self.una = ack
-            if seq_gt(ack, self.nxt):
-                self.nxt = ack
+            prior_flight = self.rec.advance(acked, seq_diff(self.snd_nxt, una))
+            self.snd_una = ack
+            if seq_gt(ack, self.snd_nxt):
+                self.snd_nxt = ack
             n = seq_diff(ack, self.data_seq)
             if n > 0:
                 buf = self.buf
@@ -368,17 +368,17 @@ class Sender:
                         rtt.sample(d / 1000, now)
             self.retries = 0
             self.probes = 0
-        self.rec.on_ack(seg, ack, acked, prior_flight, dup_candidate and win == self.wnd, now)
+        self.rec.on_ack(seg, ack, acked, prior_flight, dup_candidate and win == self.snd_wnd, now)
 
         # Window update (RFC 9293 3.10.7.4): only from newer segments.
         seq = seg.seq
-        wl1 = self.wl1
-        if seq_lt(wl1, seq) or (wl1 == seq and seq_ge(ack, self.wl2)):
-            self.wnd = win
-            self.wl1 = seq
-            self.wl2 = ack
-            if win > self.max_wnd:
-                self.max_wnd = win
+        wl1 = self.snd_wl1
+        if seq_lt(wl1, seq) or (wl1 == seq and seq_ge(ack, self.snd_wl2)):
+            self.snd_wnd = win
+            self.snd_wl1 = seq
+            self.snd_wl2 = ack
+            if win > self.max_snd_wnd:
+                self.max_snd_wnd = win
             if win and self.timers.armed(T.PERSIST):
                 self.timers.stop(T.PERSIST)
                 self.persist_backoff = 0
@@ -386,8 +386,8 @@ class Sender:
     def fast_path_data(self, seg: TcpSegment) -> None:
         """Header prediction's data segment: the window is unchanged, only
         WL1 and WL2 move (RFC 9293 3.10.7.4)."""
-        self.wl1 = seg.seq
-        self.wl2 = seg.ack
+        self.snd_wl1 = seg.seq
+        self.snd_wl2 = seg.ack
         self.probes = 0
 
     def peer_alive(self) -> None:
@@ -414,7 +414,7 @@ class Sender:
                       rst=True)
             return
         conn.trace_timer("persist", probes=self.probes)
-        usable = self.wnd - seq_diff(self.nxt, self.una)
+        usable = self.snd_wnd - seq_diff(self.snd_nxt, self.snd_una)
         if usable > 0:
             # The window is open but too small for SWS avoidance: send anyway.
             self.output(now, force=True)
@@ -424,16 +424,16 @@ class Sender:
             # with an ACK carrying its current window. Unlike a probe byte
             # past the window it puts nothing in flight, so it never meets
             # the retransmission timer.
-            conn.transmit(seq_add(self.una, -1), ACK, b"", now)
+            conn.transmit(seq_add(self.snd_una, -1), ACK, b"", now)
         timers = self.timers
         if not timers.armed(T.RTO) and not timers.armed(T.PERSIST):
-            if seq_diff(self.nxt, self.data_seq) < len(self.buf):
+            if seq_diff(self.snd_nxt, self.data_seq) < len(self.buf):
                 self.persist_backoff += 1
                 timers.start(T.PERSIST, now + self.persist_interval())
 
     def on_keepalive(self, now: float, interval: float, idle: float, count: int) -> None:
         conn = self.conn
-        if self.max != self.una or self.buf:
+        if self.snd_max != self.snd_una or self.buf:
             # Data outstanding: the retransmission timer watches the peer.
             self.timers.start(T.KEEPALIVE, now + idle)
             return
@@ -443,7 +443,7 @@ class Sender:
         self.ka_probes += 1
         conn.trace_timer("keepalive", probes=self.ka_probes)
         # seq = una - 1: an old byte, which makes the peer answer with an ACK.
-        conn.transmit(seq_add(self.una, -1), ACK, b"", now)
+        conn.transmit(seq_add(self.snd_una, -1), ACK, b"", now)
         self.timers.start(T.KEEPALIVE, now + interval)
 
     def keepalive_answered(self) -> None:
