@@ -76,10 +76,10 @@ class PcapLink(LinkWrapper):
         self.frames = 0
 
     def _write(self, frames: list[bytes] | tuple[bytes, ...]) -> None:
-        now = self.clock()
-        with self._lock:
+        with self._lock:   # senders may be other threads (defer_writes): keep time order
             if self._file is None:
                 return
+            now = self.clock()
             write = self._file.write
             for frame in frames:
                 write(pcap_record(now, frame))
