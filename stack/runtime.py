@@ -2,11 +2,11 @@
 
 ``Stack`` wires the layers together (link → Ethernet/ARP → IPv4 → ICMP, UDP,
 TCP) from what the link declares it can do (``mtu``, ``segment_max`` with
-offload, ``defer_writes``) and owns the only real clock. One network thread waits on the link's fd
-and a wake-up fd with a timeout equal to the nearest timer deadline, reads
-frames in batches and runs timers. User threads call the socket facade; one
-re-entrant lock (``net.lock``) guards all protocol state, and blocking calls
-wait on conditions bound to it.
+``offload``, ``defer_writes``) and owns the only real clock. One network
+thread waits on the link's fd and a wake-up fd with a timeout equal to the
+nearest timer deadline, reads frames in batches and runs timers. User threads
+call the socket facade; one re-entrant lock (``net.lock``) guards all protocol
+state, and blocking calls wait on conditions bound to it.
 
 For tests, ``Stack(..., thread=False, clock=manual)`` runs no thread: the
 test calls ``net.step()`` to process what the link holds and due timers.
