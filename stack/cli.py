@@ -109,11 +109,7 @@ def cmd_up(args) -> int:
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGUSR1, lambda *_: _print_counters(net, "now"))
-        seed = getattr(net.link, "seed", None)
-        inner = net.link
-        while seed is None and getattr(inner, "inner", None) is not None:
-            inner = inner.inner
-            seed = getattr(inner, "seed", None)
+        seed = net.injector.seed if net.injector is not None else None
         extra = f" impair={args.impair} seed={seed}" if args.impair else ""
         served = f" serve={','.join(args.serve)}" if args.serve else ""
         print(f"stack: up tap={args.tap} address={args.address} mac={_mac(net.mac)} "

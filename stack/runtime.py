@@ -1,11 +1,12 @@
 """The runtime: one stack on one link, and the thread that drives it.
 
 ``Stack`` wires the layers together (link → Ethernet/ARP → IPv4 → ICMP, UDP,
-TCP) and owns the only real clock. One network thread waits on the link's fd
-and a wake-up fd with a timeout equal to the nearest timer deadline, reads
-frames in batches and runs timers. User threads call the socket facade; one
-re-entrant lock (``net.lock``) guards all protocol state, and blocking calls
-wait on conditions bound to it.
+TCP) from what the link declares it can do (``mtu``, ``segment_max`` with
+``offload``, ``defer_writes``) and owns the only real clock. One network
+thread waits on the link's fd and a wake-up fd with a timeout equal to the
+nearest timer deadline, reads frames in batches and runs timers. User threads
+call the socket facade; one re-entrant lock (``net.lock``) guards all protocol
+state, and blocking calls wait on conditions bound to it.
 
 For tests, ``Stack(..., thread=False, clock=manual)`` runs no thread: the
 test calls ``net.step()`` to process what the link holds and due timers.
@@ -22,22 +23,19 @@ import socket as _socket
 import threading
 import time
 from collections import deque
-from typing import Callable
+from typing import Any, Callable
 
 from stack import native
 from stack.link.base import Link
-from stack.net.arp import ArpConfig, EthernetArp
+from stack.link.impair import ImpairLink
+from stack.net.arp import ArpConfig, EthernetArp, describe_frame
 from stack.net.icmp import IcmpLayer
 from stack.net.ipv4 import Ipv4Layer
 from stack.net.udp import UdpLayer
+from stack.tcp.layer import TcpLayer
 from stack.trace import Trace
-from stack.wire.eth import BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, mac2str, str2mac
+from stack.wire.eth import mac2str, str2mac
 from stack.wire.ipv4 import PROTO_TCP, int2ip, ip2int
-
-try:
-    from stack.tcp.layer import TcpLayer
-except ImportError:  # pragma: no cover - only while TCP is being built
-    TcpLayer = None  # type: ignore[assignment,misc]
 
 
 def default_mac(address: int) -> bytes:
@@ -45,33 +43,13 @@ def default_mac(address: int) -> bytes:
     return bytes([0x02, 0x53]) + address.to_bytes(4, "big")
 
 
-def describe_frame(frame: bytes, outgoing: bool) -> dict:
-    """What a frame carries, for trace events about frames (TCP: conn, seq, len)."""
-    if len(frame) < 34 or frame[12:14] != b"\x08\x00":
-        return {}
-    ihl = (frame[14] & 0x0F) * 4
-    proto = frame[23]
-    src, dst = int.from_bytes(frame[26:30], "big"), int.from_bytes(frame[30:34], "big")
-    if proto != PROTO_TCP or len(frame) < 14 + ihl + 20:
-        return {"proto": proto, "src": int2ip(src), "dst": int2ip(dst)}
-    t = 14 + ihl
-    sport, dport = int.from_bytes(frame[t:t + 2], "big"), int.from_bytes(frame[t + 2:t + 4], "big")
-    seq = int.from_bytes(frame[t + 4:t + 8], "big")
-    total = int.from_bytes(frame[16:18], "big")
-    length = total - ihl - (frame[t + 12] >> 4) * 4
-    if outgoing:
-        conn = f"{int2ip(src)}:{sport}-{int2ip(dst)}:{dport}"
-    else:
-        conn = f"{int2ip(dst)}:{dport}-{int2ip(src)}:{sport}"
-    return {"proto": proto, "conn": conn, "seq": seq, "len": max(length, 0)}
-
-
 class StackLock:
     """The stack's re-entrant lock; when the last level is released (also by a
     Condition's wait), ``on_release`` runs: it writes the queued frames."""
 
     def __init__(self, on_release: Callable[[], None]) -> None:
-        self._lock = threading.RLock()
+        # Any: the private RLock methods below are what Condition calls.
+        self._lock: Any = threading.RLock()
         self._on_release = on_release
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
@@ -142,7 +120,7 @@ class Stack:
         self._tx_lock = threading.Lock()
         # Frames for a TAP leave after the stack lock is released, so the
         # write system calls of one thread overlap the protocol work of another.
-        self._defer_tx = thread and getattr(link, "defer_writes", False)
+        self._defer_tx = thread and link.defer_writes
         self.lock = StackLock(self._flush_tx) if self._defer_tx else threading.RLock()
         self._close_link = close_link
         # Seconds the network thread keeps polling the link after a frame
@@ -154,19 +132,24 @@ class Stack:
         self.eth = EthernetArp(self.mac, self.address, self._send_frame, self.trace, arp_config)
         self.ip = Ipv4Layer(self.eth, self.address, self.prefix_len, self.gateway, link.mtu,
                             self.trace, ident_seed=self.rng.getrandbits(16))
-        if getattr(link, "offload", False):
-            self.ip.tcp_gso_max = 65535
+        self.eth.ipv4_receive = self.ip.receive
         self.icmp = IcmpLayer(self.ip, self.trace)
         self.udp = UdpLayer(self.ip, self.icmp, self.trace, rng=self.rng)
-        self.tcp = None
-        if TcpLayer is not None:
-            self.tcp = TcpLayer(self._tcp_send, self.trace, _tcp_config_for(tcp_config, link.mtu),
-                                rng=self.rng, is_broadcast=self.ip.is_broadcast,
-                                reachable=self.ip.has_route)
-            if getattr(link, "offload", False):
-                self.tcp.segment_max = self.ip.tcp_gso_max - 20  # TSO: the link cuts segments
-            self.ip.handlers[PROTO_TCP] = self._tcp_receive
-            self.icmp.error_handlers[PROTO_TCP] = self._tcp_icmp_error
+        self.tcp = TcpLayer(self._tcp_send, self.trace, _tcp_config_for(tcp_config, link.mtu),
+                            rng=self.rng, is_broadcast=self.ip.is_broadcast,
+                            reachable=self.ip.has_route)
+        segment_max = link.segment_max if link.offload else None
+        if segment_max is not None:
+            # TSO: TCP hands down segments of many MSS, IP sends them whole
+            # (a 20-byte header: TCP sends no IP options), the link cuts them.
+            self.ip.tcp_gso_max = segment_max + 20
+            self.tcp.segment_max = segment_max
+        self.ip.handlers[PROTO_TCP] = self._tcp_receive
+        self.icmp.error_handlers[PROTO_TCP] = self._tcp_icmp_error
+        # The fault injector somewhere in the link chain, if any (its seed is
+        # what reproduces a run).
+        self.injector: ImpairLink | None = next(
+            (x for x in link.chain() if isinstance(x, ImpairLink)), None)
         self._ping_seq = 0
         self._ping_ident = self.rng.getrandbits(16)
 
@@ -178,6 +161,8 @@ class Stack:
         self._thread: threading.Thread | None = None
         self.trace.event("link", "up", address=f"{int2ip(self.address)}/{self.prefix_len}",
                          mac=mac2str(self.mac), checksum=native.IMPL, mtu=link.mtu)
+        if self.injector is not None:
+            self._watch_injector(self.injector)
         with self.lock:
             self.eth.announce()
         if thread:
@@ -206,11 +191,8 @@ class Stack:
     @classmethod
     def _on_link(cls, link: Link, *, trace=None, trace_format="jsonl", pcap=None, impair=None,
                  trace_level="all", **kwargs) -> "Stack":
-        injector = None
         if impair:
-            from stack.link.impair import ImpairLink
-
-            link = injector = ImpairLink(link, impair, clock=kwargs.get("clock", time.monotonic))
+            link = ImpairLink(link, impair, clock=kwargs.get("clock", time.monotonic))
         if pcap:
             from stack.link.pcap import PcapLink
 
@@ -219,14 +201,14 @@ class Stack:
         if tr is None:
             sink = open(trace, "w", buffering=1 << 16) if isinstance(trace, str) else trace
             tr = Trace(sink, trace_format, level=trace_level)
-        net = cls(link, trace=tr, **kwargs)
-        if injector is not None:
-            net._watch_injector(injector)
-        return net
+        return cls(link, trace=tr, **kwargs)
 
-    def _watch_injector(self, injector) -> None:
-        """Trace the fault injector's seed and every impairment it applies."""
+    def _watch_injector(self, injector: ImpairLink) -> None:
+        """Trace the fault injector's seed, and every impairment it applies
+        unless someone else already listens to them."""
         self.trace.event("link", "impair", spec=str(injector.spec), seed=injector.seed)
+        if injector.on_impair is not None:
+            return
         trace = self.trace
 
         def on_impair(direction: str, kind: str, frame: bytes) -> None:
@@ -243,14 +225,10 @@ class Stack:
         from stack.link.memory import MemoryLink
 
         a, b = MemoryLink.pair(mtu=mtu)
+        first: Link = a
         if impair:
-            from stack.link.impair import ImpairLink
-
-            a = ImpairLink(a, impair, clock=kwargs.get("clock", time.monotonic))
-            first = cls(a, address=address_a, **kwargs)
-            first._watch_injector(a)
-            return first, cls(b, address=address_b, **kwargs)
-        return cls(a, address=address_a, **kwargs), cls(b, address=address_b, **kwargs)
+            first = ImpairLink(a, impair, clock=kwargs.get("clock", time.monotonic))
+        return cls(first, address=address_a, **kwargs), cls(b, address=address_b, **kwargs)
 
     # -- the socket API --------------------------------------------------------
 
@@ -309,14 +287,9 @@ class Stack:
         """Counters by layer (like ``netstat -s``), every drop reason included."""
         with self.lock:
             out = dict(self.trace.counters)
-            inner = self.link
-            while inner is not None:
-                for k, v in getattr(inner, "counts", {}).items():
+            for link in self.link.chain():
+                for k, v in link.counters().items():
                     out[f"link.{k}"] = v
-                if getattr(inner, "dropped", 0):
-                    name = type(inner).__name__.lower()
-                    out[f"link.drop.{name}_queue_full"] = inner.dropped
-                inner = getattr(inner, "inner", None)
             return out
 
     def neighbours(self) -> dict[str, str]:
@@ -330,26 +303,13 @@ class Stack:
     # -- frames in -------------------------------------------------------------
 
     def receive_frame(self, frame: bytes | memoryview, now: float) -> None:
-        """Handle one Ethernet frame. Never raises: bad frames are dropped and counted."""
-        trace = self.trace
+        """Handle one Ethernet frame (:meth:`EthernetArp.receive`). Never raises:
+        bad frames are dropped and counted, and an exception from any layer is
+        counted as ``eth.drop.internal_error`` (each one is a bug)."""
         try:
-            if len(frame) < 14:
-                trace.drop("eth", "short", length=len(frame))
-                return
-            dst = frame[0:6]
-            if dst != self.mac and dst != BROADCAST:
-                trace.drop("eth", "not_for_us" if not dst[0] & 1 else "multicast")
-                return
-            ethertype = (frame[12] << 8) | frame[13]
-            trace.counters["eth.frames_in"] += 1
-            if ethertype == ETHERTYPE_IPV4:
-                self.ip.receive(memoryview(frame)[14:], now, link_broadcast=dst == BROADCAST)
-            elif ethertype == ETHERTYPE_ARP:
-                self.eth.receive_arp(memoryview(frame)[14:], bytes(frame[6:12]), now)
-            else:
-                trace.drop("eth", "unsupported_ethertype", ethertype=f"0x{ethertype:04x}")
+            self.eth.receive(frame, now)
         except Exception as e:  # the receive loop survives anything
-            trace.drop("eth", "internal_error", error=repr(e))
+            self.trace.drop("eth", "internal_error", error=repr(e))
 
     def _send_frame(self, frame: bytes) -> None:
         if self._defer_tx:
@@ -399,8 +359,7 @@ class Stack:
 
     def next_deadline(self) -> float | None:
         best = None
-        for d in (self.eth.next_deadline(), self.ip.next_deadline(),
-                  self.tcp.next_deadline() if self.tcp is not None else None,
+        for d in (self.eth.next_deadline(), self.ip.next_deadline(), self.tcp.next_deadline(),
                   self.link.next_deadline()):
             if d is not None and (best is None or d < best):
                 best = d
@@ -436,10 +395,9 @@ class Stack:
         d = self.ip.next_deadline()
         if d is not None and d <= now:
             self.ip.on_timer(now)
-        if self.tcp is not None:
-            d = self.tcp.next_deadline()
-            if d is not None and d <= now:
-                self.tcp.on_timer(now)
+        d = self.tcp.next_deadline()
+        if d is not None and d <= now:
+            self.tcp.on_timer(now)
         if self.ip.local:
             self.ip.deliver_local(now)
 
@@ -481,11 +439,10 @@ class Stack:
         ``grace`` seconds), stop the thread, flush the trace, close the link."""
         if self._closed:
             return
-        if self.tcp is not None and self._thread is not None and grace > 0:
+        if self._thread is not None and grace > 0:
             self._close_gracefully(grace)
         with self.lock:
-            if self.tcp is not None:
-                self.tcp.close_all(self.clock())
+            self.tcp.close_all(self.clock())
             self._closed = True
             self.trace.event("link", "down")
         try:

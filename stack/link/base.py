@@ -16,15 +16,42 @@ from __future__ import annotations
 import os
 
 
+# The largest IPv4 packet, and so the largest TCP segment (header and data)
+# after a 20-byte IP header, that a link with TCP segmentation offload takes.
+IPV4_MAX = 65535
+TSO_SEGMENT_MAX = IPV4_MAX - 20
+
+
 class Link:
     """Base class: one Ethernet port.
 
     Subclasses implement :meth:`fileno`, :meth:`recv_batch`, :meth:`send`
-    and :meth:`close`. ``mtu`` is the IP MTU (the largest IP packet a frame
-    carries); frames are at most ``mtu + 14`` bytes on the wire.
+    and :meth:`close`. What a link can do is declared, never discovered:
+
+    * ``mtu``: the IP MTU (the largest IP packet a frame carries); frames are
+      at most ``mtu + 14`` bytes on the wire, except TCP super-frames below.
+    * ``offload``: TCP segmentation and checksum offload. The link takes
+      IPv4/TCP frames larger than the MTU (a TCP segment of at most
+      ``segment_max`` bytes) and delivers them as MTU-sized segments; it may
+      fill in the TCP checksum of such a frame itself (a TAP does), so bytes
+      changed above the device after the stack checksummed them can go
+      unnoticed. It may also hand up super-frames, every checksum complete.
+    * ``segment_max``: the largest TCP segment (header and data) the link
+      takes in one frame; None: what fits the MTU (one MSS).
+    * ``defer_writes``: :meth:`send` may run outside the stack lock, from any
+      thread, one writer at a time (the runtime then writes after releasing
+      its lock).
+    * ``inner``: the link this one wraps; None for a device.
+
+    :meth:`counters` gives the link's own counters; :meth:`chain` lists the
+    link and the links under it, so the runtime reads all of them.
     """
 
     mtu: int = 1500
+    offload: bool = False
+    segment_max: int | None = None
+    defer_writes: bool = False
+    inner: Link | None = None
 
     def fileno(self) -> int:
         raise NotImplementedError
@@ -47,15 +74,40 @@ class Link:
     def close(self) -> None:
         raise NotImplementedError
 
-    def __enter__(self):
+    def counters(self) -> dict[str, int]:
+        """This link's own counters by name (not those of the link it wraps)."""
+        return {}
+
+    def chain(self) -> list[Link]:
+        """This link, then the link it wraps, and so on down to the device."""
+        out: list[Link] = []
+        link: Link | None = self
+        while link is not None:
+            out.append(link)
+            link = link.inner
+        return out
+
+    def __enter__(self) -> Link:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
+def queue_full(link: Link, dropped: int) -> dict[str, int]:
+    """The counter of frames a device dropped because its queue was full."""
+    return {f"drop.{type(link).__name__.lower()}_queue_full": dropped} if dropped else {}
+
+
 class LinkWrapper(Link):
-    """A link that forwards everything to ``inner``; wrappers override parts."""
+    """A link that forwards everything to ``inner``; wrappers override parts.
+
+    The capabilities (``mtu``, ``offload``, ``segment_max``,
+    ``defer_writes``) are the inner link's. A wrapper that cannot keep one of
+    them (one that is not safe outside the stack lock, say) overrides it.
+    """
+
+    inner: Link
 
     def __init__(self, inner: Link) -> None:
         self.inner = inner
@@ -63,6 +115,18 @@ class LinkWrapper(Link):
     @property
     def mtu(self) -> int:  # type: ignore[override]
         return self.inner.mtu
+
+    @property
+    def offload(self) -> bool:  # type: ignore[override]
+        return self.inner.offload
+
+    @property
+    def segment_max(self) -> int | None:  # type: ignore[override]
+        return self.inner.segment_max
+
+    @property
+    def defer_writes(self) -> bool:  # type: ignore[override]
+        return self.inner.defer_writes
 
     def fileno(self) -> int:
         return self.inner.fileno()

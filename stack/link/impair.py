@@ -19,13 +19,31 @@ direction no matter how the two directions interleave. Per frame, in order:
   ``next_deadline``/``poll`` release it). One frame at most is held.
 * delay: every frame is held ``delay`` milliseconds.
 
+Over a link with offload (``inner.offload``) a frame the stack sends may be
+a TCP super-frame of up to 64 KB, and it is impaired as one frame, as a lossy
+wire behind a NIC with TSO would lose its segments together: loss or delay
+hit all of them at once. The device below fills in the TCP checksum of such
+a frame (a TAP hands it to the kernel as partial, and the kernel trusts it),
+so a flip in its TCP header or data would reach the peer unnoticed. Its
+corruption therefore flips bits of the IPv4 header after the version/IHL
+byte, which the receiver always checks: the whole super-frame is dropped
+there (the kernel counts IpInHdrErrors). Received super-frames come up with
+their checksums complete and are corrupted anywhere, as any frame.
+
 Held frames are released by ``poll(now)`` at ``next_deadline()``; received
 frames that become due are returned by a later ``recv_batch``. ``fileno()``
 is an epoll descriptor over the inner link's fd and an internal "frames
 ready" signal, so select() wakes up both for new frames and for released
 ones.
 
-``counts`` holds per-direction counters such as ``counts["tx.loss"]``;
+The wrapper keeps the inner link's ``mtu``, ``offload`` and ``segment_max``.
+It keeps ``defer_writes`` only while it impairs nothing (a plain pass-through):
+an active injector may hold a frame back, which the runtime's loop must learn
+under its lock (``next_deadline``), and reports each impairment to a callback
+that writes the stack's trace.
+
+``counts`` holds per-direction counters such as ``counts["tx.loss"]``
+(``counters()`` returns them too);
 ``on_impair(direction, kind, frame)`` is called for each impairment (the
 frame is the corrupted one for ``corrupt``). ``seed`` is the seed in use,
 chosen at random when the spec has none; ``spec`` always includes it, so
@@ -126,14 +144,16 @@ def _bit(buf: bytes | bytearray, pos: int) -> int:
     return (buf[pos >> 3] >> (7 - (pos & 7))) & 1
 
 
-def corrupt_frame(frame: bytes, rng: random.Random, start: int = ETH_HEADER) -> bytes:
-    """``frame`` with 1-3 distinct bits past ``start`` flipped the same way.
+def corrupt_frame(frame: bytes, rng: random.Random, start: int = ETH_HEADER,
+                  end: int | None = None) -> bytes:
+    """``frame`` with 1-3 distinct bits of ``frame[start:end]`` flipped the same way.
 
     The first bit is drawn uniformly; the others are drawn among bits that
     hold the same value, so every flip goes 0->1 or every flip goes 1->0.
-    Returns ``frame`` unchanged when it has no byte past ``start``.
+    Returns ``frame`` unchanged when that range is empty.
     """
-    nbits = (len(frame) - start) * 8
+    stop = len(frame) if end is None else min(end, len(frame))
+    nbits = (stop - start) * 8
     if nbits <= 0:
         return frame
     base = start * 8
@@ -194,6 +214,9 @@ class ImpairLink(LinkWrapper):
         self._tx = _Direction("tx", self.seed, inner.send)
         self._rx = _Direction("rx", self.seed, self._ready.append)
         self._active = spec.active
+        # Frames the stack sends larger than this are TCP super-frames whose
+        # checksum the device below fills in (see the module docstring).
+        self._offload_above = inner.mtu + ETH_HEADER if inner.offload else None
         self._signal: ReadySignal | None = None
         self._epoll: select.epoll | None = None
         if self._active:
@@ -203,6 +226,13 @@ class ImpairLink(LinkWrapper):
             self._epoll.register(self._signal.fileno(), select.EPOLLIN)
 
     # -- the Link interface -------------------------------------------------
+
+    @property
+    def defer_writes(self) -> bool:  # type: ignore[override]
+        return self.inner.defer_writes and not self._active
+
+    def counters(self) -> dict[str, int]:
+        return dict(self.counts)
 
     def fileno(self) -> int:
         if self._epoll is None:
@@ -286,7 +316,12 @@ class ImpairLink(LinkWrapper):
             self._note(d, "loss", frame)
             return
         if corrupt < spec.corrupt and len(frame) > ETH_HEADER:
-            frame = corrupt_frame(frame, d.bits)
+            if d is self._tx and self._checksummed_below(frame):
+                # Only the IPv4 header keeps a checksum the peer verifies.
+                end = ETH_HEADER + (frame[ETH_HEADER] & 0x0F) * 4
+                frame = corrupt_frame(frame, d.bits, ETH_HEADER + 1, end)
+            else:
+                frame = corrupt_frame(frame, d.bits)
             self._note(d, "corrupt", frame)
         copies = 1
         if dup < spec.dup:
@@ -301,6 +336,12 @@ class ImpairLink(LinkWrapper):
         if d.held is not None:
             held, d.held = d.held, None
             self._emit(d, held[0], held[1], now)
+
+    def _checksummed_below(self, frame: bytes) -> bool:
+        """Whether the device below fills in this outgoing frame's TCP checksum."""
+        above = self._offload_above
+        return (above is not None and len(frame) > above and frame[12:14] == b"\x08\x00"
+                and frame[23] == 6)
 
     def _emit(self, d: _Direction, frame: bytes, copies: int, now: float) -> None:
         for _ in range(copies):

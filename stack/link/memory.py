@@ -9,6 +9,10 @@ end's receive queue holds frames, so the ends work with ``select``.
 ``CaptureLink`` is a single end for unit tests of one stack: every frame the
 stack sends lands in ``.sent``; ``inject(frame)`` queues a frame for the
 stack to receive.
+
+``offload=True`` makes either kind declare TCP segmentation offload, like a
+veth pair with GSO: TCP frames of up to 64 KB go through whole, with their
+checksums complete, and are never cut.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from stack.link.base import Link, ReadySignal
+from stack.link.base import TSO_SEGMENT_MAX, Link, ReadySignal, queue_full
 
 DEFAULT_QUEUE = 4096
 
@@ -65,8 +69,10 @@ class _Inbox:
 class _InboxLink(Link):
     """A link whose received frames wait in an in-memory inbox."""
 
-    def __init__(self, mtu: int = 1500, queue: int = DEFAULT_QUEUE) -> None:
+    def __init__(self, mtu: int = 1500, queue: int = DEFAULT_QUEUE, offload: bool = False) -> None:
         self.mtu = mtu
+        self.offload = offload
+        self.segment_max = TSO_SEGMENT_MAX if offload else None
         self.dropped = 0
         self._inbox = _Inbox(queue)
 
@@ -81,6 +87,9 @@ class _InboxLink(Link):
         self._check_open()
         return self._inbox.take(limit)
 
+    def counters(self) -> dict[str, int]:
+        return queue_full(self, self.dropped)
+
     def pending(self) -> int:
         """Frames waiting in this end's receive queue."""
         return len(self._inbox.frames)
@@ -92,13 +101,14 @@ class _InboxLink(Link):
 class MemoryLink(_InboxLink):
     """One end of an in-memory cable. Make ends with :meth:`pair`."""
 
-    def __init__(self, mtu: int = 1500, queue: int = DEFAULT_QUEUE) -> None:
-        super().__init__(mtu, queue)
+    def __init__(self, mtu: int = 1500, queue: int = DEFAULT_QUEUE, offload: bool = False) -> None:
+        super().__init__(mtu, queue, offload)
         self.peer: MemoryLink | None = None
 
     @classmethod
-    def pair(cls, mtu: int = 1500, queue: int = DEFAULT_QUEUE) -> tuple[MemoryLink, MemoryLink]:
-        a, b = cls(mtu, queue), cls(mtu, queue)
+    def pair(cls, mtu: int = 1500, queue: int = DEFAULT_QUEUE,
+             offload: bool = False) -> tuple[MemoryLink, MemoryLink]:
+        a, b = cls(mtu, queue, offload), cls(mtu, queue, offload)
         a.peer, b.peer = b, a
         return a, b
 
@@ -113,8 +123,8 @@ class MemoryLink(_InboxLink):
 class CaptureLink(_InboxLink):
     """A link for single-stack tests: records sends, replays injected frames."""
 
-    def __init__(self, mtu: int = 1500, queue: int = DEFAULT_QUEUE) -> None:
-        super().__init__(mtu, queue)
+    def __init__(self, mtu: int = 1500, queue: int = DEFAULT_QUEUE, offload: bool = False) -> None:
+        super().__init__(mtu, queue, offload)
         self.sent: list[bytes] = []
 
     def inject(self, frame: bytes) -> None:

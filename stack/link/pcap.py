@@ -11,6 +11,12 @@ Fields are written little-endian; readers detect the byte order from the
 magic. Timestamps have microsecond resolution. Frames received from the inner
 link and frames sent to it go to the same file in the order they pass; the
 classic format has no direction flag.
+
+The wrapper keeps every capability of the link it wraps. With offload, TCP
+super-frames are captured whole as they pass (up to 64 KB, IP total length
+and checksums complete: the capture sits above the device that cuts them),
+which tcpdump and tshark read like any frame. Writes to the file take the
+wrapper's own lock, so ``defer_writes`` stays the inner link's.
 """
 
 from __future__ import annotations
@@ -57,21 +63,23 @@ class PcapLink(LinkWrapper):
     ) -> None:
         super().__init__(inner)
         self.clock = clock
+        f: IO[bytes]
         if hasattr(path_or_file, "write"):
-            self._file: IO[bytes] = path_or_file  # type: ignore[assignment]
+            f = path_or_file  # type: ignore[assignment]
             self._owns_file = False
         else:
-            self._file = open(path_or_file, "wb")  # closed in close()
+            f = open(path_or_file, "wb")  # closed in close()
             self._owns_file = True
+        f.write(pcap_header())
+        self._file: IO[bytes] | None = f
         self._lock = threading.Lock()
         self.frames = 0
-        self._file.write(pcap_header())
 
     def _write(self, frames: list[bytes] | tuple[bytes, ...]) -> None:
-        now = self.clock()
-        with self._lock:
+        with self._lock:   # senders may be other threads (defer_writes): keep time order
             if self._file is None:
                 return
+            now = self.clock()
             write = self._file.write
             for frame in frames:
                 write(pcap_record(now, frame))

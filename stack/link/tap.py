@@ -38,7 +38,7 @@ import struct
 import subprocess
 import time
 
-from stack.link.base import Link
+from stack.link.base import TSO_SEGMENT_MAX, Link, queue_full
 from stack.native import checksum, csum_partial
 
 MAX_FRAME = 65535 + 14
@@ -91,7 +91,7 @@ class TapLink(Link):
         self, name: str = "tap0", host_address: str | None = None, mtu: int | None = 1500,
         offload: bool = False,
     ) -> None:
-        import pytun  # imported here so the rest of stack.link works without it
+        import pytun  # type: ignore[import-not-found]  # here: stack.link works without it
 
         _check_name(name)
         if host_address is not None:
@@ -102,6 +102,7 @@ class TapLink(Link):
         self.dropped = 0
         self.created = not interface_exists(name)
         self.offload = offload
+        self.segment_max = TSO_SEGMENT_MAX if offload else None
         flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offload else 0)
         try:
             self._dev = pytun.TunTapDevice(name=name, flags=flags)
@@ -127,6 +128,9 @@ class TapLink(Link):
     def hwaddr(self) -> bytes:
         """The kernel side's MAC address."""
         return self._dev.hwaddr
+
+    def counters(self) -> dict[str, int]:
+        return queue_full(self, self.dropped)
 
     def fileno(self) -> int:
         if self._fd < 0:

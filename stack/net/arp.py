@@ -1,4 +1,9 @@
-"""Ethernet and ARP (RFC 826): who has which IPv4 address on the link.
+"""Ethernet and ARP (RFC 826): frames in and out, and who has which IPv4
+address on the link.
+
+:meth:`EthernetArp.receive` is where every frame from the link enters: it
+checks the length and the destination MAC and hands the payload to IPv4 or
+ARP by EtherType; everything else is dropped and counted.
 
 The neighbour cache only learns from ARP traffic that concerns us: a request
 for our address (RFC 826's merge rule) or a reply to a request we sent. An
@@ -16,8 +21,46 @@ from typing import Callable
 from stack.trace import Trace
 from stack.wire import WireError
 from stack.wire.arp import OP_REPLY, OP_REQUEST, ArpPacket, build_arp, parse_arp
-from stack.wire.eth import BROADCAST, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETH_HEADER, mac2str
-from stack.wire.ipv4 import int2ip
+from stack.wire.eth import (
+    BROADCAST, ETH_HEADER, ETH_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, mac2str, parse_eth,
+)
+from stack.wire.ipv4 import PROTO_TCP, int2ip, parse_ipv4
+from stack.wire.tcp import parse_tcp
+
+# Hands an IPv4 packet up: (packet, now, link_broadcast=...).
+Ipv4Receive = Callable[..., None]
+
+
+def describe_frame(frame: bytes | memoryview, outgoing: bool) -> dict[str, object]:
+    """What a frame carries, for trace events about frames.
+
+    IPv4: ``proto``, ``src``, ``dst``; TCP instead ``proto``, ``conn`` (ours
+    first: the sender's side when ``outgoing``), ``seq`` and ``len`` (data
+    bytes). A frame that does not parse (a corrupted one, say) gives what was
+    read before the failure and ``malformed``, the field that failed.
+    """
+    try:
+        eth = parse_eth(frame)
+    except WireError:  # too short, or 802.3: not a frame we carry
+        return {}
+    if eth.ethertype != ETHERTYPE_IPV4:
+        return {}
+    try:
+        ip, payload = parse_ipv4(eth.payload)
+    except WireError as e:
+        return {"malformed": e.field}
+    src, dst = int2ip(ip.src), int2ip(ip.dst)
+    if ip.proto != PROTO_TCP or ip.is_fragment:
+        return {"proto": ip.proto, "src": src, "dst": dst}
+    try:
+        seg = parse_tcp(ip.src, ip.dst, payload)
+    except WireError as e:
+        return {"proto": ip.proto, "src": src, "dst": dst, "malformed": e.field}
+    if outgoing:
+        conn = f"{src}:{seg.src_port}-{dst}:{seg.dst_port}"
+    else:
+        conn = f"{dst}:{seg.dst_port}-{src}:{seg.src_port}"
+    return {"proto": ip.proto, "conn": conn, "seq": seg.seq, "len": len(seg.payload)}
 
 
 @dataclass
@@ -53,6 +96,29 @@ class EthernetArp:
         self.pending: dict[int, _Pending] = {}
         # Precomputed Ethernet header prefixes for the neighbours we talk to.
         self._src_ipv4 = mac + ETHERTYPE_IPV4.to_bytes(2, "big")
+        # Where IPv4 packets go up; set by whoever builds the IPv4 layer.
+        self.ipv4_receive: Ipv4Receive | None = None
+
+    # -- receiving frames ----------------------------------------------------
+
+    def receive(self, frame: bytes | memoryview, now: float) -> None:
+        """One Ethernet frame from the link: to IPv4 or ARP, or dropped and counted."""
+        trace = self.trace
+        if len(frame) < ETH_LEN:
+            trace.drop("eth", "short", length=len(frame))
+            return
+        dst = frame[0:6]
+        if dst != self.mac and dst != BROADCAST:
+            trace.drop("eth", "not_for_us" if not dst[0] & 1 else "multicast")
+            return
+        ethertype = (frame[12] << 8) | frame[13]
+        trace.counters["eth.frames_in"] += 1
+        if ethertype == ETHERTYPE_IPV4 and self.ipv4_receive is not None:
+            self.ipv4_receive(memoryview(frame)[ETH_LEN:], now, link_broadcast=dst == BROADCAST)
+        elif ethertype == ETHERTYPE_ARP:
+            self.receive_arp(memoryview(frame)[ETH_LEN:], bytes(frame[6:12]), now)
+        else:
+            trace.drop("eth", "unsupported_ethertype", ethertype=f"0x{ethertype:04x}")
 
     # -- sending -----------------------------------------------------------
 
@@ -105,7 +171,7 @@ class EthernetArp:
             self.trace.event("arp", "gratuitous", ip=int2ip(self.address), mac=mac2str(self.mac))
         self._send_arp(OP_REQUEST, BROADCAST, b"\x00" * 6, self.address)
 
-    # -- receiving ---------------------------------------------------------
+    # -- receiving ARP -----------------------------------------------------
 
     def receive_arp(self, data: memoryview, eth_src: bytes, now: float) -> None:
         try:
