@@ -172,12 +172,13 @@ class Cubic(CongestionControl):
             self._cwnd_f = float(self.cwnd)  # the sender moved cwnd (recovery exit)
         if self.epoch is None:
             self._start_epoch(now)
+        epoch = self.epoch if self.epoch is not None else now
         cw = self._cwnd_f / mss
         segs = acked / mss
         # Reno-friendly region (section 4.3); alpha becomes 1 once W_est
         # has reached the window before the reduction.
         self._w_est += (1.0 if self._w_est >= self._cwnd_prior else self.ALPHA) * segs / cw
-        t = now - self.epoch
+        t = now - epoch
         if self.w_cubic(t) < self._w_est:
             new = self._w_est if self._w_est > cw else cw
         else:

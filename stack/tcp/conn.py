@@ -95,8 +95,7 @@ class TcpConnection(Endpoint):
         self._close_deferred = False
         self._challenge_second = -1         # RFC 5961 7 budget, per connection
         self._challenge_count = 0
-        # Options a user can set.
-        self.keepalive = cfg.keepalive
+        self.keepalive = cfg.keepalive      # SO_KEEPALIVE and its TCP_KEEP* options
         self.keepalive_idle = cfg.keepalive_idle
         self.keepalive_interval = cfg.keepalive_interval
         self.keepalive_count = cfg.keepalive_count
@@ -553,6 +552,7 @@ class TcpConnection(Endpoint):
         return {
             "state": self.state, "local": self.local, "remote": self.remote,
             "iss": snd.iss, "irs": rcv.irs, "snd_una": snd.snd_una, "snd_nxt": snd.snd_nxt, "snd_max": snd.snd_max, "snd_wnd": snd.snd_wnd,
+            "snd_wl1": snd.snd_wl1, "snd_wl2": snd.snd_wl2, "window_probes": snd.probes,
             "rcv_nxt": rcv.rcv_nxt, "rcv_wnd": rcv.window(),
             "send_buffered": len(snd.buf), "recv_buffered": len(rcv.buf),
             "ooo_ranges": rcv.ooo.ranges() if rcv.ooo is not None else [],

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 from stack.tcp.seq import seq_add
+from stack.trace import Trace
 from stack.wire.ipv4 import int2ip
 from stack.wire.tcp import (PROTO_TCP, RST, build_options, build_tcp, flags_str, sack_option,
                             syn_options_list, ts_option)
@@ -41,7 +42,7 @@ def conn_name(laddr: int, lport: int, raddr: int, rport: int) -> str:
 class Emitter:
     """Builds, counts and traces outgoing segments for one layer."""
 
-    def __init__(self, ip_send: IpSend, trace) -> None:
+    def __init__(self, ip_send: IpSend, trace: Trace) -> None:
         self.ip_send = ip_send
         self.trace = trace
 

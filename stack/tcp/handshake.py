@@ -55,7 +55,7 @@ class Handshake:
         self.peer_mss = cfg.default_peer_mss
         self.pmtu_mss = cfg.mss
         self.mss_wire = min(self.peer_mss, self.mss_local)  # data plus options
-        self.mss = self.mss_wire                             # data per full segment
+        self.mss: int = self.mss_wire                        # data per full segment
         self.peer_syn_seen = False            # our SYN is a SYN,ACK from now on
         self.syn_retransmitted = False
 

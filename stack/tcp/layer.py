@@ -27,6 +27,7 @@ from stack.tcp.ports import Ports
 from stack.tcp.seq import seq_add, seq_gt
 from stack.tcp.states import LISTEN, TIME_WAIT
 from stack.tcp.syncookies import SynCookies
+from stack.trace import Trace
 from stack.wire import WireError
 from stack.wire.ipv4 import int2ip
 from stack.wire.tcp import ACK, FIN, PROTO_TCP, RST, SYN, TcpSegment, flags_str, parse_tcp
@@ -50,7 +51,7 @@ class TcpLayer:
     ``ts_offset`` replace the keyed-hash ISN and timestamp offset (tests use
     fixed ones to compare segments exactly)."""
 
-    def __init__(self, ip_send: IpSend, trace, config: TcpConfig | None = None,
+    def __init__(self, ip_send: IpSend, trace: Trace, config: TcpConfig | None = None,
                  rng: _random.Random | None = None, *,
                  is_broadcast: Callable[[int], bool] | None = None,
                  reachable: Callable[[int], bool] | None = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from stack.tcp.config import TcpConfig
 from stack.tcp.seq import seq_ge
+from stack.trace import Trace
 
 
 class Rtt:
@@ -19,7 +20,7 @@ class Rtt:
     __slots__ = ("srtt", "rttvar", "rto", "timed_seq", "timed_at", "karn", "_cfg", "_trace",
                  "_name")
 
-    def __init__(self, cfg: TcpConfig, trace, name: str) -> None:
+    def __init__(self, cfg: TcpConfig, trace: Trace, name: str) -> None:
         self._cfg = cfg
         self._trace = trace
         self._name = name

@@ -1,4 +1,9 @@
-"""The eleven RFC 9293 connection states, named as the trace writes them."""
+"""The eleven RFC 9293 connection states, named as the trace writes them,
+and the one function that changes an endpoint's state."""
+
+from __future__ import annotations
+
+from stack.trace import Trace
 
 CLOSED = "CLOSED"
 LISTEN = "LISTEN"
@@ -35,7 +40,7 @@ class Endpoint:
     state: str = CLOSED
     name: str = ""
 
-    def __init__(self, trace, state: str = CLOSED) -> None:
+    def __init__(self, trace: Trace, state: str = CLOSED) -> None:
         self.trace = trace
         self.state = state
 
