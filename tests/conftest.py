@@ -1,4 +1,5 @@
-"""Test fixtures. Every TAP a test creates lives in a private network namespace.
+"""Test fixtures, reachable from every folder. Every TAP a test creates lives in a
+private network namespace.
 
 ``scripts/test`` runs pytest under ``unshare --net``; when pytest is started
 any other way as root, this module moves the test process into a fresh
@@ -12,7 +13,6 @@ import ctypes
 import itertools
 import os
 import subprocess
-import time
 
 import pytest
 
@@ -36,14 +36,6 @@ if os.geteuid() == 0 and not _private_netns():
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
 _tap_ids = itertools.count()
-
-
-def sh(cmd: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a shell command in the test namespace and return its result."""
-    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{cmd!r} exited {r.returncode}\nstdout:{r.stdout}\nstderr:{r.stderr}")
-    return r
 
 
 @pytest.fixture
@@ -82,13 +74,3 @@ def tap_stack(netns, tmp_path):
         net.close()
     # Leave no neighbour entries behind for the next stack on the same address.
     subprocess.run(["ip", "neigh", "flush", "all"], capture_output=True)
-
-
-def wait_for(pred, timeout: float = 5.0, interval: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(interval)
-    return pred()

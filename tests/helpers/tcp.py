@@ -1,6 +1,6 @@
 """Test helpers for TCP conversations and back-to-back runs on a manual clock.
 
-Not a test module itself (no ``test_`` prefix); imported by tests/test_tcp_*.py.
+Imported by the TCP tests (tests/tcp/, tests/system/test_hostile.py).
 """
 
 from __future__ import annotations
@@ -151,6 +151,37 @@ class Conversation:
         self.conn = self.listener.accept()
         assert self.conn is not None and self.conn.state == "ESTABLISHED"
         return self.conn
+
+
+def to_state(state: str) -> Conversation:
+    """A connection (stack's ISS 1000, peer's 5000) in ``state``."""
+    c = Conversation()
+    if state == "SYN_SENT":
+        c.conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
+    elif state == "SYN_RECEIVED":
+        c.conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
+        c.feed("S", 5000)
+    else:
+        c.open_active()
+        if state == "FIN_WAIT_1":
+            c.conn.close(c.now)
+        elif state == "FIN_WAIT_2":
+            c.conn.close(c.now)
+            c.feed(".", 5001, 1002)
+        elif state == "CLOSE_WAIT":
+            c.feed("F.", 5001, 1001)
+        elif state == "CLOSING":
+            c.conn.close(c.now)
+            c.feed("F.", 5001, 1001)
+        elif state == "LAST_ACK":
+            c.feed("F.", 5001, 1001)
+            c.conn.close(c.now)
+        elif state == "TIME_WAIT":
+            c.conn.close(c.now)
+            c.feed("F.", 5001, 1002)
+    c.sent()
+    assert c.conn.state == state
+    return c
 
 
 class LossyNet:

@@ -8,75 +8,15 @@ from __future__ import annotations
 
 import pytest
 
-from stack.link.memory import CaptureLink
-from stack.net.arp import ArpConfig
-from stack.runtime import Stack
-
-US_MAC = bytes.fromhex("0253c0000202")
-PEER_MAC = bytes.fromhex("525400123456")
-OTHER_MAC = bytes.fromhex("52540000beef")
-BCAST = b"\xff" * 6
-US, PEER = 0xC0000202, 0xC0000201
-
-
-def h(text: str) -> bytes:
-    return bytes.fromhex(text.replace(" ", ""))
-
-
-def arp(op: int, smac: bytes, sip: int, tmac: bytes, tip: int, dst: bytes = BCAST,
-        src: bytes | None = None) -> bytes:
-    """An Ethernet frame carrying one ARP packet, built by hand."""
-    return (dst + (src or smac) + b"\x08\x06" + h("0001 0800 06 04") + op.to_bytes(2, "big")
-            + smac + sip.to_bytes(4, "big") + tmac + tip.to_bytes(4, "big"))
+from tests.helpers.frames import BCAST, OTHER_MAC, PEER, PEER_MAC, US, US_MAC, arp, h
+from tests.helpers.hosts import ArpHost, host_fixture
 
 
 def ip_of(n: int) -> int:
     return 0xC0000200 | n
 
 
-class Host:
-    """One stack on a capture link, and the test's clock."""
-
-    def __init__(self, **arp_kwargs) -> None:
-        self.t = 100.0
-        self.link = CaptureLink()
-        self.net = Stack(self.link, address="192.0.2.2/24", thread=False, clock=lambda: self.t,
-                         arp_config=ArpConfig(**arp_kwargs))
-        self.boot = self.link.take_sent()
-
-    def feed(self, frame: bytes) -> list[bytes]:
-        self.net.receive_frame(frame, self.t)
-        return self.link.take_sent()
-
-    def at(self, t: float) -> list[bytes]:
-        """Move the clock to ``t``, run what is due; return what was sent."""
-        self.t = t
-        self.net.step(t)
-        return self.link.take_sent()
-
-    def send_ip(self, dst: int, payload: bytes) -> list[bytes]:
-        self.net.ip.send(US, dst, 253, payload, self.t)
-        return self.link.take_sent()
-
-    def counter(self, name: str) -> int:
-        return self.net.stats().get(name, 0)
-
-    def learn(self, ip: int, mac: bytes) -> None:
-        """``ip`` asks for us; the stack learns it and answers."""
-        assert len(self.feed(arp(1, mac, ip, b"\x00" * 6, US))) == 1
-
-
-@pytest.fixture
-def host():
-    made = []
-
-    def make(**kw) -> Host:
-        made.append(Host(**kw))
-        return made[-1]
-
-    yield make
-    for x in made:
-        x.net.close()
+host = host_fixture(ArpHost)
 
 
 def request_for(ip: int) -> bytes:

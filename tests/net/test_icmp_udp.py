@@ -1,7 +1,7 @@
 """ICMP and UDP as conversations: a frame in, exactly the frame expected out (or none).
 
-Packets are built by hand (test_ipv4's ``ipv4``, ``udp`` here) and checksums
-come from test_wire's reference. The IPv4 identification of what the stack
+Packets are built by hand (``tests.helpers.frames``) and checksums come from
+the reference in ``tests.helpers.checksum``. The IPv4 identification of what the stack
 sends is its own counter, so expected frames take that one field from the
 frame actually sent; every other byte is spelled out.
 """
@@ -15,27 +15,12 @@ import pytest
 
 from stack.net.udp import UdpEndpoint
 from stack.wire.ipv4 import Ipv4Header
-from test_ipv4 import (  # noqa: F401  (host is a fixture)
-    BCAST, PEER, PEER_MAC, SUBNET_BCAST, US, US_MAC, echo, eth, fragment, host, ipv4, reassemble,
-    split,
-)
-from test_wire import ref_checksum, ref_pseudo
+from tests.helpers.checksum import ref_checksum
+from tests.helpers.frames import (BCAST, PEER, PEER_MAC, SUBNET_BCAST, US, US_MAC, echo, eth,
+                                  fragment, icmp, ipv4, reassemble, split, udp)
+from tests.helpers.hosts import IpHost, host_fixture
 
-
-def icmp(type_: int, code: int, rest: bytes, data: bytes) -> bytes:
-    msg = bytearray(bytes((type_, code)) + b"\x00\x00" + rest + data)
-    msg[2:4] = ref_checksum(bytes(msg)).to_bytes(2, "big")
-    return bytes(msg)
-
-
-def udp(src: int, dst: int, sport: int, dport: int, payload: bytes, csum: int | None = None,
-        length: int | None = None) -> bytes:
-    """A UDP datagram by hand; ``csum`` overrides the computed checksum."""
-    n = 8 + len(payload) if length is None else length
-    head = sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + n.to_bytes(2, "big")
-    if csum is None:
-        csum = ref_checksum(ref_pseudo(src, dst, 17, 8 + len(payload)) + head + b"\x00\x00" + payload) or 0xFFFF
-    return head + csum.to_bytes(2, "big") + payload
+host = host_fixture(IpHost)
 
 
 def reply_frame(sent: bytes, proto: int, payload: bytes, tos: int = 0) -> bytes:

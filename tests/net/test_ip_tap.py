@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 
-from conftest import sh
+from tests.helpers.tap import sh
 
 
 def _loss(output: str) -> float:

@@ -1,7 +1,7 @@
 """IPv4 as conversations: validation, routing, fragmentation out, reassembly in.
 
-Packets are built here by hand (``ipv4``) with the reference checksum from
-test_wire, and what the stack sends is taken apart by hand (``split``,
+Packets are built by hand (``tests.helpers.frames.ipv4``) with the reference
+checksum (``tests.helpers.checksum``), and what the stack sends is taken apart by hand (``split``,
 ``reassemble``). The stack is 192.0.2.2/24; the peer 192.0.2.1 has already
 introduced itself by ARP, so packets to it leave at once.
 """
@@ -13,140 +13,14 @@ import random
 
 import pytest
 
-from stack.link.memory import CaptureLink
 from stack.net.reassembly import ReassemblyConfig
-from stack.runtime import Stack
-from test_wire import ref_checksum
+from tests.helpers.checksum import ref_checksum
+from tests.helpers.frames import (BCAST, FAR, GATEWAY, GW_MAC, PEER, PEER_MAC, PROTO_TEST,
+                                  SUBNET_BCAST, US, US_MAC, echo, eth, fragment, ipv4,
+                                  reassemble, split)
+from tests.helpers.hosts import IpHost, host_fixture
 
-US_MAC = bytes.fromhex("0253c0000202")
-PEER_MAC = bytes.fromhex("525400123456")
-GW_MAC = bytes.fromhex("5254000000fe")
-BCAST = b"\xff" * 6
-US, PEER = 0xC0000202, 0xC0000201
-GATEWAY = 0xC00002FE
-FAR = 0xC6336407          # 198.51.100.7, off-link
-SUBNET_BCAST = 0xC00002FF
-PROTO_TEST = 253          # RFC 3692 experimentation
-
-
-def ipv4(src: int, dst: int, proto: int, payload: bytes, ident: int = 0x1000, mf: bool = False,
-         offset: int = 0, df: bool = False, ttl: int = 64, tos: int = 0, options: bytes = b"",
-         total: int | None = None) -> bytes:
-    """An IPv4 packet built field by field, checksum from the reference."""
-    hlen = 20 + len(options)
-    assert hlen % 4 == 0
-    frag = (0x4000 if df else 0) | (0x2000 if mf else 0) | (offset // 8)
-    head = bytearray(bytes((0x40 | hlen // 4, tos)) + (total or hlen + len(payload)).to_bytes(2, "big")
-                     + ident.to_bytes(2, "big") + frag.to_bytes(2, "big") + bytes((ttl, proto))
-                     + b"\x00\x00" + src.to_bytes(4, "big") + dst.to_bytes(4, "big") + options)
-    head[10:12] = ref_checksum(bytes(head)).to_bytes(2, "big")
-    return bytes(head) + payload
-
-
-def eth(packet: bytes, dst: bytes = US_MAC, src: bytes = PEER_MAC) -> bytes:
-    return dst + src + b"\x08\x00" + packet
-
-
-def fragment(src: int, dst: int, proto: int, payload: bytes, ident: int, size: int) -> list[bytes]:
-    """Split ``payload`` into IPv4 fragments of at most ``size`` payload bytes."""
-    assert size % 8 == 0
-    out = []
-    for off in range(0, len(payload), size):
-        piece = payload[off:off + size]
-        out.append(ipv4(src, dst, proto, piece, ident, mf=off + size < len(payload), offset=off))
-    return out
-
-
-def split(packet: bytes) -> dict:
-    """Take an IPv4 packet apart by hand (no stack code)."""
-    hlen = (packet[0] & 0x0F) * 4
-    frag = int.from_bytes(packet[6:8], "big")
-    return {
-        "version": packet[0] >> 4, "hlen": hlen, "tos": packet[1],
-        "total": int.from_bytes(packet[2:4], "big"), "id": int.from_bytes(packet[4:6], "big"),
-        "df": bool(frag & 0x4000), "mf": bool(frag & 0x2000), "offset": (frag & 0x1FFF) * 8,
-        "ttl": packet[8], "proto": packet[9], "src": int.from_bytes(packet[12:16], "big"),
-        "dst": int.from_bytes(packet[16:20], "big"), "csum_ok": ref_checksum(packet[:hlen]) == 0,
-        "payload": packet[hlen:int.from_bytes(packet[2:4], "big")],
-    }
-
-
-def reassemble(packets: list[bytes]) -> tuple[dict, bytes]:
-    """Put fragments sent by the stack back together, checking the rules on the way."""
-    parts = [split(p) for p in packets]
-    assert len({p["id"] for p in parts}) == 1
-    parts.sort(key=lambda p: p["offset"])
-    data = b""
-    for i, p in enumerate(parts):
-        assert p["csum_ok"]
-        assert p["offset"] == len(data)
-        assert p["mf"] == (i < len(parts) - 1)
-        if p["mf"]:
-            assert len(p["payload"]) % 8 == 0
-        data += p["payload"]
-    return parts[0], data
-
-
-class Host:
-    """A stack on a capture link with a manual clock; the peer is in its ARP cache."""
-
-    def __init__(self, mtu: int = 1500, gateway: str | None = None, learn: bool = True) -> None:
-        self.t = 100.0
-        self.link = CaptureLink(mtu=mtu)
-        self.net = Stack(self.link, address="192.0.2.2/24", gateway=gateway, thread=False,
-                         clock=lambda: self.t, seed=1)
-        self.link.take_sent()
-        self.got: list[tuple] = []
-        self.net.ip.handlers[PROTO_TEST] = lambda h, p, now: self.got.append((h, bytes(p)))
-        if learn:
-            self.learn(PEER, PEER_MAC)
-
-    def learn(self, ip: int, mac: bytes) -> None:
-        self.feed(BCAST + mac + b"\x08\x06" + bytes.fromhex("0001080006040001") + mac
-                  + ip.to_bytes(4, "big") + b"\x00" * 6 + US.to_bytes(4, "big"))
-
-    def feed(self, frame: bytes) -> list[bytes]:
-        self.net.receive_frame(frame, self.t)
-        return self.link.take_sent()
-
-    def feed_ip(self, *packets: bytes, src_mac: bytes = PEER_MAC, dst_mac: bytes = US_MAC) -> list[bytes]:
-        """Give IPv4 packets to the stack; return the IPv4 packets it sent to the peer."""
-        sent = []
-        for p in packets:
-            sent += self.feed(eth(p, dst_mac, src_mac))
-        return self.ip_out(sent, src_mac)
-
-    def ip_out(self, frames: list[bytes], mac: bytes = PEER_MAC) -> list[bytes]:
-        for f in frames:
-            assert f[:14] == mac + US_MAC + b"\x08\x00", f[:14].hex()
-        return [f[14:] for f in frames]
-
-    def at(self, t: float) -> list[bytes]:
-        self.t = t
-        self.net.step(t)
-        return self.link.take_sent()
-
-    def counter(self, name: str) -> int:
-        return self.net.stats().get(name, 0)
-
-
-@pytest.fixture
-def host():
-    made = []
-
-    def make(**kw) -> Host:
-        made.append(Host(**kw))
-        return made[-1]
-
-    yield make
-    for x in made:
-        x.net.close()
-
-
-def echo(ident: int = 0x0BAD, seq: int = 1, data: bytes = b"ping") -> bytes:
-    msg = bytearray(b"\x08\x00\x00\x00" + ident.to_bytes(2, "big") + seq.to_bytes(2, "big") + data)
-    msg[2:4] = ref_checksum(bytes(msg)).to_bytes(2, "big")
-    return bytes(msg)
+host = host_fixture(IpHost)
 
 
 # ------------------------------------------------------------------ receiving

@@ -19,24 +19,22 @@ from __future__ import annotations
 import errno
 import random
 import socket
-import struct
 import subprocess
 import time
 
 import pytest
 
-from conftest import sh, wait_for
-from test_hostile_tap import KERNEL, US, Target, expected_bytes
-from test_wire import ref_checksum, ref_pseudo
-
 from stack.wire.ipv4 import ip2int
+from tests.helpers.frames import MSS_1460, SYN, ipv4, tcp
+from tests.helpers.tap import sh, wait_for
+
+pytest.importorskip("scapy.all")
+from tests.helpers.target import KERNEL, US, Target, expected_bytes  # noqa: E402
 
 FLOOD = 20_000
 CHUNK = 500
 SPOOFED = [ip2int(f"198.51.100.{i}") for i in range(1, 255)]   # nobody answers for these
 RSS_BOUND = 32 << 20     # resident bytes the process may gain from a flood
-_IP = struct.Struct("!BBHHHBBHII")
-_TCP = struct.Struct("!HHIIBBHHH")
 
 
 def rss() -> int:
@@ -44,15 +42,8 @@ def rss() -> int:
         return int(f.read().split()[1]) * 4096
 
 
-def ipv4(src: int, dst: int, proto: int, payload: bytes, ident: int = 0, frag: int = 0) -> bytes:
-    head = _IP.pack(0x45, 0, 20 + len(payload), ident, frag, 64, proto, 0, src, dst)
-    return head[:10] + ref_checksum(head).to_bytes(2, "big") + head[12:] + payload
-
-
 def syn(src: int, dst: int, sport: int, dport: int, seq: int) -> bytes:
-    hdr = _TCP.pack(sport, dport, seq, 0, 6 << 4, 0x02, 64240, 0, 0) + b"\x02\x04\x05\xb4"
-    csum = ref_checksum(ref_pseudo(src, dst, 6, len(hdr)) + hdr)
-    return hdr[:16] + csum.to_bytes(2, "big") + hdr[18:]
+    return tcp(src, dst, sport, dport, seq, 0, SYN, options=MSS_1460)
 
 
 class Flooder:
@@ -177,7 +168,7 @@ def test_syn_flood_from_spoofed_onlink_addresses_bounds_the_arp_queue(flood_targ
     net = t.net
     us = ip2int(US)
     packets = [ipv4(ip2int(f"192.0.2.{10 + i % 240}"), us, 6,
-                    syn(ip2int(f"192.0.2.{10 + i % 240}"), us, 2000 + i, 80, i * 7919))
+                    syn(ip2int(f"192.0.2.{10 + i % 240}"), us, 2000 + i, 80, i * 7919), ident=0)
                for i in range(2000)]
     cfg = net.eth.config
 
@@ -208,7 +199,7 @@ def test_fragment_flood_then_fragmented_pings_work(flood_target):
         # Offsets 0, 8,000, 24,000 and 48,000: the far ones cost their buffer's length.
         offset = (0, 8000, 24000, 48000)[i % 4]
         packets.append(ipv4(src, us, 1, bytes(1000), ident=i & 0xFFFF,
-                            frag=0x2000 | (offset // 8)))
+                            mf=True, offset=offset))
     peak = {"datagrams": 0, "bytes": 0}
 
     def check():

@@ -15,7 +15,7 @@ one stack for all its examples, so that state piles up), and checks:
   count matches what its datagrams hold;
 * every frame the stack sends is well formed: Ethernet from our MAC, ARP
   about us, IPv4 from us with a header checksum and a transport checksum
-  that the reference implementation in test_wire accepts;
+  that the reference implementation (tests.helpers.checksum) accepts;
 * once time has run out, no reassembly state is left.
 """
 
@@ -32,18 +32,10 @@ from stack.net.arp import ArpConfig
 from stack.net.reassembly import ReassemblyConfig
 from stack.net.udp import UdpEndpoint
 from stack.runtime import Stack
-from test_icmp_udp import icmp, udp
-from test_ipv4 import eth, fragment, ipv4
-from test_wire import ref_checksum, ref_pseudo
-
-US_MAC = bytes.fromhex("0253c0000202")
-PEER_MAC = bytes.fromhex("525400123456")
-OTHER_MAC = bytes.fromhex("52540000beef")
-GW_MAC = bytes.fromhex("5254000000fe")
-BCAST = b"\xff" * 6
-US, PEER, OTHER, GATEWAY = 0xC0000202, 0xC0000201, 0xC0000263, 0xC00002FE
-FAR = 0xC6336407
-SUBNET_BCAST = 0xC00002FF
+from tests.helpers.checksum import ref_checksum, ref_pseudo
+from tests.helpers.frames import (BCAST, FAR, GATEWAY, GW_MAC, OTHER, OTHER_MAC, PEER, PEER_MAC,
+                                  SUBNET_BCAST, US, US_MAC, arp, eth, fragment, icmp, ipv4, udp)
+from tests.helpers.frames import tcp as tcp_segment
 
 ARP_LIMITS = ArpConfig(max_pending_per_host=4, max_pending_hosts=4, max_entries=8)
 REASSEMBLY_LIMITS = ReassemblyConfig(max_datagrams=4, max_bytes=16384, max_fragments=8)
@@ -77,17 +69,12 @@ def ident_from(rng: random.Random) -> int:
     return rng.choice([1, 2, 0xFFFF]) if rng.random() < 0.5 else rng.getrandbits(16)
 
 
-def arp_frame(op: int, smac: bytes, sip: int, tmac: bytes, tip: int, dst: bytes) -> bytes:
-    return (dst + smac + b"\x08\x06" + bytes.fromhex("00010800060400") + bytes((op,)) + smac
-            + sip.to_bytes(4, "big") + tmac + tip.to_bytes(4, "big"))
-
-
 @st.composite
 def arp_frames(draw) -> list[bytes]:
     op, sip, tip = draw(arp_ops), draw(arp_senders), draw(arp_targets)
     rng = random.Random(draw(seeds))
     tmac = US_MAC if op == 2 else b"\x00" * 6
-    return [arp_frame(op, rng.choice(MACS), sip, tmac, tip, rng.choice([BCAST, US_MAC]))]
+    return [arp(op, rng.choice(MACS), sip, tmac, tip, rng.choice([BCAST, US_MAC]))]
 
 
 @st.composite
@@ -108,17 +95,6 @@ def udp_frames(draw) -> list[bytes]:
                    csum=0 if rng.random() < 0.3 else None)
     return [eth(ipv4(src, dst, 17, datagram, ident=ident_from(rng), options=rng.choice(IP_OPTIONS)),
                 dst=mac, src=rng.choice(MACS))]
-
-
-def tcp_segment(src: int, dst: int, sport: int, dport: int, seq: int, ack: int, flags: int,
-                options: bytes, payload: bytes) -> bytes:
-    options += b"\x00" * (-len(options) % 4)
-    hlen = 20 + len(options)
-    head = (sport.to_bytes(2, "big") + dport.to_bytes(2, "big") + seq.to_bytes(4, "big")
-            + ack.to_bytes(4, "big") + bytes(((hlen // 4) << 4, flags)) + (64240).to_bytes(2, "big")
-            + b"\x00\x00\x00\x00" + options)
-    csum = ref_checksum(ref_pseudo(src, dst, 6, hlen + len(payload)) + head + payload)
-    return head[:16] + csum.to_bytes(2, "big") + head[18:] + payload
 
 
 TCP_OPTIONS = [
@@ -316,7 +292,7 @@ class Fuzzed:
         if self.net.tcp is not None:
             self.net.tcp.listen((0, 80), 4, self.t)
         # The peer is known, so answers to it leave at once; others wait for ARP.
-        self.net.receive_frame(arp_frame(1, PEER_MAC, PEER, b"\x00" * 6, US, BCAST), self.t)
+        self.net.receive_frame(arp(1, PEER_MAC, PEER, b"\x00" * 6, US, BCAST), self.t)
         self.check()
 
     def _event(self, ev: dict) -> None:
@@ -467,7 +443,7 @@ def test_fuzzer_reaches_every_layer():
     # The strategies are only useful if valid frames get through: feed one of
     # each kind unmutated and see each layer answer.
     f = Fuzzed()
-    f.net.receive_frame(arp_frame(1, OTHER_MAC, OTHER, b"\x00" * 6, US, BCAST), f.t)
+    f.net.receive_frame(arp(1, OTHER_MAC, OTHER, b"\x00" * 6, US, BCAST), f.t)
     f.net.receive_frame(eth(ipv4(PEER, US, 1, icmp(8, 0, b"\x00\x01\x00\x01", b"hi"))), f.t)
     f.net.receive_frame(eth(ipv4(PEER, US, 17, udp(PEER, US, 9, 7, b"hello"))), f.t)
     f.net.receive_frame(eth(ipv4(PEER, US, 17, udp(PEER, US, 9, 9999, b"closed"))), f.t)

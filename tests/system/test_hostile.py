@@ -1,7 +1,7 @@
 """Hostile input without a TAP: SYN cookies, documented limits, and the bugs
 the TAP attacks found, each pinned by hand-built frames or segments.
 
-(tests/test_fuzz_receive.py throws mutated frames of every kind at the
+(tests/system/test_fuzz_receive.py throws mutated frames of every kind at the
 receive path; the tests here are targeted: one attack, the exact answer.)
 """
 
@@ -28,10 +28,10 @@ from stack.wire.ipv4 import parse_ipv4
 from stack.wire.tcp import ACK as ACK_FLAG
 from stack.wire.tcp import SYN, build_tcp
 
-from tcp_harness import IRS, PEER, PEER_PORT, US, US_PORT, Conversation
-from test_ipv4 import eth, fragment, ipv4
+from tests.helpers.tcp import IRS, PEER, PEER_PORT, US, US_PORT, Conversation
+from tests.helpers.frames import eth, fragment, ipv4
 
-LIMITS_MD = Path(__file__).resolve().parent.parent / "README.md"  # its "Limits and defences" section
+LIMITS_MD = Path(__file__).resolve().parents[2] / "README.md"  # its "Limits and defences" section
 
 
 # ---- SYN cookies: the codec --------------------------------------------------------

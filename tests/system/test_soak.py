@@ -24,7 +24,7 @@ from stack import Stack
 from stack.services import parse_service, start_service
 from stack.tcp import TcpConfig
 
-from conftest import wait_for
+from tests.helpers.tap import wait_for
 
 LIFECYCLES = 3000
 CLIENTS = 4

@@ -10,7 +10,7 @@ import pytest
 
 from stack.tcp import TcpConfig
 
-from tcp_harness import LossyNet
+from tests.helpers.tcp import LossyNet
 
 
 def pattern(n: int, salt: int) -> bytes:

@@ -13,7 +13,7 @@ import pytest
 
 from stack.tcp import TcpConfig
 
-from tcp_harness import Conversation, syn_options
+from tests.helpers.tcp import Conversation, syn_options, to_state
 
 
 
@@ -480,37 +480,6 @@ def test_challenge_acks_are_rate_limited():
     c.advance(1.0)
     c.feed("R", 5100)
     assert len(c.sent()) == 1
-
-
-def to_state(state: str) -> Conversation:
-    """A connection (stack's ISS 1000, peer's 5000) in ``state``."""
-    c = Conversation()
-    if state == "SYN_SENT":
-        c.conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
-    elif state == "SYN_RECEIVED":
-        c.conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
-        c.feed("S", 5000)
-    else:
-        c.open_active()
-        if state == "FIN_WAIT_1":
-            c.conn.close(c.now)
-        elif state == "FIN_WAIT_2":
-            c.conn.close(c.now)
-            c.feed(".", 5001, 1002)
-        elif state == "CLOSE_WAIT":
-            c.feed("F.", 5001, 1001)
-        elif state == "CLOSING":
-            c.conn.close(c.now)
-            c.feed("F.", 5001, 1001)
-        elif state == "LAST_ACK":
-            c.feed("F.", 5001, 1001)
-            c.conn.close(c.now)
-        elif state == "TIME_WAIT":
-            c.conn.close(c.now)
-            c.feed("F.", 5001, 1002)
-    c.sent()
-    assert c.conn.state == state
-    return c
 
 
 @pytest.mark.parametrize("state,error", [

@@ -16,7 +16,7 @@ import pytest
 
 from stack.tcp import TcpConfig
 
-from tcp_harness import IRS, PEER, PEER_PORT, US, US_PORT, Conversation, syn_options
+from tests.helpers.tcp import IRS, PEER, PEER_PORT, US, US_PORT, Conversation, syn_options
 
 ALL = dict(wscale=7, sack_perm=True, timestamps=(777, 0))
 WIN_4MB = 4 * 1024 * 1024 >> 7     # our window field once scaled by 7: 32768

@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 
-from conftest import sh
+from tests.helpers.tap import sh
 
 from stack.services import parse_service, start_service
 

@@ -15,7 +15,7 @@ from stack.tcp import TcpConfig, TcpLayer
 from stack.trace import Trace
 from stack.wire.tcp import ACK, SYN, build_tcp
 
-from tcp_harness import IRS, PEER, PEER_PORT, US, US_PORT, Conversation
+from tests.helpers.tcp import IRS, PEER, PEER_PORT, US, US_PORT, Conversation, to_state
 
 # ---- closed port (RFC 9293 3.10.7.1) ----------------------------------------------
 
@@ -424,7 +424,6 @@ action = st.one_of(
           deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(start=st.sampled_from(STATES), actions=st.lists(action, max_size=25))
 def test_random_conversations_keep_invariants(start, actions):
-    from test_tcp_conn import to_state
     from stack.tcp.seq import seq_add, seq_le
 
     c = to_state(start)

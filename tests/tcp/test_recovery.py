@@ -15,7 +15,7 @@ import pytest
 from stack.tcp import TcpConfig
 from stack.tcp.congestion import Cubic
 
-from tcp_harness import IRS, PEER, PEER_PORT, US, US_PORT, Conversation, LossyNet
+from tests.helpers.tcp import IRS, PEER, PEER_PORT, US, US_PORT, Conversation, LossyNet
 
 MSS = 1448
 WIN = 4000  # the peer's window field: 4000 << 7 = 512000 bytes

@@ -22,7 +22,7 @@ import threading
 import time
 
 import pytest
-from conftest import sh, wait_for
+from tests.helpers.tap import sh, wait_for
 
 import stack
 from stack.services import KernelNet, ServiceSpec, parse_service, start_service

@@ -10,7 +10,7 @@ import pytest
 
 from stack.tcp import TcpConfig
 
-from tcp_harness import IRS, PEER, PEER_PORT, US, US_PORT, Conversation, syn_options
+from tests.helpers.tcp import IRS, PEER, PEER_PORT, US, US_PORT, Conversation, syn_options
 
 
 

@@ -23,7 +23,7 @@ import sys
 import time
 from collections import Counter
 
-from conftest import sh, wait_for
+from tests.helpers.tap import sh, wait_for
 
 from stack import tracetool
 from stack.services import parse_service, start_service

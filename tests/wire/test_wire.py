@@ -4,7 +4,7 @@ Each parser (Ethernet, ARP, IPv4, ICMP, UDP) is fed a valid packet, the same
 packet truncated at every length, and copies with one field wrong; each
 builder's output is compared with literal bytes and parsed back. Checksums of
 built headers are checked with ``ref_checksum``, an RFC 1071 implementation
-written here (one word at a time, end-around carry after every addition), so
+in ``tests.helpers.checksum`` (one word at a time, end-around carry after every addition), so
 that a shared bug in the stack's C and Python checksums cannot hide.
 """
 
@@ -20,42 +20,9 @@ from stack.wire.eth import BROADCAST, build_eth, mac2str, parse_eth, str2mac
 from stack.wire.icmp import ECHO_REQUEST, IcmpMessage, build_icmp, parse_icmp
 from stack.wire.ipv4 import Ipv4Header, build_ipv4, int2ip, ip2int, parse_ipv4
 from stack.wire.udp import build_udp, parse_udp
+from tests.helpers.checksum import ref_checksum, ref_pseudo, ref_sum, ref_sum_words
 
 # ------------------------------------------------------------------ reference
-
-
-def ref_sum_words(data: bytes, initial: int = 0) -> int:
-    """Ones-complement sum of big-endian words, folding the carry after each add."""
-    data = bytes(data)
-    if len(data) % 2:
-        data += b"\x00"
-    s = initial
-    for i in range(0, len(data), 2):
-        s += (data[i] << 8) | data[i + 1]
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
-
-
-def ref_sum(data: bytes, initial: int = 0) -> int:
-    """The same sum through one big integer (fast enough for the fuzz tests).
-
-    2**16 is 1 modulo 0xffff, so the buffer read as one big-endian number is,
-    modulo 0xffff, the sum of its 16-bit words. A ones-complement sum is that
-    residue, except that it is 0xffff, not 0, unless every word is zero.
-    """
-    data = bytes(data)
-    if len(data) % 2:
-        data += b"\x00"
-    n = int.from_bytes(data, "big") + initial
-    return n % 0xFFFF or (0xFFFF if n else 0)
-
-
-def ref_checksum(data: bytes, initial: int = 0) -> int:
-    return ~ref_sum(data, initial) & 0xFFFF
-
-
-def ref_pseudo(src: int, dst: int, proto: int, length: int) -> bytes:
-    return src.to_bytes(4, "big") + dst.to_bytes(4, "big") + bytes((0, proto)) + length.to_bytes(2, "big")
 
 
 def refix_ipv4(packet: bytes) -> bytes:
