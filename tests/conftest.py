@@ -5,6 +5,10 @@ private network namespace.
 any other way as root, this module moves the test process into a fresh
 network namespace itself (before any thread exists), so no frame a test
 sends can reach a real network.
+
+Tests that need root, a TAP or the kernel's network tools get the ``tap``
+marker here, automatically (see ``pytest_collection_modifyitems``), so that
+``pytest -m "not tap"`` as an ordinary user runs everything else.
 """
 
 from __future__ import annotations
@@ -74,3 +78,16 @@ def tap_stack(netns, tmp_path):
         net.close()
     # Leave no neighbour entries behind for the next stack on the same address.
     subprocess.run(["ip", "neigh", "flush", "all"], capture_output=True)
+
+
+# Fixtures that only work as root in the private namespace: a test using one
+# (directly or through another fixture) is a TAP test.
+TAP_FIXTURES = {"netns", "tap_stack"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark as ``tap`` every test that needs root: every test in a ``*_tap.py``
+    module and every test that uses a fixture from ``TAP_FIXTURES``."""
+    for item in items:
+        if item.path.name.endswith("_tap.py") or TAP_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.tap)
