@@ -152,35 +152,78 @@ class Conversation:
         assert self.conn is not None and self.conn.state == "ESTABLISHED"
         return self.conn
 
+    # -- state builders: public API only, each asserts the state it reached ---------
 
-def to_state(state: str) -> Conversation:
-    """A connection (stack's ISS 1000, peer's 5000) in ``state``."""
-    c = Conversation()
-    if state == "SYN_SENT":
-        c.conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
-    elif state == "SYN_RECEIVED":
-        c.conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
-        c.feed("S", 5000)
-    else:
-        c.open_active()
-        if state == "FIN_WAIT_1":
-            c.conn.close(c.now)
-        elif state == "FIN_WAIT_2":
-            c.conn.close(c.now)
-            c.feed(".", 5001, 1002)
-        elif state == "CLOSE_WAIT":
-            c.feed("F.", 5001, 1001)
-        elif state == "CLOSING":
-            c.conn.close(c.now)
-            c.feed("F.", 5001, 1001)
-        elif state == "LAST_ACK":
-            c.feed("F.", 5001, 1001)
-            c.conn.close(c.now)
-        elif state == "TIME_WAIT":
-            c.conn.close(c.now)
-            c.feed("F.", 5001, 1002)
-    c.sent()
-    assert c.conn.state == state
+    def _reached(self, state: str):
+        """Forget what was sent on the way; check ``state`` through the public view."""
+        self.sent()
+        assert self.conn.state == state, f"{self.conn.state} != {state}"
+        assert self.conn.status()["state"] == state
+        return self.conn
+
+    def syn_sent(self):
+        """CLOSED -> SYN_SENT: the stack sent its SYN to the peer."""
+        self.conn = self.layer.connect(US, (PEER, PEER_PORT), self.now, local_port=US_PORT)
+        return self._reached("SYN_SENT")
+
+    def syn_received(self):
+        """SYN_SENT -> SYN_RECEIVED by simultaneous open: the peer's bare SYN crossed ours."""
+        self.syn_sent()
+        self.feed("S", IRS)
+        return self._reached("SYN_RECEIVED")
+
+    def established(self, passive: bool = False, **kw):
+        """ESTABLISHED by an active (``open_active``) or passive (``open_passive``) open."""
+        (self.open_passive if passive else self.open_active)(**kw)
+        return self._reached("ESTABLISHED")
+
+    def fin_wait_1(self):
+        """ESTABLISHED -> FIN_WAIT_1: the application closed; our FIN is unacknowledged."""
+        self.established()
+        self.conn.close(self.now)
+        return self._reached("FIN_WAIT_1")
+
+    def fin_wait_2(self):
+        """FIN_WAIT_1 -> FIN_WAIT_2: the peer acknowledged our FIN."""
+        self.fin_wait_1()
+        self.feed(".", IRS + 1, self.iss + 2)
+        return self._reached("FIN_WAIT_2")
+
+    def close_wait(self):
+        """ESTABLISHED -> CLOSE_WAIT: the peer's FIN arrived first."""
+        self.established()
+        self.feed("F.", IRS + 1, self.iss + 1)
+        return self._reached("CLOSE_WAIT")
+
+    def closing(self):
+        """FIN_WAIT_1 -> CLOSING: the FINs crossed (the peer's does not ack ours)."""
+        self.fin_wait_1()
+        self.feed("F.", IRS + 1, self.iss + 1)
+        return self._reached("CLOSING")
+
+    def last_ack(self):
+        """CLOSE_WAIT -> LAST_ACK: the application closed after the peer's FIN."""
+        self.close_wait()
+        self.conn.close(self.now)
+        return self._reached("LAST_ACK")
+
+    def time_wait(self):
+        """FIN_WAIT_1 -> TIME_WAIT: the peer's FIN also acknowledges ours (the stack takes
+        the ACK first, so the trace passes through FIN_WAIT_2)."""
+        self.fin_wait_1()
+        self.feed("F.", IRS + 1, self.iss + 2)
+        return self._reached("TIME_WAIT")
+
+    def to(self, state: str):
+        """The builder for ``state`` (a name such as ``"FIN_WAIT_1"``), run."""
+        return getattr(self, state.lower())()
+
+
+def to_state(state: str, config: TcpConfig | None = None) -> Conversation:
+    """A conversation whose connection (the stack's ISS 1000, the peer's IRS 5000)
+    is in ``state``, reached by the builder of that name; nothing left unsent."""
+    c = Conversation(config)
+    c.to(state)
     return c
 
 
