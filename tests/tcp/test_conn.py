@@ -59,8 +59,7 @@ def test_passive_open_three_way_handshake():
 
 def test_syn_sent_unacceptable_ack_gets_reset():
     c = Conversation()
-    c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
-    c.sent()
+    c.syn_sent()
     c.feed(".", 9, 999)  # acknowledges nothing we sent
     c.expect("Flags [R], seq 999, win 0, length 0")
     c.feed("S.", 5000, 2000)
@@ -70,8 +69,7 @@ def test_syn_sent_unacceptable_ack_gets_reset():
 
 def test_syn_sent_rst_with_acceptable_ack_refuses():
     c = Conversation()
-    conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
-    c.sent()
+    conn = c.syn_sent()
     c.feed("R.", 0, 1001)
     c.expect_nothing()
     assert conn.state == "CLOSED" and conn.error == errno.ECONNREFUSED
@@ -82,8 +80,7 @@ def test_syn_sent_rst_with_acceptable_ack_refuses():
 @pytest.mark.parametrize("flags,ack", [("R", 0), ("R.", 1000), ("R.", 3000)])
 def test_syn_sent_ignores_unacceptable_rst(flags, ack):
     c = Conversation()
-    conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
-    c.sent()
+    conn = c.syn_sent()
     c.feed(flags, 0, ack)
     c.expect_nothing()  # never answer a RST
     assert conn.state == "SYN_SENT"
@@ -91,8 +88,7 @@ def test_syn_sent_ignores_unacceptable_rst(flags, ack):
 
 def test_syn_sent_segment_without_syn_or_rst_dropped():
     c = Conversation()
-    conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
-    c.sent()
+    conn = c.syn_sent()
     c.feed(".", 5000, 1001)
     c.expect_nothing()
     assert conn.state == "SYN_SENT"
@@ -124,9 +120,7 @@ def test_simultaneous_open_completed_by_plain_ack():
 
 def test_simultaneous_open_rst_refuses():
     c = Conversation()
-    conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
-    c.feed("S", 5000)
-    c.sent()
+    conn = c.syn_received()
     c.feed("R", 5001)
     assert conn.state == "CLOSED" and conn.error == errno.ECONNREFUSED
 
@@ -186,8 +180,7 @@ def test_syn_received_data_with_handshake_ack_is_delivered():
 
 def test_syn_ack_carrying_data_and_fin():
     c = Conversation()
-    conn = c.layer.connect(0xC6336401, (0xC6336402, 5555), 0.0, local_port=4000)
-    c.sent()
+    conn = c.syn_sent()
     c.feed("FS.", 5000, 1001, data=b"hi")  # SYN+FIN is rejected as malformed
     c.expect_nothing()
     c.feed("S.", 5000, 1001, data=b"hi")

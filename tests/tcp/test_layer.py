@@ -258,7 +258,7 @@ def quote(src: int, dst: int, sport: int, dport: int, seq: int) -> bytes:
 
 def test_port_unreachable_refuses_connection_attempt():
     c = Conversation()
-    conn = c.layer.connect(US, (PEER, PEER_PORT), 0.0, local_port=US_PORT)
+    conn = c.syn_sent()
     c.layer.icmp_error("port_unreachable", PEER, US, quote(US, PEER, US_PORT, PEER_PORT, 1000),
                        0.1)
     assert conn.state == "CLOSED" and conn.error == errno.ECONNREFUSED
@@ -266,7 +266,7 @@ def test_port_unreachable_refuses_connection_attempt():
 
 def test_icmp_with_wrong_sequence_ignored():
     c = Conversation()
-    conn = c.layer.connect(US, (PEER, PEER_PORT), 0.0, local_port=US_PORT)
+    conn = c.syn_sent()
     c.layer.icmp_error("port_unreachable", PEER, US, quote(US, PEER, US_PORT, PEER_PORT, 77),
                        0.1)
     assert conn.state == "SYN_SENT"

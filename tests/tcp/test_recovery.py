@@ -15,7 +15,7 @@ import pytest
 from stack.tcp import TcpConfig
 from stack.tcp.congestion import Cubic
 
-from tests.helpers.tcp import IRS, PEER, PEER_PORT, US, US_PORT, Conversation, LossyNet
+from tests.helpers.tcp import IRS, Conversation, LossyNet
 
 MSS = 1448
 WIN = 4000  # the peer's window field: 4000 << 7 = 512000 bytes
@@ -31,8 +31,7 @@ def sender(cfg: TcpConfig | None = None, segments: int = 10, sack: bool = True,
     """Established at ``rtt`` (one RTT sample) with timestamps (and SACK), the
     peer's window 512000; ``segments`` full segments sent and not yet ACKed."""
     c = Conversation(cfg)
-    c.conn = c.layer.connect(US, (PEER, PEER_PORT), 0.0, local_port=US_PORT)
-    c.sent()
+    c.syn_sent()
     c.now = rtt
     opts = dict(wscale=7, timestamps=(1, 0))
     if sack:

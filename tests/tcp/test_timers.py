@@ -21,8 +21,7 @@ def syn_line(t: float) -> str:
 def connect_with_rtt(cfg: TcpConfig | None = None, rtt: float = 0.1) -> Conversation:
     """Established at time ``rtt`` with one RTT sample of ``rtt``."""
     c = Conversation(cfg)
-    c.conn = c.layer.connect(US, (PEER, PEER_PORT), 0.0, local_port=US_PORT)
-    c.sent()
+    c.syn_sent()
     c.now = rtt
     c.feed("S.", IRS, 1001, mss=1460)
     c.sent()
@@ -92,7 +91,7 @@ def test_syn_ack_retransmitted_then_half_open_forgotten():
 
 def test_karn_no_sample_from_retransmitted_syn_and_rto_3s():
     c = Conversation()
-    conn = c.layer.connect(US, (PEER, PEER_PORT), 0.0, local_port=US_PORT)
+    conn = c.syn_sent()
     c.run_until(1.5)  # SYN retransmitted at 1.0
     c.feed("S.", IRS, 1001)
     assert conn.state == "ESTABLISHED"
@@ -192,7 +191,7 @@ def test_slow_start_then_congestion_avoidance():
 
 def test_newreno_partial_ack_retransmits_next_hole():
     c = Conversation(TcpConfig(congestion="newreno"))
-    c.conn = c.layer.connect(US, (PEER, PEER_PORT), 0.0, local_port=US_PORT)
+    c.syn_sent()
     c.now = 0.1
     c.feed("S.", IRS, 1001, mss=1460)
     c.conn.send(b"x" * 7300, c.now)
@@ -353,7 +352,7 @@ def test_sequence_numbers_wrap_on_both_sides():
 
 def test_out_of_order_across_the_wrap():
     c = Conversation(iss=1000)
-    c.conn = c.layer.connect(US, (PEER, PEER_PORT), 0.0, local_port=US_PORT)
+    c.syn_sent()
     c.feed("S.", 2**32 - 11, 1001)
     c.sent()
     c.feed(".", 0, 1001, data=b"B" * 10)           # after the wrap, early
