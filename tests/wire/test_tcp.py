@@ -1,4 +1,4 @@
-"""TCP wire format (stack/wire/tcp.py) and sequence arithmetic (stack/tcp/seq.py)."""
+"""TCP wire format (stack/wire/tcp.py); sequence arithmetic is in tests/tcp/test_seq.py."""
 
 from __future__ import annotations
 
@@ -8,24 +8,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stack.tcp.seq import (seq_add, seq_diff, seq_ge, seq_gt, seq_in, seq_le, seq_lt, seq_max,
-                           seq_min)
 from stack.wire import WireError
 from stack.wire.tcp import ACK, FIN, PSH, RST, SYN, build_tcp, parse_tcp
+from tests.helpers.checksum import ref_checksum, ref_pseudo
 
 SRC = 0xC0000201
 DST = 0xC0000202
 
 
 def reference_checksum(src: int, dst: int, segment: bytes) -> int:
-    """Independent big-integer Internet checksum over pseudo-header + segment."""
-    data = struct.pack("!IIBBH", src, dst, 0, 6, len(segment)) + segment
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return (~total) & 0xFFFF
+    """The independent Internet checksum over pseudo-header + segment."""
+    return ref_checksum(ref_pseudo(src, dst, 6, len(segment)) + segment)
 
 
 def with_checksum(src: int, dst: int, raw: bytes) -> bytes:
@@ -166,24 +159,3 @@ def test_known_option_with_wrong_length_is_ignored():
 def test_too_many_options_rejected_when_building():
     with pytest.raises(WireError):
         build_tcp(SRC, DST, 1, 2, 3, 4, ACK, 5, mss=1, sack=((1, 2),) * 4, timestamps=(1, 2))
-
-
-# ---- sequence numbers ------------------------------------------------------------
-
-
-def test_sequence_comparisons_wrap():
-    top = 2**32 - 10
-    assert seq_lt(top, 5) and seq_gt(5, top) and seq_le(top, top) and seq_ge(5, top)
-    assert not seq_lt(5, top) and not seq_gt(top, 5)
-    assert seq_add(top, 20) == 10 and seq_add(3, -5) == 2**32 - 2
-    assert seq_diff(10, top) == 20 and seq_diff(top, 10) == -20
-    assert seq_in(2, top, 20) and not seq_in(10, top, 20) and seq_in(top, top, 1)
-    assert not seq_in(top, top, 0)
-    assert seq_max(top, 5) == 5 and seq_min(top, 5) == top
-
-
-@given(a=st.integers(0, 2**32 - 1), d=st.integers(1, 2**31 - 1))
-def test_sequence_order_property(a, d):
-    b = seq_add(a, d)
-    assert seq_lt(a, b) and seq_gt(b, a) and seq_diff(b, a) == d and seq_diff(a, b) == -d
-    assert not seq_lt(b, a) and seq_le(a, b) and not seq_ge(a, b)
