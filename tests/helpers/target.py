@@ -99,7 +99,7 @@ class Target:
                        for p in arp.pending.values())
             assert len(arp.cache) <= arp.config.max_entries
             tcp = net.tcp
-            assert len(tcp._conns) <= tcp.config.max_connections
+            assert len(tcp.connections()) <= tcp.config.max_connections
             for lst in tcp._listeners.values():
                 assert len(lst._half) <= tcp.config.syn_backlog
 

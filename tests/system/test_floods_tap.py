@@ -131,7 +131,7 @@ def test_syn_flood_then_curl_is_served(flood_target):
     def check():
         with net.lock:
             peak["half"] = max(peak["half"], len(lst._half))
-            peak["conns"] = max(peak["conns"], len(net.tcp._conns))
+            peak["conns"] = max(peak["conns"], len(net.tcp.connections()))
 
     took = f.flood(packets, check)
     print(f"SYN flood: {FLOOD} SYNs in {took:.2f} s")
@@ -150,8 +150,9 @@ def test_syn_flood_then_curl_is_served(flood_target):
         assert wait_for(lambda: key in net.tcp._conns, 2)
         with net.lock:
             conn = net.tcp._conns[key]
-            assert conn._ws_ok and conn._ts_ok and conn._sack_ok
-            assert 1 <= conn._snd_wscale <= 14  # the kernel offers 7 or more
+            status = conn.status()
+            assert status["snd_wscale"] is not None and status["timestamps"] and status["sack"]
+            assert 1 <= status["snd_wscale"] <= 14  # the kernel offers 7 or more
     assert net.stats()["tcp.syncookies_recv"] == st["tcp.syncookies_recv"] + 1
     assert st.get("eth.drop.internal_error", 0) == 0
     grown = rss() - f.rss_before

@@ -112,10 +112,10 @@ def cookie_synack(c: Conversation, port: int = PEER_PORT, mss: int | None = 1400
 def test_full_half_open_queue_answers_with_a_cookie_and_keeps_nothing():
     c = cookie_conversation()
     layer, lst = c.layer, c.listener
-    conns = len(layer._conns)
+    conns = len(layer.connections())
     cookie = cookie_synack(c)
     assert cookie != c.iss
-    assert len(layer._conns) == conns and len(lst._half) == 1
+    assert len(layer.connections()) == conns and len(lst._half) == 1
     assert c.trace.counters["tcp.syncookies_sent"] == 1
     assert "tcp.listen_drops" not in c.trace.counters
 
@@ -153,7 +153,7 @@ def test_forged_cookie_ack_gets_rst_and_is_counted():
     c.expect(f"Flags [R], seq {cookie + 1}, win 0, length 0")
     assert c.drops()["tcp.drop.syncookie_failed"] == 2
     assert c.listener.accept() is None
-    assert len(c.layer._conns) == 1
+    assert len(c.layer.connections()) == 1
 
 
 def test_expired_cookie_ack_rejected_and_counted():
@@ -216,8 +216,8 @@ def test_cookie_keeps_wscale_sack_and_timestamps_when_the_syn_had_timestamps():
     c.feed(".", 9001, synack.seq + 1, win=1000, timestamps=(101, tsval))
     conn = c.listener.accept()
     assert conn.state == "ESTABLISHED"
-    assert conn._ws_ok and conn._snd_wscale == 7 and conn.snd_wnd == 1000 << 7
-    assert conn._ts_ok and conn._ts_recent == 101 and conn._sack_ok
+    assert conn.status()["snd_wscale"] == 7 and conn.snd_wnd == 1000 << 7
+    assert conn.status()["timestamps"] and conn._ts_recent == 101 and conn.status()["sack"]
     assert conn.mss == 1460 - 12
     conn.send(b"x", c.now)
     (seg,) = c.sent_segments()
@@ -232,7 +232,8 @@ def test_cookie_without_timestamps_offers_mss_only():
     assert synack.wscale is None and not synack.sack_perm and synack.timestamps is None
     c.feed(".", 9001, synack.seq + 1, win=1000)
     conn = c.listener.accept()
-    assert not conn._ws_ok and not conn._sack_ok and not conn._ts_ok
+    st = conn.status()
+    assert st["snd_wscale"] is None and not st["sack"] and not st["timestamps"]
     assert conn.snd_wnd == 1000
 
 
@@ -242,7 +243,7 @@ def test_syn_flood_keeps_state_bounded_with_cookies():
     for i in range(5000):
         c.feed("S", i * 7919, src_port=1024 + i)
     assert len(c.sent()) == 5000
-    assert len(lst._half) == 4 and len(c.layer._conns) == 4
+    assert len(lst._half) == 4 and len(c.layer.connections()) == 4
     assert c.trace.counters["tcp.syncookies_sent"] == 4996
     assert len(c.layer._heap) <= 8
 
@@ -256,7 +257,7 @@ def test_max_connections_bounds_passive_and_active_opens():
     for port in range(6000, 6005):
         c.feed("S", 9000, src_port=port)
     assert len(c.sent()) == 3
-    assert len(c.layer._conns) == 3
+    assert len(c.layer.connections()) == 3
     assert c.drops()["tcp.drop.too_many_connections"] == 2
     with pytest.raises(OSError) as e:
         c.layer.connect(US, (PEER, 80), c.now)
@@ -282,7 +283,7 @@ def test_full_table_recycles_the_oldest_time_wait_connection():
     assert synack.flags == SYN | ACK_FLAG
     assert [x.state for x in conns] == ["CLOSED", "TIME_WAIT", "ESTABLISHED"]
     assert c.trace.counters["tcp.time_wait_recycled"] == 1
-    assert len(c.layer._conns) == 3
+    assert len(c.layer.connections()) == 3
 
 
 def test_out_of_order_queue_bounded_in_holes_and_bytes():

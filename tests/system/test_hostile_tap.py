@@ -327,7 +327,7 @@ def test_blind_injection_against_a_live_connection(target):
         conn = net.tcp._conns[key]
         rcv_nxt, snd_una, snd_max = conn.rcv_nxt, conn.snd_una, conn.snd_max
         wnd = conn.rcv_adv - conn.rcv_nxt
-        ts = [("Timestamp", (conn._ts_recent, 0))] if conn._ts_ok else []
+        ts = [("Timestamp", (conn._ts_recent, 0))] if conn.status()["timestamps"] else []
     assert wnd > 1000
 
     def seg(flags, seq, ack=0, payload=b""):

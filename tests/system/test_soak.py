@@ -76,7 +76,7 @@ def quiet(net: Stack) -> bool:
     """No connection, no timer, nothing half-open, queued or pending."""
     with net.lock:
         tcp = net.tcp
-        return (not tcp._conns and tcp.next_deadline() is None and not tcp._heap
+        return (not tcp.connections() and tcp.next_deadline() is None and not tcp._heap
                 and all(not lst._half and not lst._queue for lst in tcp._listeners.values())
                 and not net.eth.pending and not net.ip.local
                 and not net.ip.reassembler.datagrams)

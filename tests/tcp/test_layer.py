@@ -448,8 +448,8 @@ def test_random_conversations_keep_invariants(start, actions):
             except OSError:
                 pass
         assert seq_le(conn.snd_una, conn.snd_nxt) and seq_le(conn.snd_nxt, conn.snd_max)
-        assert len(conn._rcvbuf) <= conn.rcvbuf_size
-        assert len(conn._sndbuf) <= conn.sndbuf_size
+        assert conn.status()["recv_buffered"] <= conn.rcvbuf_size
+        assert conn.status()["send_buffered"] <= conn.sndbuf_size
         if conn.state == "CLOSED":
             assert conn not in c.layer.connections()
         else:

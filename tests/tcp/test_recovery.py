@@ -69,7 +69,7 @@ def test_sack_recovery_resends_only_the_holes():
     # the first hole goes again.
     assert ack(c, S(1), (S(5), S(6)), (S(2), S(4))) == [(S(1), MSS)]
     cc = c.conn.cc
-    assert c.conn._in_recovery and cc.cwnd == cc.ssthresh == int(0.7 * 9 * MSS)
+    assert c.conn.status()["in_recovery"] and cc.cwnd == cc.ssthresh == int(0.7 * 9 * MSS)
     # pipe = 1 (resent) + 1 (hole 4, not yet lost) + 4 (above the highest SACK):
     # no room. One more SACKed segment makes room: hole 4 goes (NextSeg rule 3).
     assert ack(c, S(1), (S(5), S(7)), (S(2), S(4))) == [(S(4), MSS)]
@@ -77,9 +77,9 @@ def test_sack_recovery_resends_only_the_holes():
         assert ack(c, S(1), (S(5), S(top)), (S(2), S(4))) == []
     # Partial ACK (segment 1 arrived), then everything.
     assert ack(c, S(4), (S(5), S(10))) == []
-    assert c.conn._in_recovery
+    assert c.conn.status()["in_recovery"]
     assert ack(c, S(10)) == []
-    assert not c.conn._in_recovery
+    assert not c.conn.status()["in_recovery"]
     assert retransmits(c) == [("fast", S(1)), ("sack", S(4))]
     assert c.conn.snd_una == S(10) and c.conn.snd_max == S(10)
 
@@ -90,7 +90,7 @@ def test_sack_recovery_starts_when_three_segments_are_sacked_at_once():
     # One ACK SACKing three segments above a hole: IsLost(HighACK + 1) holds
     # before three duplicate ACKs (RFC 6675 5, step 2).
     assert ack(c, S(0), (S(1), S(4))) == [(S(0), MSS)]
-    assert c.conn._in_recovery and c.conn._dupacks == 1
+    assert c.conn.status()["in_recovery"] and c.conn._dupacks == 1
 
 
 def test_two_sacked_segments_are_not_yet_a_loss():
@@ -98,7 +98,7 @@ def test_two_sacked_segments_are_not_yet_a_loss():
     c.now = 0.2
     assert ack(c, S(0), (S(1), S(3))) == []
     assert ack(c, S(0), (S(1), S(3))) == []  # nothing newly SACKed: not a duplicate
-    assert not c.conn._in_recovery and c.conn._dupacks == 1
+    assert not c.conn.status()["in_recovery"] and c.conn._dupacks == 1
 
 
 def test_sacked_segments_make_room_for_new_data_before_and_during_recovery():
@@ -134,10 +134,10 @@ def test_dsack_blocks_are_ignored_safely():
     # A D-SACK inside already SACKed bytes adds nothing either.
     ack(c, S(2), (S(4), S(6)))
     assert ack(c, S(2), (S(4), S(5)), (S(4), S(6))) == []
-    assert c.conn._dupacks == 1 and c.conn._sb.sacked == 2 * MSS
+    assert c.conn._dupacks == 1 and c.conn.status()["sacked"] == 2 * MSS
     # Blocks beyond anything sent are ignored.
     assert ack(c, S(2), (S(20), S(21))) == []
-    assert c.conn._sb.sacked == 2 * MSS
+    assert c.conn.status()["sacked"] == 2 * MSS
 
 
 def test_scoreboard_is_bounded_against_a_peer_sacking_every_other_byte():
@@ -202,15 +202,15 @@ def test_newreno_partial_ack_resends_next_hole_and_stays_in_recovery():
     # Partial ACK: segments 0..2 acknowledged, 3 was lost too.
     c.now = 0.22
     assert ack(c, S(3))[0] == (S(3), MSS)
-    assert c.conn._in_recovery
+    assert c.conn.status()["in_recovery"]
     assert cc.cwnd == ssthresh + 4 * MSS - 3 * MSS + MSS  # deflate by 3, add back one
     assert c.conn._rto_at == c.now + c.conn.rto  # the first partial ACK restarts the timer
     rto_at = c.conn._rto_at
     c.now = 0.25
     assert ack(c, S(6))[0] == (S(6), MSS)  # a second partial ACK: the next hole
-    assert c.conn._in_recovery and c.conn._rto_at == rto_at  # ...but not the timer
+    assert c.conn.status()["in_recovery"] and c.conn._rto_at == rto_at  # ...but not the timer
     ack(c, S(10))
-    assert not c.conn._in_recovery
+    assert not c.conn.status()["in_recovery"]
     assert cc.cwnd == min(ssthresh, max(c.conn.snd_max - S(10), MSS) + MSS)
     assert [r for r, _ in retransmits(c)] == ["fast", "partial", "partial"]
 
@@ -220,9 +220,9 @@ def test_reno_partial_ack_ends_recovery():
     c.now = 0.2
     for _ in range(3):
         ack(c, S(0))
-    assert c.conn._in_recovery
+    assert c.conn.status()["in_recovery"]
     assert ack(c, S(3)) == []  # Reno: out of recovery, no retransmission
-    assert not c.conn._in_recovery and c.conn.cc.cwnd == c.conn.cc.ssthresh
+    assert not c.conn.status()["in_recovery"] and c.conn.cc.cwnd == c.conn.cc.ssthresh
 
 
 # ---- congestion control ---------------------------------------------------------------
@@ -299,7 +299,7 @@ def test_cubic_window_follows_the_rfc_9438_curve():
     # Segment 0 is lost: three duplicate ACKs (SACKing 1..3) start recovery.
     for i in (1, 2, 3):
         c.feed(".", IRS + 1, S(0), win=WIN, sack=((S(1), S(1 + i)),), timestamps=(2, 100))
-    assert conn._in_recovery
+    assert conn.status()["in_recovery"]
     # W_max is the window at the loss; ssthresh 0.7 of what was in flight
     # (100 segments and the 2 that the first two SACKs let out).
     assert cc.w_max == 100 and cc.ssthresh == int(0.7 * 102 * MSS)
@@ -307,7 +307,7 @@ def test_cubic_window_follows_the_rfc_9438_curve():
     # The hole is filled: everything sent so far is acknowledged at once.
     c.now += rtt
     c.feed(".", IRS + 1, conn.snd_max, win=WIN, timestamps=(3, int(c.now * 1000 - 100)))
-    assert not conn._in_recovery and cc.cwnd == cc.ssthresh
+    assert not conn.status()["in_recovery"] and cc.cwnd == cc.ssthresh
     cwnd_epoch = cc.cwnd / MSS
     k = ((100 - cwnd_epoch) / 0.4) ** (1 / 3)  # 4.15 s
     checks = {1.0: None, 2.0: None, 3.0: None, round(k, 2): None, 5.0: None, 5.5: None}

@@ -157,7 +157,7 @@ def test_fast_retransmit_on_third_duplicate_ack():
     c.feed(".", 5001, 2461)  # a fourth inflates the window
     assert cc.cwnd == 2920 + 4 * 1460
     c.feed(".", 5001, 8301)  # all acknowledged: recovery ends, cwnd = ssthresh
-    assert cc.cwnd == 2920 and not c.conn._in_recovery
+    assert cc.cwnd == 2920 and not c.conn.status()["in_recovery"]
 
 
 def test_duplicate_ack_rules():
@@ -201,7 +201,7 @@ def test_newreno_partial_ack_retransmits_next_hole():
     c.expect("Flags [.], seq 1001:2461, ack 5001, win 65535, length 1460")
     c.feed(".", 5001, 3921)  # partial: the segment at 3921 was lost too
     c.expect("Flags [.], seq 3921:5381, ack 5001, win 65535, length 1460")
-    assert c.conn._in_recovery
+    assert c.conn.status()["in_recovery"]
 
 
 # ---- persist ------------------------------------------------------------------------
