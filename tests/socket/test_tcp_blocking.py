@@ -1,8 +1,7 @@
-"""Stream-socket contract, timeouts, non-blocking mode, readiness (select, selectors) and wake-ups from other threads.
+"""Stream sockets: timeouts, non-blocking mode, readiness (select, selectors) and wake-ups from other threads.
 
-Each case with a ``world`` runs against Python's own socket module and against
-the stack (tests.helpers.sockets) and passes only if both behave the same:
-same return values, same exception classes, same errno.
+A case taking ``world`` runs against the kernel and against the stack
+(tests/helpers/sockets.py) and passes only if both behave the same.
 """
 
 from __future__ import annotations

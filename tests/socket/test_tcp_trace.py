@@ -1,8 +1,7 @@
-"""Stream-socket contract, what the trace records about a socket's connection (stack only).
+"""Stream sockets: what the trace records about a socket's connection (stack only).
 
-Each case with a ``world`` runs against Python's own socket module and against
-the stack (tests.helpers.sockets) and passes only if both behave the same:
-same return values, same exception classes, same errno.
+A case taking ``world`` runs against the kernel and against the stack
+(tests/helpers/sockets.py) and passes only if both behave the same.
 """
 
 from __future__ import annotations
@@ -30,14 +29,20 @@ def _wait_state(events, conn_name, to, timeout=5.0):
     raise AssertionError(f"{conn_name} never reached {to}: {_states(events, conn_name)}")
 
 
+def traced_pair(**kw):
+    """Two stacks joined by a memory link, and the trace events each one writes."""
+    a, b = stack.Stack.pair(**kw)
+    ev_a, ev_b = [], []
+    a.trace.subscribe(ev_a.append)
+    b.trace.subscribe(ev_b.append)
+    return a, b, ev_a, ev_b
+
+
 def test_trace_shows_active_and_passive_close():
     from stack.tcp.config import TcpConfig
 
     cfg = TcpConfig(msl=0.2)  # TIME_WAIT lasts 0.4 s
-    a, b = stack.Stack.pair(tcp_config=cfg)
-    ev_a, ev_b = [], []
-    a.trace.subscribe(ev_a.append)
-    b.trace.subscribe(ev_b.append)
+    a, b, ev_a, ev_b = traced_pair(tcp_config=cfg)
     with a, b:
         srv = a.create_server(("192.0.2.1", 0))
         port = srv.getsockname()[1]
@@ -80,10 +85,7 @@ def test_trace_shows_active_and_passive_close():
 
 
 def test_trace_shows_reset_by_linger():
-    a, b = stack.Stack.pair()
-    ev_a, ev_b = [], []
-    a.trace.subscribe(ev_a.append)
-    b.trace.subscribe(ev_b.append)
+    a, b, ev_a, ev_b = traced_pair()
     with a, b:
         srv = a.create_server(("192.0.2.1", 0))
         port = srv.getsockname()[1]
