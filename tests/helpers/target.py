@@ -15,6 +15,7 @@ from scapy.all import IP, Ether, get_if_hwaddr, sendp
 import stack
 from stack.services import parse_service, start_service
 from stack.wire.eth import mac2str
+from tests.helpers.services import expected_bytes
 from tests.helpers.tap import sh, wait_for
 
 US = "192.0.2.2"
@@ -25,10 +26,6 @@ MEMORY_BOUND = 1 << 20   # bytes of Python memory the stack may gain from one ba
 # (curl) leaves one connection in TIME_WAIT for 60 s, holding its buffers and
 # timer; 64 KB was measured to be exceeded by that alone (73,794 bytes once).
 ROUND_SLACK = 192 << 10
-
-
-def expected_bytes(n: int) -> bytes:
-    return (bytes(range(251)) * (n // 251 + 1))[:n]
 
 
 def stack_memory() -> int:

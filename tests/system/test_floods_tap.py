@@ -26,10 +26,11 @@ import pytest
 
 from stack.wire.ipv4 import ip2int
 from tests.helpers.frames import MSS_1460, SYN, ipv4, tcp
+from tests.helpers.services import expected_bytes
 from tests.helpers.tap import sh, wait_for
 
 pytest.importorskip("scapy.all")
-from tests.helpers.target import KERNEL, US, Target, expected_bytes  # noqa: E402
+from tests.helpers.target import KERNEL, US, Target  # noqa: E402
 
 FLOOD = 20_000
 CHUNK = 500
