@@ -219,6 +219,13 @@ class Conversation:
         return getattr(self, state.lower())()
 
 
+def established(config: TcpConfig | None = None, **kw) -> Conversation:
+    """A conversation whose connection was opened actively (``open_active(**kw)``)."""
+    c = Conversation(config)
+    c.established(**kw)
+    return c
+
+
 def to_state(state: str, config: TcpConfig | None = None) -> Conversation:
     """A conversation whose connection (the stack's ISS 1000, the peer's IRS 5000)
     is in ``state``, reached by the builder of that name; nothing left unsent."""
