@@ -20,8 +20,6 @@ from tests.helpers.services import HOST, expected_bytes, upload_answer
 
 
 curl = shutil.which("curl")
-
-
 needs_curl = pytest.mark.skipif(curl is None, reason="curl is not installed")
 
 
