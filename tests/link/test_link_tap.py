@@ -3,7 +3,7 @@
 These tests create TAP devices and put frames on them, so they must never run
 in the machine's own network namespace: run them under scripts/test, or by
 hand with
-``unshare --net -- sh -c 'ip link set lo up; python -m pytest tests/test_link_tap.py -q'``.
+``unshare --net -- sh -c 'ip link set lo up; python -m pytest tests/link/test_link_tap.py -q'``.
 """
 
 from __future__ import annotations
