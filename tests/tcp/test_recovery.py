@@ -68,8 +68,7 @@ def test_sack_recovery_resends_only_the_holes():
     # Third duplicate ACK: recovery, cwnd = ssthresh = 0.7 * flight (CUBIC);
     # the first hole goes again.
     assert ack(c, S(1), (S(5), S(6)), (S(2), S(4))) == [(S(1), MSS)]
-    cc = c.conn.cc
-    assert c.conn.status()["in_recovery"] and cc.cwnd == cc.ssthresh == int(0.7 * 9 * MSS)
+    assert c.conn.status()["in_recovery"] and c.conn.status()["cwnd"] == c.conn.status()["ssthresh"] == int(0.7 * 9 * MSS)
     # pipe = 1 (resent) + 1 (hole 4, not yet lost) + 4 (above the highest SACK):
     # no room. One more SACKed segment makes room: hole 4 goes (NextSeg rule 3).
     assert ack(c, S(1), (S(5), S(7)), (S(2), S(4))) == [(S(4), MSS)]
@@ -111,7 +110,7 @@ def test_sacked_segments_make_room_for_new_data_before_and_during_recovery():
     # Recovery: flight 12 segments, cwnd = 0.7 * 12; the hole goes, then
     # nothing until pipe falls below cwnd.
     assert ack(c, S(0), (S(1), S(4))) == [(S(0), MSS)]
-    cwnd = c.conn.cc.cwnd
+    cwnd = c.conn.status()["cwnd"]
     assert cwnd == int(0.7 * 12 * MSS)
     sent = []
     for top in range(5, 13):
@@ -179,7 +178,7 @@ def test_rto_forgets_sacks_then_go_back_skips_what_is_sacked_again():
     c.run_until(c.conn._rto_at)
     c.expect(f"Flags [.], seq {S(0)}:{S(1)}, ack 5001, win 32768, "
              "options [TS val 400 ecr 2], length 1448")
-    assert not c.conn._sb and c.conn.cc.cwnd == MSS  # RFC 2018 8: SACK info dropped
+    assert not c.conn._sb and c.conn.status()["cwnd"] == MSS  # RFC 2018 8: SACK info dropped
     # The ACK of the resent segment SACKs 2..5: go-back-N sends 1, skips them, sends 5.
     c.now = 0.6
     assert ack(c, S(1), (S(2), S(5))) == [(S(1), MSS), (S(5), MSS)]
@@ -194,16 +193,15 @@ def test_newreno_partial_ack_resends_next_hole_and_stays_in_recovery():
     for _ in range(2):
         assert ack(c, S(0)) == []
     assert ack(c, S(0)) == [(S(0), MSS)]
-    cc = c.conn.cc
     ssthresh = 10 * MSS // 2
-    assert cc.ssthresh == ssthresh and cc.cwnd == ssthresh + 3 * MSS
+    assert c.conn.status()["ssthresh"] == ssthresh and c.conn.status()["cwnd"] == ssthresh + 3 * MSS
     assert ack(c, S(0)) == []  # inflation: + 1 MSS
-    assert cc.cwnd == ssthresh + 4 * MSS
+    assert c.conn.status()["cwnd"] == ssthresh + 4 * MSS
     # Partial ACK: segments 0..2 acknowledged, 3 was lost too.
     c.now = 0.22
     assert ack(c, S(3))[0] == (S(3), MSS)
     assert c.conn.status()["in_recovery"]
-    assert cc.cwnd == ssthresh + 4 * MSS - 3 * MSS + MSS  # deflate by 3, add back one
+    assert c.conn.status()["cwnd"] == ssthresh + 4 * MSS - 3 * MSS + MSS  # deflate by 3, add back one
     assert c.conn._rto_at == c.now + c.conn.rto  # the first partial ACK restarts the timer
     rto_at = c.conn._rto_at
     c.now = 0.25
@@ -211,7 +209,7 @@ def test_newreno_partial_ack_resends_next_hole_and_stays_in_recovery():
     assert c.conn.status()["in_recovery"] and c.conn._rto_at == rto_at  # ...but not the timer
     ack(c, S(10))
     assert not c.conn.status()["in_recovery"]
-    assert cc.cwnd == min(ssthresh, max(c.conn.snd_max - S(10), MSS) + MSS)
+    assert c.conn.status()["cwnd"] == min(ssthresh, max(c.conn.snd_max - S(10), MSS) + MSS)
     assert [r for r, _ in retransmits(c)] == ["fast", "partial", "partial"]
 
 
@@ -222,7 +220,7 @@ def test_reno_partial_ack_ends_recovery():
         ack(c, S(0))
     assert c.conn.status()["in_recovery"]
     assert ack(c, S(3)) == []  # Reno: out of recovery, no retransmission
-    assert not c.conn.status()["in_recovery"] and c.conn.cc.cwnd == c.conn.cc.ssthresh
+    assert not c.conn.status()["in_recovery"] and c.conn.status()["cwnd"] == c.conn.status()["ssthresh"]
 
 
 # ---- congestion control ---------------------------------------------------------------
@@ -231,25 +229,24 @@ def test_reno_partial_ack_ends_recovery():
 def test_slow_start_counts_bytes_up_to_two_segments_per_ack():
     c = sender(segments=40)
     c.now = 0.2
-    cc = c.conn.cc
-    assert cc.cwnd == 10 * MSS
+    assert c.conn.status()["cwnd"] == 10 * MSS
     ack(c, S(2))  # an ACK for two segments (a delayed ACK): + 2 MSS
-    assert cc.cwnd == 12 * MSS
+    assert c.conn.status()["cwnd"] == 12 * MSS
     ack(c, S(5))  # for three: still + 2 MSS (L = 2, RFC 3465)
-    assert cc.cwnd == 14 * MSS
+    assert c.conn.status()["cwnd"] == 14 * MSS
     ack(c, S(5) + 100)  # a part: + what it covers
-    assert cc.cwnd == 14 * MSS + 100
+    assert c.conn.status()["cwnd"] == 14 * MSS + 100
 
 
 def test_cwnd_does_not_grow_when_the_application_does_not_use_it():
     c = sender(segments=1)
     c.now = 0.2
-    cwnd = c.conn.cc.cwnd
+    cwnd = c.conn.status()["cwnd"]
     for i in range(20):
         c.conn.send(b"x" * MSS, c.now)
         c.sent()
         ack(c, S(i + 2))
-    assert c.conn.cc.cwnd == cwnd
+    assert c.conn.status()["cwnd"] == cwnd
 
 
 def test_cwnd_and_rtt_trace_events():
@@ -260,7 +257,8 @@ def test_cwnd_and_rtt_trace_events():
         ack(c, S(2), (S(3), S(top + 2)))
     cw = [e for e in c.events if e["event"] == "cwnd"]
     assert [e["why"] for e in cw] == ["ack", "fast_retransmit"]
-    assert cw[-1]["cwnd"] == c.conn.cc.cwnd and cw[-1]["ssthresh"] == c.conn.cc.ssthresh
+    st = c.conn.status()
+    assert cw[-1]["cwnd"] == st["cwnd"] and cw[-1]["ssthresh"] == st["ssthresh"]
     assert cw[-1]["conn"] == c.conn.name
     rtt = [e for e in c.events if e["event"] == "rtt"]
     assert rtt[-1]["sample"] == pytest.approx(0.1) and {"srtt", "rto"} <= set(rtt[-1])
@@ -273,8 +271,8 @@ def test_congestion_control_chosen_by_config_or_per_connection(name):
     other = "reno" if name != "reno" else "cubic"
     c.conn.cc.ssthresh = 5 * MSS
     c.conn.set_congestion(other)
-    assert c.conn.cc.name == other and c.conn.cc.ssthresh == 5 * MSS
-    assert c.conn.cc.cwnd == 10 * MSS
+    assert c.conn.status()["congestion"] == other and c.conn.status()["ssthresh"] == 5 * MSS
+    assert c.conn.status()["cwnd"] == 10 * MSS
     with pytest.raises(FileNotFoundError):
         c.conn.set_congestion("vegas")
 

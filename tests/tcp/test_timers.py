@@ -117,7 +117,7 @@ def test_go_back_n_after_rto_with_slow_start():
     assert len(c.sent()) == 3  # all lost
     c.run_until(0.4)
     c.expect("Flags [.], seq 1001:2461, ack 5001, win 65535, length 1460")
-    assert c.conn.cc.cwnd == 1460 and c.conn.cc.ssthresh == 2920
+    assert c.conn.status()["cwnd"] == 1460 and c.conn.status()["ssthresh"] == 2920
     c.feed(".", 5001, 2461)
     c.expect("Flags [.], seq 2461:3921, ack 5001, win 65535, length 1460",
              "Flags [P.], seq 3921:5381, ack 5001, win 65535, length 1460")
@@ -151,13 +151,13 @@ def test_fast_retransmit_on_third_duplicate_ack():
     c.expect_nothing()
     c.feed(".", 5001, 2461)
     c.expect("Flags [.], seq 2461:3921, ack 5001, win 65535, length 1460")
-    cc = c.conn.cc
-    assert cc.ssthresh == 2920 and cc.cwnd == 2920 + 3 * 1460  # flight 5840 / 2, + 3 MSS
+    st = c.conn.status()
+    assert st["ssthresh"] == 2920 and st["cwnd"] == 2920 + 3 * 1460  # flight 5840 / 2, + 3 MSS
     assert [e["reason"] for e in c.events if e["event"] == "retransmit"] == ["fast"]
     c.feed(".", 5001, 2461)  # a fourth inflates the window
-    assert cc.cwnd == 2920 + 4 * 1460
+    assert c.conn.status()["cwnd"] == 2920 + 4 * 1460
     c.feed(".", 5001, 8301)  # all acknowledged: recovery ends, cwnd = ssthresh
-    assert cc.cwnd == 2920 and not c.conn.status()["in_recovery"]
+    assert c.conn.status()["cwnd"] == 2920 and not c.conn.status()["in_recovery"]
 
 
 def test_duplicate_ack_rules():
@@ -174,19 +174,18 @@ def test_duplicate_ack_rules():
 
 def test_slow_start_then_congestion_avoidance():
     c = connect_with_rtt(TcpConfig(initial_cwnd=2, congestion="reno"), rtt=0.1)
-    cc = c.conn.cc
-    assert cc.cwnd == 2920
+    assert c.conn.status()["cwnd"] == 2920
     c.conn.send(b"x" * 200000, c.now)
     c.sent()
     c.feed(".", 5001, 2461)
-    assert cc.cwnd == 4380  # one MSS per ACK in slow start
-    cc.ssthresh = cc.cwnd
+    assert c.conn.status()["cwnd"] == 4380  # one MSS per ACK in slow start
+    c.conn.cc.ssthresh = c.conn.status()["cwnd"]  # a write: through the congestion control itself
     c.sent()
     c.feed(".", 5001, 3921)
-    assert cc.cwnd == 4380  # congestion avoidance: one MSS per window of ACKs
+    assert c.conn.status()["cwnd"] == 4380  # congestion avoidance: one MSS per window of ACKs
     c.feed(".", 5001, 5381)
     c.feed(".", 5001, 6841)
-    assert cc.cwnd == 5840
+    assert c.conn.status()["cwnd"] == 5840
 
 
 def test_newreno_partial_ack_retransmits_next_hole():
