@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-import signal
-import subprocess
-import sys
 
-from tests.helpers.tap import sh
+from tests.helpers.tap import kill, sh, stack_up, stop_stack_up
 
 
 def _loss(output: str) -> float:
@@ -108,22 +105,15 @@ def test_pcap_checksums_valid_in_tshark(tap_stack, tmp_path):
 def test_stack_up_command(netns, tmp_path):
     """`stack up` prints the ready line, answers ping, exits 0 on SIGTERM, removes its TAP."""
     trace = tmp_path / "up.jsonl"
-    subprocess.run(["ip", "link", "del", "tapup"], capture_output=True)
-    p = subprocess.Popen([sys.executable, "-m", "stack", "up", "--tap", "tapup",
-                          "--host-address", "192.0.2.1/24", "--address", "192.0.2.2/24",
-                          "--trace", str(trace)],
-                         stderr=subprocess.PIPE, text=True)
+    p = stack_up("tapup", "--address", "192.0.2.2/24", "--trace", str(trace))
     try:
         line = p.stderr.readline()
         assert line.startswith("stack: up"), line
         assert "tap=tapup" in line and "192.0.2.2" in line and "mac=02:53:c0:00:02:02" in line
         sh("ping -c 3 -i 0.1 -W 1 192.0.2.2")
-        p.send_signal(signal.SIGTERM)
-        rest = p.stderr.read()
-        assert p.wait(timeout=10) == 0
+        rest = stop_stack_up(p, timeout=10)
     finally:
-        if p.poll() is None:
-            p.kill()
+        kill(p)
     assert "stack: down" in rest
     assert re.search(r"in\.type8: [3-9]", rest), rest  # counters printed at exit
     assert sh("ip link show tapup", check=False).returncode != 0

@@ -14,7 +14,6 @@ import http.client
 import json
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import threading
 import time
 
 import pytest
-from tests.helpers.tap import sh, wait_for
+from tests.helpers.tap import kill, sh, stack_up, stop_stack_up, wait_for
 
 import stack
 from stack.services import KernelNet, ServiceSpec, parse_service, start_service
@@ -529,11 +528,7 @@ def test_trace_shows_each_connection_life(tap_stack, tmp_path):
 
 def test_stack_up_serves_http_and_echo(netns, tmp_path):
     trace = tmp_path / "up.jsonl"
-    subprocess.run(["ip", "link", "del", "tapweb"], capture_output=True)
-    p = subprocess.Popen([sys.executable, "-m", "stack", "up", "--tap", "tapweb",
-                          "--host-address", "192.0.2.1/24", "--serve", "http:8080",
-                          "--serve", "echo:7", "--trace", str(trace)],
-                         stderr=subprocess.PIPE, text=True)
+    p = stack_up("tapweb", "--serve", "http:8080", "--serve", "echo:7", "--trace", str(trace))
     try:
         line = p.stderr.readline()
         assert line.startswith("stack: up"), line
@@ -542,13 +537,9 @@ def test_stack_up_serves_http_and_echo(netns, tmp_path):
         with socket.create_connection((STACK, 7), timeout=5) as s:
             s.sendall(b"hello echo")
             assert s.recv(100) == b"hello echo"
-        p.send_signal(signal.SIGTERM)
-        rest = p.stderr.read()
-        assert p.wait(timeout=15) == 0, rest
+        rest = stop_stack_up(p)
     finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
+        kill(p)
     assert "stack: down" in rest
     events = [json.loads(ln) for ln in trace.read_text().splitlines()]
     states = [e for e in events if e["event"] == "state"]

@@ -23,7 +23,7 @@ import sys
 import time
 from collections import Counter
 
-from tests.helpers.tap import sh, wait_for
+from tests.helpers.tap import kill, sh, stack_up, stop_stack_up, wait_for
 
 from stack import tracetool
 from stack.services import parse_service, start_service
@@ -223,12 +223,8 @@ def _counters_block(text: str, header: str) -> dict[str, int]:
 def test_stack_up_state_level_capture_and_counters(netns, tmp_path):
     """``stack up --impair --pcap --trace-level state``, with tcpdump on the kernel side."""
     trace, pcap, wire = tmp_path / "up.jsonl", tmp_path / "up.pcap", tmp_path / "wire.pcap"
-    subprocess.run(["ip", "link", "del", "tapsl"], capture_output=True)
-    p = subprocess.Popen([sys.executable, "-m", "stack", "up", "--tap", "tapsl",
-                          "--host-address", "192.0.2.1/24", "--serve", "http:80",
-                          "--impair", "loss=0.05,seed=4", "--pcap", str(pcap),
-                          "--trace", str(trace), "--trace-level", "state"],
-                         stderr=subprocess.PIPE, text=True)
+    p = stack_up("tapsl", "--serve", "http:80", "--impair", "loss=0.05,seed=4",
+                 "--pcap", str(pcap), "--trace", str(trace), "--trace-level", "state")
     dump = None
     try:
         line = p.stderr.readline()
@@ -241,9 +237,7 @@ def test_stack_up_state_level_capture_and_counters(netns, tmp_path):
         time.sleep(0.5)
         p.send_signal(signal.SIGUSR1)
         time.sleep(0.3)
-        p.send_signal(signal.SIGTERM)
-        err = p.stderr.read()
-        assert p.wait(timeout=15) == 0, err
+        err = stop_stack_up(p)
         # The TAP is gone with the stack; tcpdump has written every frame (-U).
         try:
             dump.wait(timeout=5)
@@ -251,9 +245,7 @@ def test_stack_up_state_level_capture_and_counters(netns, tmp_path):
             dump.send_signal(signal.SIGINT)
             dump.wait(timeout=5)
     finally:
-        for proc in (dump, p):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
+        kill(dump, p)
     # Counters: on SIGUSR1 and at exit, grouped by layer, drops by reason.
     assert "stack: counters now (t=" in err and "stack: counters at exit (t=" in err
     final = _counters_block(err, "stack: counters at exit")
@@ -289,22 +281,15 @@ def test_stack_up_state_level_capture_and_counters(netns, tmp_path):
 
 def test_stack_up_trace_layers_keeps_only_those_layers(netns, tmp_path):
     trace = tmp_path / "layers.jsonl"
-    subprocess.run(["ip", "link", "del", "taply"], capture_output=True)
-    p = subprocess.Popen([sys.executable, "-m", "stack", "up", "--tap", "taply",
-                          "--host-address", "192.0.2.1/24", "--serve", "http:80",
-                          "--trace", str(trace), "--trace-layers", "tcp,icmp"],
-                         stderr=subprocess.PIPE, text=True)
+    p = stack_up("taply", "--serve", "http:80", "--trace", str(trace), "--trace-layers", "tcp,icmp")
     try:
         assert p.stderr.readline().startswith("stack: up")
         sh("ping -c 2 -i 0.2 -W 2 192.0.2.2")
         _download(100_000)
         time.sleep(0.3)
-        p.send_signal(signal.SIGTERM)
-        err = p.stderr.read()
-        assert p.wait(timeout=15) == 0, err
+        err = stop_stack_up(p)
     finally:
-        if p.poll() is None:
-            p.kill()
+        kill(p)
     events = [json.loads(ln) for ln in trace.read_text().splitlines()]
     layers = Counter(e["layer"] for e in events)
     assert set(layers) == {"tcp", "icmp"}, layers
