@@ -24,13 +24,12 @@ import tracemalloc
 
 import pytest
 
-from tests.helpers.tap import sh, wait_for
-
 scapy_all = pytest.importorskip("scapy.all")
 from scapy.all import (ARP, ICMP, IP, TCP, Ether, IPerror, IPOption, Raw, TCPerror,  # noqa: E402
                        UDPerror, conf)
 
 from stack.wire.ipv4 import ip2int  # noqa: E402
+from tests.helpers.tap import sh, wait_for  # noqa: E402
 from tests.helpers.target import KERNEL, US, Target, stack_memory  # noqa: E402
 
 conf.verb = 0

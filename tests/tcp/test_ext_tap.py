@@ -14,9 +14,8 @@ import os
 import socket
 import threading
 
-from tests.helpers.tap import sh
-
 from stack.services import parse_service, start_service
+from tests.helpers.tap import sh
 
 STACK = "192.0.2.2"
 HOST = "192.0.2.1"

@@ -21,10 +21,10 @@ import threading
 import time
 
 import pytest
-from tests.helpers.tap import kill, sh, stack_up, stop_stack_up, wait_for
 
 import stack
 from stack.services import KernelNet, ServiceSpec, parse_service, start_service
+from tests.helpers.tap import kill, sh, stack_up, stop_stack_up, wait_for
 
 STACK = "192.0.2.2"
 HOST = "192.0.2.1"

@@ -23,10 +23,9 @@ import sys
 import time
 from collections import Counter
 
-from tests.helpers.tap import kill, sh, stack_up, stop_stack_up, wait_for
-
 from stack import tracetool
 from stack.services import parse_service, start_service
+from tests.helpers.tap import kill, sh, stack_up, stop_stack_up, wait_for
 
 STACK = "192.0.2.2"
 STACK_MAC = bytes.fromhex("0253c0000202")
