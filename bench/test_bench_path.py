@@ -142,3 +142,39 @@ def test_receive_data_segment(benchmark):
     r.next_frame()  # drains the last segment fed (and builds one never fed)
     assert r.received == (r.built - 1) * MSS_DATA > 0
     assert r.net.stats().get("eth.drop.internal_error", 0) == 0
+
+
+class Sender(Receiver):
+    """The same connection, sending: each round the application writes one
+    full segment, which goes out at once; the peer's ACK for it is fed
+    between rounds (not timed), so the windows stay open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent_bytes = 0
+        self.acked = self.ack
+
+    def next_send(self) -> tuple[tuple, dict]:
+        for frame in self.link.take_sent():
+            header, tcp = parse_ipv4(memoryview(frame)[14:])
+            seg = parse_tcp(header.src, header.dst, tcp)
+            self.sent_bytes += len(seg.payload)
+            self.acked = (seg.seq + len(seg.payload)) & 0xFFFFFFFF
+            self.peer_ts = seg.timestamps[0] if seg.timestamps else self.peer_ts
+        self.t += 0.00001
+        self.tsval += 1
+        self.feed(build_tcp(PEER, US, SPORT, DPORT, self.seq, self.acked, ACK, 4000,
+                            timestamps=(self.tsval, self.peer_ts)))
+        self.link.take_sent()
+        return (PAYLOAD, self.t), {}
+
+
+def test_send_data_segment(benchmark):
+    """One 1448-byte write that leaves at once as one segment: conn.send
+    through TCP output, IPv4 and Ethernet to the link."""
+    benchmark.group = "send path"
+    s = Sender()
+    n = benchmark.pedantic(s.conn.send, setup=s.next_send, rounds=ROUNDS, warmup_rounds=100)
+    assert n == MSS_DATA
+    s.next_send()
+    assert s.sent_bytes == (ROUNDS + 100) * MSS_DATA

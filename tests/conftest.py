@@ -1,9 +1,14 @@
-"""Test fixtures. Every TAP a test creates lives in a private network namespace.
+"""Test fixtures, reachable from every folder. Every TAP a test creates lives in a
+private network namespace.
 
 ``scripts/test`` runs pytest under ``unshare --net``; when pytest is started
 any other way as root, this module moves the test process into a fresh
 network namespace itself (before any thread exists), so no frame a test
 sends can reach a real network.
+
+Tests that need root, a TAP or the kernel's network tools get the ``tap``
+marker here, automatically (see ``pytest_collection_modifyitems``), so that
+``pytest -m "not tap"`` as an ordinary user runs everything else.
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import ctypes
 import itertools
 import os
 import subprocess
-import time
 
 import pytest
 
@@ -36,14 +40,6 @@ if os.geteuid() == 0 and not _private_netns():
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
 _tap_ids = itertools.count()
-
-
-def sh(cmd: str, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a shell command in the test namespace and return its result."""
-    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"{cmd!r} exited {r.returncode}\nstdout:{r.stdout}\nstderr:{r.stderr}")
-    return r
 
 
 @pytest.fixture
@@ -84,11 +80,14 @@ def tap_stack(netns, tmp_path):
     subprocess.run(["ip", "neigh", "flush", "all"], capture_output=True)
 
 
-def wait_for(pred, timeout: float = 5.0, interval: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(interval)
-    return pred()
+# Fixtures that only work as root in the private namespace: a test using one
+# (directly or through another fixture) is a TAP test.
+TAP_FIXTURES = {"netns", "tap_stack"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark as ``tap`` every test that needs root: every test in a ``*_tap.py``
+    module and every test that uses a fixture from ``TAP_FIXTURES``."""
+    for item in items:
+        if item.path.name.endswith("_tap.py") or TAP_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.tap)
