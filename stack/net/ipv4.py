@@ -93,7 +93,7 @@ class Ipv4Layer:
         ttl = self.default_ttl if ttl is None else ttl
         src = src or self.address
         if total <= self.mtu or (proto == 6 and total <= self.tcp_gso_max):
-            self.trace.count("ip", "packets_out")
+            self.trace.counters["ip.packets_out"] += 1  # (per packet: no key formatting)
             self.eth.send_ipv4(hop, _header(total, ident, FLAG_DF if df else 0, ttl, proto, src,
                                             dst, tos) + payload, now, broadcast)
             return
@@ -152,7 +152,7 @@ class Ipv4Layer:
             # 0.0.0.0 is a source only for broadcasts (RFC 1122 3.2.1.3).
             self.trace.drop("ip", "martian_source", src=int2ip(h.src))
             return
-        self.trace.count("ip", "packets_in")
+        self.trace.counters["ip.packets_in"] += 1
         if h.mf or h.frag_offset:
             done = self.reassembler.add(h, payload, now)
             if done is None:
@@ -188,8 +188,5 @@ class Ipv4Layer:
 
 def _header(total: int, ident: int, frag: int, ttl: int, proto: int, src: int, dst: int,
             tos: int = 0) -> bytes:
-    head = bytearray(IPV4_HEADER.pack(0x45, tos, total, ident, frag, ttl, proto, 0, src, dst))
-    csum = checksum(head)
-    head[10] = csum >> 8
-    head[11] = csum & 0xFF
-    return bytes(head)
+    csum = checksum(IPV4_HEADER.pack(0x45, tos, total, ident, frag, ttl, proto, 0, src, dst))
+    return IPV4_HEADER.pack(0x45, tos, total, ident, frag, ttl, proto, csum, src, dst)

@@ -40,15 +40,14 @@ def predicted(conn: TcpConnection, seg: TcpSegment, now: float) -> bool:
     payload = seg.payload
     n = len(payload)
     if n:
-        if (ack != snd.snd_una or not rcv.in_order() or conn.user_closed
-                or seg.window << snd.wscale != snd.snd_wnd or n > rcv.window()):
+        if (ack != snd.snd_una or rcv.ooo is not None or rcv.ooo_fin is not None
+                or conn.user_closed or seg.window << snd.wscale != snd.snd_wnd
+                or n > seq_diff(rcv.rcv_adv, rcv.rcv_nxt)):
             return False
     elif not seq_between(ack, snd.snd_una, snd.snd_max):
         return False
-    if ts is not None and ts_ok:
-        rcv.update_ts_recent(ts[0], seg.seq, now)
+    rcv.fast_path(payload, ts[0] if ts is not None and ts_ok else None, now)
     if n:
-        rcv.fast_path_data(payload)
         snd.fast_path_data(seg)
     else:
         snd.peer_alive()

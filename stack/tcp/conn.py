@@ -115,10 +115,6 @@ class TcpConnection(Endpoint):
         return self.state in SYNCHRONIZED
 
     @property
-    def segment_max(self) -> int | None:
-        return self.layer.segment_max
-
-    @property
     def readable(self) -> bool:
         """recv() would return data, EOF or an error without waiting."""
         return (bool(self.receiver.buf) or self.receiver.fin_received or self.error is not None
@@ -227,8 +223,8 @@ class TcpConnection(Endpoint):
         raddr, rport = self.remote
         emit = self.layer.emitter.send
         if syn:
-            emit(laddr, lport, raddr, rport, seq, ack, flags, win, payload,
-                 syn=hs.offers(flags, now), name=self.name)
+            emit(laddr, lport, raddr, rport, seq, ack, flags, win, payload, hs.offers(flags, now),
+                 None, None, self.name)
             return
         ts = None
         room = 36
@@ -240,8 +236,8 @@ class TcpConnection(Endpoint):
             if payload:
                 room = min(room, hs.mss_wire - (36 - room) - len(payload) - 4)
             blocks = rcv.sack_blocks(room >> 3)
-        emit(laddr, lport, raddr, rport, seq, ack, flags, win, payload, ts=ts, sack=blocks,
-             name=self.name)
+        emit(laddr, lport, raddr, rport, seq, ack, flags, win, payload, None, ts, blocks,
+             self.name)
 
     def send_ack(self, now: float) -> None:
         self.transmit(self.sender.snd_max, ACK, b"", now)

@@ -47,16 +47,18 @@ class Emitter:
         self.trace = trace
 
     def send(self, laddr: int, lport: int, raddr: int, rport: int, seq: int, ack: int,
-             flags: int, win: int, payload: bytes | memoryview = b"", *,
+             flags: int, win: int, payload: bytes | memoryview = b"",
              syn: SynOffers | None = None, ts: tuple[int, int] | None = None,
              sack: list[tuple[int, int]] | None = None, name: str | None = None,
-             **extra: object) -> None:
+             cookie: bool = False) -> None:
         """One segment from ``(laddr, lport)`` to ``(raddr, rport)``.
 
         ``syn``: the options of a SYN (then ``ts`` and ``sack`` are not
         used); otherwise ``ts`` is the (TSval, TSecr) pair and ``sack`` the
-        SACK blocks, when the segment carries them. ``name`` and ``extra``
-        go into the trace event."""
+        SACK blocks, when the segment carries them. ``name`` (the
+        connection's) and ``cookie`` (a SYN cookie answer) are for the trace.
+        Positional arguments only on the hot path: the connection calls
+        this for every segment."""
         if syn is not None:
             options = build_options(*syn)
         elif ts is not None:
@@ -77,9 +79,10 @@ class Emitter:
             # handle that like any loss (connect() checks the route first).
             trace.drop("tcp", "unroutable", dst=int2ip(raddr), error=e.errno)
             return
-        trace.count("tcp", "out_segs")
+        counters = trace.counters  # (per segment: no key formatting)
+        counters["tcp.out_segs"] += 1
         if flags & RST:
-            trace.count("tcp", "out_rsts")
+            counters["tcp.out_rsts"] += 1
         if trace.on and trace.wants("tcp", "seg"):
             if syn is not None:
                 opts = syn_options_list(*syn)
@@ -89,4 +92,4 @@ class Emitter:
                     opts.append("sack " + " ".join(f"{a}:{b}" for a, b in sack))
             trace.event("tcp", "seg", conn=name or conn_name(laddr, lport, raddr, rport),
                         dir="out", flags=flags_str(flags), seq=seq, ack=ack, win=win,
-                        len=len(payload), options=opts, **extra)
+                        len=len(payload), options=opts, **({"cookie": True} if cookie else {}))

@@ -92,7 +92,7 @@ class TcpLayer:
             # No route back: nothing we answer could leave, so keep no state for it.
             trace.drop("tcp", "unroutable", src=int2ip(src))
             return
-        trace.count("tcp", "in_segs")
+        trace.counters["tcp.in_segs"] += 1  # (per segment: no key formatting)
         try:
             seg = parse_tcp(src, dst, segment)
         except WireError as e:

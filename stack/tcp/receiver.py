@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from stack.native import Reassembly
 from stack.tcp import timers as T
+from stack.tcp.timers import DELACK
 from stack.tcp.seq import seq_add, seq_diff, seq_le, seq_lt
 
 if TYPE_CHECKING:
@@ -79,23 +80,26 @@ class Receiver:
         w = seq_diff(self.rcv_adv, self.rcv_nxt)
         return w if w > 0 else 0
 
-    def in_order(self) -> bool:
-        """Nothing waits out of order (header prediction's condition)."""
-        return self.ooo is None and self.ooo_fin is None
-
     def request_ack(self) -> None:
         """ACK at the end of this segment's processing."""
         self.ack_now = True
 
     # ---- text (RFC 9293 3.10.7.4, seventh step) -------------------------------------
 
-    def fast_path_data(self, payload: memoryview | bytes) -> None:
-        """Header prediction's data segment: in order, in the window, nothing queued."""
+    def fast_path(self, payload: memoryview | bytes, tsval: int | None, now: float) -> None:
+        """Header prediction's segment: in order, in the window, nothing
+        queued, its timestamp (if any) not older than TS.Recent. TS.Recent
+        takes it when our last ACK acknowledged up to here (R3)."""
+        if tsval is not None and self.rcv_nxt == self.last_ack_sent:
+            self.ts_recent = tsval
+            self.ts_recent_age = now
+        n = len(payload)
+        if not n:
+            return
         buf = self.buf
         if not buf:
             self.conn.changed()
         buf += payload
-        n = len(payload)
         self.rcv_nxt = seq_add(self.rcv_nxt, n)
         self.unacked += n
         if n > self.mss:
@@ -235,7 +239,8 @@ class Receiver:
         nxt = self.rcv_nxt
         self.unacked = 0
         self.ack_now = False
-        self.timers.stop(T.DELACK)
+        if self.timers.at[DELACK] is not None:
+            self.timers.stop(DELACK)
         self.last_ack_sent = nxt
         if syn:
             return nxt, self.syn_window()
@@ -260,7 +265,8 @@ class Receiver:
         limit = 65535 << self.wscale
         if free > limit:
             free = limit
-        return free, self.window()
+        cur = seq_diff(self.rcv_adv, self.rcv_nxt)
+        return free, (cur if cur > 0 else 0)
 
     def window_update_due(self) -> bool:
         """After the user read: has the window grown enough to announce?"""

@@ -17,6 +17,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from stack.tcp import timers as T
+from stack.tcp.timers import RTO
 from stack.tcp.emit import tsval
 from stack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_lt, seq_offset
 from stack.tcp.states import SENDING
@@ -135,7 +136,10 @@ class Sender:
         if self.conn.state not in SENDING or not self.buf and not self.fin_pending:
             return  # (nothing to send or resend)
         rec = self.rec
-        if rec.sack_recovering():
+        sb = rec.sb
+        if sb is None:
+            self.send_data(now, force, 0)
+        elif rec.in_recovery:
             rec.sack_output(now, force)
         else:
             self.send_data(now, force, -rec.sacked_below(seq_diff(self.snd_nxt, self.snd_una)))
@@ -148,14 +152,14 @@ class Sender:
         hs = self.hs
         mss = hs.mss
         seg_max = mss
-        tso = self.conn.segment_max
+        tso = self.conn.layer.segment_max
         if tso is not None and tso > hs.mss_wire + 20:
             # The link cuts segments (TSO): hand it whole MSS multiples.
             k = (tso - 20 - (hs.mss_wire - mss)) // mss
             if k > 1:
                 seg_max = k * mss
         rec = self.rec
-        sacked = rec.has_sacked()
+        sacked = rec.sb is not None and bool(rec.sb.ranges)
         una = self.snd_una
         data_seq = self.data_seq
         nbuf = len(buf)
@@ -166,8 +170,8 @@ class Sender:
         xmit = self.conn.transmit
         total = 0
         remaining = 0
+        behind = seq_lt(nxt, snd_max)  # going back after an RTO
         while True:
-            behind = seq_lt(nxt, snd_max)  # going back after an RTO
             limit = 0  # where a SACKed range cuts a go-back-N segment short
             if sacked and behind:
                 # Skip what the receiver reported holding since the RTO
@@ -178,6 +182,7 @@ class Sender:
                     end = seq_add(una, skip)
                     nxt = self.snd_nxt = end if seq_lt(end, snd_max) else snd_max
                     adj = -rec.sacked_below(seq_diff(nxt, una))
+                    behind = nxt != snd_max
                     continue
             off = seq_diff(nxt, data_seq)
             remaining = nbuf - off
@@ -215,14 +220,19 @@ class Sender:
                 total += n
                 if behind:
                     self.conn.count_retransmit("rto", nxt, n)
-                else:
+                elif self.rtt.timed_seq is None:
                     self.rtt.time(end, now)
                 nxt = self.snd_nxt = end
-                if seq_gt(end, snd_max):
+                if not behind:  # (then nxt was snd_max)
                     snd_max = self.snd_max = end
+                else:
+                    if seq_gt(end, snd_max):
+                        snd_max = self.snd_max = end
+                    behind = seq_lt(nxt, snd_max)
                 if n % mss:
                     self.sml = end  # (a TSO segment's short tail counts too)
-                self.timers.start_if_idle(T.RTO, now + self.rtt.rto)
+                if self.timers.at[RTO] is None:
+                    self.timers.start(RTO, now + self.rtt.rto)
                 if fin:
                     break
                 continue
@@ -340,7 +350,9 @@ class Sender:
         win = seg.window << self.wscale
         prior_flight = 0
         if acked > 0:
-            prior_flight = self.rec.advance(acked, seq_diff(self.snd_nxt, una))
+            prior_flight = seq_diff(self.snd_nxt, una)
+            if self.rec.sb is not None:
+                prior_flight = self.rec.advance(acked, prior_flight)
             self.snd_una = ack
             if seq_gt(ack, self.snd_nxt):
                 self.snd_nxt = ack
@@ -357,7 +369,9 @@ class Sender:
                     if not before_w and self.bufsize - len(buf) >= lowat:
                         self.conn.changed()
             rtt = self.rtt
-            if not rtt.acked(ack, now) and rtt.karn and self.hs.ts_ok:
+            if rtt.timed_seq is not None and rtt.acked(ack, now):
+                pass
+            elif rtt.karn and self.hs.ts_ok:
                 # Since a retransmission only TSecr can tell which copy was
                 # acknowledged (RFC 7323 4.1): a sample from it, in its ms
                 # ticks, per ACK of new data (TSecr 0: nothing echoed).

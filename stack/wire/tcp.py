@@ -292,12 +292,17 @@ def build_tcp(src_ip: int, dst_ip: int, src_port: int, dst_port: int, seq: int, 
             options = build_options(mss, wscale, sack_perm, timestamps, sack)
     hlen = HEADER_LEN + len(options)
     total = hlen + len(payload)
-    hdr = _HDR.pack(src_port, dst_port, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, (hlen // 4) << 4,
-                    flags, window, 0, urgent) + options
-    s = pseudo_sum(src_ip, dst_ip, total)
+    seq &= 0xFFFFFFFF
+    ack &= 0xFFFFFFFF
+    off = (hlen // 4) << 4
+    # The pseudo-header's sum (pseudo_sum, inline: this runs for every segment).
+    s = ((src_ip >> 16) + (src_ip & 0xFFFF) + (dst_ip >> 16) + (dst_ip & 0xFFFF)
+         + PROTO_TCP + total)
     if payload:
         s = csum_partial(payload, s)
-    csum = (~csum_partial(hdr, s)) & 0xFFFF
     # Odd-length headers cannot happen (a multiple of 4), so the payload's
     # word alignment is unchanged by summing it separately.
-    return b"".join((hdr[:16], _U16.pack(csum), hdr[18:], payload))
+    csum = (~csum_partial(_HDR.pack(src_port, dst_port, seq, ack, off, flags, window, 0, urgent)
+                          + options, s)) & 0xFFFF
+    return b"".join((_HDR.pack(src_port, dst_port, seq, ack, off, flags, window, csum, urgent),
+                     options, payload))
