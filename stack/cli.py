@@ -110,9 +110,11 @@ def cmd_up(args) -> int:
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGUSR1, lambda *_: _print_counters(net, "now"))
         seed = getattr(net.link, "seed", None)
-        inner = net.link
-        while seed is None and getattr(inner, "inner", None) is not None:
-            inner = inner.inner
+        inner: object = net.link
+        while seed is None:  # the impairing wrapper may sit under others
+            inner = getattr(inner, "inner", None)
+            if inner is None:
+                break
             seed = getattr(inner, "seed", None)
         extra = f" impair={args.impair} seed={seed}" if args.impair else ""
         served = f" serve={','.join(args.serve)}" if args.serve else ""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from typing import IO, Callable, Iterable
+from typing import IO, Callable, Iterable, overload
 
 LAYERS = ("link", "eth", "arp", "ip", "icmp", "udp", "tcp", "socket")
 LEVELS = ("all", "state")
@@ -36,6 +36,10 @@ STATE_EVENTS = frozenset({"state", "drop", "retransmit", "up", "down", "impair"}
 _encode = json.JSONEncoder(default=str).encode
 
 
+@overload
+def parse_layers(text: str | Iterable[str]) -> frozenset[str]: ...
+@overload
+def parse_layers(text: None) -> None: ...
 def parse_layers(text: str | Iterable[str] | None) -> frozenset[str] | None:
     """``"tcp,ip"`` (or an iterable of names) as a set of layers; None for all.
 
