@@ -19,6 +19,7 @@ import io
 import os
 import socket as _socket
 import threading
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Callable
 
 from stack.net.udp import UdpEndpoint
@@ -154,7 +155,9 @@ class Socket:
         self.type = type
         self.proto = proto or (IPPROTO_TCP if type == SOCK_STREAM else IPPROTO_UDP)
         self._timeout: float | None = _socket.getdefaulttimeout()
-        self._cond = threading.Condition(net.lock)
+        # typeshed lists only threading's own locks; Condition works with any
+        # lock object, and the runtime's StackLock has the hooks it uses.
+        self._cond = threading.Condition(net.lock)  # type: ignore[arg-type]
         self._closed = False
         self._ready: _Readiness | None = None
         self._opts: dict[tuple[int, int], int] = {
@@ -222,7 +225,8 @@ class Socket:
         if self._closed:
             raise error(errno.EBADF)
 
-    def _wait(self, ready: Callable[[], bool], op_timeout: float | None = ...) -> None:
+    def _wait(self, ready: Callable[[], bool],
+              op_timeout: float | None | EllipsisType = ...) -> None:
         """Wait (lock held) until ``ready()``; raise BlockingIOError / TimeoutError."""
         timeout = self._timeout if op_timeout is ... else op_timeout
         if ready():
@@ -632,8 +636,10 @@ class Socket:
             buffer = io.BufferedWriter(raw, buffering)
         if "b" in mode:
             return buffer
-        text = io.TextIOWrapper(buffer, encoding, errors, newline)
-        text.mode = mode
+        # typeshed wants a buffer with a ``name`` (BufferedRWPair has none) and
+        # calls ``mode`` read-only; CPython's socket.makefile does both too.
+        text = io.TextIOWrapper(buffer, encoding, errors, newline)  # type: ignore[type-var]
+        text.mode = mode  # type: ignore[misc]
         return text
 
     def _decref_socketios(self) -> None:
