@@ -27,6 +27,7 @@ from stack.wire.ipv4 import int2ip, ip2int
 
 if TYPE_CHECKING:
     from stack.runtime import Stack
+    from stack.tcp import Listener, TcpConnection
 
 AF_INET = _socket.AF_INET
 SOCK_STREAM = _socket.SOCK_STREAM
@@ -176,8 +177,8 @@ class Socket:
         else:
             self._udp = None
         # Stream state (see stack.socket_stream for the methods that use it).
-        self._conn = None
-        self._listener = None
+        self._conn: TcpConnection | None = None
+        self._listener: Listener | None = None
         self._bound: tuple[int, int] | None = None
         self._shut_rd = False
         self._error_taken = False  # a connection's error is raised once, then EOF

@@ -21,10 +21,10 @@ from stack.socket import (
 from stack.tcp.states import CLOSED, SYN_SENT
 
 if TYPE_CHECKING:
-    from stack.tcp.conn import TcpConnection
+    from stack.tcp import TcpConnection, TcpLayer
 
 
-def _tcp(sock: Socket):
+def _tcp(sock: Socket) -> TcpLayer:
     tcp = sock._net.tcp
     if tcp is None:  # pragma: no cover - TCP is always built
         raise error(errno.EPROTONOSUPPORT)
