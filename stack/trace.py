@@ -135,7 +135,7 @@ class Trace:
             return False
         return self.level == "all" or event in STATE_EVENTS
 
-    def event(self, layer: str, event: str, **fields) -> None:
+    def event(self, layer: str, event: str, **fields: object) -> None:
         if not self.on:
             return
         wanted = self._wanted
@@ -160,7 +160,7 @@ class Trace:
     def count(self, layer: str, name: str, n: int = 1) -> None:
         self.counters[f"{layer}.{name}"] += n
 
-    def drop(self, layer: str, reason: str, **fields) -> None:
+    def drop(self, layer: str, reason: str, **fields: object) -> None:
         """Count a dropped frame or segment and trace it."""
         self.counters[f"{layer}.drop.{reason}"] += 1
         if self.on:
@@ -205,7 +205,7 @@ def group_counters(counters: dict[str, int]) -> dict[str, tuple[dict[str, int], 
 _HEAD = ("t", "layer", "event")
 
 
-def _value(v) -> str:
+def _value(v: object) -> str:
     if isinstance(v, (list, tuple)):
         return ",".join(str(x) for x in v)
     return str(v)
