@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from stack.services import http, simple
 
@@ -137,6 +137,35 @@ class ClientSocket(Protocol):
     def close(self) -> None: ...
 
 
+class ListeningSocket(Protocol):
+    """What a TCP service uses of its listening socket."""
+
+    def settimeout(self, value: float | None, /) -> None: ...
+    def getsockname(self) -> Any: ...
+    def accept(self) -> tuple[ClientSocket, Any]: ...
+    def close(self) -> None: ...
+
+
+class DatagramSocket(Protocol):
+    """What a UDP service uses of its socket."""
+
+    def bind(self, address: tuple[str, int], /) -> None: ...
+    def settimeout(self, value: float | None, /) -> None: ...
+    def getsockname(self) -> Any: ...
+    def recvfrom(self, bufsize: int, /) -> tuple[bytes, Any]: ...
+    def sendto(self, data: bytes, address: Any, /) -> int: ...
+    def close(self) -> None: ...
+
+
+class Net(Protocol):
+    """The two calls services make on ``net``: the stack (``stack.Stack``)
+    and :class:`KernelNet` (the class itself) both provide them."""
+
+    def create_server(self, address: tuple[str, int], *, backlog: int | None = ...
+                      ) -> ListeningSocket: ...
+    def socket(self, family: int, type: int, /) -> DatagramSocket: ...
+
+
 class Stopped(Exception):
     """A client connection ends: the service is closing or the peer idled out."""
 
@@ -220,7 +249,7 @@ class Service:
     def closed(self) -> bool:
         return self._stop.is_set()
 
-    def _spawn(self, target: Callable, *args, name: str) -> threading.Thread:
+    def _spawn(self, target: Callable[..., object], *args: object, name: str) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
         return thread
@@ -246,7 +275,7 @@ class Service:
     def __enter__(self) -> Service:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -259,7 +288,7 @@ class TcpService(Service):
 
     def __init__(
         self,
-        net,
+        net: Net,
         spec: ServiceSpec,
         address: str,
         handler: Callable[[Connection], None],
@@ -361,7 +390,7 @@ class UdpService(Service):
     send back to the sender, or None for no reply."""
 
     def __init__(
-        self, net, spec: ServiceSpec, address: str, respond: Callable[[bytes], bytes | None]
+        self, net: Net, spec: ServiceSpec, address: str, respond: Callable[[bytes], bytes | None]
     ) -> None:
         super().__init__(spec, address)
         self._respond = respond
@@ -403,7 +432,7 @@ class UdpService(Service):
 
 
 def start_service(
-    net,
+    net: Net,
     spec: ServiceSpec | str,
     address: str = "0.0.0.0",
     *,

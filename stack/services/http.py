@@ -127,7 +127,8 @@ class Response:
             self.file.close()
 
 
-def _small(status: int, content_type: str, body: bytes, headers=()) -> Response:
+def _small(status: int, content_type: str, body: bytes,
+           headers: tuple[tuple[str, str], ...] = ()) -> Response:
     return Response(status, content_type, len(body), body=body, headers=headers)
 
 
