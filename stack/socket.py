@@ -20,12 +20,14 @@ import os
 import socket as _socket
 import threading
 from types import EllipsisType
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, overload
 
 from stack.net.udp import UdpEndpoint
 from stack.wire.ipv4 import int2ip, ip2int
 
 if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
     from stack.runtime import Stack
     from stack.tcp import Listener, TcpConnection
 
@@ -210,7 +212,7 @@ class Socket:
 
         return socket_stream.writable(self)
 
-    def _note(self, call: str, **fields) -> None:
+    def _note(self, call: str, **fields: object) -> None:
         """Trace a user call on this socket (layer ``socket``)."""
         trace = self._net.trace
         if trace.wants("socket", call):
@@ -467,7 +469,7 @@ class Socket:
     def __enter__(self) -> "Socket":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -477,7 +479,11 @@ class Socket:
 
     # -- datagrams ---------------------------------------------------------------
 
-    def sendto(self, data, flags_or_address, address=None) -> int:
+    @overload
+    def sendto(self, data: ReadableBuffer, address: tuple[str, int], /) -> int: ...
+    @overload
+    def sendto(self, data: ReadableBuffer, flags: int, address: tuple[str, int], /) -> int: ...
+    def sendto(self, data: ReadableBuffer, flags_or_address: Any, address: Any = None) -> int:
         self._check_open()
         if address is None:
             address, flags = flags_or_address, 0
@@ -501,7 +507,7 @@ class Socket:
         if code:
             raise error(code)
 
-    def send(self, data, flags: int = 0) -> int:
+    def send(self, data: ReadableBuffer, flags: int = 0) -> int:
         self._check_open()
         if self._udp is not None:
             with self._net.lock:
@@ -516,7 +522,7 @@ class Socket:
 
         return socket_stream.send(self, data, flags)
 
-    def sendall(self, data, flags: int = 0) -> None:
+    def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
         self._check_open()
         if self._udp is not None:
             self.send(data, flags)
@@ -552,7 +558,8 @@ class Socket:
             return socket_stream.recv(self, bufsize, flags)
         return self.recvfrom(bufsize, flags)[0]
 
-    def recvfrom_into(self, buffer, nbytes: int = 0, flags: int = 0) -> tuple[int, tuple[str, int]]:
+    def recvfrom_into(self, buffer: WriteableBuffer, nbytes: int = 0,
+                      flags: int = 0) -> tuple[int, tuple[str, int]]:
         mv = memoryview(buffer).cast("B")
         n = nbytes or len(mv)
         if n > len(mv):
@@ -561,7 +568,7 @@ class Socket:
         mv[:len(data)] = data
         return len(data), addr
 
-    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
         mv = memoryview(buffer).cast("B")
         n = nbytes or len(mv)
         if n > len(mv):
@@ -610,9 +617,11 @@ class Socket:
         self._note("shutdown", how={SHUT_RD: "SHUT_RD", SHUT_WR: "SHUT_WR"}.get(how, "SHUT_RDWR"))
         socket_stream.shutdown(self, how)
 
-    def makefile(self, mode: str = "r", buffering: int | None = None, *, encoding=None,
-                 errors=None, newline=None):
-        """A file object over the socket, like ``socket.socket.makefile``."""
+    def makefile(self, mode: str = "r", buffering: int | None = None, *,
+                 encoding: str | None = None, errors: str | None = None,
+                 newline: str | None = None) -> Any:
+        """A file object over the socket, like ``socket.socket.makefile``: raw,
+        buffered or text by ``mode`` and ``buffering``."""
         if not set(mode) <= {"r", "w", "b"}:
             raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
         writing = "w" in mode
@@ -661,14 +670,14 @@ class SocketIO(io.RawIOBase):
         self._writing = "w" in mode
         self.mode = mode + "b"
 
-    def readinto(self, b) -> int | None:
+    def readinto(self, b: WriteableBuffer) -> int | None:
         self._checkClosed()
         try:
             return self._sock.recv_into(b)
         except BlockingIOError:
             return None
 
-    def write(self, b) -> int | None:
+    def write(self, b: ReadableBuffer) -> int | None:
         self._checkClosed()
         try:
             return self._sock.send(b)
@@ -694,7 +703,9 @@ class SocketIO(io.RawIOBase):
         self._sock._decref_socketios()
 
 
-def create_connection(net: "Stack", address, timeout=..., source_address=None) -> Socket:
+def create_connection(net: Stack, address: tuple[str, int],
+                      timeout: float | None | EllipsisType = ...,
+                      source_address: tuple[str, int] | None = None) -> Socket:
     """Like ``socket.create_connection`` on the stack (IPv4 literals only)."""
     s = Socket(net, AF_INET, SOCK_STREAM)
     try:
@@ -709,7 +720,8 @@ def create_connection(net: "Stack", address, timeout=..., source_address=None) -
     return s
 
 
-def create_server(net: "Stack", address, *, backlog: int | None = None) -> Socket:
+def create_server(net: Stack, address: tuple[str, int], *,
+                  backlog: int | None = None) -> Socket:
     """Like ``socket.create_server``: bound, listening, SO_REUSEADDR set."""
     s = Socket(net, AF_INET, SOCK_STREAM)
     try:
