@@ -7,8 +7,13 @@ import fails (``stack._native`` not built).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from stack._native import ffi as _ffi
 from stack._native import lib as _lib
+
+if TYPE_CHECKING:
+    from stack.native_py import BytesLike
 
 __all__ = ["Reassembly", "checksum", "csum_partial"]
 
@@ -38,7 +43,7 @@ _bytes = bytes
 LIMIT = 1 << 62
 
 
-def csum_partial(data, initial: int = 0) -> int:
+def csum_partial(data: BytesLike, initial: int = 0) -> int:
     """16-bit ones-complement sum of big-endian words of ``data`` plus ``initial``.
 
     An odd trailing byte is padded with a zero byte. The result is folded to
@@ -50,7 +55,7 @@ def csum_partial(data, initial: int = 0) -> int:
     return _csum(buf, len(buf), initial)
 
 
-def checksum(data, initial: int = 0) -> int:
+def checksum(data: BytesLike, initial: int = 0) -> int:
     """The Internet checksum (RFC 1071) of ``data``, starting from ``initial``."""
     if type(data) is _bytes:
         return _csum(data, len(data), initial) ^ 0xFFFF
@@ -87,7 +92,7 @@ class Reassembly:
             end = offset + length
             return length > 0 and any(s < end and offset < e for s, e in self.ranges())
 
-    def insert(self, offset: int, data) -> int:
+    def insert(self, offset: int, data: BytesLike) -> int:
         buf = data if type(data) is _bytes else _from_buffer(data)
         try:
             got = _insert(self._r, offset, buf, len(buf))

@@ -6,12 +6,18 @@ import argparse
 import signal
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from stack import native
 from stack.trace import LAYERS, Trace, group_counters, parse_layers
 
+if TYPE_CHECKING:
+    from stack.runtime import Stack
 
-def _up_parser(sub) -> None:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def _up_parser(sub: Subparsers) -> None:
     p = sub.add_parser("up", help="run the stack as a host on a TAP link")
     p.add_argument("--tap", default="tap0", help="TAP device (opened if it exists, else created)")
     p.add_argument("--address", default="192.0.2.2/24", help="the stack's IPv4 address/prefix")
@@ -44,7 +50,7 @@ def _layers(text: str) -> frozenset[str]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _trace_parser(sub) -> None:
+def _trace_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
         "trace", help="per-connection timelines, ladder charts and plots from a jsonl trace",
         description="Read a jsonl trace (stack up --trace FILE) and print, per TCP connection, "
@@ -70,12 +76,12 @@ def format_counters(counters: dict[str, int]) -> str:
     return "\n".join(lines) if lines else "(no counters)"
 
 
-def _print_counters(net, when: str) -> None:
+def _print_counters(net: Stack, when: str) -> None:
     print(f"stack: counters {when} (t={net.clock() - net.started:.3f}s)", file=sys.stderr)
     print(format_counters(net.stats()), file=sys.stderr, flush=True)
 
 
-def _open_trace(args) -> Trace | None:
+def _open_trace(args: argparse.Namespace) -> Trace | None:
     """The Trace ``stack up`` writes (None without --trace); raises OSError."""
     if not args.trace:
         return None
@@ -83,7 +89,7 @@ def _open_trace(args) -> Trace | None:
     return Trace(sink, args.trace_format, level=args.trace_level, layers=args.trace_layers)
 
 
-def cmd_up(args) -> int:
+def cmd_up(args: argparse.Namespace) -> int:
     from stack.runtime import Stack
     from stack.services import parse_service, start_service
 
@@ -129,7 +135,7 @@ def _mac(mac: bytes) -> str:
     return ":".join(f"{b:02x}" for b in mac)
 
 
-def cmd_trace(args) -> int:
+def cmd_trace(args: argparse.Namespace) -> int:
     from stack import tracetool
 
     return tracetool.main(args)

@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 try:  # pragma: no cover - which branch runs depends on the build
-    from stack._native_impl import Reassembly, checksum, csum_partial  # type: ignore
+    from stack._native_impl import Reassembly, checksum, csum_partial
 
     IMPL = "c"
 except ImportError:  # pragma: no cover
-    from stack.native_py import Reassembly, checksum, csum_partial
+    # The names are typed by the first import. The two Reassembly classes share
+    # one interface but are distinct classes, which mypy cannot unify here.
+    from stack.native_py import Reassembly, checksum, csum_partial  # type: ignore[assignment]
 
     IMPL = "python"
 

@@ -13,8 +13,12 @@ _BIG = sys.byteorder == "big"
 # Largest capacity or max_holes accepted (the C twin keeps offsets in int64_t).
 LIMIT = 1 << 62
 
+# What the checksum and reassembly functions read: any of these (the C twin
+# takes the same through cffi's from_buffer).
+BytesLike = bytes | bytearray | memoryview
 
-def csum_partial(data, initial: int = 0) -> int:
+
+def csum_partial(data: BytesLike, initial: int = 0) -> int:
     """16-bit ones-complement sum of big-endian words of ``data`` plus ``initial``.
 
     An odd trailing byte is padded with a zero byte. The result is folded to
@@ -47,7 +51,7 @@ def csum_partial(data, initial: int = 0) -> int:
     return total
 
 
-def checksum(data, initial: int = 0) -> int:
+def checksum(data: BytesLike, initial: int = 0) -> int:
     """The Internet checksum (RFC 1071) of ``data``, starting from ``initial``."""
     return (~csum_partial(data, initial)) & 0xFFFF
 
@@ -80,7 +84,7 @@ class Reassembly:
                 return True
         return False
 
-    def insert(self, offset: int, data) -> int:
+    def insert(self, offset: int, data: BytesLike) -> int:
         mv = memoryview(data).cast("B")
         length = len(mv)  # bytes, whatever the item size of data
         end = offset + length
@@ -124,7 +128,7 @@ class Reassembly:
             raise ValueError("pop beyond the contiguous prefix")
         out = bytes(self._buf[:n])
         del self._buf[:n]
-        shifted = []
+        shifted: list[list[int]] = []
         for s, e in self._ranges:
             s, e = s - n, e - n
             if e > 0:

@@ -19,13 +19,17 @@ import io
 import os
 import socket as _socket
 import threading
-from typing import TYPE_CHECKING, Any, Callable
+from types import EllipsisType
+from typing import TYPE_CHECKING, Any, Callable, overload
 
 from stack.net.udp import UdpEndpoint
 from stack.wire.ipv4 import int2ip, ip2int
 
 if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
     from stack.runtime import Stack
+    from stack.tcp import Listener, TcpConnection
 
 AF_INET = _socket.AF_INET
 SOCK_STREAM = _socket.SOCK_STREAM
@@ -154,7 +158,9 @@ class Socket:
         self.type = type
         self.proto = proto or (IPPROTO_TCP if type == SOCK_STREAM else IPPROTO_UDP)
         self._timeout: float | None = _socket.getdefaulttimeout()
-        self._cond = threading.Condition(net.lock)
+        # typeshed lists only threading's own locks; Condition works with any
+        # lock object, and the runtime's StackLock has the hooks it uses.
+        self._cond = threading.Condition(net.lock)  # type: ignore[arg-type]
         self._closed = False
         self._ready: _Readiness | None = None
         self._opts: dict[tuple[int, int], int] = {
@@ -173,8 +179,8 @@ class Socket:
         else:
             self._udp = None
         # Stream state (see stack.socket_stream for the methods that use it).
-        self._conn = None
-        self._listener = None
+        self._conn: TcpConnection | None = None
+        self._listener: Listener | None = None
         self._bound: tuple[int, int] | None = None
         self._shut_rd = False
         self._error_taken = False  # a connection's error is raised once, then EOF
@@ -206,7 +212,7 @@ class Socket:
 
         return socket_stream.writable(self)
 
-    def _note(self, call: str, **fields) -> None:
+    def _note(self, call: str, **fields: object) -> None:
         """Trace a user call on this socket (layer ``socket``)."""
         trace = self._net.trace
         if trace.wants("socket", call):
@@ -222,7 +228,8 @@ class Socket:
         if self._closed:
             raise error(errno.EBADF)
 
-    def _wait(self, ready: Callable[[], bool], op_timeout: float | None = ...) -> None:
+    def _wait(self, ready: Callable[[], bool],
+              op_timeout: float | None | EllipsisType = ...) -> None:
         """Wait (lock held) until ``ready()``; raise BlockingIOError / TimeoutError."""
         timeout = self._timeout if op_timeout is ... else op_timeout
         if ready():
@@ -462,7 +469,7 @@ class Socket:
     def __enter__(self) -> "Socket":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -472,7 +479,11 @@ class Socket:
 
     # -- datagrams ---------------------------------------------------------------
 
-    def sendto(self, data, flags_or_address, address=None) -> int:
+    @overload
+    def sendto(self, data: ReadableBuffer, address: tuple[str, int], /) -> int: ...
+    @overload
+    def sendto(self, data: ReadableBuffer, flags: int, address: tuple[str, int], /) -> int: ...
+    def sendto(self, data: ReadableBuffer, flags_or_address: Any, address: Any = None) -> int:
         self._check_open()
         if address is None:
             address, flags = flags_or_address, 0
@@ -496,7 +507,7 @@ class Socket:
         if code:
             raise error(code)
 
-    def send(self, data, flags: int = 0) -> int:
+    def send(self, data: ReadableBuffer, flags: int = 0) -> int:
         self._check_open()
         if self._udp is not None:
             with self._net.lock:
@@ -511,7 +522,7 @@ class Socket:
 
         return socket_stream.send(self, data, flags)
 
-    def sendall(self, data, flags: int = 0) -> None:
+    def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
         self._check_open()
         if self._udp is not None:
             self.send(data, flags)
@@ -547,7 +558,8 @@ class Socket:
             return socket_stream.recv(self, bufsize, flags)
         return self.recvfrom(bufsize, flags)[0]
 
-    def recvfrom_into(self, buffer, nbytes: int = 0, flags: int = 0) -> tuple[int, tuple[str, int]]:
+    def recvfrom_into(self, buffer: WriteableBuffer, nbytes: int = 0,
+                      flags: int = 0) -> tuple[int, tuple[str, int]]:
         mv = memoryview(buffer).cast("B")
         n = nbytes or len(mv)
         if n > len(mv):
@@ -556,7 +568,7 @@ class Socket:
         mv[:len(data)] = data
         return len(data), addr
 
-    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
         mv = memoryview(buffer).cast("B")
         n = nbytes or len(mv)
         if n > len(mv):
@@ -605,9 +617,11 @@ class Socket:
         self._note("shutdown", how={SHUT_RD: "SHUT_RD", SHUT_WR: "SHUT_WR"}.get(how, "SHUT_RDWR"))
         socket_stream.shutdown(self, how)
 
-    def makefile(self, mode: str = "r", buffering: int | None = None, *, encoding=None,
-                 errors=None, newline=None):
-        """A file object over the socket, like ``socket.socket.makefile``."""
+    def makefile(self, mode: str = "r", buffering: int | None = None, *,
+                 encoding: str | None = None, errors: str | None = None,
+                 newline: str | None = None) -> Any:
+        """A file object over the socket, like ``socket.socket.makefile``: raw,
+        buffered or text by ``mode`` and ``buffering``."""
         if not set(mode) <= {"r", "w", "b"}:
             raise ValueError(f"invalid mode {mode!r} (only r, w, b allowed)")
         writing = "w" in mode
@@ -632,8 +646,10 @@ class Socket:
             buffer = io.BufferedWriter(raw, buffering)
         if "b" in mode:
             return buffer
-        text = io.TextIOWrapper(buffer, encoding, errors, newline)
-        text.mode = mode
+        # typeshed wants a buffer with a ``name`` (BufferedRWPair has none) and
+        # calls ``mode`` read-only; CPython's socket.makefile does both too.
+        text = io.TextIOWrapper(buffer, encoding, errors, newline)  # type: ignore[type-var]
+        text.mode = mode  # type: ignore[misc]
         return text
 
     def _decref_socketios(self) -> None:
@@ -654,14 +670,14 @@ class SocketIO(io.RawIOBase):
         self._writing = "w" in mode
         self.mode = mode + "b"
 
-    def readinto(self, b) -> int | None:
+    def readinto(self, b: WriteableBuffer) -> int | None:
         self._checkClosed()
         try:
             return self._sock.recv_into(b)
         except BlockingIOError:
             return None
 
-    def write(self, b) -> int | None:
+    def write(self, b: ReadableBuffer) -> int | None:
         self._checkClosed()
         try:
             return self._sock.send(b)
@@ -687,7 +703,9 @@ class SocketIO(io.RawIOBase):
         self._sock._decref_socketios()
 
 
-def create_connection(net: "Stack", address, timeout=..., source_address=None) -> Socket:
+def create_connection(net: Stack, address: tuple[str, int],
+                      timeout: float | None | EllipsisType = ...,
+                      source_address: tuple[str, int] | None = None) -> Socket:
     """Like ``socket.create_connection`` on the stack (IPv4 literals only)."""
     s = Socket(net, AF_INET, SOCK_STREAM)
     try:
@@ -702,7 +720,8 @@ def create_connection(net: "Stack", address, timeout=..., source_address=None) -
     return s
 
 
-def create_server(net: "Stack", address, *, backlog: int | None = None) -> Socket:
+def create_server(net: Stack, address: tuple[str, int], *,
+                  backlog: int | None = None) -> Socket:
     """Like ``socket.create_server``: bound, listening, SO_REUSEADDR set."""
     s = Socket(net, AF_INET, SOCK_STREAM)
     try:

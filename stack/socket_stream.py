@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 import socket as _socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from stack.socket import (
     IPPROTO_TCP, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_KEEPALIVE, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF,
@@ -21,10 +21,14 @@ from stack.socket import (
 from stack.tcp.states import CLOSED, SYN_SENT
 
 if TYPE_CHECKING:
-    from stack.tcp.conn import TcpConnection
+    from _typeshed import ReadableBuffer
+
+    from stack.tcp import TcpConnection, TcpLayer
+
+_T = TypeVar("_T")
 
 
-def _tcp(sock: Socket):
+def _tcp(sock: Socket) -> TcpLayer:
     tcp = sock._net.tcp
     if tcp is None:  # pragma: no cover - TCP is always built
         raise error(errno.EPROTONOSUPPORT)
@@ -229,7 +233,7 @@ def _op_timeout(sock: Socket, flags: int) -> float | None:
     return 0.0 if flags & _socket.MSG_DONTWAIT else sock._timeout
 
 
-def send(sock: Socket, data, flags: int = 0) -> int:
+def send(sock: Socket, data: ReadableBuffer, flags: int = 0) -> int:
     net = sock._net
     mv = memoryview(data).cast("B")
     timeout = _op_timeout(sock, flags)
@@ -261,7 +265,7 @@ def _send_some(sock: Socket, conn: "TcpConnection", mv: memoryview) -> int:
     return n
 
 
-def sendall(sock: Socket, data, flags: int = 0) -> None:
+def sendall(sock: Socket, data: ReadableBuffer, flags: int = 0) -> None:
     net = sock._net
     mv = memoryview(data).cast("B")
     clock = net.clock
@@ -288,7 +292,8 @@ def _at_eof(conn: "TcpConnection") -> bool:
     return conn.at_eof
 
 
-def _read_once(sock: Socket, conn: "TcpConnection", timeout: float | None, read):
+def _read_once(sock: Socket, conn: TcpConnection, timeout: float | None,
+               read: Callable[[], _T]) -> _T | None:
     """Wait (lock held) until the connection has something, then ``read()``.
 
     Returns what ``read`` returned, or None at EOF (also after SHUT_RD, and
@@ -323,11 +328,12 @@ def recv(sock: Socket, bufsize: int, flags: int = 0) -> bytes:
         conn = _connected(sock)
         if sock._shut_rd or bufsize == 0:
             return b""
+        read: Callable[[], bytes | None]
         if flags & _socket.MSG_PEEK:
-            def read():
+            def read() -> bytes | None:
                 return conn.peek(bufsize) or conn.recv(bufsize, net.clock())
         else:
-            def read():
+            def read() -> bytes | None:
                 return conn.recv(bufsize, net.clock())
         data = _read_once(sock, conn, _op_timeout(sock, flags), read)
         return data or b""
@@ -341,7 +347,7 @@ def recv_into(sock: Socket, mv: memoryview, flags: int = 0) -> int:
             return 0
         timeout = _op_timeout(sock, flags)
         if flags & _socket.MSG_PEEK:
-            def read():
+            def read() -> int | None:
                 data = conn.peek(len(mv))
                 if not data:
                     return conn.recv_into(mv, 0, net.clock())
@@ -354,9 +360,11 @@ def recv_into(sock: Socket, mv: memoryview, flags: int = 0) -> int:
         waitall = bool(flags & _socket.MSG_WAITALL) and timeout is None
         total = 0
         while True:
+            def read_rest(view: memoryview = mv[total:]) -> int | None:
+                return conn.recv_into(view, 0, net.clock())
+
             try:
-                n = _read_once(sock, conn, timeout,
-                               lambda view=mv[total:]: conn.recv_into(view, 0, net.clock()))
+                n = _read_once(sock, conn, timeout, read_rest)
             except OSError:
                 if not total:
                     raise

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
-from typing import IO, Callable, Iterable
+from typing import IO, Callable, Iterable, overload
 
 LAYERS = ("link", "eth", "arp", "ip", "icmp", "udp", "tcp", "socket")
 LEVELS = ("all", "state")
@@ -36,6 +36,10 @@ STATE_EVENTS = frozenset({"state", "drop", "retransmit", "up", "down", "impair"}
 _encode = json.JSONEncoder(default=str).encode
 
 
+@overload
+def parse_layers(text: str | Iterable[str]) -> frozenset[str]: ...
+@overload
+def parse_layers(text: None) -> None: ...
 def parse_layers(text: str | Iterable[str] | None) -> frozenset[str] | None:
     """``"tcp,ip"`` (or an iterable of names) as a set of layers; None for all.
 
@@ -131,7 +135,7 @@ class Trace:
             return False
         return self.level == "all" or event in STATE_EVENTS
 
-    def event(self, layer: str, event: str, **fields) -> None:
+    def event(self, layer: str, event: str, **fields: object) -> None:
         if not self.on:
             return
         wanted = self._wanted
@@ -156,7 +160,7 @@ class Trace:
     def count(self, layer: str, name: str, n: int = 1) -> None:
         self.counters[f"{layer}.{name}"] += n
 
-    def drop(self, layer: str, reason: str, **fields) -> None:
+    def drop(self, layer: str, reason: str, **fields: object) -> None:
         """Count a dropped frame or segment and trace it."""
         self.counters[f"{layer}.drop.{reason}"] += 1
         if self.on:
@@ -201,7 +205,7 @@ def group_counters(counters: dict[str, int]) -> dict[str, tuple[dict[str, int], 
 _HEAD = ("t", "layer", "event")
 
 
-def _value(v) -> str:
+def _value(v: object) -> str:
     if isinstance(v, (list, tuple)):
         return ",".join(str(x) for x in v)
     return str(v)

@@ -18,6 +18,7 @@ The functions return text or data; only :func:`main` writes to the terminal.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections import Counter
@@ -787,6 +788,6 @@ def run(path: str, conn: str | None = None, plot_out: str | None = None,
     return 0
 
 
-def main(args) -> int:
+def main(args: argparse.Namespace) -> int:
     """Entry from ``stack.cli`` with the parsed ``trace`` arguments."""
     return run(args.file, conn=args.conn, plot_out=args.plot, fmt=args.format)

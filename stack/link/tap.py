@@ -91,7 +91,7 @@ class TapLink(Link):
         self, name: str = "tap0", host_address: str | None = None, mtu: int | None = 1500,
         offload: bool = False,
     ) -> None:
-        import pytun  # type: ignore[import-not-found]  # here: stack.link works without it
+        import pytun  # here: stack.link works without it
 
         _check_name(name)
         if host_address is not None:

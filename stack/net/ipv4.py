@@ -115,7 +115,8 @@ class Ipv4Layer:
             self.trace.event("ip", "fragmented", dst=int2ip(dst), id=ident, length=len(mv),
                              fragments=count)
 
-    def _send_local(self, src, dst, proto, payload, ttl, tos) -> None:
+    def _send_local(self, src: int, dst: int, proto: int, payload: bytes | memoryview,
+                    ttl: int | None, tos: int) -> None:
         if len(self.local) >= 1024:
             self.trace.drop("ip", "local_queue_full")
             return

@@ -29,6 +29,10 @@ class ReassemblyConfig:
     max_fragments: int = 64          # disjoint pieces per datagram
 
 
+# (src, dst, id, proto): which datagram a fragment belongs to (RFC 791).
+_Key = tuple[int, int, int, int]
+
+
 class _Datagram:
     __slots__ = ("buf", "total", "deadline", "first", "first_payload", "held")
 
@@ -47,7 +51,7 @@ class FragmentReassembler:
     def __init__(self, trace: Trace, config: ReassemblyConfig | None = None) -> None:
         self.trace = trace
         self.config = config or ReassemblyConfig()
-        self.datagrams: dict[tuple[int, int, int, int], _Datagram] = {}
+        self.datagrams: dict[_Key, _Datagram] = {}
         self.bytes_held = 0
 
     def add(self, h: Ipv4Header, payload: memoryview, now: float) -> tuple[Ipv4Header, bytes] | None:
@@ -122,12 +126,12 @@ class FragmentReassembler:
     def _covered(d: _Datagram, start: int, end: int) -> bool:
         return any(s <= start and end <= e for s, e in d.buf.ranges())
 
-    def _evict(self, key) -> None:
+    def _evict(self, key: _Key) -> None:
         """Drop the incomplete datagram ``key`` to make room for a newer one."""
         self._discard(key, self.datagrams[key])
         self.trace.drop("ip", "reassembly_evicted", id=key[2], src=int2ip(key[0]))
 
-    def _discard(self, key, d: _Datagram) -> None:
+    def _discard(self, key: _Key, d: _Datagram) -> None:
         self.datagrams.pop(key, None)
         self.bytes_held -= d.held
         d.held = 0

@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Protocol
 
 from stack.services import http, simple
 
@@ -54,7 +54,7 @@ MAX_CLIENTS = 256
 # Seconds a client may make no progress (nothing received, nothing sent)
 # before its connection is dropped, per kind. HTTP keep-alive idles out
 # quickly; the classic services are used by hand from nc, so they wait long.
-IDLE_TIMEOUT = {
+IDLE_TIMEOUT: dict[str, float | None] = {
     "http": 30.0,
     "echo": 600.0,
     "discard": 600.0,
@@ -125,6 +125,47 @@ def parse_service(spec: str) -> ServiceSpec:
     return ServiceSpec(kind, int(parts[1]), directory)
 
 
+class ClientSocket(Protocol):
+    """What the services use of an accepted TCP socket: the stack's facade
+    socket and the kernel's ``socket.socket`` both are one."""
+
+    def settimeout(self, value: float | None, /) -> None: ...
+    def recv_into(self, buffer: bytearray | memoryview, nbytes: int = 0, /) -> int: ...
+    def send(self, data: bytes | memoryview, /) -> int: ...
+    def shutdown(self, how: int, /) -> None: ...
+    def setsockopt(self, level: int, option: int, value: int, /) -> None: ...
+    def close(self) -> None: ...
+
+
+class ListeningSocket(Protocol):
+    """What a TCP service uses of its listening socket."""
+
+    def settimeout(self, value: float | None, /) -> None: ...
+    def getsockname(self) -> Any: ...
+    def accept(self) -> tuple[ClientSocket, Any]: ...
+    def close(self) -> None: ...
+
+
+class DatagramSocket(Protocol):
+    """What a UDP service uses of its socket."""
+
+    def bind(self, address: tuple[str, int], /) -> None: ...
+    def settimeout(self, value: float | None, /) -> None: ...
+    def getsockname(self) -> Any: ...
+    def recvfrom(self, bufsize: int, /) -> tuple[bytes, Any]: ...
+    def sendto(self, data: bytes, address: Any, /) -> int: ...
+    def close(self) -> None: ...
+
+
+class Net(Protocol):
+    """The two calls services make on ``net``: the stack (``stack.Stack``)
+    and :class:`KernelNet` (the class itself) both provide them."""
+
+    def create_server(self, address: tuple[str, int], *, backlog: int | None = ...
+                      ) -> ListeningSocket: ...
+    def socket(self, family: int, type: int, /) -> DatagramSocket: ...
+
+
 class Stopped(Exception):
     """A client connection ends: the service is closing or the peer idled out."""
 
@@ -140,13 +181,13 @@ class Connection:
 
     __slots__ = ("sock", "_stop", "_idle")
 
-    def __init__(self, sock, stop: threading.Event, idle_timeout: float) -> None:
+    def __init__(self, sock: ClientSocket, stop: threading.Event, idle_timeout: float) -> None:
         self.sock = sock
         self._stop = stop
         self._idle = idle_timeout
         sock.settimeout(TICK)
 
-    def recv_into(self, buffer, nbytes: int = 0) -> int:
+    def recv_into(self, buffer: bytearray | memoryview, nbytes: int = 0) -> int:
         """Receive into ``buffer``; 0 means the peer closed its side."""
         started = time.monotonic()
         while True:
@@ -158,7 +199,7 @@ class Connection:
                 if time.monotonic() - started >= self._idle:
                     raise Stopped("idle timeout") from None
 
-    def sendall(self, data) -> None:
+    def sendall(self, data: bytes | bytearray | memoryview) -> None:
         """Send every byte of ``data``."""
         view = memoryview(data).cast("B")
         last = time.monotonic()
@@ -208,7 +249,7 @@ class Service:
     def closed(self) -> bool:
         return self._stop.is_set()
 
-    def _spawn(self, target: Callable, *args, name: str) -> threading.Thread:
+    def _spawn(self, target: Callable[..., object], *args: object, name: str) -> threading.Thread:
         thread = threading.Thread(target=target, args=args, name=name, daemon=True)
         thread.start()
         return thread
@@ -234,7 +275,7 @@ class Service:
     def __enter__(self) -> Service:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -247,7 +288,7 @@ class TcpService(Service):
 
     def __init__(
         self,
-        net,
+        net: Net,
         spec: ServiceSpec,
         address: str,
         handler: Callable[[Connection], None],
@@ -260,7 +301,7 @@ class TcpService(Service):
         self._idle = idle_timeout
         self._max_clients = max_clients
         self._lock = threading.Lock()
-        self._clients: dict[threading.Thread, object] = {}
+        self._clients: dict[threading.Thread, ClientSocket] = {}
         self._listener = net.create_server((address, spec.port), backlog=backlog)
         try:
             if spec.port == 0:
@@ -296,7 +337,7 @@ class TcpService(Service):
         finally:
             self._listener.close()
 
-    def _admit(self, sock, peer, serial: int) -> None:
+    def _admit(self, sock: ClientSocket, peer: object, serial: int) -> None:
         with self._lock:
             full = len(self._clients) >= self._max_clients
             if not full and not self._stop.is_set():
@@ -313,7 +354,7 @@ class TcpService(Service):
             log.debug("%s: %d clients already, closing %s", self.spec, self._max_clients, peer)
         sock.close()
 
-    def _serve_client(self, sock, peer) -> None:
+    def _serve_client(self, sock: ClientSocket, peer: object) -> None:
         try:
             self._handler(Connection(sock, self._stop, self._idle))
         except Stopped:
@@ -349,7 +390,7 @@ class UdpService(Service):
     send back to the sender, or None for no reply."""
 
     def __init__(
-        self, net, spec: ServiceSpec, address: str, respond: Callable[[bytes], bytes | None]
+        self, net: Net, spec: ServiceSpec, address: str, respond: Callable[[bytes], bytes | None]
     ) -> None:
         super().__init__(spec, address)
         self._respond = respond
@@ -391,7 +432,7 @@ class UdpService(Service):
 
 
 def start_service(
-    net,
+    net: Net,
     spec: ServiceSpec | str,
     address: str = "0.0.0.0",
     *,
@@ -411,6 +452,8 @@ def start_service(
     idle = idle_timeout if idle_timeout is not None else IDLE_TIMEOUT[spec.kind]
     if spec.kind == "udp-echo":
         return UdpService(net, spec, address, simple.udp_echo)
+    assert idle is not None  # every TCP kind has a default
+    handler: Callable[[Connection], None]
     if spec.kind == "http":
         root = None
         if spec.directory is not None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import io
 import json
 import mimetypes
 import os
@@ -31,7 +32,7 @@ import socket
 import stat
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 from urllib.parse import unquote
 
 if TYPE_CHECKING:
@@ -117,8 +118,8 @@ class Response:
     content_type: str
     length: int
     body: bytes | None = None
-    chunks: Iterator | None = None
-    file: BinaryIO | None = None
+    chunks: Iterator[memoryview] | None = None
+    file: io.BufferedIOBase | None = None
     headers: tuple[tuple[str, str], ...] = ()
 
     def close(self) -> None:
@@ -126,7 +127,8 @@ class Response:
             self.file.close()
 
 
-def _small(status: int, content_type: str, body: bytes, headers=()) -> Response:
+def _small(status: int, content_type: str, body: bytes,
+           headers: tuple[tuple[str, str], ...] = ()) -> Response:
     return Response(status, content_type, len(body), body=body, headers=headers)
 
 
@@ -251,7 +253,7 @@ class _Reader:
         None if the client closed cleanly between requests."""
         searched = 0
         while True:
-            if self._buf[:1] in (b"\r", b"\n"):
+            if self._buf.startswith((b"\r", b"\n")):
                 # Empty lines before a request line are ignored (RFC 9112 2.2).
                 kept = len(self._buf.lstrip(b"\r\n"))
                 del self._buf[: len(self._buf) - kept]
@@ -335,7 +337,7 @@ def _pattern_chunks(length: int) -> Iterator[memoryview]:
         yield view[:length]
 
 
-def _file_chunks(file: BinaryIO, length: int) -> Iterator[memoryview]:
+def _file_chunks(file: io.BufferedIOBase, length: int) -> Iterator[memoryview]:
     buf = memoryview(bytearray(CHUNK))
     while length:
         got = file.readinto(buf[: min(length, CHUNK)])
@@ -447,6 +449,7 @@ class Handler:
             elif resp.body is not None:
                 conn.sendall(head + resp.body)
             else:
+                assert resp.chunks is not None  # a Response has a body or chunks
                 conn.sendall(head)
                 for piece in resp.chunks:
                     conn.sendall(piece)
@@ -458,17 +461,18 @@ class Handler:
         if path == "/bytes" or path.startswith("/bytes/"):
             return _bytes_response(path)
         if self.root is not None:
-            response = self._file(path)
+            response = self._file(self.root, path)
             if response is not None:
                 return response
         if path == "/":
             return _small(200, "text/html; charset=utf-8", PAGE)
         raise HttpError(404)
 
-    def _inside(self, path: str) -> bool:
-        return os.path.commonpath([self.root, path]) == self.root
+    @staticmethod
+    def _inside(root: str, path: str) -> bool:
+        return os.path.commonpath([root, path]) == root
 
-    def _file(self, path: str) -> Response | None:
+    def _file(self, root: str, path: str) -> Response | None:
         """The file for ``path`` under the root; None for ``/`` when the root
         has no index.html. Raises HttpError 403/404."""
         try:
@@ -478,14 +482,14 @@ class Handler:
         if "\0" in relative:
             raise HttpError(404)
         parts = [p for p in relative.split("/") if p]
-        full = os.path.realpath(os.path.join(self.root, *parts))
-        if not self._inside(full):
+        full = os.path.realpath(os.path.join(root, *parts))
+        if not self._inside(root, full):
             raise HttpError(403, "outside the served directory")
         try:
             info = os.stat(full)
             if stat.S_ISDIR(info.st_mode):
                 full = os.path.realpath(os.path.join(full, "index.html"))
-                if not self._inside(full):
+                if not self._inside(root, full):
                     raise HttpError(403, "outside the served directory")
                 info = os.stat(full)
         except OSError:

@@ -35,7 +35,9 @@ header, is an error.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 from stack.native import csum_partial
 from stack.wire import WireError
@@ -159,8 +161,18 @@ def pseudo_sum(src_ip: int, dst_ip: int, length: int) -> int:
             + PROTO_TCP + length)
 
 
-def _parse_options(data, start: int, end: int) -> dict:
-    opts: dict = {}
+class _Options(TypedDict, total=False):
+    """The options :func:`_parse_options` found, named as TcpSegment's fields."""
+
+    mss: int
+    wscale: int
+    sack_perm: bool
+    timestamps: tuple[int, int]
+    sack: tuple[tuple[int, int], ...]
+
+
+def _parse_options(data: memoryview, start: int, end: int) -> _Options:
+    opts: _Options = {}
     i = start
     while i < end:
         kind = data[i]
@@ -225,7 +237,8 @@ def parse_tcp(src_ip: int, dst_ip: int, data: bytes | bytearray | memoryview) ->
     return TcpSegment(sport, dport, seq, ack, flags, window, urgent, payload=mv[hlen:])
 
 
-def syn_options_list(mss: int | None, wscale: int | None, sack_perm: bool, ts) -> list[str]:
+def syn_options_list(mss: int | None, wscale: int | None, sack_perm: bool,
+                     ts: tuple[int, int] | None) -> list[str]:
     """The options of a SYN as trace text, in the order tcpdump prints them."""
     out = [f"mss {mss}"] if mss is not None else []
     if sack_perm:
@@ -270,7 +283,7 @@ def ts_option(tsval: int, tsecr: int) -> bytes:
     return _TS.pack(OPT_NOP, OPT_NOP, OPT_TIMESTAMP, 10, tsval, tsecr)
 
 
-def sack_option(blocks) -> bytes:
+def sack_option(blocks: Sequence[tuple[int, int]]) -> bytes:
     """NOP, NOP, SACK with 1 to 4 ``(left, right)`` blocks."""
     return _SACK_HEAD[len(blocks)] + b"".join(_U32X2.pack(a, b) for a, b in blocks)
 
