@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 import threading
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stack import native
 from stack.trace import LAYERS, Trace, group_counters, parse_layers
@@ -14,7 +14,11 @@ from stack.trace import LAYERS, Trace, group_counters, parse_layers
 if TYPE_CHECKING:
     from stack.runtime import Stack
 
-    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+class Subparsers(Protocol):
+    """What ``ArgumentParser.add_subparsers()`` returns, as far as we use it."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
 
 
 def _up_parser(sub: Subparsers) -> None:

@@ -16,132 +16,26 @@ from __future__ import annotations
 
 import errno
 import io
-import os
 import socket as _socket
 import threading
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Callable, overload
 
 from stack.net.udp import UdpEndpoint
-from stack.wire.ipv4 import int2ip, ip2int
+from stack.socket_base import (  # noqa: F401  (the constants are re-exported)
+    SocketIO,
+    AF_INET, SOCK_STREAM, SOCK_DGRAM, SOL_SOCKET, IPPROTO_TCP, IPPROTO_UDP, SO_REUSEADDR,
+    SO_REUSEPORT, SO_KEEPALIVE, SO_RCVBUF, SO_SNDBUF, SO_BROADCAST, SO_LINGER, SO_ERROR,
+    SO_TYPE, TCP_NODELAY, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT, TCP_CONGESTION,
+    CA_NAME_MAX, KEEPALIVE_LIMITS, SHUT_RD, SHUT_WR, SHUT_RDWR, SOMAXCONN, MESSAGES, error,
+    timeout_error, addr_in, addr_out, Readiness, drain,
+)
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
     from stack.runtime import Stack
     from stack.tcp import Listener, TcpConnection
-
-AF_INET = _socket.AF_INET
-SOCK_STREAM = _socket.SOCK_STREAM
-SOCK_DGRAM = _socket.SOCK_DGRAM
-SOL_SOCKET = _socket.SOL_SOCKET
-IPPROTO_TCP = _socket.IPPROTO_TCP
-IPPROTO_UDP = _socket.IPPROTO_UDP
-SO_REUSEADDR = _socket.SO_REUSEADDR
-SO_REUSEPORT = getattr(_socket, "SO_REUSEPORT", 15)
-SO_KEEPALIVE = _socket.SO_KEEPALIVE
-SO_RCVBUF = _socket.SO_RCVBUF
-SO_SNDBUF = _socket.SO_SNDBUF
-SO_BROADCAST = _socket.SO_BROADCAST
-SO_LINGER = _socket.SO_LINGER
-SO_ERROR = _socket.SO_ERROR
-SO_TYPE = _socket.SO_TYPE
-TCP_NODELAY = _socket.TCP_NODELAY
-TCP_KEEPIDLE = getattr(_socket, "TCP_KEEPIDLE", 4)
-TCP_KEEPINTVL = getattr(_socket, "TCP_KEEPINTVL", 5)
-TCP_KEEPCNT = getattr(_socket, "TCP_KEEPCNT", 6)
-TCP_CONGESTION = getattr(_socket, "TCP_CONGESTION", 13)
-_CA_NAME_MAX = 16  # Linux TCP_CA_NAME_MAX: the longest name, and what getsockopt returns
-# Linux's limits for the keepalive options (seconds, seconds, probes).
-_KEEPALIVE_LIMITS = {TCP_KEEPIDLE: 32767, TCP_KEEPINTVL: 32767, TCP_KEEPCNT: 127}
-SHUT_RD = _socket.SHUT_RD
-SHUT_WR = _socket.SHUT_WR
-SHUT_RDWR = _socket.SHUT_RDWR
-SOMAXCONN = _socket.SOMAXCONN
-
-_MESSAGES = {code: os.strerror(code) for code in (
-    errno.EBADF, errno.EINVAL, errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EMSGSIZE,
-    errno.ENOTCONN, errno.EISCONN, errno.EDESTADDRREQ, errno.ECONNREFUSED, errno.ECONNRESET,
-    errno.EPIPE, errno.ETIMEDOUT, errno.EAGAIN, errno.EAFNOSUPPORT, errno.ENOPROTOOPT,
-    errno.EOPNOTSUPP, errno.EALREADY, errno.EINPROGRESS, errno.EHOSTUNREACH,
-    errno.ENETUNREACH, errno.EACCES, errno.ECONNABORTED, errno.EPROTO)}
-
-
-def error(code: int, message: str | None = None) -> OSError:
-    """The exception Python raises for ``code`` (OSError picks the subclass)."""
-    return OSError(code, message or _MESSAGES.get(code) or os.strerror(code))
-
-
-def timeout_error() -> TimeoutError:
-    return TimeoutError("timed out")
-
-
-def _addr_in(address: Any) -> tuple[int, int]:
-    """("192.0.2.1", 80) -> (int, port); '' and '0.0.0.0' mean any."""
-    if not isinstance(address, tuple) or len(address) != 2:
-        raise TypeError("AF_INET address must be a pair (host, port)")
-    host, port = address
-    if not isinstance(port, int):
-        raise TypeError("'port' must be an integer")
-    if not 0 <= port <= 65535:
-        raise OverflowError("port must be 0-65535.")
-    if host in ("", "0.0.0.0"):
-        return 0, port
-    if host == "<broadcast>":
-        return 0xFFFFFFFF, port
-    try:
-        return ip2int(host), port
-    except ValueError:
-        raise _socket.gaierror(_socket.EAI_NONAME, "Name or service not known") from None
-
-
-def _addr_out(addr: tuple[int, int] | None) -> tuple[str, int]:
-    if addr is None:
-        return ("0.0.0.0", 0)
-    return (int2ip(addr[0]), addr[1])
-
-
-class _Readiness:
-    """A socketpair whose one end is readable/writable exactly when told."""
-
-    def __init__(self) -> None:
-        self.user, self.peer = _socket.socketpair()
-        for s in (self.user, self.peer):
-            s.setblocking(False)
-        self.user.setsockopt(SOL_SOCKET, SO_SNDBUF, 1)
-        self.readable = False
-        self.writable = True
-
-    def update(self, readable: bool, writable: bool) -> None:
-        if readable != self.readable:
-            self.readable = readable
-            if readable:
-                self.peer.send(b"r")
-            else:
-                _drain(self.user)
-        if writable != self.writable:
-            self.writable = writable
-            if writable:
-                _drain(self.peer)
-            else:
-                filler = b"\0" * 65536
-                try:
-                    while True:
-                        self.user.send(filler)
-                except BlockingIOError:
-                    pass
-
-    def close(self) -> None:
-        self.user.close()
-        self.peer.close()
-
-
-def _drain(s: _socket.socket) -> None:
-    try:
-        while s.recv(65536):
-            pass
-    except BlockingIOError:
-        pass
 
 
 class Socket:
@@ -162,7 +56,7 @@ class Socket:
         # lock object, and the runtime's StackLock has the hooks it uses.
         self._cond = threading.Condition(net.lock)  # type: ignore[arg-type]
         self._closed = False
-        self._ready: _Readiness | None = None
+        self._ready: Readiness | None = None
         self._opts: dict[tuple[int, int], int] = {
             (SOL_SOCKET, SO_REUSEADDR): 0, (SOL_SOCKET, SO_KEEPALIVE): 0,
             (SOL_SOCKET, SO_BROADCAST): 0, (IPPROTO_TCP, TCP_NODELAY): 0,
@@ -258,7 +152,7 @@ class Socket:
             return -1
         with self._net.lock:
             if self._ready is None:
-                self._ready = _Readiness()
+                self._ready = Readiness()
                 self._ready.update(self._is_readable(), self._is_writable())
             return self._ready.user.fileno()
 
@@ -296,8 +190,8 @@ class Socket:
             key = (SOL_SOCKET, SO_REUSEPORT)
         elif key not in self._opts:
             raise error(errno.ENOPROTOOPT, "Protocol not available")
-        if level == IPPROTO_TCP and option in _KEEPALIVE_LIMITS:
-            if not 1 <= int(value) <= _KEEPALIVE_LIMITS[option]:
+        if level == IPPROTO_TCP and option in KEEPALIVE_LIMITS:
+            if not 1 <= int(value) <= KEEPALIVE_LIMITS[option]:
                 raise error(errno.EINVAL)
         if option in (SO_RCVBUF, SO_SNDBUF) and level == SOL_SOCKET:
             value = max(2304 if option == SO_RCVBUF else 4608, min(int(value), 1 << 24) * 2)
@@ -325,7 +219,7 @@ class Socket:
             value = value.encode()
         if not isinstance(value, (bytes, bytearray)):
             raise error(errno.EINVAL)
-        name = bytes(value[:_CA_NAME_MAX]).split(b"\0", 1)[0].decode("ascii", "replace")
+        name = bytes(value[:CA_NAME_MAX]).split(b"\0", 1)[0].decode("ascii", "replace")
         if name not in ALGORITHMS:
             raise error(errno.ENOENT)
         self._congestion = name
@@ -350,10 +244,10 @@ class Socket:
             with self._net.lock:
                 from stack import socket_stream
 
-                name = socket_stream.congestion(self).encode().ljust(_CA_NAME_MAX, b"\0")
+                name = socket_stream.congestion(self).encode().ljust(CA_NAME_MAX, b"\0")
             if buflen is None:
                 return int.from_bytes(name[:4], "little")  # as CPython reads an int option
-            return name[:min(buflen, _CA_NAME_MAX)]
+            return name[:min(buflen, CA_NAME_MAX)]
         try:
             value = self._opts[(level, option)]
         except KeyError:
@@ -374,10 +268,10 @@ class Socket:
         self._check_open()
         with self._net.lock:
             if self._udp is not None:
-                return _addr_out(self._udp.local)
+                return addr_out(self._udp.local)
             from stack import socket_stream
 
-            return _addr_out(socket_stream.local(self))
+            return addr_out(socket_stream.local(self))
 
     def getpeername(self) -> tuple[str, int]:
         self._check_open()
@@ -390,11 +284,11 @@ class Socket:
                 remote = socket_stream.remote(self)
             if remote is None:
                 raise error(errno.ENOTCONN)
-            return _addr_out(remote)
+            return addr_out(remote)
 
     def bind(self, address: tuple[str, int]) -> None:
         self._check_open()
-        addr, port = _addr_in(address)
+        addr, port = addr_in(address)
         with self._net.lock:
             if self._udp is not None:
                 self._net.udp.bind(self._udp, addr, port)
@@ -406,7 +300,7 @@ class Socket:
 
     def connect(self, address: tuple[str, int]) -> None:
         self._check_open()
-        addr = _addr_in(address)
+        addr = addr_in(address)
         if self._udp is not None:
             with self._net.lock:
                 ep = self._udp
@@ -417,11 +311,11 @@ class Socket:
                 ep.remote = addr
                 ep.error = None
                 # Datagrams from other peers already queued stay; Linux keeps them too.
-            self._note("connect", remote="%s:%d" % _addr_out(addr))
+            self._note("connect", remote="%s:%d" % addr_out(addr))
             return
         from stack import socket_stream
 
-        self._note("connect", remote="%s:%d" % _addr_out(addr))
+        self._note("connect", remote="%s:%d" % addr_out(addr))
         socket_stream.connect(self, addr)
 
     def connect_ex(self, address: tuple[str, int]) -> int:
@@ -493,7 +387,7 @@ class Socket:
             from stack import socket_stream
 
             return socket_stream.send(self, data, flags)
-        dst = _addr_in(address)
+        dst = addr_in(address)
         if dst[0] == 0:
             dst = (self._net.address, dst[1])
         with self._net.lock:
@@ -548,7 +442,7 @@ class Socket:
             data, addr = item
             if self._ready is not None:
                 self._ready.update(self._is_readable(), True)
-            return data[:bufsize], _addr_out(addr)
+            return data[:bufsize], addr_out(addr)
 
     def recv(self, bufsize: int, flags: int = 0) -> bytes:
         if self._udp is None:
@@ -652,55 +546,13 @@ class Socket:
         text.mode = mode  # type: ignore[misc]
         return text
 
-    def _decref_socketios(self) -> None:
+    def makefile_closed(self) -> None:
+        """A file from :meth:`makefile` was closed (``socket._decref_socketios``)."""
         with self._net.lock:
             if self._makefile_refs > 0:
                 self._makefile_refs -= 1
             if self._close_requested and self._makefile_refs == 0 and not self._closed:
                 self._close_locked()
-
-
-class SocketIO(io.RawIOBase):
-    """Raw I/O over a stack socket, for ``makefile`` (as ``socket.SocketIO``)."""
-
-    def __init__(self, sock: Socket, mode: str) -> None:
-        super().__init__()
-        self._sock = sock
-        self._reading = "r" in mode
-        self._writing = "w" in mode
-        self.mode = mode + "b"
-
-    def readinto(self, b: WriteableBuffer) -> int | None:
-        self._checkClosed()
-        try:
-            return self._sock.recv_into(b)
-        except BlockingIOError:
-            return None
-
-    def write(self, b: ReadableBuffer) -> int | None:
-        self._checkClosed()
-        try:
-            return self._sock.send(b)
-        except BlockingIOError:
-            return None
-
-    def readable(self) -> bool:
-        return self._reading and not self.closed
-
-    def writable(self) -> bool:
-        return self._writing and not self.closed
-
-    def seekable(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        super().close()
-        self._sock._decref_socketios()
 
 
 def create_connection(net: Stack, address: tuple[str, int],

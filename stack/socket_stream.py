@@ -143,7 +143,7 @@ def listen(sock: Socket, backlog: int) -> None:
 
 
 def accept(sock: Socket) -> tuple[Socket, tuple[str, int]]:
-    from stack.socket import _addr_out
+    from stack.socket_base import addr_out
 
     net = sock._net
     with net.lock:
@@ -165,7 +165,7 @@ def accept(sock: Socket) -> tuple[Socket, tuple[str, int]]:
         apply_options(new)
         if sock._ready is not None:
             sock._ready.update(readable(sock), False)
-        return new, _addr_out(conn.remote)
+        return new, addr_out(conn.remote)
 
 
 def connect(sock: Socket, addr: tuple[int, int]) -> None:

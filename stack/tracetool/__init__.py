@@ -1,0 +1,31 @@
+"""``stack trace FILE``: read a ``jsonl`` trace and explain its TCP connections.
+
+Reading (:func:`load`) turns the file into a list of event dicts;
+:func:`connections` groups the TCP events by connection (the ``conn`` field
+``LADDR:LPORT-RADDR:RPORT``; a listener is ``LADDR:LPORT-0.0.0.0:0``) and
+splits a 4-tuple that is used again into one :class:`Connection` per
+incarnation. Then, per connection:
+
+* :func:`timeline` (``read.py``) — the state transitions with their causes,
+  and a summary (duration, bytes and segments each way, retransmissions, RTT,
+  final state);
+* :func:`ladder` (``ladder.py``) — the two-column message-sequence chart of
+  the handshake and teardown, data in between summarized;
+* :func:`plot_data` / :func:`plot` (``plot.py``) — the time-sequence graph
+  with ACKs, window and retransmissions, and cwnd, ssthresh and smoothed RTT
+  beneath.
+
+The functions return text or data; only :func:`main` (``command.py``) writes
+to the terminal.
+"""
+
+from stack.tracetool.command import main, run
+from stack.tracetool.ladder import ladder
+from stack.tracetool.plot import plot, plot_data
+from stack.tracetool.read import (Connection, Summary, TraceError, Transition, busiest,
+                                  connections, load, matches, overview, parse_endpoint,
+                                  parse_lines, select, summarize, timeline)
+
+__all__ = ["Connection", "Summary", "TraceError", "Transition", "busiest", "connections",
+           "ladder", "load", "main", "matches", "overview", "parse_endpoint", "parse_lines",
+           "plot", "plot_data", "run", "select", "summarize", "timeline"]
