@@ -66,7 +66,8 @@ class Ipv4Layer:
 
     def has_route(self, dst: int) -> bool:
         """Could a packet to ``dst`` leave (on-link, or a gateway to send it to)?"""
-        return self.gateway is not None or self.on_link(dst) or dst == 0xFFFFFFFF
+        return (self.gateway is not None or (dst & self.netmask) == self.network
+                or dst == 0xFFFFFFFF)
 
     def is_broadcast(self, dst: int) -> bool:
         return dst == 0xFFFFFFFF or (dst == self.broadcast and self.prefix_len < 31)
@@ -143,15 +144,17 @@ class Ipv4Layer:
         if dst != self.address and not self.is_broadcast(dst):
             self.trace.drop("ip", "not_for_us", dst=int2ip(dst))
             return
-        if h.src == self.address and not local:
+        src = h.src
+        if src == self.address and not local:
             # Our own address from the wire is spoofed (a LAND attack when dst is us too).
-            self.trace.drop("ip", "martian_source", src=int2ip(h.src))
+            self.trace.drop("ip", "martian_source", src=int2ip(src))
             return
-        if ((h.src >> 24) == 127 or (h.src >> 28) == 0xE or self.is_broadcast(h.src)
-                or (h.src == 0 and not self.is_broadcast(dst))):
+        if ((src >> 24) == 127 or (src >> 28) == 0xE or src == 0xFFFFFFFF
+                or (src == self.broadcast and self.prefix_len < 31)  # is_broadcast, inline
+                or (src == 0 and not self.is_broadcast(dst))):
             # Nothing may answer a broadcast source (a smurf amplifier would);
             # 0.0.0.0 is a source only for broadcasts (RFC 1122 3.2.1.3).
-            self.trace.drop("ip", "martian_source", src=int2ip(h.src))
+            self.trace.drop("ip", "martian_source", src=int2ip(src))
             return
         self.trace.counters["ip.packets_in"] += 1
         if h.mf or h.frag_offset:

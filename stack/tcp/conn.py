@@ -21,22 +21,20 @@ told of changes. Segments leave through the layer's ``Emitter``.
 from __future__ import annotations
 
 import errno
-import functools
-import os
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable
 
 from stack.tcp import timers as T
 from stack.tcp.arrives import predicted, process
-from stack.tcp.emit import conn_name, tsval
+from stack.tcp.emit import conn_name
 from stack.tcp.handshake import Handshake, rcv_cause
 from stack.tcp.receiver import Receiver
 from stack.tcp.recovery import Recovery
 from stack.tcp.rtt import Rtt
 from stack.tcp.sender import Sender
-from stack.tcp.seq import seq_between
+from stack.tcp.seq import seq_between, tsval
 from stack.tcp.states import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2,
                               LAST_ACK, LISTEN, RECEIVING, SYN_RECEIVED, SYN_SENT,
-                              SYNCHRONIZED, TIME_WAIT, Endpoint)
+                              SYNCHRONIZED, TIME_WAIT, Endpoint, entry, os_error)
 from stack.tcp.timers import Timers
 from stack.wire.tcp import ACK, FIN, RST, TcpSegment
 
@@ -44,29 +42,6 @@ if TYPE_CHECKING:
     from stack.tcp.layer import TcpLayer
     from stack.tcp.listener import Listener
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def os_error(err: int) -> OSError:
-    """``OSError(errno)``; Python picks the subclass (ConnectionResetError, ...)."""
-    return OSError(err, os.strerror(err))
-
-
-def entry(method: F) -> F:
-    """An entry point into a connection: when the outermost one returns, the
-    layer's timer is re-armed and the user is told about any change."""
-
-    @functools.wraps(method)
-    def run(self: TcpConnection, *args: Any, **kwargs: Any) -> Any:
-        self._depth += 1
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            self._depth -= 1
-            if not self._depth:
-                self._finish()
-
-    return run  # type: ignore[return-value]
 
 
 class TcpConnection(Endpoint):
@@ -90,9 +65,9 @@ class TcpConnection(Endpoint):
         self.last_rcv = now
         self.user_closed = False
         self._dirty = False
-        self._depth = 0
         self._shut_wr = False
         self._close_deferred = False
+        self._fast_path = cfg.header_prediction
         self._challenge_second = -1         # RFC 5961 7 budget, per connection
         self._challenge_count = 0
         self.keepalive = cfg.keepalive      # SO_KEEPALIVE and its TCP_KEEP* options
@@ -307,12 +282,12 @@ class TcpConnection(Endpoint):
         self.now = now
         self.last_rcv = now
         snd = self.sender
-        if self.timers.armed(T.KEEPALIVE) or snd.ka_probes:
+        if self.timers.at[T.KEEPALIVE] is not None or snd.ka_probes:
             snd.keepalive_answered()
             if self.keepalive and self.synchronized:
                 self.timers.start(T.KEEPALIVE, now + self.keepalive_idle)
         st = self.state
-        if st == ESTABLISHED and self.cfg.header_prediction and predicted(self, seg, now):
+        if st == ESTABLISHED and self._fast_path and predicted(self, seg, now):
             pass
         elif st == SYN_SENT:
             self.handshake.syn_sent_arrives(seg, now)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from stack.tcp.seq import seq_add
 from stack.trace import Trace
 from stack.wire.ipv4 import int2ip
 from stack.wire.tcp import (PROTO_TCP, RST, build_options, build_tcp, flags_str, sack_option,
@@ -27,11 +26,6 @@ class SynOffers(NamedTuple):
     wscale: int | None
     sack_perm: bool
     timestamps: tuple[int, int] | None
-
-
-def tsval(base: int, now: float) -> int:
-    """Our timestamp clock (RFC 7323 5.4): milliseconds plus a per-connection offset."""
-    return seq_add(base, int(now * 1000))
 
 
 def conn_name(laddr: int, lport: int, raddr: int, rport: int) -> str:

@@ -14,8 +14,8 @@ import errno
 from typing import TYPE_CHECKING
 
 from stack.tcp import timers as T
-from stack.tcp.emit import SynOffers, tsval
-from stack.tcp.seq import seq_add, seq_gt, seq_le
+from stack.tcp.emit import SynOffers
+from stack.tcp.seq import seq_add, seq_gt, seq_le, tsval
 from stack.tcp.states import ESTABLISHED, SYN_RECEIVED, SYN_SENT
 from stack.wire.tcp import ACK, FIN, RST, SYN, TcpSegment, flags_names
 

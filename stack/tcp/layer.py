@@ -19,13 +19,13 @@ import struct
 from typing import Callable
 
 from stack.tcp.config import TcpConfig
-from stack.tcp.conn import TcpConnection, os_error
+from stack.tcp.conn import TcpConnection
 from stack.tcp.emit import Emitter, IpSend, conn_name
 from stack.tcp.handshake import rcv_cause
 from stack.tcp.listener import Listener
 from stack.tcp.ports import Ports
 from stack.tcp.seq import seq_add, seq_gt
-from stack.tcp.states import LISTEN, TIME_WAIT
+from stack.tcp.states import LISTEN, TIME_WAIT, os_error
 from stack.tcp.syncookies import SynCookies
 from stack.trace import Trace
 from stack.wire import WireError
@@ -362,7 +362,7 @@ class TcpLayer:
 
     def schedule(self, conn: TcpConnection) -> None:
         """Make sure the heap holds an entry no later than the connection's deadline."""
-        d = conn.deadline()
+        d = conn.timers.deadline()
         if d is None:
             return
         s = self._sched.get(conn)
@@ -381,7 +381,7 @@ class TcpLayer:
                 heapq.heappop(heap)
                 self._stale -= 1
                 continue
-            real = conn.deadline()
+            real = conn.timers.deadline()
             if real is not None and real <= d:
                 return d
             # The connection's timers moved later (or stopped) since this

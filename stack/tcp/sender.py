@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING
 
 from stack.tcp import timers as T
 from stack.tcp.timers import RTO
-from stack.tcp.emit import tsval
-from stack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_lt, seq_offset
+from stack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_lt, seq_offset, tsval
 from stack.tcp.states import SENDING
 from stack.wire.tcp import ACK, FIN, PSH, TcpSegment
 

@@ -56,6 +56,12 @@ def seq_between(x: int, lo: int, hi: int) -> bool:
     return ((x - lo) & MASK) <= ((hi - lo) & MASK)
 
 
+def tsval(base: int, now: float) -> int:
+    """Our timestamp clock (RFC 7323 5.4): milliseconds since ``now``'s
+    origin plus a per-connection offset, modulo 2**32."""
+    return (base + int(now * 1000)) & MASK
+
+
 def seq_max(a: int, b: int) -> int:
     return b if ((a - b) & MASK) >= HALF else a
 

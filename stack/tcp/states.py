@@ -3,7 +3,13 @@ and the one function that changes an endpoint's state."""
 
 from __future__ import annotations
 
+import functools
+import os
+from typing import Any, Callable, TypeVar
+
 from stack.trace import Trace
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 CLOSED = "CLOSED"
 LISTEN = "LISTEN"
@@ -43,6 +49,7 @@ class Endpoint:
     def __init__(self, trace: Trace, state: str = CLOSED) -> None:
         self.trace = trace
         self.state = state
+        self._depth = 0  # entry points running (see entry)
 
     def set_state(self, new: str, cause: str, now: float) -> None:
         old = self.state
@@ -54,3 +61,44 @@ class Endpoint:
 
     def entered(self, old: str, new: str, now: float) -> None:
         """Called by :meth:`set_state` after the change."""
+
+    def _finish(self) -> None:
+        """Called when the outermost :func:`entry` returns."""
+
+
+def os_error(err: int) -> OSError:
+    """``OSError(errno)``; Python picks the subclass (ConnectionResetError, ...)."""
+    return OSError(err, os.strerror(err))
+
+
+def entry(method: F) -> F:
+    """An entry point into a connection: when the outermost one returns, the
+    layer's timer is re-armed and the user is told about any change.
+
+    The two-argument entries (a segment arriving, a send: once per segment)
+    get a wrapper without ``*args`` packing."""
+    code = method.__code__
+    if code.co_argcount == 3 and not method.__defaults__ and not code.co_kwonlyargcount:
+
+        def run2(self: Endpoint, a: Any, b: Any) -> Any:
+            self._depth += 1
+            try:
+                return method(self, a, b)
+            finally:
+                self._depth -= 1
+                if not self._depth:
+                    self._finish()
+
+        return functools.wraps(method)(run2)  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def run(self: Endpoint, *args: Any, **kwargs: Any) -> Any:
+        self._depth += 1
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self._depth -= 1
+            if not self._depth:
+                self._finish()
+
+    return run  # type: ignore[return-value]

@@ -49,9 +49,9 @@ import struct
 
 from typing import TYPE_CHECKING
 
-from stack.tcp.emit import SynOffers, conn_name, tsval
+from stack.tcp.emit import SynOffers, conn_name
 from stack.tcp.handshake import wscale_for
-from stack.tcp.seq import seq_add, seq_gt, seq_offset
+from stack.tcp.seq import seq_add, seq_gt, seq_offset, tsval
 from stack.wire.tcp import ACK, SYN, TcpSegment
 
 if TYPE_CHECKING:
