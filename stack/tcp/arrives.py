@@ -26,8 +26,10 @@ def predicted(conn: TcpConnection, seg: TcpSegment, now: float) -> bool:
 
     In ESTABLISHED, the next in-order segment with only ACK (and PSH)
     set, no SACK blocks and a timestamp that PAWS lets through, that is
-    either data acknowledging nothing new under an unchanged window, or a
-    pure ACK. Anything else returns False and takes the general path."""
+    either data acknowledging nothing new under an unchanged window (while
+    no window probe is due), or a pure ACK. Anything else returns False and
+    takes the general path. ``tests/tcp/test_fastpath.py`` checks that both
+    paths give the same segments, state and timers."""
     rcv = conn.receiver
     if seg.flags & ~PSH != ACK or seg.seq != rcv.rcv_nxt or seg.sack:
         return False
@@ -42,7 +44,8 @@ def predicted(conn: TcpConnection, seg: TcpSegment, now: float) -> bool:
     if n:
         if (ack != snd.snd_una or rcv.ooo is not None or rcv.ooo_fin is not None
                 or conn.user_closed or seg.window << snd.wscale != snd.snd_wnd
-                or n > seq_diff(rcv.rcv_adv, rcv.rcv_nxt)):
+                or n > seq_diff(rcv.rcv_adv, rcv.rcv_nxt)
+                or conn.timers.at[T.PERSIST] is not None):  # (its window update restarts it)
             return False
     elif not seq_between(ack, snd.snd_una, snd.snd_max):
         return False
