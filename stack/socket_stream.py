@@ -29,10 +29,7 @@ _T = TypeVar("_T")
 
 
 def _tcp(sock: Socket) -> TcpLayer:
-    tcp = sock._net.tcp
-    if tcp is None:  # pragma: no cover - TCP is always built
-        raise error(errno.EPROTONOSUPPORT)
-    return tcp
+    return sock._net.tcp
 
 
 # -- readiness (called under the lock) ---------------------------------------------

@@ -40,8 +40,8 @@ from typing import NamedTuple, TypedDict
 
 from stack.native import csum_partial
 from stack.wire import WireError
+from stack.wire.ipv4 import PROTO_TCP as PROTO_TCP  # (re-exported: TCP code finds it here)
 
-PROTO_TCP = 6
 
 FIN = 0x01
 SYN = 0x02
