@@ -1,50 +1,115 @@
-"""Command line: ``stack up`` runs a host on a TAP; ``stack trace`` studies a trace."""
+"""Command line: ``stack up`` runs a host on a TAP; ``stack trace`` studies a trace.
+
+Bad input and failures to start end as one ``stack: error:`` line on stderr
+with exit 2 (usage) or 1 (a resource), never a traceback: the values are
+checked by :mod:`stack.cliargs`, what spans flags or touches the system by
+:mod:`stack.cli_checks`, and :func:`main` turns their ``CliError`` into the
+line. Output into a pipe that closes (``| head``) ends quietly.
+"""
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import sys
+import textwrap
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from stack import native
+from stack import cli_checks, cliargs, native
+from stack.cliargs import RESOURCE, CliError, report
 from stack.trace import LAYERS, Trace, group_counters, parse_layers
 
 if TYPE_CHECKING:
     from stack.runtime import Stack
 
+# Exit status after a write to a closed pipe (as a tool killed by SIGPIPE).
+EXIT_PIPE = 128 + signal.SIGPIPE
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+
+DESCRIPTION = """\
+A userspace TCP/IP stack that owns a Linux TAP device and speaks Ethernet
+with the kernel on the other side."""
+
+# A short example for every command, shown at the end of its --help.
+EXAMPLES = {
+    "up": """\
+example, in a network namespace of your own (unshare --net, then ip link set lo up):
+  stack up --host-address 192.0.2.1/24 --serve http:80 --serve echo:7 --trace trace.jsonl
+  curl http://192.0.2.2/bytes/1000          # from the kernel side, in the same namespace""",
+    "trace": """\
+examples:
+  stack trace trace.jsonl                      # every TCP connection's timeline
+  stack trace trace.jsonl --conn :80 --format ladder
+  stack trace trace.jsonl --plot seq.png""",
+    "ss": "example:\n  stack ss -tan --tap tap0     # the TCP sockets of the stack on tap0",
+    "stats": "example:\n  stack stats --tap tap0       # the counters of the stack on tap0",
+    "neigh": "example:\n  stack neigh --tap tap0       # its ARP cache",
+    "route": "example:\n  stack route --tap tap0       # its routes",
+}
+
 
 class Subparsers(Protocol):
     """What ``ArgumentParser.add_subparsers()`` returns, as far as we use it."""
+
+    @property
+    def choices(self) -> Mapping[str, argparse.ArgumentParser]: ...
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
 
 
 def _up_parser(sub: Subparsers) -> None:
-    p = sub.add_parser("up", help="run the stack as a host on a TAP link")
-    p.add_argument("--tap", default="tap0", help="TAP device (opened if it exists, else created)")
-    p.add_argument("--address", default="192.0.2.2/24", help="the stack's IPv4 address/prefix")
-    p.add_argument("--host-address", help="address/prefix for the kernel side of the TAP")
-    p.add_argument("--gateway", help="default gateway")
-    p.add_argument("--mac", help="the stack's MAC (default: derived from the address)")
-    p.add_argument("--mtu", type=int, default=1500)
+    p = sub.add_parser(
+        "up", help="run the stack as a host on a TAP link",
+        description="Run the stack as a host on a TAP link until SIGINT or SIGTERM. It answers "
+                    "ARP and ping, serves the --serve services, and prints 'stack: up ...' on "
+                    "stderr when ready.")
+    p.add_argument("--tap", default="tap0", type=cliargs.tap_name, metavar="NAME",
+                   help="TAP device, opened if it exists, else created (default: %(default)s)")
+    p.add_argument("--address", default="192.0.2.2/24", type=cliargs.cidr, metavar="CIDR",
+                   help="the stack's IPv4 address/prefix (default: %(default)s)")
+    p.add_argument("--host-address", type=cliargs.cidr, metavar="CIDR",
+                   help="give the kernel side of the TAP this address/prefix and bring it up "
+                        "(default: leave the kernel side as it is)")
+    p.add_argument("--gateway", type=cliargs.ipv4, metavar="IP",
+                   help="default gateway, on the stack's subnet (default: none, on-link only)")
+    p.add_argument("--mac", type=cliargs.mac,
+                   help="the stack's unicast MAC (default: 02:53 and the address's four bytes)")
+    p.add_argument("--mtu", type=cliargs.mtu, default=1500, metavar="N",
+                   help=f"link MTU, {cliargs.MTU_MIN}-{cliargs.MTU_MAX} (default: %(default)s)")
     p.add_argument("--serve", action="append", default=[], metavar="SERVICE",
-                   help="http:PORT[:DIR], echo:PORT, discard:PORT, chargen:PORT, udp-echo:PORT")
-    p.add_argument("--trace", metavar="FILE", help="write trace events to FILE ('-' for stderr)")
-    p.add_argument("--trace-format", choices=("text", "jsonl"), default="jsonl")
+                   type=cliargs.service,
+                   help="http:PORT[:DIR], echo:PORT, discard:PORT, chargen:PORT or "
+                        "udp-echo:PORT; repeatable (default: no services)")
+    p.add_argument("--trace", metavar="FILE",
+                   help="write trace events to FILE, '-' for stderr (default: no trace)")
+    p.add_argument("--trace-format", choices=("text", "jsonl"), default="jsonl",
+                   help="trace format (default: %(default)s)")
     p.add_argument("--trace-level", choices=("all", "state"), default="all",
-                   help="all events, or only state changes, drops and retransmissions")
+                   help="all events, or only state changes, drops and retransmissions "
+                        "(default: %(default)s)")
     p.add_argument("--trace-layers", metavar="LAYER,...", type=_layers,
-                   help=f"only these layers' events ({','.join(LAYERS)}); counters count all")
-    p.add_argument("--pcap", metavar="FILE", help="capture frames to a pcap file")
-    p.add_argument("--busy-poll", type=int, default=0, metavar="USEC",
+                   help=f"only these layers' events ({','.join(LAYERS)}); counters count all "
+                        "(default: every layer)")
+    p.add_argument("--pcap", metavar="FILE", help="capture frames to a pcap file (default: none)")
+    p.add_argument("--impair", metavar="SPEC", type=cliargs.impair,
+                   help="fault injection on the link, both ways: "
+                        "loss=P,dup=P,reorder=P,corrupt=P,delay=MS,seed=N (default: none)")
+    p.add_argument("--congestion", type=cliargs.congestion, default="cubic", metavar="NAME",
+                   help="congestion control for every connection: cubic, newreno or reno "
+                        "(default: %(default)s)")
+    p.add_argument("--msl", type=cliargs.msl, default=30.0, metavar="SECONDS",
+                   help="maximum segment lifetime; TIME_WAIT lasts twice that "
+                        "(default: %(default)g)")
+    p.add_argument("--busy-poll", type=cliargs.busy_poll, default=0, metavar="USEC",
                    help="keep polling the TAP for USEC microseconds after each frame "
-                        "before sleeping (lower latency, more CPU; like net.core.busy_poll)")
+                        "before sleeping (lower latency, more CPU; like net.core.busy_poll) "
+                        "(default: %(default)s, off)")
     p.add_argument("--offload", action="store_true",
-                   help="virtio-net header with checksum and TSO/GSO offloads on the TAP")
-    p.add_argument("--impair", metavar="SPEC",
-                   help="fault injection: loss=P,dup=P,reorder=P,corrupt=P,delay=MS,seed=N")
+                   help="virtio-net header with checksum and TSO/GSO offloads on the TAP "
+                        "(default: off)")
 
 
 def _layers(text: str) -> frozenset[str]:
@@ -60,10 +125,12 @@ def _trace_parser(sub: Subparsers) -> None:
         description="Read a jsonl trace (stack up --trace FILE) and print, per TCP connection, "
                     "its state transitions with causes and a summary.")
     p.add_argument("file", help="the jsonl trace ('-' for stdin)")
-    p.add_argument("--conn", metavar="ADDR:PORT",
-                   help="only connections with this endpoint on either side (ADDR may be left out)")
+    p.add_argument("--conn", metavar="ADDR:PORT", type=cliargs.endpoint,
+                   help="only connections with this endpoint on either side (ADDR may be "
+                        "left out) (default: every connection)")
     p.add_argument("--plot", metavar="OUT.png",
-                   help="time-sequence graph, cwnd and RTT of the busiest connection left")
+                   help="time-sequence graph, cwnd and RTT of the busiest connection left "
+                        "(default: no plot)")
     p.add_argument("--format", choices=("timeline", "ladder"), default="timeline",
                    help="timeline (default) or a two-column message-sequence chart")
 
@@ -85,53 +152,79 @@ def _print_counters(net: Stack, when: str) -> None:
     print(format_counters(net.stats()), file=sys.stderr, flush=True)
 
 
+def _quietly(fn: Any, *args: Any) -> None:
+    """``fn(*args)``, which writes to stderr; a reader that went away is no error."""
+    try:
+        fn(*args)
+    except BrokenPipeError:
+        pass
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _open_trace(args: argparse.Namespace) -> Trace | None:
-    """The Trace ``stack up`` writes (None without --trace); raises OSError."""
+    """The Trace ``stack up`` writes (None without --trace)."""
     if not args.trace:
         return None
-    sink = sys.stderr if args.trace == "-" else open(args.trace, "w", buffering=1 << 16)
+    try:
+        sink = sys.stderr if args.trace == "-" else open(args.trace, "w", buffering=1 << 16)
+    except OSError as e:
+        raise CliError(f"--trace {args.trace}: cannot write: {e.strerror or e}", RESOURCE) from None
     return Trace(sink, args.trace_format, level=args.trace_level, layers=args.trace_layers)
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+def _open_stack(args: argparse.Namespace, trace: Trace | None) -> Stack:
+    """``Stack.tap`` with the flags; a TAP that cannot be had is a ``CliError``."""
     from stack.runtime import Stack
-    from stack.services import parse_service, start_service
+    from stack.tcp.config import TcpConfig
 
+    config = TcpConfig(msl=args.msl, congestion=args.congestion)
     try:
-        specs = [parse_service(s) for s in args.serve]
-    except ValueError as e:
-        print(f"stack: {e}", file=sys.stderr)
-        return 2
-    try:
-        trace = _open_trace(args)
+        return Stack.tap(args.tap, address=args.address, gateway=args.gateway,
+                         host_address=args.host_address, mtu=args.mtu, mac=args.mac,
+                         trace_obj=trace, pcap=args.pcap, impair=args.impair,
+                         offload=args.offload, busy_poll=args.busy_poll / 1e6,
+                         tcp_config=config)
+    except ImportError as e:
+        raise CliError(f"--tap {args.tap}: python-pytun is not installed ({e})",
+                       RESOURCE) from None
     except OSError as e:
-        print(f"stack: cannot write the trace {args.trace}: {e.strerror or e}", file=sys.stderr)
-        return 2
+        raise cli_checks.tap_failure(e, args.tap, args.mtu, args.host_address) from None
+    except ValueError as e:  # what the checks before should have caught
+        raise CliError(str(e)) from None
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    cli_checks.check_addresses(args.address, args.host_address, args.gateway)
+    cli_checks.check_services(args.serve)
+    cli_checks.check_writable("--pcap", args.pcap)
+    trace = _open_trace(args)
     stop = threading.Event()
-    net = Stack.tap(args.tap, address=args.address, gateway=args.gateway,
-                    host_address=args.host_address, mtu=args.mtu, mac=args.mac,
-                    trace_obj=trace, pcap=args.pcap, impair=args.impair, offload=args.offload,
-                    busy_poll=args.busy_poll / 1e6)
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    net = _open_stack(args, trace)
     services = []
     try:
-        for spec in specs:
-            services.append(start_service(net, spec))
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGUSR1, lambda *_: _print_counters(net, "now"))
+        services = cli_checks.start_services(net, args.serve)
+        signal.signal(signal.SIGUSR1, lambda *_: _quietly(_print_counters, net, "now"))
         seed = net.injector.seed if net.injector is not None else None
         extra = f" impair={args.impair} seed={seed}" if args.impair else ""
-        served = f" serve={','.join(args.serve)}" if args.serve else ""
+        served = f" serve={','.join(map(str, args.serve))}" if args.serve else ""
         print(f"stack: up tap={args.tap} address={args.address} mac={_mac(net.mac)} "
               f"mtu={args.mtu} checksum={native.IMPL}{served}{extra}", file=sys.stderr, flush=True)
+        warning = cli_checks.kernel_side_warning(args.tap, args.address, args.host_address)
+        if warning is not None:
+            report(warning, "warning")
         while not stop.wait(3600):
             pass
     finally:
         for svc in services:
             svc.close()
         net.close()
-        print("stack: down", file=sys.stderr)
-        _print_counters(net, "at exit")
+        _quietly(_say, "stack: down")
+        _quietly(_print_counters, net, "at exit")
     return 0
 
 
@@ -142,18 +235,47 @@ def _mac(mac: bytes) -> str:
 def cmd_trace(args: argparse.Namespace) -> int:
     from stack import tracetool
 
+    cli_checks.check_readable("trace file", args.file)
+    cli_checks.check_writable("--plot", args.plot)
     return tracetool.main(args)
 
 
+def _finish_help(sub: Subparsers) -> None:
+    """Every command's description wrapped to the terminal, and its example after the flags."""
+    width = min(shutil.get_terminal_size().columns, 100) - 2
+    for name, p in sub.choices.items():
+        if p.description and "\n" not in p.description:
+            p.description = textwrap.fill(p.description, width)
+        if p.epilog is None and name in EXAMPLES:
+            p.epilog = EXAMPLES[name]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="stack", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = cliargs.Parser(prog="stack", description=DESCRIPTION,
+                            epilog="'stack COMMAND --help' shows a command's flags, their "
+                                   "defaults and an example.")
+    parser.add_argument("--version", action="version", version=f"stack {cliargs.version()}",
+                        help="print the version (stack X.Y.Z) and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _up_parser(sub)
     _trace_parser(sub)
-    args = parser.parse_args(argv)
-    if args.command == "up":
-        return cmd_up(args)
-    return cmd_trace(args)
+    _finish_help(sub)
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "up":
+            code = cmd_up(args)
+        else:
+            code = cmd_trace(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be caught
+    except CliError as e:
+        report(e.message)
+        return e.code
+    except BrokenPipeError:
+        cli_checks.silence_stdout()
+        return EXIT_PIPE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -191,17 +191,24 @@ class Stack:
     @classmethod
     def _on_link(cls, link: Link, *, trace=None, trace_format="jsonl", pcap=None, impair=None,
                  trace_level="all", **kwargs) -> "Stack":
-        if impair:
-            link = ImpairLink(link, impair, clock=kwargs.get("clock", time.monotonic))
-        if pcap:
-            from stack.link.pcap import PcapLink
+        device = link
+        try:
+            if impair:
+                link = ImpairLink(link, impair, clock=kwargs.get("clock", time.monotonic))
+            if pcap:
+                from stack.link.pcap import PcapLink
 
-            link = PcapLink(link, pcap)
-        tr = kwargs.pop("trace_obj", None)
-        if tr is None:
-            sink = open(trace, "w", buffering=1 << 16) if isinstance(trace, str) else trace
-            tr = Trace(sink, trace_format, level=trace_level)
-        return cls(link, trace=tr, **kwargs)
+                link = PcapLink(link, pcap)
+            tr = kwargs.pop("trace_obj", None)
+            if tr is None:
+                sink = open(trace, "w", buffering=1 << 16) if isinstance(trace, str) else trace
+                tr = Trace(sink, trace_format, level=trace_level)
+            return cls(link, trace=tr, **kwargs)
+        except BaseException:
+            # A bad spec or a capture file that cannot be written: the device
+            # (a TAP this call created is removed) does not outlive the failure.
+            device.close()
+            raise
 
     def _watch_injector(self, injector: ImpairLink) -> None:
         """Trace the fault injector's seed, and every impairment it applies

@@ -56,6 +56,35 @@ _PSEUDO = struct.Struct("!4s4sBBH")
 _DROP_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM, errno.EIO, errno.ENETDOWN})
 
 
+SIOCGIFFLAGS = 0x8913
+IFF_UP = 0x1
+_IFREQ_FLAGS = struct.Struct("16sh")
+
+
+class TapError(OSError):
+    """Opening or setting up a TAP failed. ``step`` says which part:
+    ``"open"`` (TUNSETIFF: busy, permission, no /dev/net/tun), ``"offload"``,
+    ``"mtu"`` or ``"host_address"`` (configuring the kernel side)."""
+
+    def __init__(self, step: str, errno_: int | None, message: str) -> None:
+        if errno_ is None:
+            super().__init__(message)
+        else:
+            super().__init__(errno_, message)
+        self.step = step
+
+
+def interface_up(name: str) -> bool:
+    """Whether interface ``name`` in this namespace is administratively up
+    (False when it does not exist)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            raw = fcntl.ioctl(s, SIOCGIFFLAGS, _IFREQ_FLAGS.pack(name.encode()[:15], 0))
+        except OSError:
+            return False
+    return bool(_IFREQ_FLAGS.unpack(raw)[1] & IFF_UP)
+
+
 def interface_exists(name: str) -> bool:
     """Whether a network interface ``name`` exists in this namespace."""
     try:
@@ -107,20 +136,26 @@ class TapLink(Link):
         try:
             self._dev = pytun.TunTapDevice(name=name, flags=flags)
         except pytun.Error as e:  # an OSError; say which device it was about
-            raise OSError(e.errno, f"cannot open TAP {name!r}: {e.strerror or e}") from None
+            raise TapError("open", e.errno, f"cannot open TAP {name!r}: {e.strerror or e}") from None
         self._fd = self._dev.fileno()
+        step = "open"
         try:
             os.set_blocking(self._fd, False)
             if offload:
+                step = "offload"
                 fcntl.ioctl(self._fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)
+            step = "mtu"
             if mtu is not None:
                 self._dev.mtu = mtu
             self.mtu = self._dev.mtu
             if host_address is not None:
+                step = "host_address"
                 _ip("addr", "replace", host_address, "dev", name)
                 _ip("link", "set", "dev", name, "up")
-        except BaseException:
+        except BaseException as e:
             self.close()
+            if isinstance(e, OSError) and not isinstance(e, TapError):
+                raise TapError(step, e.errno, f"TAP {name!r}: {e.strerror or e}") from e
             raise
         self.host_address = host_address
 

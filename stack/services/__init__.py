@@ -94,6 +94,11 @@ class ServiceSpec:
         if self.directory == "":
             raise ValueError("empty directory")
 
+    @property
+    def transport(self) -> str:
+        """``"udp"`` or ``"tcp"``: the port space the service binds in."""
+        return "udp" if self.kind == "udp-echo" else "tcp"
+
     def __str__(self) -> str:
         tail = f":{self.directory}" if self.directory is not None else ""
         return f"{self.kind}:{self.port}{tail}"
