@@ -10,11 +10,12 @@ line. Output into a pipe that closes (``| head``) ends quietly.
 from __future__ import annotations
 
 import argparse
+import os
+import select
 import shutil
 import signal
 import sys
 import textwrap
-import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -175,6 +176,30 @@ def _open_trace(args: argparse.Namespace) -> Trace | None:
     return Trace(sink, args.trace_format, level=args.trace_level, layers=args.trace_layers)
 
 
+class StopSignals:
+    """Installs handlers for ``signals``; :meth:`wait` returns once one arrived
+    (also one that came before the call).
+
+    The handler only writes a byte to a pipe. Setting a ``threading.Event``
+    from a handler can hang forever: the handler runs in the main thread, which
+    may at that moment hold the Event's own lock inside ``Event.wait``."""
+
+    def __init__(self, *signals: int) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._w, False)
+        for sig in signals:
+            signal.signal(sig, self._arrived)
+
+    def _arrived(self, signum: int, frame: object) -> None:
+        try:
+            os.write(self._w, b"\0")
+        except BlockingIOError:  # many signals already waiting: one is enough
+            pass
+
+    def wait(self) -> None:
+        select.select([self._r], [], [])
+
+
 def _open_stack(args: argparse.Namespace, trace: Trace | None) -> Stack:
     """``Stack.tap`` with the flags; a TAP that cannot be had is a ``CliError``."""
     from stack.runtime import Stack
@@ -201,9 +226,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     cli_checks.check_services(args.serve)
     cli_checks.check_writable("--pcap", args.pcap)
     trace = _open_trace(args)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stop = StopSignals(signal.SIGINT, signal.SIGTERM)
     net = _open_stack(args, trace)
     services = []
     try:
@@ -217,8 +240,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         warning = cli_checks.kernel_side_warning(args.tap, args.address, args.host_address)
         if warning is not None:
             report(warning, "warning")
-        while not stop.wait(3600):
-            pass
+        stop.wait()
     finally:
         for svc in services:
             svc.close()

@@ -145,3 +145,12 @@ def test_the_warning_names_the_missing_flag_and_a_way_out():
     assert text is not None and "--host-address" in text and "tclinone" in text
     assert "198.51.100.1/24" in text  # a suggestion on the stack's own subnet
     assert kernel_side_warning("tclinone", "198.51.100.2/24", "198.51.100.1/24") is None
+
+
+def test_a_stop_signal_before_the_wait_is_not_lost():
+    code = ("import os, signal; from stack.cli import StopSignals; "
+            "s = StopSignals(signal.SIGTERM); os.kill(os.getpid(), signal.SIGTERM); "
+            "s.wait(); print('stopped')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=20, env=ENV, cwd=ROOT)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "stopped\n", "")
