@@ -228,9 +228,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     trace = _open_trace(args)
     stop = StopSignals(signal.SIGINT, signal.SIGTERM)
     net = _open_stack(args, trace)
-    services = []
     try:
         services = cli_checks.start_services(net, args.serve)
+    except BaseException:
+        net.close()  # before the one error line, and without the exit report
+        raise
+    try:
         signal.signal(signal.SIGUSR1, lambda *_: _quietly(_print_counters, net, "now"))
         seed = net.injector.seed if net.injector is not None else None
         extra = f" impair={args.impair} seed={seed}" if args.impair else ""

@@ -3,6 +3,7 @@
 * A TAP another ``stack up`` holds: exit 1, one ``stack: error:`` line naming
   ``--tap`` and saying it is busy; the first stack keeps answering.
 * Without CAP_NET_ADMIN: exit 1, "permission denied", and no TAP is left.
+* A service port taken on the stack before the service binds: exit 1, one line.
 * No ``--host-address`` and the kernel side down: a ``stack: warning:`` line
   after ``stack: up``; none when the TAP is up or ``--host-address`` is given.
 * ``--msl 1``: TIME_WAIT lasts 2 s (from the trace of a real connection).
@@ -172,3 +173,30 @@ def test_sigterm_right_after_up_always_ends_it(netns):
         finally:
             kill(p)
         assert not interface_exists("tcliterm")
+
+
+PORT_TAKEN = """
+import sys
+import stack.services as services
+real = services.start_service
+def start(net, spec, *args, **kwargs):
+    if spec.transport == "tcp":  # another program on the stack took the port first
+        net.create_server(("0.0.0.0", spec.port))
+    return real(net, spec, *args, **kwargs)
+services.start_service = start
+from stack.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_port_in_use_is_one_error_line(netns):
+    """The real ``stack up`` on a real TAP, with the TCP port taken on the stack
+    just before its service binds: exit 1, one line (udp-echo:7, started
+    first, is closed again), and the TAP is removed."""
+    subprocess.run(["ip", "link", "del", "tcliport"], capture_output=True)
+    r = subprocess.run([sys.executable, "-c", PORT_TAKEN, "up", "--tap", "tcliport",
+                        "--host-address", HOST, "--serve", "udp-echo:7", "--serve", "echo:7"],
+                       capture_output=True, text=True, timeout=30, env=ENV, cwd=ROOT,
+                       stdin=subprocess.DEVNULL)
+    assert_one_error(r, 1, "--serve echo:7", "TCP port 7", "in use")
+    assert not interface_exists("tcliport")
