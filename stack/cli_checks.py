@@ -137,11 +137,14 @@ _OPEN_FAILURES = {
 
 
 def tap_failure(e: OSError, tap: str, mtu: int, host_address: str | None) -> CliError:
-    """The one-line error for a TAP (or its set-up) that failed to open."""
+    """The one-line error for a TAP that failed to open or be set up (or a file
+    opened after it)."""
     from stack.link.tap import TapError
 
-    step = e.step if isinstance(e, TapError) else "open"
     reason = e.strerror or str(e)
+    if not isinstance(e, TapError):  # not the TAP: a file opened after it (capture, trace)
+        return CliError(f"{e.filename or 'start-up'}: {reason}", RESOURCE)
+    step = e.step
     if step == "mtu":
         return CliError(f"--mtu {mtu}: TAP {tap} refused it: {reason}", RESOURCE)
     if step == "offload":
@@ -149,9 +152,7 @@ def tap_failure(e: OSError, tap: str, mtu: int, host_address: str | None) -> Cli
     if step == "host_address":
         return CliError(f"--host-address {host_address}: configuring the kernel side of "
                         f"{tap} failed: {reason}", RESOURCE)
-    if isinstance(e, TapError):
-        reason = _OPEN_FAILURES.get(e.errno or 0, reason)
-    return CliError(f"--tap {tap}: {reason}", RESOURCE)
+    return CliError(f"--tap {tap}: {_OPEN_FAILURES.get(e.errno or 0, reason)}", RESOURCE)
 
 
 def start_services(net: Stack, specs: Iterable[ServiceSpec]) -> list[Service]:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import subprocess
@@ -21,8 +22,9 @@ import tomllib
 import pytest
 
 from stack import Stack
-from stack.cli_checks import check_addresses, kernel_side_warning, start_services
+from stack.cli_checks import check_addresses, kernel_side_warning, start_services, tap_failure
 from stack.cliargs import RESOURCE, CliError, cidr, endpoint, mac, mtu
+from stack.link.tap import TapError
 from stack.services import parse_service
 from tests.cli.test_errors import ENV, ROOT, run_stack
 
@@ -154,3 +156,21 @@ def test_a_stop_signal_before_the_wait_is_not_lost():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=20, env=ENV, cwd=ROOT)
     assert (r.returncode, r.stdout, r.stderr) == (0, "stopped\n", "")
+
+
+@pytest.mark.parametrize("error,names", [
+    (TapError("open", errno.EBUSY, "x"), ["--tap tap9", "busy"]),
+    (TapError("open", errno.EPERM, "x"), ["--tap tap9", "permission denied"]),
+    (TapError("open", errno.ENOENT, "x"), ["--tap tap9", "/dev/net/tun"]),
+    (TapError("mtu", errno.EINVAL, "Invalid argument"), ["--mtu 9000", "Invalid argument"]),
+    (TapError("offload", errno.EINVAL, "Invalid argument"), ["--offload"]),
+    (TapError("host_address", None, "ip addr replace: RTNETLINK answers: File exists"),
+     ["--host-address 192.0.2.1/24", "RTNETLINK"]),
+    (PermissionError(errno.EACCES, "Permission denied", "/x/cap.pcap"),
+     ["/x/cap.pcap", "Permission denied"]),
+], ids=["busy", "eperm", "no-tun", "mtu", "offload", "host-address", "a-file"])
+def test_start_up_failures_name_the_flag(error, names):
+    e = tap_failure(error, "tap9", 9000, "192.0.2.1/24")
+    assert e.code == RESOURCE
+    for name in names:
+        assert name in e.message, (name, e.message)
