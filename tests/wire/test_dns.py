@@ -93,18 +93,24 @@ def test_a_pointer_loop_between_two_names_is_refused():
     assert e.value.field == "name"
 
 
-def test_a_name_longer_than_255_bytes_through_pointers_is_refused():
-    # Each name adds 62 bytes of label and points at the previous one.
-    data = bytearray(struct.pack("!HHHHHH", 1, QR, 1, 0, 0, 0))
-    label = b"\x3d" + b"a" * 61
+def chained_questions(n: int) -> bytes:
+    """``n`` questions; each name is a 62-byte label, then a pointer to the
+    previous question's name (so the n-th spells 62 * n + 1 bytes)."""
+    data = bytearray(struct.pack("!HHHHHH", 1, QR, n, 0, 0, 0))
     prev = None
-    for _ in range(5):
+    for _ in range(n):
         start = len(data)
-        data += label + (struct.pack("!H", 0xC000 | prev) if prev is not None else b"\x00")
+        data += b"\x3d" + b"a" * 61
+        data += struct.pack("!H", 0xC000 | prev) if prev is not None else b"\x00"
+        data += struct.pack("!HH", TYPE_A, CLASS_IN)
         prev = start
-    data += struct.pack("!H", 0xC000 | prev) + b"\x00\x01\x00\x01"
+    return bytes(data)
+
+
+def test_a_name_longer_than_255_bytes_through_pointers_is_refused():
+    assert len(parse_message(chained_questions(4)).questions[3].name) == 4 * 62 - 1
     with pytest.raises(WireError) as e:
-        parse_message(bytes(data))
+        parse_message(chained_questions(5))
     assert e.value.field == "name" and "255" in str(e.value)
 
 
