@@ -71,13 +71,6 @@ class Sender:
     def fin_acked(self) -> bool:
         return self.fin_pending and seq_gt(self.snd_una, self.fin_seq)
 
-    def all_acked(self) -> bool:
-        return self.snd_una == self.snd_max
-
-    def idle(self) -> bool:
-        """Nothing sent unacknowledged, nothing waiting."""
-        return self.snd_una == self.snd_max and not self.buf
-
     # ---- changes made by the handshake and user calls ---------------------------
 
     def syn_sent(self) -> None:
