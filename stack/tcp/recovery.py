@@ -42,7 +42,6 @@ class Recovery:
 
     # ---- what the sender asks ---------------------------------------------------------
 
-
     def sacked(self) -> int:
         return self.sb.sacked if self.sb is not None else 0
 
