@@ -34,7 +34,8 @@ from stack.tcp.sender import Sender
 from stack.tcp.seq import seq_between, tsval
 from stack.tcp.states import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2,
                               LAST_ACK, LISTEN, RECEIVING, SYN_RECEIVED, SYN_SENT,
-                              SYNCHRONIZED, TIME_WAIT, Endpoint, entry, os_error)
+                              SYNCHRONIZED, TIME_WAIT, Endpoint, KEEPALIVE_STATES, entry,
+                              os_error)
 from stack.tcp.timers import Timers
 from stack.wire.tcp import ACK, FIN, RST, TcpSegment
 
@@ -284,7 +285,7 @@ class TcpConnection(Endpoint):
         snd = self.sender
         if self.timers.at[T.KEEPALIVE] is not None or snd.ka_probes:
             snd.keepalive_answered()
-            if self.keepalive and self.synchronized:
+            if self.keepalive and self.state in KEEPALIVE_STATES:
                 self.timers.start(T.KEEPALIVE, now + self.keepalive_idle)
         st = self.state
         if st == ESTABLISHED and self._fast_path and predicted(self, seg, now):
@@ -354,7 +355,7 @@ class TcpConnection(Endpoint):
             self.send_ack(now)
         if t.due(T.KEEPALIVE, now) and self.state != CLOSED:
             t.stop(T.KEEPALIVE)
-            if self.keepalive and self.synchronized:
+            if self.keepalive and self.state in KEEPALIVE_STATES:
                 self.sender.on_keepalive(now, self.keepalive_interval, self.keepalive_idle,
                                          self.keepalive_count)
 
@@ -554,14 +555,17 @@ class TcpConnection(Endpoint):
                       count: int | None = None) -> None:
         """SO_KEEPALIVE, with TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT."""
         if idle is not None and idle != self.keepalive_idle:
+            # A new idle time starts keepalive over: the timer is re-armed
+            # below and the probes count from zero again.
             self.keepalive_idle = idle
-            self.timers.stop(T.KEEPALIVE)  # re-armed below with the new idle time
+            self.timers.stop(T.KEEPALIVE)
+            self.sender.keepalive_answered()
         if interval is not None:
             self.keepalive_interval = interval
         if count is not None:
             self.keepalive_count = count
         self.keepalive = bool(on)
-        if on and self.synchronized:
+        if on and self.state in KEEPALIVE_STATES:
             self.timers.start_if_idle(T.KEEPALIVE, self.now + self.keepalive_idle)
         elif not on:
             self.timers.stop(T.KEEPALIVE)
