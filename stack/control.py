@@ -140,7 +140,10 @@ class ControlServer:
                     else:
                         client = self._clients.get(key.fd)
                         if client is not None:
-                            self._serve(sel, client, events)
+                            try:
+                                self._serve(sel, client, events)
+                            except Exception as e:  # a bug: this client goes, the server stays
+                                self._fail(sel, client, e)
                 now = time.monotonic()
                 for client in [c for c in self._clients.values() if c.deadline <= now]:
                     if client.answered:
@@ -156,6 +159,9 @@ class ControlServer:
         try:
             sock, _ = self._sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        except OSError:  # out of file descriptors, say: try again a little later
+            time.sleep(0.1)
             return
         sock.setblocking(False)
         client = _Client(sock, time.monotonic())
@@ -191,7 +197,7 @@ class ControlServer:
     def _answer(self, sel: selectors.BaseSelector, client: _Client, line: bytes) -> None:
         try:
             request = json.loads(line)
-        except (ValueError, UnicodeDecodeError) as e:
+        except (ValueError, RecursionError) as e:  # (UnicodeDecodeError is a ValueError)
             self._error(sel, client, f"bad request: not JSON ({e})")
             return
         cmd = request.get("cmd") if isinstance(request, dict) else None
@@ -235,6 +241,14 @@ class ControlServer:
         client.outbuf = client.outbuf[n:]
         if not client.outbuf:
             self._drop(sel, client)
+
+    def _fail(self, sel: selectors.BaseSelector, client: _Client, e: Exception) -> None:
+        self.errors += 1
+        with self.net.lock:
+            self.net.trace.count("socket", "control_errors")
+            if self.net.trace.on:
+                self.net.trace.event("socket", "control_error", reason=f"internal: {e!r}"[:200])
+        self._drop(sel, client)
 
     def _drop(self, sel: selectors.BaseSelector, client: _Client) -> None:
         if self._clients.pop(client.sock.fileno(), None) is not None:

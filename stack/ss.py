@@ -123,8 +123,9 @@ def ms(seconds: float) -> str:
 
 
 def ms_timer(seconds: float) -> str:
-    """A timer's time left as ss's ``print_ms_timer`` writes it: ``180ms``,
-    ``59sec``, ``1.500ms`` (sic: seconds and ms), ``2min``."""
+    """A timer's time left as ss's ``print_ms_timer`` writes it (iproute2
+    6.1, the one here): ``180ms``, ``039ms``, ``59sec``, ``1.500ms`` (sic:
+    seconds and ms; releases from 2024 on write ``1.500sec``), ``2min``."""
     timeout = int(seconds * 1000)
     secs, msecs = divmod(timeout, 1000)
     minutes, secs = divmod(secs, 60)
@@ -176,10 +177,11 @@ def info_line(info: dict[str, Any]) -> str:
 
 
 def _process(s: dict[str, Any], opt: Options) -> str:
+    """The Process cell: each item with a space before it, as ss writes them."""
     out = ""
     owner = s.get("owner")
     if opt.process and owner:
-        out = f'users:(("{owner["program"]}",pid={owner["pid"]}))'
+        out = f' users:(("{owner["program"]}",pid={owner["pid"]}))'
     timer = s.get("timer")
     if (opt.timers or opt.info) and timer:
         name, left, count = timer

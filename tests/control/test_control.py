@@ -70,6 +70,8 @@ def test_each_command_answers(served):
     (b'["ss"]\n', "unknown command None"),
     (b'{"cmd": 7}\n', "unknown command 7"),
     (b"\xff\xfe\n", "bad request: not JSON"),
+    (b"[" * 4000 + b"\n", "bad request: not JSON (maximum recursion depth"),
+    (b"\n", "bad request: not JSON"),
     (b'{"cmd": "ss"' + b" " * 5000 + b"}\n", "request longer than 4096 bytes"),
 ])
 def test_bad_requests_get_an_error_and_the_server_goes_on(served, data, why):
