@@ -9,6 +9,7 @@ the one listening on ``--control PATH``. When nothing listens there, one
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import IO, TYPE_CHECKING, Any, Protocol
 
@@ -115,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         for line in lines:
             sys.stdout.write(line + "\n")
         sys.stdout.flush()
-    except BrokenPipeError:  # (| head): end quietly
+    except BrokenPipeError:  # (| head): end quietly, also at exit's flush
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     return 0
 
