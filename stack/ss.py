@@ -27,6 +27,7 @@ Figures that are 0 are left out, as ss does. ``-o`` (also implied by
 
 from __future__ import annotations
 
+import functools
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,14 +108,18 @@ def selected(socks: list[dict[str, Any]], opt: Options) -> list[dict[str, Any]]:
 
 
 def port_name(port: int, proto: str, numeric: bool) -> str:
+    """A port as ss shows it: ``*`` for none, else its service name unless ``-n``."""
     if port == 0:
         return "*"
-    if not numeric:
-        try:
-            return socket.getservbyport(port, proto)
-        except OSError:
-            pass
-    return str(port)
+    return str(port) if numeric else _service(port, proto)
+
+
+@functools.lru_cache(maxsize=1024)
+def _service(port: int, proto: str) -> str:
+    try:
+        return socket.getservbyport(port, proto)
+    except OSError:
+        return str(port)
 
 
 def ms(seconds: float) -> str:
