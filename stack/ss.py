@@ -9,7 +9,8 @@ both TCP and UDP are shown, ``State`` unless one state alone was asked for,
 ``:`` with the port left-aligned after it, and ``Process``; each column as
 wide as its widest cell (header included), one space before ``State``,
 ``Recv-Q``, ``Send-Q`` and each address. Which sockets are listed is ss's
-choice too: without ``-l``/``-a`` the connected ones, ``-l`` the listening
+choice too: without ``-l``/``-a`` the connected ones (not SYN-RECV and
+TIME-WAIT, which ss keeps for ``-a`` and ``state``), ``-l`` the listening
 ones (and unconnected UDP), ``-a`` all, ``state NAME`` (repeatable) exactly
 those states.
 
@@ -40,15 +41,19 @@ SS_STATE = {
     "LISTEN": "LISTEN", "CLOSED": "UNCONN", "UNCONN": "UNCONN", "ESTAB": "ESTAB",
 }
 
-# ss's state filter names, each a set of ss state names.
-_CONNECTED = {"ESTAB", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSE-WAIT",
-              "LAST-ACK", "TIME-WAIT", "CLOSING"}
+# ss's state filter names, each a set of ss state names. "connected" (also
+# what ss lists without -l/-a) leaves out the "bucket" states, SYN-RECV and
+# TIME-WAIT, as ss.c's SS_CONN does.
+_ALL = {"ESTAB", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1", "FIN-WAIT-2", "CLOSE-WAIT",
+        "LAST-ACK", "TIME-WAIT", "CLOSING", "LISTEN", "UNCONN"}
+_BUCKET = {"SYN-RECV", "TIME-WAIT"}
+_CONNECTED = _ALL - {"LISTEN", "UNCONN"} - _BUCKET
 FILTERS: dict[str, set[str]] = {
-    "all": _CONNECTED | {"LISTEN", "UNCONN"},
+    "all": set(_ALL),
     "connected": _CONNECTED,
     "synchronized": _CONNECTED - {"SYN-SENT"},
-    "bucket": {"SYN-RECV", "TIME-WAIT"},
-    "big": (_CONNECTED | {"LISTEN", "UNCONN"}) - {"SYN-RECV", "TIME-WAIT"},
+    "bucket": set(_BUCKET),
+    "big": _ALL - _BUCKET,
     "established": {"ESTAB"}, "syn-sent": {"SYN-SENT"}, "syn-recv": {"SYN-RECV"},
     "fin-wait-1": {"FIN-WAIT-1"}, "fin-wait-2": {"FIN-WAIT-2"}, "time-wait": {"TIME-WAIT"},
     "closed": {"UNCONN"}, "close-wait": {"CLOSE-WAIT"}, "last-ack": {"LAST-ACK"},

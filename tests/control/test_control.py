@@ -31,9 +31,12 @@ def raw(path, data: bytes, shut: bool = True, timeout: float = 5.0) -> dict:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
-        s.sendall(data)
-        if shut:
-            s.shutdown(socket.SHUT_WR)
+        try:
+            s.sendall(data)
+            if shut:
+                s.shutdown(socket.SHUT_WR)
+        except BrokenPipeError:
+            pass  # the server answered (an error) and closed before we were done
         out = b""
         while not out.endswith(b"\n"):
             chunk = s.recv(65536)

@@ -95,10 +95,18 @@ def test_stack_ss_mirrors_the_kernels_ss(netns):
         nc.stdin.write(b"hello\n")
         nc.stdin.flush()
         assert nc.stdout.readline() == b"hello\n"
-        # TIME-WAIT: the HTTP server closes first (Connection: close).
-        r = sh("curl -s -H 'Connection: close' --local-port 40080 -o /dev/null "
-               "-w '%{http_code}' http://192.0.2.2/bytes/20000")
-        assert r.stdout == "200"
+        # TIME-WAIT: the HTTP server closes first (Connection: close), and the
+        # client closes only after the server's FIN (curl may close as soon as
+        # it has the body, racing the server into a simultaneous close).
+        with socket.create_connection(("192.0.2.2", 80), timeout=10,
+                                      source_address=("192.0.2.1", 40080)) as web:
+            web.sendall(b"GET /bytes/20000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = b""
+            while chunk := web.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200")
+        assert answer.endswith(bytes(i % 251 for i in range(19980, 20000)))
+        assert sh("curl -s -o /dev/null -w '%{http_code}' http://192.0.2.2/bytes/20000").stdout == "200"
         # CLOSE-WAIT: echo is blocked sending to a kernel socket that never
         # reads, so it never reads the FIN that follows everything sent.
         blocked = socket.socket()

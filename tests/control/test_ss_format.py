@@ -150,5 +150,7 @@ def test_i_adds_the_second_line_and_the_timer_and_p_the_owner():
         ss.info_line(INFO),
     ]
     tw = sock("TIME_WAIT", ("192.0.2.2", 80), ("192.0.2.1", 41824), timer=["timewait", 59.2, 0])
-    assert ss.format_table([tw], ss.Options(tcp=True, numeric=True, timers=True))[1] == (
+    assert ss.format_table([tw], ss.Options(tcp=True, numeric=True, timers=True)) == [
+        "State Recv-Q Send-Q Local Address:Port Peer Address:PortProcess"]  # (ss: not without -a)
+    assert ss.format_table([tw], ss.Options(tcp=True, all=True, numeric=True, timers=True))[1] == (
         "TIME-WAIT 0      0          192.0.2.2:80      192.0.2.1:41824 timer:(timewait,59sec,0)")
