@@ -146,10 +146,13 @@ class ControlServer:
                                 self._fail(sel, client, e)
                 now = time.monotonic()
                 for client in [c for c in self._clients.values() if c.deadline <= now]:
-                    if client.answered:
-                        self._drop(sel, client)
-                    else:
-                        self._error(sel, client, "request timed out")
+                    try:
+                        if client.answered:
+                            self._drop(sel, client)
+                        else:
+                            self._error(sel, client, "request timed out")
+                    except Exception as e:
+                        self._fail(sel, client, e)
         finally:
             for client in list(self._clients.values()):
                 self._drop(sel, client)
@@ -183,10 +186,10 @@ class ControlServer:
             self._drop(sel, client)
             return
         client.inbuf += data
-        line_end = client.inbuf.find(b"\n")
+        line_end = client.inbuf.find(b"\n", 0, MAX_REQUEST)
         if line_end >= 0:
             self._answer(sel, client, bytes(client.inbuf[:line_end]))
-        elif len(client.inbuf) > MAX_REQUEST - 1:
+        elif len(client.inbuf) >= MAX_REQUEST:
             self._error(sel, client, f"request longer than {MAX_REQUEST} bytes")
         elif not data:
             if client.inbuf:

@@ -86,6 +86,14 @@ def test_bad_requests_get_an_error_and_the_server_goes_on(served, data, why):
     assert control.request(path, "ss") == {"sockets": []}
 
 
+def test_the_size_bound_counts_the_newline(served):
+    path = served[3]
+    pad = control.MAX_REQUEST - len(b'{"cmd": "route"}') - 1
+    assert raw(path, b'{"cmd": "route"}' + b" " * pad + b"\n")["ok"] is True
+    answer = raw(path, b'{"cmd": "route"}' + b" " * (pad + 1) + b"\n")
+    assert answer == {"ok": False, "error": "request longer than 4096 bytes"}
+
+
 def test_a_request_without_a_newline_ends_at_eof(served):
     path = served[3]
     assert raw(path, b'{"cmd": "route"}')["ok"] is True
