@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     except control.NoStack as e:
         return _error(f"no stack {where} ({control.describe(address)}: {e})", 1)
     except control.ControlError as e:
-        return _error(f"the stack {where} answered: {e}", 1)
+        return _error(f"the stack {where} ({control.describe(address)}): {e}", 1)
     if opt is not None:
         lines = ss.format_table(answer["sockets"], opt)
     elif args.command == "stats":

@@ -231,3 +231,13 @@ def test_a_bad_state_filter_is_a_usage_error(served):
     assert r.returncode == 2 and r.stderr.startswith("stack: error: state: unknown state")
     r = run_stack("ss", "established", "--control", served[3])
     assert r.returncode == 2 and "expected 'state NAME'" in r.stderr
+
+
+def test_a_stack_that_does_not_answer_is_one_error_line(tmp_path):
+    path = str(tmp_path / "mute")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as mute:
+        mute.bind(path)
+        mute.listen(1)                   # accepts (in the kernel) and never answers
+        r = run_stack("route", "--control", path)
+    assert r.returncode == 1
+    assert r.stderr == f"stack: error: the stack at {path} ({path}): no answer within 5 s\n"
