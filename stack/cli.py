@@ -8,7 +8,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
-from stack import native
+from stack import livecmd, native
 from stack.trace import LAYERS, Trace, group_counters, parse_layers
 
 if TYPE_CHECKING:
@@ -45,6 +45,9 @@ def _up_parser(sub: Subparsers) -> None:
                    help="virtio-net header with checksum and TSO/GSO offloads on the TAP")
     p.add_argument("--impair", metavar="SPEC",
                    help="fault injection: loss=P,dup=P,reorder=P,corrupt=P,delay=MS,seed=N")
+    p.add_argument("--control", metavar="PATH",  # (stack ss & co.; stack/control.py)
+                   help="serve the live views on this socket path (default: the abstract "
+                        "name @stack/TAP, found by --tap in this network namespace)")
 
 
 def _layers(text: str) -> frozenset[str]:
@@ -80,9 +83,11 @@ def format_counters(counters: dict[str, int]) -> str:
     return "\n".join(lines) if lines else "(no counters)"
 
 
-def _print_counters(net: Stack, when: str) -> None:
+def _print_counters(net: Stack, when: str, table: bool = False) -> None:
     print(f"stack: counters {when} (t={net.clock() - net.started:.3f}s)", file=sys.stderr)
     print(format_counters(net.stats()), file=sys.stderr, flush=True)
+    if table:  # SIGUSR1: the connection table too, ss-style (stack/livecmd.py)
+        livecmd.print_table(net)
 
 
 def _open_trace(args: argparse.Namespace) -> Trace | None:
@@ -94,6 +99,7 @@ def _open_trace(args: argparse.Namespace) -> Trace | None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from stack.control import ControlServer, abstract_name, describe
     from stack.runtime import Stack
     from stack.services import parse_service, start_service
 
@@ -113,12 +119,21 @@ def cmd_up(args: argparse.Namespace) -> int:
                     trace_obj=trace, pcap=args.pcap, impair=args.impair, offload=args.offload,
                     busy_poll=args.busy_poll / 1e6)
     services = []
+    # -- the control socket (stack ss, stats, neigh, route) --
+    try:
+        ctl = ControlServer(net, args.control or abstract_name(args.tap), tap=args.tap)
+    except OSError as e:
+        net.close()
+        print(f"stack: error: --control {describe(args.control or abstract_name(args.tap))}: "
+              f"{e.strerror or e} (another stack on this TAP?)", file=sys.stderr)
+        return 1
+    # --
     try:
         for spec in specs:
             services.append(start_service(net, spec))
         signal.signal(signal.SIGINT, lambda *_: stop.set())
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGUSR1, lambda *_: _print_counters(net, "now"))
+        signal.signal(signal.SIGUSR1, lambda *_: _print_counters(net, "now", table=True))
         seed = net.injector.seed if net.injector is not None else None
         extra = f" impair={args.impair} seed={seed}" if args.impair else ""
         served = f" serve={','.join(args.serve)}" if args.serve else ""
@@ -129,6 +144,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         for svc in services:
             svc.close()
+        ctl.close()
         net.close()
         print("stack: down", file=sys.stderr)
         _print_counters(net, "at exit")
@@ -150,9 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _up_parser(sub)
     _trace_parser(sub)
+    livecmd.add_parsers(sub)  # stack ss, stats, neigh, route (stack/livecmd.py)
     args = parser.parse_args(argv)
     if args.command == "up":
         return cmd_up(args)
+    if args.command in livecmd.COMMANDS:
+        return livecmd.run(args)
     return cmd_trace(args)
 
 

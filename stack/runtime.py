@@ -293,8 +293,28 @@ class Stack:
             return out
 
     def neighbours(self) -> dict[str, str]:
+        """The ARP cache: ``{ip: mac}`` (``neighbour_table()`` adds the states)."""
         with self.lock:
             return self.eth.neighbours()
+
+    # The live views (stack ss, stack neigh, stack route); see stack/live.py.
+    def connections(self) -> list[dict]:
+        """Every TCP connection and listener and every UDP socket, as dicts."""
+        from stack import live
+
+        return live.connections(self)
+
+    def neighbour_table(self) -> list[dict]:
+        """The ARP cache like ``ip neigh``: address, device, MAC and state."""
+        from stack import live
+
+        return live.neighbours(self)
+
+    def routes(self) -> list[dict]:
+        """The routes like ``ip route``: the connected subnet and the default route."""
+        from stack import live
+
+        return live.routes(self)
 
     @property
     def address_str(self) -> str:

@@ -71,6 +71,7 @@ class TcpConnection(Endpoint):
         self._fast_path = cfg.header_prediction
         self._challenge_second = -1         # RFC 5961 7 budget, per connection
         self._challenge_count = 0
+        self.segs_in = self.segs_out = self.retrans_total = 0  # (ss -i's segs_in, segs_out, retrans)
         self.keepalive = cfg.keepalive      # SO_KEEPALIVE and its TCP_KEEP* options
         self.keepalive_idle = cfg.keepalive_idle
         self.keepalive_interval = cfg.keepalive_interval
@@ -195,6 +196,7 @@ class TcpConnection(Endpoint):
             ack, win = rcv.ack_fields(syn)
         elif syn:
             win = rcv.syn_window()
+        self.segs_out += 1
         laddr, lport = self.local
         raddr, rport = self.remote
         emit = self.layer.emitter.send
@@ -224,6 +226,7 @@ class TcpConnection(Endpoint):
     def count_retransmit(self, reason: str, seq: int, n: int, **extra: object) -> None:
         """Count a segment sent again and trace it (the one place that does)."""
         self.trace.count("tcp", "retrans_segs")
+        self.retrans_total += 1
         if self.trace.on:
             self.trace.event("tcp", "retransmit", conn=self.name, reason=reason, seq=seq,
                              len=n, **extra)
@@ -263,6 +266,7 @@ class TcpConnection(Endpoint):
 
     @entry
     def open_passive(self, seg: TcpSegment, now: float) -> None:
+        self.segs_in += 1
         self.handshake.open_passive(seg, now)
 
     @entry
@@ -282,6 +286,7 @@ class TcpConnection(Endpoint):
         """Entry from the layer for a segment demultiplexed to this connection."""
         self.now = now
         self.last_rcv = now
+        self.segs_in += 1
         snd = self.sender
         if self.timers.at[T.KEEPALIVE] is not None or snd.ka_probes:
             snd.keepalive_answered()
@@ -536,6 +541,9 @@ class TcpConnection(Endpoint):
             "rcv_wscale": hs.rcv_wscale if hs.ws_ok else None,
             "timestamps": hs.ts_ok, "ts_recent": rcv.ts_recent if hs.ts_ok else None,
             "sack": hs.sack_ok, "sacked": rec.sacked(), "timers": self.timers.pending(),
+            "bytes_sent": snd.bytes_sent, "bytes_retrans": snd.bytes_retrans,
+            "bytes_acked": snd.bytes_acked, "bytes_received": rcv.bytes_received,
+            "segs_out": self.segs_out, "segs_in": self.segs_in, "retrans": self.retrans_total,
         }
 
     @entry

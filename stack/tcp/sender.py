@@ -54,6 +54,9 @@ class Sender:
         self.probes = 0               # window probes unanswered
         self.persist_backoff = 0
         self.ka_probes = 0            # keepalives unanswered
+        self.bytes_sent = 0           # payload bytes transmitted, retransmissions included
+        self.bytes_retrans = 0        # of which sent again
+        self.bytes_acked = 0          # sequence space acknowledged (the SYN and FIN count one)
 
     # ---- what the other parts ask --------------------------------------------
 
@@ -87,6 +90,7 @@ class Sender:
 
     def synchronize(self, una: int, wnd: int, seg: TcpSegment) -> None:
         """The handshake's ACK: our SYN is acknowledged and the peer's window known."""
+        self.bytes_acked += seq_diff(una, self.snd_una)
         self.snd_una = una
         self.snd_wnd = self.max_snd_wnd = wnd
         self.snd_wl1 = seg.seq
@@ -211,6 +215,7 @@ class Sender:
                 xmit(nxt, flags, memoryview(buf)[off:off + n], now)
                 total += n
                 if behind:
+                    self.bytes_retrans += n
                     self.conn.count_retransmit("rto", nxt, n)
                 elif self.rtt.timed_seq is None:
                     self.rtt.time(end, now)
@@ -243,6 +248,7 @@ class Sender:
             # Data waits on the peer's window and nothing is in flight to
             # bring an ACK: probe the window later.
             timers.start(T.PERSIST, now + self.persist_interval())
+        self.bytes_sent += total
         return total
 
     def persist_interval(self) -> float:
@@ -268,6 +274,8 @@ class Sender:
             return
         flags = ACK | FIN if fin else (ACK | PSH if k == avail else ACK)
         self.conn.transmit(seq, flags, memoryview(self.buf)[off:off + k], now)
+        self.bytes_sent += k
+        self.bytes_retrans += k
         self.conn.count_retransmit(reason, seq, k)
         self.timers.start_if_idle(T.RTO, now + self.rtt.rto)
 
@@ -293,6 +301,8 @@ class Sender:
             return
         flags = ACK | FIN if fin else (ACK | PSH if n == avail else ACK)
         self.conn.transmit(una, flags, memoryview(self.buf)[off:off + n], now)
+        self.bytes_sent += n
+        self.bytes_retrans += n
         self.conn.count_retransmit(reason, una, n, rto=round(self.rtt.rto, 6))
         end = seq_add(una, n + fin)
         if seq_gt(end, self.snd_nxt):
@@ -343,6 +353,7 @@ class Sender:
         prior_flight = 0
         if acked > 0:
             prior_flight = seq_diff(self.snd_nxt, una)
+            self.bytes_acked += acked
             if self.rec.sb is not None:
                 prior_flight = self.rec.advance(acked, prior_flight)
             self.snd_una = ack
