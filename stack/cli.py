@@ -81,6 +81,7 @@ def format_counters(counters: dict[str, int]) -> str:
 
 
 def _print_counters(net: Stack, when: str) -> None:
+    net.trace.flush()
     print(f"stack: counters {when} (t={net.clock() - net.started:.3f}s)", file=sys.stderr)
     print(format_counters(net.stats()), file=sys.stderr, flush=True)
 
@@ -89,7 +90,9 @@ def _open_trace(args: argparse.Namespace) -> Trace | None:
     """The Trace ``stack up`` writes (None without --trace); raises OSError."""
     if not args.trace:
         return None
-    sink = sys.stderr if args.trace == "-" else open(args.trace, "w", buffering=1 << 16)
+    if args.trace == "-":  # a person watching: the readable lines on stderr
+        return Trace(sys.stderr, "text", level=args.trace_level, layers=args.trace_layers)
+    sink = open(args.trace, "w", buffering=1 << 16)
     return Trace(sink, args.trace_format, level=args.trace_level, layers=args.trace_layers)
 
 
