@@ -327,8 +327,13 @@ class Sender:
             # (as Linux does), unless nobody owns the connection any more.
             self.retries = limit
         if self.retries > limit:
-            conn.fail(conn.soft_error or errno.ETIMEDOUT,
-                      "timer retransmit (retries exhausted)", now)
+            if not handshake:
+                why = "retries exhausted"
+            elif conn.passive:
+                why = f"handshake timed out after {self.retries} SYN,ACKs"
+            else:
+                why = f"connect timed out after {self.retries} SYNs"
+            conn.fail(conn.soft_error or errno.ETIMEDOUT, f"timer retransmit ({why})", now)
             return
         self.rtt.backoff()
         conn.trace_timer("rto", retries=self.retries, rto=round(self.rtt.rto, 6))
