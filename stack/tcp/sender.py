@@ -383,7 +383,7 @@ class Sender:
                 if ts is not None and ts[1]:
                     d = seq_diff(tsval(self.hs.ts_base, now), ts[1])
                     if d >= 0:
-                        rtt.sample(d / 1000, now)
+                        rtt.sample(d / 1000, now, ticks=True)
             self.retries = 0
             self.probes = 0
         self.rec.on_ack(seg, ack, acked, prior_flight, dup_candidate and win == self.snd_wnd, now)
