@@ -64,8 +64,19 @@ def _trace_parser(sub: Subparsers) -> None:
                    help="only connections with this endpoint on either side (ADDR may be left out)")
     p.add_argument("--plot", metavar="OUT.png",
                    help="time-sequence graph, cwnd and RTT of the busiest connection left")
-    p.add_argument("--format", choices=("timeline", "ladder"), default="timeline",
-                   help="timeline (default) or a two-column message-sequence chart")
+    p.add_argument("--format", choices=("timeline", "ladder", "text"), default="timeline",
+                   help="timeline (default), a two-column message-sequence chart, or the "
+                        "events as the text format's lines")
+    p.add_argument("--layer", choices=("ip", "arp", "icmp", "udp"),
+                   help="that layer's view instead of TCP's: fragments and reassembly, ARP "
+                        "resolutions, ICMP messages by name, UDP datagrams per socket")
+    p.add_argument("--from", dest="t_from", type=float, metavar="T",
+                   help="only events from T (seconds since the stack started); the ladder then "
+                        "draws every segment")
+    p.add_argument("--to", dest="t_to", type=float, metavar="T", help="only events up to T")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep reading FILE as the stack writes it and print each event's "
+                        "line as it arrives (Ctrl-C ends)")
 
 
 def format_counters(counters: dict[str, int]) -> str:
