@@ -330,7 +330,7 @@ def time_in_states(conn: Connection) -> dict[str, float]:
     """Seconds spent in each state (like bcc's tcpstates), within the
     connection's window; the state it ends in counts until its last event."""
     times = [float(e["t"]) for e in conn.events]
-    end = max(times)
+    end = max(float(e["t"]) for e in conn.whole.events)
     lo = min(times) if conn.window[0] is None else conn.window[0]
     hi = end if conn.window[1] is None else min(conn.window[1], end)
     trs = conn.whole.transitions
