@@ -179,10 +179,12 @@ class Trace:
         return {k: v for k, v in self.counters.items() if ".drop." in k}
 
     def flush(self) -> None:
+        """Push what was written to the file (a sink already closed is left alone)."""
         if self.sink is not None:
             with self._lock:
                 self._unflushed = None
-                self.sink.flush()
+                if not getattr(self.sink, "closed", False):
+                    self.sink.flush()
 
     def next_flush(self) -> float | None:
         """When (trace time, like an event's ``t``) the sink must next be
