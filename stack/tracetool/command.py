@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from typing import IO
 
@@ -120,6 +121,9 @@ def main(args: argparse.Namespace) -> int:
     if getattr(args, "follow", False):
         from stack.tracetool.follow import follow
 
+        # Ctrl-C ends it, and so does SIGTERM (a script's background job has SIGINT ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         return follow(args.file, fmt=args.format, conn=args.conn)
     return run(args.file, conn=args.conn, plot_out=args.plot, fmt=args.format,
                layer=getattr(args, "layer", None), t_from=t_from, t_to=t_to)

@@ -182,10 +182,20 @@ def udp_view(events: list[dict]) -> tuple[list[str], str]:
     socks: dict[str, list[str]] = {}
     stats: dict[str, list[int]] = {}   # datagrams in, bytes in, out, bytes out
     closed: Counter[str] = Counter()
+    last_in: str | None = None    # the socket the last incoming datagram was counted for
     for e in events:
         if e["layer"] != "udp":
             continue
         kind, t = e["event"], _t(e)
+        if kind == "drop" and e.get("reason") == "port_closed" and last_in is not None \
+                and last_in.endswith(f":{e.get('port')}"):
+            # The datagram just counted found no socket: take it back.
+            st = stats[last_in]
+            st[0] -= 1
+            st[1] -= int(socks[last_in].pop().split()[-2])
+            if not socks[last_in]:
+                del socks[last_in], stats[last_in]
+        last_in = None
         if kind in ("in", "out"):
             local = str(e.get("dst") if kind == "in" else e.get("src"))
             peer = e.get("src") if kind == "in" else e.get("dst")
@@ -195,6 +205,7 @@ def udp_view(events: list[dict]) -> tuple[list[str], str]:
             st[i] += 1
             st[i + 1] += n
             arrow = "<-" if kind == "in" else "->"
+            last_in = local if kind == "in" else None
             socks.setdefault(local, []).append(f"{t:12.6f}  {kind:<3} {arrow} {peer}  {n} bytes")
         elif kind == "drop":
             if e.get("reason") == "port_closed":
