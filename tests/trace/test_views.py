@@ -343,3 +343,45 @@ def test_follow_prints_events_as_they_are_appended(tmp_path):
     assert not th.is_alive()
     err = io.StringIO()
     assert follow(str(tmp_path / "missing"), err=err) == 2 and "missing" in err.getvalue()
+
+
+# --- the events the views read, from the layers themselves ---------------------------------------
+
+
+def test_tcp_traces_each_icmp_error_that_reaches_a_connection():
+    import struct
+
+    from tests.helpers.tcp import ISS, PEER, PEER_PORT, US, US_PORT
+    conv = Conversation()
+    conv.open_active()
+    conv.conn.send(b"x" * 100, conv.now)
+    conv.sent()
+    quoted = (struct.pack("!BBHHHBBHII", 0x45, 0, 140, 1, 0, 64, 6, 0, US, PEER)
+              + struct.pack("!HHI", US_PORT, PEER_PORT, ISS + 1))
+    conv.layer.icmp_error("host_unreachable", PEER, US, quoted, conv.now)
+    conv.layer.icmp_error("frag_needed", PEER, US, quoted, conv.now, mtu=1400)
+    icmp = [e for e in conv.events if e["event"] == "icmp"]
+    assert [(e["kind"], e["seq"], e.get("mtu")) for e in icmp] == [
+        ("host_unreachable", ISS + 1, None), ("frag_needed", ISS + 1, 1400)]
+    assert conv.conn.state == "ESTABLISHED"      # soft: the connection goes on
+    (c,) = tracetool.connections(conv.events)
+    text = tracetool.timeline(c)
+    assert "icmp host_unreachable for seq=1001: a soft error" in text
+    assert "icmp frag_needed for seq=1001: path MTU 1400" in text
+
+
+def test_icmp_names_and_quotes_as_the_layer_writes_them():
+    import struct
+
+    from stack.net.icmp import describe_quote
+    from stack.wire.icmp import icmp_name
+    assert icmp_name(3, 3) == "destination unreachable: port unreachable"
+    assert icmp_name(3, 4) == "destination unreachable: fragmentation needed"
+    assert icmp_name(11, 1) == "time exceeded: fragment reassembly time exceeded"
+    assert icmp_name(8, 0) == "echo request" and icmp_name(0, 0) == "echo reply"
+    assert icmp_name(3, 9) == "destination unreachable: code 9"
+    ip = struct.pack("!BBHHHBBHII", 0x45, 0, 40, 77, 0, 64, 17, 0, 0xC0000201, 0xC0000202)
+    assert describe_quote(ip + struct.pack("!HHHH", 5000, 9, 20, 0)) == {
+        "proto": "udp", "id": 77, "total_length": 40, "src": "192.0.2.1:5000",
+        "dst": "192.0.2.2:9"}
+    assert describe_quote(b"\x45" * 10) == {"length": 10}
