@@ -58,7 +58,9 @@ def _trace_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
         "trace", help="per-connection timelines, ladder charts and plots from a jsonl trace",
         description="Read a jsonl trace (stack up --trace FILE) and print, per TCP connection, "
-                    "its state transitions with causes and a summary.")
+                    "its state transitions with causes and a summary, then the other layers' "
+                    "summaries. Example: stack trace t.jsonl --conn :80 --format ladder "
+                    "--from 1.2 --to 1.3; stack trace --follow t.jsonl while the stack runs.")
     p.add_argument("file", help="the jsonl trace ('-' for stdin)")
     p.add_argument("--conn", metavar="ADDR:PORT",
                    help="only connections with this endpoint on either side (ADDR may be left out)")
