@@ -472,7 +472,7 @@ class Stack:
         if self._close_link:
             self.link.close()
         sink = self.trace.sink
-        if sink is not None and hasattr(sink, "name") and sink not in (None,):
+        if sink is not None and hasattr(sink, "name") and sink not in (sys.stderr, sys.stdout):
             try:
                 if not sink.closed and getattr(sink, "fileno", None) and sink.fileno() > 2:
                     sink.close()

@@ -207,3 +207,33 @@ def test_window_ladder_of_a_lossy_transfer_shows_dup_acks_and_sack_before_fast_r
     out = _stack_trace(str(path), "--conn", name.split("-")[1], "--plot", str(png),
                        "--from", f"{lo:.6f}", "--to", f"{hi:.6f}")
     assert png.read_bytes()[:4] == b"\x89PNG" and f"from {lo:.6f} to {hi:.6f}" in out
+
+
+def test_trace_dash_streams_readable_lines_to_stderr(netns, tap_stack):
+    up = stack_up("tapdash", "--serve", "http:80", "--trace", "-")
+    try:
+        lines: list[str] = []
+
+        def read_until(pred, timeout=5.0):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                line = up.stderr.readline()
+                if not line:
+                    break
+                lines.append(line.rstrip("\n"))
+                if pred(lines[-1]):
+                    return lines[-1]
+            return None
+
+        assert read_until(lambda ln: ln.startswith("stack: up")), lines
+        sh("sysctl -qw net.ipv6.conf.tapdash.disable_ipv6=1", check=False)
+        sh(f"curl -sS --max-time 10 -o /dev/null http://{STACK}/bytes/10")
+        got = read_until(lambda ln: "LISTEN -> SYN_RECEIVED (rcv SYN seq=" in ln)
+        assert got is not None, lines
+        assert got.split()[1:3] == ["tcp", "state"] and not got.lstrip().startswith("{")
+        assert any(" CLOSED -> LISTEN (user listen)" in ln for ln in lines)
+        stop_stack_up(up)
+    finally:
+        kill(up)
+    net = tap_stack(trace="-")          # the Python API's trace="-" is the same
+    assert net.trace.sink is sys.stderr and net.trace.fmt == "text"
