@@ -19,8 +19,8 @@ import ipaddress
 import os
 import random
 import selectors
-import sys
 import socket as _socket
+import sys
 import threading
 import time
 from collections import deque
