@@ -61,14 +61,27 @@ def _trace_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
         "trace", help="per-connection timelines, ladder charts and plots from a jsonl trace",
         description="Read a jsonl trace (stack up --trace FILE) and print, per TCP connection, "
-                    "its state transitions with causes and a summary.")
+                    "its state transitions with causes and a summary, then the other layers' "
+                    "summaries. Example: stack trace t.jsonl --conn :80 --format ladder "
+                    "--from 1.2 --to 1.3; stack trace --follow t.jsonl while the stack runs.")
     p.add_argument("file", help="the jsonl trace ('-' for stdin)")
     p.add_argument("--conn", metavar="ADDR:PORT",
                    help="only connections with this endpoint on either side (ADDR may be left out)")
     p.add_argument("--plot", metavar="OUT.png",
                    help="time-sequence graph, cwnd and RTT of the busiest connection left")
-    p.add_argument("--format", choices=("timeline", "ladder"), default="timeline",
-                   help="timeline (default) or a two-column message-sequence chart")
+    p.add_argument("--format", choices=("timeline", "ladder", "text"), default="timeline",
+                   help="timeline (default), a two-column message-sequence chart, or the "
+                        "events as the text format's lines")
+    p.add_argument("--layer", choices=("ip", "arp", "icmp", "udp"),
+                   help="that layer's view instead of TCP's: fragments and reassembly, ARP "
+                        "resolutions, ICMP messages by name, UDP datagrams per socket")
+    p.add_argument("--from", dest="t_from", type=float, metavar="T",
+                   help="only events from T (seconds since the stack started); the ladder then "
+                        "draws every segment")
+    p.add_argument("--to", dest="t_to", type=float, metavar="T", help="only events up to T")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep reading FILE as the stack writes it and print each event's "
+                        "line as it arrives (Ctrl-C ends)")
 
 
 def format_counters(counters: dict[str, int]) -> str:
@@ -84,6 +97,7 @@ def format_counters(counters: dict[str, int]) -> str:
 
 
 def _print_counters(net: Stack, when: str, table: bool = False) -> None:
+    net.trace.flush()
     print(f"stack: counters {when} (t={net.clock() - net.started:.3f}s)", file=sys.stderr)
     print(format_counters(net.stats()), file=sys.stderr, flush=True)
     if table:  # SIGUSR1: the connection table too, ss-style (stack/livecmd.py)
@@ -94,7 +108,9 @@ def _open_trace(args: argparse.Namespace) -> Trace | None:
     """The Trace ``stack up`` writes (None without --trace); raises OSError."""
     if not args.trace:
         return None
-    sink = sys.stderr if args.trace == "-" else open(args.trace, "w", buffering=1 << 16)
+    if args.trace == "-":  # a person watching: the readable lines on stderr
+        return Trace(sys.stderr, "text", level=args.trace_level, layers=args.trace_layers)
+    sink = open(args.trace, "w", buffering=1 << 16)
     return Trace(sink, args.trace_format, level=args.trace_level, layers=args.trace_layers)
 
 

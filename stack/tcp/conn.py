@@ -373,6 +373,9 @@ class TcpConnection(Endpoint):
         if seq != snd.snd_una and not (seq_between(seq, snd.snd_una, snd.snd_max) and seq != snd.snd_max):
             self.trace.drop("tcp", "icmp_stale", conn=self.name)
             return
+        if self.trace.on:  # the timeline shows every error that reached the connection
+            self.trace.event("tcp", "icmp", conn=self.name, kind=kind, seq=seq,
+                             **({"mtu": mtu} if mtu else {}))
         if kind == "frag_needed":
             if mtu and self.handshake.path_mtu(mtu) and self.synchronized:
                 snd.go_back()

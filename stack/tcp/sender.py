@@ -330,8 +330,13 @@ class Sender:
             # (as Linux does), unless nobody owns the connection any more.
             self.retries = limit
         if self.retries > limit:
-            conn.fail(conn.soft_error or errno.ETIMEDOUT,
-                      "timer retransmit (retries exhausted)", now)
+            if not handshake:
+                why = "retries exhausted"
+            elif conn.passive:
+                why = f"handshake timed out after {self.retries} SYN,ACKs"
+            else:
+                why = f"connect timed out after {self.retries} SYNs"
+            conn.fail(conn.soft_error or errno.ETIMEDOUT, f"timer retransmit ({why})", now)
             return
         self.rtt.backoff()
         conn.trace_timer("rto", retries=self.retries, rto=round(self.rtt.rto, 6))
@@ -382,7 +387,7 @@ class Sender:
                 if ts is not None and ts[1]:
                     d = seq_diff(tsval(self.hs.ts_base, now), ts[1])
                     if d >= 0:
-                        rtt.sample(d / 1000, now)
+                        rtt.sample(d / 1000, now, ticks=True)
             self.retries = 0
             self.probes = 0
         self.rec.on_ack(seg, ack, acked, prior_flight, dup_candidate and win == self.snd_wnd, now)
