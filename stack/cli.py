@@ -19,11 +19,12 @@ import textwrap
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from stack import cli_checks, cliargs, native
+from stack import cli_checks, cliargs, livecmd, native
 from stack.cliargs import RESOURCE, CliError, report
 from stack.trace import LAYERS, Trace, group_counters, parse_layers
 
 if TYPE_CHECKING:
+    from stack.control import ControlServer
     from stack.runtime import Stack
 
 # Exit status after a write to a closed pipe (as a tool killed by SIGPIPE).
@@ -42,13 +43,10 @@ example, in a network namespace of your own (unshare --net, then ip link set lo 
   curl http://192.0.2.2/bytes/1000          # from the kernel side, in the same namespace""",
     "trace": """\
 examples:
-  stack trace trace.jsonl                      # every TCP connection's timeline
-  stack trace trace.jsonl --conn :80 --format ladder
-  stack trace trace.jsonl --plot seq.png""",
-    "ss": "example:\n  stack ss -tan --tap tap0     # the TCP sockets of the stack on tap0",
-    "stats": "example:\n  stack stats --tap tap0       # the counters of the stack on tap0",
-    "neigh": "example:\n  stack neigh --tap tap0       # its ARP cache",
-    "route": "example:\n  stack route --tap tap0       # its routes",
+  stack trace trace.jsonl                      # every TCP connection's timeline, then the others
+  stack trace trace.jsonl --conn :80 --format ladder --from 1.2 --to 1.3
+  stack trace trace.jsonl --layer ip           # fragments and reassembly
+  stack trace --follow trace.jsonl             # while the stack runs""",
 }
 
 
@@ -111,6 +109,9 @@ def _up_parser(sub: Subparsers) -> None:
     p.add_argument("--offload", action="store_true",
                    help="virtio-net header with checksum and TSO/GSO offloads on the TAP "
                         "(default: off)")
+    p.add_argument("--control", metavar="PATH",  # (stack ss & co.; stack/control.py)
+                   help="serve the live views on this socket path (default: the abstract "
+                        "name @stack/TAP, found by --tap in this network namespace)")
 
 
 def _layers(text: str) -> frozenset[str]:
@@ -124,7 +125,8 @@ def _trace_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
         "trace", help="per-connection timelines, ladder charts and plots from a jsonl trace",
         description="Read a jsonl trace (stack up --trace FILE) and print, per TCP connection, "
-                    "its state transitions with causes and a summary.")
+                    "its state transitions with causes and a summary, then the other layers' "
+                    "summaries.")
     p.add_argument("file", help="the jsonl trace ('-' for stdin)")
     p.add_argument("--conn", metavar="ADDR:PORT", type=cliargs.endpoint,
                    help="only connections with this endpoint on either side (ADDR may be "
@@ -132,8 +134,21 @@ def _trace_parser(sub: Subparsers) -> None:
     p.add_argument("--plot", metavar="OUT.png",
                    help="time-sequence graph, cwnd and RTT of the busiest connection left "
                         "(default: no plot)")
-    p.add_argument("--format", choices=("timeline", "ladder"), default="timeline",
-                   help="timeline (default) or a two-column message-sequence chart")
+    p.add_argument("--format", choices=("timeline", "ladder", "text"), default="timeline",
+                   help="timeline (default), a two-column message-sequence chart, or the "
+                        "events as the text format's lines")
+    p.add_argument("--layer", choices=("ip", "arp", "icmp", "udp"),
+                   help="that layer's view instead of TCP's: fragments and reassembly, ARP "
+                        "resolutions, ICMP messages by name, UDP datagrams per socket "
+                        "(default: TCP's)")
+    p.add_argument("--from", dest="t_from", type=float, metavar="T",
+                   help="only events from T (seconds since the stack started); the ladder then "
+                        "draws every segment (default: from the start)")
+    p.add_argument("--to", dest="t_to", type=float, metavar="T",
+                   help="only events up to T (default: to the end)")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep reading FILE as the stack writes it and print each event's "
+                        "line as it arrives (Ctrl-C ends) (default: read it once)")
 
 
 def format_counters(counters: dict[str, int]) -> str:
@@ -148,9 +163,12 @@ def format_counters(counters: dict[str, int]) -> str:
     return "\n".join(lines) if lines else "(no counters)"
 
 
-def _print_counters(net: Stack, when: str) -> None:
+def _print_counters(net: Stack, when: str, table: bool = False) -> None:
+    net.trace.flush()
     print(f"stack: counters {when} (t={net.clock() - net.started:.3f}s)", file=sys.stderr)
     print(format_counters(net.stats()), file=sys.stderr, flush=True)
+    if table:  # SIGUSR1: the connection table too, ss-style (stack/livecmd.py)
+        livecmd.print_table(net)
 
 
 def _quietly(fn: Any, *args: Any) -> None:
@@ -169,8 +187,10 @@ def _open_trace(args: argparse.Namespace) -> Trace | None:
     """The Trace ``stack up`` writes (None without --trace)."""
     if not args.trace:
         return None
+    if args.trace == "-":  # a person watching: the readable lines on stderr
+        return Trace(sys.stderr, "text", level=args.trace_level, layers=args.trace_layers)
     try:
-        sink = sys.stderr if args.trace == "-" else open(args.trace, "w", buffering=1 << 16)
+        sink = open(args.trace, "w", buffering=1 << 16)
     except OSError as e:
         raise CliError(f"--trace {args.trace}: cannot write: {e.strerror or e}", RESOURCE) from None
     return Trace(sink, args.trace_format, level=args.trace_level, layers=args.trace_layers)
@@ -221,6 +241,18 @@ def _open_stack(args: argparse.Namespace, trace: Trace | None) -> Stack:
         raise CliError(str(e)) from None
 
 
+def _open_control(args: argparse.Namespace, net: Stack) -> ControlServer:
+    """The control socket (stack ss, stats, neigh, route); one in use is a ``CliError``."""
+    from stack.control import ControlServer, abstract_name, describe
+
+    address = args.control or abstract_name(args.tap)
+    try:
+        return ControlServer(net, address, tap=args.tap)
+    except OSError as e:
+        raise CliError(f"--control {describe(address)}: {e.strerror or e} (another stack on "
+                       "this TAP?)", RESOURCE) from None
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     cli_checks.check_addresses(args.address, args.host_address, args.gateway)
     cli_checks.check_services(args.serve)
@@ -229,12 +261,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     stop = StopSignals(signal.SIGINT, signal.SIGTERM)
     net = _open_stack(args, trace)
     try:
-        services = cli_checks.start_services(net, args.serve)
+        ctl = _open_control(args, net)
+        try:
+            services = cli_checks.start_services(net, args.serve)
+        except BaseException:
+            ctl.close()
+            raise
     except BaseException:
         net.close()  # before the one error line, and without the exit report
         raise
     try:
-        signal.signal(signal.SIGUSR1, lambda *_: _quietly(_print_counters, net, "now"))
+        signal.signal(signal.SIGUSR1, lambda *_: _quietly(_print_counters, net, "now", True))
         seed = net.injector.seed if net.injector is not None else None
         extra = f" impair={args.impair} seed={seed}" if args.impair else ""
         served = f" serve={','.join(map(str, args.serve))}" if args.serve else ""
@@ -247,6 +284,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     finally:
         for svc in services:
             svc.close()
+        ctl.close()
         net.close()
         _quietly(_say, "stack: down")
         _quietly(_print_counters, net, "at exit")
@@ -260,6 +298,8 @@ def _mac(mac: bytes) -> str:
 def cmd_trace(args: argparse.Namespace) -> int:
     from stack import tracetool
 
+    if args.follow and args.file == "-":
+        raise CliError("--follow needs a file the stack writes, not stdin")
     cli_checks.check_readable("trace file", args.file)
     cli_checks.check_writable("--plot", args.plot)
     return tracetool.main(args)
@@ -284,11 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _up_parser(sub)
     _trace_parser(sub)
+    livecmd.add_parsers(sub)  # stack ss, stats, neigh, route (stack/livecmd.py)
     _finish_help(sub)
     try:
         args = parser.parse_args(argv)
         if args.command == "up":
             code = cmd_up(args)
+        elif args.command in livecmd.COMMANDS:
+            code = livecmd.run(args)
         else:
             code = cmd_trace(args)
         sys.stdout.flush()  # here, where a closed pipe can still be caught

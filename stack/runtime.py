@@ -20,6 +20,7 @@ import os
 import random
 import selectors
 import socket as _socket
+import sys
 import threading
 import time
 from collections import deque
@@ -201,7 +202,10 @@ class Stack:
                 link = PcapLink(link, pcap)
             tr = kwargs.pop("trace_obj", None)
             if tr is None:
-                sink = open(trace, "w", buffering=1 << 16) if isinstance(trace, str) else trace
+                if trace == "-":  # a person watching: readable lines on stderr
+                    sink, trace_format = sys.stderr, "text"
+                else:
+                    sink = open(trace, "w", buffering=1 << 16) if isinstance(trace, str) else trace
                 tr = Trace(sink, trace_format, level=trace_level)
             return cls(link, trace=tr, **kwargs)
         except BaseException:
@@ -300,8 +304,28 @@ class Stack:
             return out
 
     def neighbours(self) -> dict[str, str]:
+        """The ARP cache: ``{ip: mac}`` (``neighbour_table()`` adds the states)."""
         with self.lock:
             return self.eth.neighbours()
+
+    # The live views (stack ss, stack neigh, stack route); see stack/live.py.
+    def connections(self) -> list[dict]:
+        """Every TCP connection and listener and every UDP socket, as dicts."""
+        from stack import live
+
+        return live.connections(self)
+
+    def neighbour_table(self) -> list[dict]:
+        """The ARP cache like ``ip neigh``: address, device, MAC and state."""
+        from stack import live
+
+        return live.neighbours(self)
+
+    def routes(self) -> list[dict]:
+        """The routes like ``ip route``: the connected subnet and the default route."""
+        from stack import live
+
+        return live.routes(self)
 
     @property
     def address_str(self) -> str:
@@ -355,7 +379,7 @@ class Stack:
     def kick(self) -> None:
         """Wake the network thread if a timer now falls before its wake-up (call under the lock)."""
         if self._thread is not None and not self._kicked:
-            d = self.next_deadline()
+            d = self._wake_deadline()
             if d is None or d >= self._sleep_until:
                 return
             self._kicked = True
@@ -371,6 +395,15 @@ class Stack:
             if d is not None and (best is None or d < best):
                 best = d
         return best
+
+    def _wake_deadline(self) -> float | None:
+        """The loop's next wake-up: the layers' timers, or the trace's flush."""
+        d = self.next_deadline()
+        f = self.trace.next_flush()
+        if f is not None:
+            f += self.started
+            d = f if d is None else min(d, f)
+        return d
 
     def step(self, now: float | None = None, max_frames: int = 4096) -> int:
         """Process the frames the link holds and the timers due; return frames handled."""
@@ -416,7 +449,7 @@ class Stack:
         try:
             while not self._closed:
                 with self.lock:
-                    deadline = self.next_deadline()
+                    deadline = self._wake_deadline()
                     self._kicked = False
                     now = self.clock()
                     timeout = 1.0 if deadline is None else min(1.0, max(0.0, deadline - now))
@@ -433,6 +466,7 @@ class Stack:
                     break
                 if self.step() and self.busy_poll:
                     busy_until = self.clock() + self.busy_poll
+                self.trace.flush_due(self.clock() - self.started)
         except Exception as e:  # pragma: no cover - a bug; keep it visible
             self.trace.drop("link", "loop_crashed", error=repr(e))
             raise
@@ -465,7 +499,7 @@ class Stack:
         if self._close_link:
             self.link.close()
         sink = self.trace.sink
-        if sink is not None and hasattr(sink, "name") and sink not in (None,):
+        if sink is not None and hasattr(sink, "name") and sink not in (sys.stderr, sys.stdout):
             try:
                 if not sink.closed and getattr(sink, "fileno", None) and sink.fileno() > 2:
                     sink.close()

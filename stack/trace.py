@@ -22,6 +22,10 @@ import threading
 from collections import Counter
 from typing import IO, Callable, Iterable, overload
 
+# A written event reaches the file within this many seconds: the runtime's
+# loop asks next_flush() when to wake and calls flush_due() (no flush per event).
+FLUSH_DELAY = 0.1
+
 LAYERS = ("link", "eth", "arp", "ip", "icmp", "udp", "tcp", "socket")
 LEVELS = ("all", "state")
 
@@ -97,6 +101,8 @@ class Trace:
         self._wanted: dict[tuple[str, str], bool] | None = (
             None if self.layers is None and level == "all" else {})
         self._render = _encode if fmt == "jsonl" else render_text
+        # Trace time of the oldest event written to the sink and not flushed.
+        self._unflushed: float | None = None
         self._update()
 
     def _update(self) -> None:
@@ -146,7 +152,8 @@ class Trace:
                 ok = wanted[key] = self._passes(layer, event)
             if not ok:
                 return
-        record = {"t": round(self.clock(), 6), "layer": layer, "event": event}
+        t = round(self.clock(), 6)
+        record = {"t": t, "layer": layer, "event": event}
         record.update(fields)
         self.written += 1
         for fn in self.listeners:
@@ -156,6 +163,8 @@ class Trace:
             line = self._render(record)
             with self._lock:
                 sink.write(line + "\n")
+                if self._unflushed is None:
+                    self._unflushed = t
 
     def count(self, layer: str, name: str, n: int = 1) -> None:
         self.counters[f"{layer}.{name}"] += n
@@ -170,9 +179,28 @@ class Trace:
         return {k: v for k, v in self.counters.items() if ".drop." in k}
 
     def flush(self) -> None:
+        """Push what was written to the file (a sink already closed is left alone)."""
         if self.sink is not None:
             with self._lock:
-                self.sink.flush()
+                self._unflushed = None
+                if not getattr(self.sink, "closed", False):
+                    self.sink.flush()
+
+    def next_flush(self) -> float | None:
+        """When (trace time, like an event's ``t``) the sink must next be
+        flushed: ``FLUSH_DELAY`` after the oldest unflushed event; None when
+        everything written is flushed."""
+        first = self._unflushed
+        return None if first is None else first + FLUSH_DELAY
+
+    def flush_due(self, t: float) -> None:
+        """Flush if the oldest unflushed event is ``FLUSH_DELAY`` old at trace time ``t``."""
+        first = self._unflushed
+        if first is not None and t >= first + FLUSH_DELAY:
+            try:
+                self.flush()
+            except (OSError, ValueError):
+                self._unflushed = None  # a closed or broken sink: nothing to wait for
 
 
 # -- counters ------------------------------------------------------------------

@@ -54,7 +54,8 @@ ALLOWED = {
     "stack.link": ("stack.link", "stack.wire", "stack.native", "stack.trace"),
 }
 ABOVE_PROTOCOL = ("stack.runtime", "stack.socket", "stack.socket_stream", "stack.services",
-                  "stack.cli", "stack.tracetool")
+                  "stack.cli", "stack.tracetool", "stack.live", "stack.control", "stack.ss",
+                  "stack.livecmd")
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=rel)

@@ -244,7 +244,10 @@ class EthernetArp:
                 for _ in p.packets:
                     self.trace.drop("arp", "unresolved", ip=int2ip(ip))
                 if self.trace.on:
-                    self.trace.event("arp", "failed", ip=int2ip(ip), tries=p.tries)
+                    self.trace.event("arp", "failed", ip=int2ip(ip), tries=p.tries,
+                                     dropped=len(p.packets),
+                                     cause=f"no ARP reply for {int2ip(ip)} after "
+                                           f"{p.tries} request{'s' if p.tries != 1 else ''}")
             else:
                 self._request(ip, p, now)
         life = self.config.entry_lifetime

@@ -17,9 +17,11 @@ from stack.wire import WireError
 from stack.wire.icmp import (
     DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, ERROR_TYPES, FRAG_NEEDED, PORT_UNREACHABLE,
     PROTO_UNREACHABLE, REASSEMBLY_TIMEOUT, REDIRECT, SOURCE_QUENCH, TIME_EXCEEDED, IcmpMessage,
-    build_icmp, parse_icmp,
+    build_icmp, icmp_name, parse_icmp,
 )
 from stack.wire.ipv4 import IPV4_HEADER, PROTO_ICMP, Ipv4Header, int2ip
+
+_PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
 
 # An error quoted back to a transport: (kind, our address, their address, quoted IP header + 8 bytes, extra)
 ErrorHandler = Callable[[str, int, int, bytes, int, float], None]
@@ -54,9 +56,17 @@ class IcmpLayer:
             return
         self.trace.count("icmp", f"in.type{m.type}")
         if self.trace.on:
+            extra: dict[str, object]
+            if m.type in (ECHO_REQUEST, ECHO_REPLY):
+                extra = {"id": m.ident, "seq": m.seq, "length": len(m.data)}
+            elif m.type in ERROR_TYPES:
+                extra = {"quote": describe_quote(m.data)}
+                if m.type == DEST_UNREACHABLE and m.code == FRAG_NEEDED:
+                    extra["mtu"] = m.rest & 0xFFFF
+            else:
+                extra = {}
             self.trace.event("icmp", "in", src=int2ip(h.src), type=m.type, code=m.code,
-                             **({"id": m.ident, "seq": m.seq, "length": len(m.data)}
-                                if m.type in (ECHO_REQUEST, ECHO_REPLY) else {}))
+                             name=icmp_name(m.type, m.code), **extra)
         if m.type == ECHO_REQUEST:
             if self.ip.is_broadcast(h.dst):
                 self.trace.drop("icmp", "broadcast_echo")
@@ -68,6 +78,9 @@ class IcmpLayer:
                 self.trace.drop("icmp", "reply_unroutable", detail=str(e))
                 return
             self.trace.count("icmp", "out.type0")
+            if self.trace.on:
+                self.trace.event("icmp", "out", dst=int2ip(h.src), type=ECHO_REPLY, code=0,
+                                 name="echo reply", id=m.ident, seq=m.seq, length=len(m.data))
         elif m.type == ECHO_REPLY:
             waiter = self.echo_waiters.get((h.src, m.ident))
             if waiter is None:
@@ -132,7 +145,10 @@ class IcmpLayer:
             return
         self.trace.count("icmp", f"out.type{type_}")
         if self.trace.on:
-            self.trace.event("icmp", "error_out", dst=int2ip(h.src), type=type_, code=code)
+            self.trace.event("icmp", "error_out", dst=int2ip(h.src), type=type_, code=code,
+                             name=icmp_name(type_, code), quote=describe_quote(orig + bytes(payload[:8])),
+                             **({"mtu": rest & 0xFFFF} if code == FRAG_NEEDED
+                                and type_ == DEST_UNREACHABLE else {}))
 
     def port_unreachable(self, h: Ipv4Header, payload: bytes | memoryview, now: float) -> None:
         self.send_error(DEST_UNREACHABLE, PORT_UNREACHABLE, h, payload, now)
@@ -159,6 +175,9 @@ class IcmpLayer:
         msg = build_icmp(IcmpMessage(ECHO_REQUEST, 0, (ident << 16) | seq, data))
         self.ip.send(self.ip.address, dst, PROTO_ICMP, msg, now, df=df)
         self.trace.count("icmp", "out.type8")
+        if self.trace.on:
+            self.trace.event("icmp", "out", dst=int2ip(dst), type=ECHO_REQUEST, code=0,
+                             name="echo request", id=ident, seq=seq, length=len(data))
 
 
 def _error_kind(type_: int, code: int) -> str:
@@ -168,3 +187,25 @@ def _error_kind(type_: int, code: int) -> str:
     if type_ == TIME_EXCEEDED:
         return "time_exceeded"
     return "parameter_problem"
+
+
+def describe_quote(quoted: bytes | memoryview) -> dict[str, object]:
+    """What an ICMP error quotes, as trace data: the quoted datagram's protocol,
+    ends (``ADDR:PORT`` for UDP and TCP), IP id and total length, and a TCP
+    segment's sequence number. Fields the quote is too short for are left out."""
+    q = bytes(quoted)
+    if len(q) < 20 or q[0] >> 4 != 4:
+        return {"length": len(q)}
+    _vihl, _tos, total, ident, _frag, _ttl, proto, _cs, src, dst = IPV4_HEADER.unpack_from(q)
+    hlen = (q[0] & 0x0F) * 4
+    out: dict[str, object] = {"proto": _PROTO_NAMES.get(proto, str(proto)), "id": ident,
+                              "total_length": total}
+    body = q[hlen:]
+    if proto in (6, 17) and len(body) >= 4:
+        out["src"] = f"{int2ip(src)}:{int.from_bytes(body[0:2], 'big')}"
+        out["dst"] = f"{int2ip(dst)}:{int.from_bytes(body[2:4], 'big')}"
+        if proto == 6 and len(body) >= 8:
+            out["seq"] = int.from_bytes(body[4:8], "big")
+    else:
+        out["src"], out["dst"] = int2ip(src), int2ip(dst)
+    return out

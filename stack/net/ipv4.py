@@ -114,7 +114,7 @@ class Ipv4Layer:
         self.trace.count("ip", "fragmented")
         if self.trace.on:
             self.trace.event("ip", "fragmented", dst=int2ip(dst), id=ident, length=len(mv),
-                             fragments=count)
+                             fragments=count, offsets=list(range(0, len(mv), step)), mtu=self.mtu)
 
     def _send_local(self, src: int, dst: int, proto: int, payload: bytes | memoryview,
                     ttl: int | None, tos: int) -> None:

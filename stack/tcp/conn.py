@@ -34,7 +34,8 @@ from stack.tcp.sender import Sender
 from stack.tcp.seq import seq_between, tsval
 from stack.tcp.states import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2,
                               LAST_ACK, LISTEN, RECEIVING, SYN_RECEIVED, SYN_SENT,
-                              SYNCHRONIZED, TIME_WAIT, Endpoint, entry, os_error)
+                              SYNCHRONIZED, TIME_WAIT, Endpoint, KEEPALIVE_STATES, entry,
+                              os_error)
 from stack.tcp.timers import Timers
 from stack.wire.tcp import ACK, FIN, RST, TcpSegment
 
@@ -70,6 +71,7 @@ class TcpConnection(Endpoint):
         self._fast_path = cfg.header_prediction
         self._challenge_second = -1         # RFC 5961 7 budget, per connection
         self._challenge_count = 0
+        self.segs_in = self.segs_out = self.retrans_total = 0  # (ss -i's segs_in, segs_out, retrans)
         self.keepalive = cfg.keepalive      # SO_KEEPALIVE and its TCP_KEEP* options
         self.keepalive_idle = cfg.keepalive_idle
         self.keepalive_interval = cfg.keepalive_interval
@@ -194,6 +196,7 @@ class TcpConnection(Endpoint):
             ack, win = rcv.ack_fields(syn)
         elif syn:
             win = rcv.syn_window()
+        self.segs_out += 1
         laddr, lport = self.local
         raddr, rport = self.remote
         emit = self.layer.emitter.send
@@ -223,6 +226,7 @@ class TcpConnection(Endpoint):
     def count_retransmit(self, reason: str, seq: int, n: int, **extra: object) -> None:
         """Count a segment sent again and trace it (the one place that does)."""
         self.trace.count("tcp", "retrans_segs")
+        self.retrans_total += 1
         if self.trace.on:
             self.trace.event("tcp", "retransmit", conn=self.name, reason=reason, seq=seq,
                              len=n, **extra)
@@ -262,6 +266,7 @@ class TcpConnection(Endpoint):
 
     @entry
     def open_passive(self, seg: TcpSegment, now: float) -> None:
+        self.segs_in += 1
         self.handshake.open_passive(seg, now)
 
     @entry
@@ -281,10 +286,11 @@ class TcpConnection(Endpoint):
         """Entry from the layer for a segment demultiplexed to this connection."""
         self.now = now
         self.last_rcv = now
+        self.segs_in += 1
         snd = self.sender
         if self.timers.at[T.KEEPALIVE] is not None or snd.ka_probes:
             snd.keepalive_answered()
-            if self.keepalive and self.synchronized:
+            if self.keepalive and self.state in KEEPALIVE_STATES:
                 self.timers.start(T.KEEPALIVE, now + self.keepalive_idle)
         st = self.state
         if st == ESTABLISHED and self._fast_path and predicted(self, seg, now):
@@ -354,7 +360,7 @@ class TcpConnection(Endpoint):
             self.send_ack(now)
         if t.due(T.KEEPALIVE, now) and self.state != CLOSED:
             t.stop(T.KEEPALIVE)
-            if self.keepalive and self.synchronized:
+            if self.keepalive and self.state in KEEPALIVE_STATES:
                 self.sender.on_keepalive(now, self.keepalive_interval, self.keepalive_idle,
                                          self.keepalive_count)
 
@@ -367,6 +373,9 @@ class TcpConnection(Endpoint):
         if seq != snd.snd_una and not (seq_between(seq, snd.snd_una, snd.snd_max) and seq != snd.snd_max):
             self.trace.drop("tcp", "icmp_stale", conn=self.name)
             return
+        if self.trace.on:  # the timeline shows every error that reached the connection
+            self.trace.event("tcp", "icmp", conn=self.name, kind=kind, seq=seq,
+                             **({"mtu": mtu} if mtu else {}))
         if kind == "frag_needed":
             if mtu and self.handshake.path_mtu(mtu) and self.synchronized:
                 snd.go_back()
@@ -535,6 +544,9 @@ class TcpConnection(Endpoint):
             "rcv_wscale": hs.rcv_wscale if hs.ws_ok else None,
             "timestamps": hs.ts_ok, "ts_recent": rcv.ts_recent if hs.ts_ok else None,
             "sack": hs.sack_ok, "sacked": rec.sacked(), "timers": self.timers.pending(),
+            "bytes_sent": snd.bytes_sent, "bytes_retrans": snd.bytes_retrans,
+            "bytes_acked": snd.bytes_acked, "bytes_received": rcv.bytes_received,
+            "segs_out": self.segs_out, "segs_in": self.segs_in, "retrans": self.retrans_total,
         }
 
     @entry
@@ -554,14 +566,17 @@ class TcpConnection(Endpoint):
                       count: int | None = None) -> None:
         """SO_KEEPALIVE, with TCP_KEEPIDLE, TCP_KEEPINTVL and TCP_KEEPCNT."""
         if idle is not None and idle != self.keepalive_idle:
+            # A new idle time starts keepalive over: the timer is re-armed
+            # below and the probes count from zero again.
             self.keepalive_idle = idle
-            self.timers.stop(T.KEEPALIVE)  # re-armed below with the new idle time
+            self.timers.stop(T.KEEPALIVE)
+            self.sender.keepalive_answered()
         if interval is not None:
             self.keepalive_interval = interval
         if count is not None:
             self.keepalive_count = count
         self.keepalive = bool(on)
-        if on and self.synchronized:
+        if on and self.state in KEEPALIVE_STATES:
             self.timers.start_if_idle(T.KEEPALIVE, self.now + self.keepalive_idle)
         elif not on:
             self.timers.stop(T.KEEPALIVE)

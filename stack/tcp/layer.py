@@ -188,7 +188,8 @@ class TcpLayer:
         if seg.flags & RST:
             self.trace.drop("tcp", "rst_no_conn")
             return
-        self.trace.drop("tcp", "no_conn", src=src, dst=dst, port=seg.dst_port)
+        self.trace.drop("tcp", "no_conn", conn=conn_name(dst, seg.dst_port, src, seg.src_port),
+                        src=src, dst=dst, port=seg.dst_port)
         self._send_rst_reply(src, dst, seg)
 
     def _send_rst_reply(self, src: int, dst: int, seg: TcpSegment) -> None:

@@ -43,6 +43,7 @@ class Receiver:
         self.sack_recent: list[int] = []  # a byte of each recently received OOO block
         self.ts_recent = 0            # TS.Recent
         self.ts_recent_age = now      # when TS.Recent was last set
+        self.bytes_received = 0       # payload bytes that arrived in order
 
     # ---- the handshake ------------------------------------------------------------
 
@@ -101,6 +102,7 @@ class Receiver:
             self.conn.changed()
         buf += payload
         self.rcv_nxt = seq_add(self.rcv_nxt, n)
+        self.bytes_received += n
         self.unacked += n
         if n > self.mss:
             self.mss = n if n < self.cfg.mss else self.cfg.mss
@@ -118,6 +120,7 @@ class Receiver:
                 if ooo is None:
                     self.buf += payload
                     self.rcv_nxt = seq_add(seq, n)
+                    self.bytes_received += n
                     self.unacked += n
                     if n > self.mss:
                         self.mss = min(n, self.cfg.mss)
@@ -129,6 +132,7 @@ class Receiver:
                     k = ooo.contiguous()
                     self.buf += ooo.pop(k)
                     self.rcv_nxt = seq_add(self.rcv_nxt, k)
+                    self.bytes_received += k
                     if not ooo.buffered():
                         self.ooo = None
                     self.ack_now = True  # filled a hole: tell the sender at once

@@ -42,10 +42,6 @@ class Recovery:
 
     # ---- what the sender asks ---------------------------------------------------------
 
-    def has_sacked(self) -> bool:
-        sb = self.sb
-        return sb is not None and bool(sb.ranges)
-
     def sacked(self) -> int:
         return self.sb.sacked if self.sb is not None else 0
 
@@ -54,8 +50,6 @@ class Recovery:
         sb = self.sb
         return sb.sacked_below(off) if sb is not None and sb.ranges else 0
 
-    def sack_recovering(self) -> bool:
-        return self.in_recovery and self.sb is not None
 
     def skip_sacked(self, off: int) -> tuple[int, int]:
         """Going back after an RTO at offset ``off``: ``(skip, 0)`` when

@@ -56,8 +56,9 @@ class Rtt:
             return True
         return False
 
-    def sample(self, r: float, now: float) -> None:
-        """RFC 6298 section 2."""
+    def sample(self, r: float, now: float, ticks: bool = False) -> None:
+        """RFC 6298 section 2. ``ticks``: measured in timestamp milliseconds
+        (so a LAN's sub-millisecond RTT reads 0); the trace says so."""
         cfg = self._cfg
         if self.srtt is None:
             self.srtt = r
@@ -70,7 +71,7 @@ class Rtt:
         if self._trace.on:
             self._trace.event("tcp", "rtt", conn=self._name, sample=round(r, 6),
                               srtt=round(self.srtt, 6), rttvar=round(self.rttvar, 6),
-                              rto=round(self.rto, 6))
+                              rto=round(self.rto, 6), **({"source": "ts"} if ticks else {}))
 
     def backoff(self) -> None:
         """RFC 6298 (5.5): double the RTO after it expired."""

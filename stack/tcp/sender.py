@@ -54,6 +54,9 @@ class Sender:
         self.probes = 0               # window probes unanswered
         self.persist_backoff = 0
         self.ka_probes = 0            # keepalives unanswered
+        self.bytes_sent = 0           # payload bytes transmitted, retransmissions included
+        self.bytes_retrans = 0        # of which sent again
+        self.bytes_acked = 0          # sequence space acknowledged (the SYN and FIN count one)
 
     # ---- what the other parts ask --------------------------------------------
 
@@ -71,13 +74,6 @@ class Sender:
     def fin_acked(self) -> bool:
         return self.fin_pending and seq_gt(self.snd_una, self.fin_seq)
 
-    def all_acked(self) -> bool:
-        return self.snd_una == self.snd_max
-
-    def idle(self) -> bool:
-        """Nothing sent unacknowledged, nothing waiting."""
-        return self.snd_una == self.snd_max and not self.buf
-
     # ---- changes made by the handshake and user calls ---------------------------
 
     def syn_sent(self) -> None:
@@ -94,6 +90,7 @@ class Sender:
 
     def synchronize(self, una: int, wnd: int, seg: TcpSegment) -> None:
         """The handshake's ACK: our SYN is acknowledged and the peer's window known."""
+        self.bytes_acked += seq_diff(una, self.snd_una)
         self.snd_una = una
         self.snd_wnd = self.max_snd_wnd = wnd
         self.snd_wl1 = seg.seq
@@ -218,6 +215,7 @@ class Sender:
                 xmit(nxt, flags, memoryview(buf)[off:off + n], now)
                 total += n
                 if behind:
+                    self.bytes_retrans += n
                     self.conn.count_retransmit("rto", nxt, n)
                 elif self.rtt.timed_seq is None:
                     self.rtt.time(end, now)
@@ -250,6 +248,7 @@ class Sender:
             # Data waits on the peer's window and nothing is in flight to
             # bring an ACK: probe the window later.
             timers.start(T.PERSIST, now + self.persist_interval())
+        self.bytes_sent += total
         return total
 
     def persist_interval(self) -> float:
@@ -275,6 +274,8 @@ class Sender:
             return
         flags = ACK | FIN if fin else (ACK | PSH if k == avail else ACK)
         self.conn.transmit(seq, flags, memoryview(self.buf)[off:off + k], now)
+        self.bytes_sent += k
+        self.bytes_retrans += k
         self.conn.count_retransmit(reason, seq, k)
         self.timers.start_if_idle(T.RTO, now + self.rtt.rto)
 
@@ -300,6 +301,8 @@ class Sender:
             return
         flags = ACK | FIN if fin else (ACK | PSH if n == avail else ACK)
         self.conn.transmit(una, flags, memoryview(self.buf)[off:off + n], now)
+        self.bytes_sent += n
+        self.bytes_retrans += n
         self.conn.count_retransmit(reason, una, n, rto=round(self.rtt.rto, 6))
         end = seq_add(una, n + fin)
         if seq_gt(end, self.snd_nxt):
@@ -327,8 +330,13 @@ class Sender:
             # (as Linux does), unless nobody owns the connection any more.
             self.retries = limit
         if self.retries > limit:
-            conn.fail(conn.soft_error or errno.ETIMEDOUT,
-                      "timer retransmit (retries exhausted)", now)
+            if not handshake:
+                why = "retries exhausted"
+            elif conn.passive:
+                why = f"handshake timed out after {self.retries} SYN,ACKs"
+            else:
+                why = f"connect timed out after {self.retries} SYNs"
+            conn.fail(conn.soft_error or errno.ETIMEDOUT, f"timer retransmit ({why})", now)
             return
         self.rtt.backoff()
         conn.trace_timer("rto", retries=self.retries, rto=round(self.rtt.rto, 6))
@@ -350,6 +358,7 @@ class Sender:
         prior_flight = 0
         if acked > 0:
             prior_flight = seq_diff(self.snd_nxt, una)
+            self.bytes_acked += acked
             if self.rec.sb is not None:
                 prior_flight = self.rec.advance(acked, prior_flight)
             self.snd_una = ack
@@ -378,7 +387,7 @@ class Sender:
                 if ts is not None and ts[1]:
                     d = seq_diff(tsval(self.hs.ts_base, now), ts[1])
                     if d >= 0:
-                        rtt.sample(d / 1000, now)
+                        rtt.sample(d / 1000, now, ticks=True)
             self.retries = 0
             self.probes = 0
         self.rec.on_ack(seg, ack, acked, prior_flight, dup_candidate and win == self.snd_wnd, now)

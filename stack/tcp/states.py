@@ -31,6 +31,8 @@ SYNCHRONIZED = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT, CLOSI
                           LAST_ACK, TIME_WAIT})
 # States in which the peer may still send us data.
 RECEIVING = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
+# States in which keepalive probes go (the peer may still be owed or owe data).
+KEEPALIVE_STATES = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, FIN_WAIT_2})
 # States in which we may still send data or a FIN (once the handshake is done).
 SENDING = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
 

@@ -9,20 +9,65 @@ from stack.tracetool.read import Connection, MASK, flag_names, plural
 # -- ladder ---------------------------------------------------------------------------
 
 
-def _seg_label(e: dict) -> str:
+def _seg_label(e: dict, every: bool = False) -> str:
     flags = str(e.get("flags", ""))
     parts = [flag_names(flags), f"seq={e.get('seq', '?')}"]
     if "." in flags:
         parts.append(f"ack={e.get('ack', '?')}")
-    if "S" in flags:
+    if "S" in flags or every:
         parts.append(f"win={e.get('win', '?')}")
+    if "S" in flags:
         opts = [_short_option(str(o)) for o in e.get("options") or []]
         if opts:
             parts.append("<" + ",".join(opts) + ">")
     n = int(e.get("len", 0))
     if n:
         parts.append(f"len={n}")
+    if every:
+        blocks = sack_blocks(e)
+        if blocks:
+            parts.append("SACK " + " ".join(f"{a}-{b}" for a, b in blocks))
     return " ".join(parts)
+
+
+def sack_blocks(e: dict) -> list[tuple[int, int]]:
+    """A segment's SACK blocks (``options`` ``"sack A:B C:D"``) as (start, end) pairs."""
+    for opt in e.get("options") or []:
+        text = str(opt)
+        if text.startswith("sack "):
+            out = []
+            for pair in text.split()[1:]:
+                a, _, b = pair.partition(":")
+                try:
+                    out.append((int(a), int(b)))
+                except ValueError:
+                    continue
+            return out
+    return []
+
+
+class _DupAcks:
+    """Counts duplicate ACKs per direction (RFC 5681: no data, no SYN/FIN, the
+    same ACK number as the last one from that side; window changes aside)."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+        self.dups: dict[str, int] = {}
+
+    def see(self, e: dict) -> int:
+        """0, or which duplicate this segment is (1, 2, 3, ...)."""
+        flags = str(e.get("flags", ""))
+        d = str(e.get("dir", "in"))
+        if "." not in flags:
+            return 0
+        ack = int(e.get("ack", 0))
+        pure = int(e.get("len", 0)) == 0 and not any(ch in flags for ch in "SFR")
+        if pure and self.last.get(d) == ack:
+            self.dups[d] = self.dups.get(d, 0) + 1
+            return self.dups[d]
+        self.last[d] = ack
+        self.dups[d] = 0
+        return 0
 
 
 def _short_option(text: str) -> str:
@@ -116,15 +161,24 @@ def _data_rows(run: list[dict], retransmits: list[dict]) -> list[_Row]:
     return rows
 
 
-def ladder(conn: Connection) -> str:
+def ladder(conn: Connection, every: bool = False) -> str:
     """A message-sequence chart: the opener on the left, this stack's states on
     its side, the peer's (inferred, in parentheses) on the other; data and
-    ACKs between the handshake and the teardown summarized per direction."""
+    ACKs between the handshake and the teardown summarized per direction.
+
+    With ``every`` (the view of a time window) each segment gets its own row,
+    with its window, SACK blocks, which duplicate ACK it is, and the reason
+    of each retransmission. When ``conn`` is a window of a connection, the
+    peer's states are inferred from the whole connection and only the rows
+    inside the window are drawn."""
     peer = _PeerStates()
+    dups = _DupAcks()
     rows: list[_Row] = []
     run: list[dict] = []
     run_rex: list[dict] = []
-    events = conn.events
+    events = conn.whole.events
+    lo, hi = conn.window
+    refused = conn.refused
 
     def flush_run() -> None:
         if run:
@@ -136,26 +190,40 @@ def ladder(conn: Connection) -> str:
     for i, e in enumerate(events):
         kind = e["event"]
         t = float(e["t"])
+        inside = (lo is None or t >= lo) and (hi is None or t <= hi)
         if kind == "seg":
             incoming = e.get("dir") != "out"
             theirs = peer.theirs(e) if incoming else None
             if not incoming:
                 peer.ours(e)
+            dup = dups.see(e)
             answers_control = (not incoming and int(e.get("len", 0)) == 0
                                and prev_seg is not None and prev_seg.get("dir") != "out"
                                and _is_control(prev_seg))
             prev_seg = e
-            if not (_is_control(e) or theirs or answers_control):
+            if not inside:
+                continue
+            if not (_is_control(e) or theirs or answers_control or every):
                 run.append(e)
                 continue
             flush_run()
-            rows.append(_Row(t, theirs=f"({theirs})" if theirs else "", label=_seg_label(e),
+            label = _seg_label(e, every)
+            if dup:
+                label = f"dup ACK #{dup}: {label}"
+            ours = "CLOSED" if refused and not incoming else ""
+            rows.append(_Row(t, ours=ours, theirs=f"({theirs})" if theirs else "", label=label,
                              direction="in" if incoming else "out"))
         elif kind == "retransmit":
+            if not inside:
+                continue
+            why = f" (retransmission: {e['reason']})" if every and e.get("reason") else \
+                " (retransmission)"
             if run:
                 run_rex.append(e)
-            elif rows and rows[-1].direction == "out" and "(retransmission)" not in rows[-1].label:
-                rows[-1].label += " (retransmission)"
+            elif rows and rows[-1].direction == "out" and "(retransmission" not in rows[-1].label:
+                rows[-1].label += why
+        elif kind == "state" and not inside:
+            continue
         elif kind == "state":
             to = str(e.get("to", "?"))
             cause = str(e.get("cause", ""))
@@ -182,7 +250,7 @@ def ladder(conn: Connection) -> str:
 
 
 def _draw_ladder(conn: Connection, rows: list[_Row]) -> str:
-    we_left = conn.opened == "active" or conn.opened is None
+    we_left = (conn.opened == "active" or conn.opened is None) and not conn.refused
     left_name = f"{conn.local} (this stack)" if we_left else f"{conn.remote} (peer)"
     right_name = f"{conn.remote} (peer)" if we_left else f"{conn.local} (this stack)"
     side = max([14] + [len(r.ours) for r in rows] + [len(r.theirs) for r in rows])

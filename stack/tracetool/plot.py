@@ -25,7 +25,8 @@ def _wscale(e: dict) -> int | None:
     return None
 
 
-def plot_data(events: Iterable[dict], conn: str, direction: str | None = None) -> dict:
+def plot_data(events: Iterable[dict], conn: str, direction: str | None = None,
+              t_from: float | None = None, t_to: float | None = None) -> dict:
     """The numbers behind :func:`plot` for connection ``conn`` (its name).
 
     ``direction`` is ``"out"`` (data this stack sent), ``"in"`` (data it
@@ -38,6 +39,9 @@ def plot_data(events: Iterable[dict], conn: str, direction: str | None = None) -
     (seconds) as ``(t, value)``. For ``"out"`` the retransmissions are the
     trace's retransmit events; for ``"in"`` the stack does not know the
     peer's, so they are the segments that start below bytes already seen.
+    ``t_from``/``t_to`` (seconds since the stack started, like the trace's
+    ``t``) keep the points inside that window; the sequence origin and the
+    time origin stay the connection's, so a window is a zoom, not a new graph.
     """
     evs = [e for e in events if e.get("conn") == conn and e.get("layer") == "tcp"]
     segs = [e for e in evs if e["event"] == "seg"]
@@ -102,6 +106,12 @@ def plot_data(events: Iterable[dict], conn: str, direction: str | None = None) -
                 result["ssthresh"].append((t, int(e["ssthresh"])))
         elif e["event"] == "rtt" and "srtt" in e:
             result["srtt"].append((t, float(e["srtt"])))
+    result["window_s"] = (t_from, t_to)
+    if t_from is not None or t_to is not None:
+        lo = -float("inf") if t_from is None else t_from - t0
+        hi = float("inf") if t_to is None else t_to - t0
+        for key in ("segments", "retransmissions", "acks", "window", "cwnd", "ssthresh", "srtt"):
+            result[key] = [p for p in result[key] if lo <= p[0] <= hi]
     return result
 
 

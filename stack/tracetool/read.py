@@ -118,6 +118,9 @@ class Connection:
     incarnation: int = 1
     events: list[dict] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
+    # The whole connection when this one is a time window of it.
+    origin: Connection | None = None
+    window: tuple[float | None, float | None] = (None, None)
 
     @property
     def local(self) -> str:
@@ -137,8 +140,44 @@ class Connection:
         return self.transitions[-1].to if self.transitions else None
 
     @property
+    def whole(self) -> Connection:
+        """The connection itself, or the one this is a window of."""
+        return self.origin or self
+
+    @property
+    def refused(self) -> bool:
+        """A SYN to a closed port of this stack, answered by RST: no state
+        changes, a SYN in (or a ``no_conn`` drop) and a RST out."""
+        evs = self.whole.events
+        if self.whole.transitions:
+            return False
+        syn = any(e["event"] == "seg" and e.get("dir") == "in" and "S" in str(e.get("flags", ""))
+                  for e in evs) or any(e["event"] == "drop" and e.get("reason") == "no_conn"
+                                       for e in evs)
+        rst = any(e["event"] == "seg" and e.get("dir") == "out" and "R" in str(e.get("flags", ""))
+                  for e in evs)
+        return syn and rst
+
+    @property
+    def refused_by_peer(self) -> bool:
+        """Our SYN answered by the peer's RST (nothing listening there)."""
+        return any(tr.frm == "SYN_SENT" and tr.to == "CLOSED" and tr.cause.startswith("rcv RST")
+                   for tr in self.whole.transitions)
+
+    def state_at(self, t: float) -> str | None:
+        """The state the whole connection was in at time ``t`` (None before its first)."""
+        state = None
+        for tr in self.whole.transitions:
+            if tr.t > t:
+                break
+            state = tr.to
+        return state
+
+    @property
     def opened(self) -> str | None:
         """``"passive"`` (from LISTEN), ``"active"`` (user connect) or None."""
+        if self.origin is not None:
+            return self.origin.opened
         for tr in self.transitions:
             if tr.frm == "LISTEN" and tr.to == "SYN_RECEIVED":
                 return "passive"
@@ -187,6 +226,25 @@ def connections(events: Iterable[dict]) -> list[Connection]:
         if ev["event"] == "state":
             cur.transitions.append(Transition(float(ev["t"]), str(ev.get("from", "?")),
                                               str(ev.get("to", "?")), str(ev.get("cause", ""))))
+    return out
+
+
+def in_window(t: float, lo: float | None, hi: float | None) -> bool:
+    return (lo is None or t >= lo) and (hi is None or t <= hi)
+
+
+def windowed(conns: Iterable[Connection], lo: float | None, hi: float | None) -> list[Connection]:
+    """Each connection cut to the events from ``lo`` to ``hi`` (seconds since the
+    stack started; None: open-ended); connections with nothing in it are left out."""
+    if lo is None and hi is None:
+        return list(conns)
+    out = []
+    for c in conns:
+        evs = [e for e in c.events if in_window(float(e["t"]), lo, hi)]
+        if not evs:
+            continue
+        trs = [tr for tr in c.transitions if in_window(tr.t, lo, hi)]
+        out.append(Connection(c.name, c.incarnation, evs, trs, origin=c, window=(lo, hi)))
     return out
 
 
@@ -247,8 +305,10 @@ class Summary:
     retransmits: int = 0
     retransmit_bytes: int = 0
     retransmit_reasons: Counter = field(default_factory=Counter)
-    rtt: list[float] = field(default_factory=list)
+    rtt: list[float] = field(default_factory=list)          # timed segments (µs clock)
+    rtt_ticks: list[float] = field(default_factory=list)    # from timestamps (ms ticks)
     srtt: float | None = None
+    states: dict[str, float] = field(default_factory=dict)  # seconds spent in each state
     drops: Counter = field(default_factory=Counter)
     timers: Counter = field(default_factory=Counter)
     final_state: str | None = None
@@ -258,14 +318,37 @@ class Summary:
         return self.end - self.start
 
     def rtt_stats(self) -> tuple[float, float, float] | None:
-        if not self.rtt:
+        """min, average, max of the samples: the timed ones when there are any
+        (timestamp samples count whole milliseconds)."""
+        samples = self.rtt or self.rtt_ticks
+        if not samples:
             return None
-        return min(self.rtt), sum(self.rtt) / len(self.rtt), max(self.rtt)
+        return min(samples), sum(samples) / len(samples), max(samples)
+
+
+def time_in_states(conn: Connection) -> dict[str, float]:
+    """Seconds spent in each state (like bcc's tcpstates), within the
+    connection's window; the state it ends in counts until its last event."""
+    times = [float(e["t"]) for e in conn.events]
+    end = max(float(e["t"]) for e in conn.whole.events)
+    lo = min(times) if conn.window[0] is None else conn.window[0]
+    hi = end if conn.window[1] is None else min(conn.window[1], end)
+    trs = conn.whole.transitions
+    out: dict[str, float] = {}
+    for i, tr in enumerate(trs):
+        last = i + 1 == len(trs)
+        if last and tr.to == "CLOSED":
+            continue
+        a, b = max(tr.t, lo), min(end if last else trs[i + 1].t, hi)
+        if b >= a:
+            out[tr.to] = out.get(tr.to, 0.0) + (b - a)
+    return out
 
 
 def summarize(conn: Connection) -> Summary:
     times = [float(e["t"]) for e in conn.events]
-    s = Summary(start=min(times), end=max(times), final_state=conn.state)
+    s = Summary(start=min(times), end=max(times), final_state=conn.state or conn.state_at(max(times)))
+    s.states = time_in_states(conn)
     for e in conn.events:
         kind = e["event"]
         if kind == "seg":
@@ -282,7 +365,7 @@ def summarize(conn: Connection) -> Summary:
             s.retransmit_reasons[str(e.get("reason", "?"))] += 1
         elif kind == "rtt":
             if "sample" in e:
-                s.rtt.append(float(e["sample"]))
+                (s.rtt_ticks if e.get("source") == "ts" else s.rtt).append(float(e["sample"]))
             if "srtt" in e:
                 s.srtt = float(e["srtt"])
         elif kind == "drop":
@@ -292,8 +375,18 @@ def summarize(conn: Connection) -> Summary:
     return s
 
 
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.3f} ms"
+def duration(seconds: float) -> str:
+    """A span with µs precision: ``87 µs`` below a millisecond, ``1.234 ms``
+    below a second, ``2.500000 s`` above."""
+    a = abs(seconds)
+    if a < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if a < 1.0:
+        return f"{seconds * 1e3:.3f} ms"
+    return f"{seconds:.6f} s"
+
+
+_ms = duration
 
 
 def _counts(c: Counter) -> str:
@@ -302,53 +395,6 @@ def _counts(c: Counter) -> str:
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def timeline(conn: Connection) -> str:
-    """The connection's state transitions (time, from -> to, cause) and its summary."""
-    s = summarize(conn)
-    lines = []
-    if conn.is_listener:
-        lines.append(f"listener {conn.local}" + (f" #{conn.incarnation}"
-                                                 if conn.incarnation > 1 else ""))
-    else:
-        how = {"passive": f"passive open from {conn.remote}",
-               "active": f"active open to {conn.remote}"}.get(conn.opened or "", "")
-        lines.append(f"connection {conn.label}" + (f" ({how})" if how else ""))
-    if conn.transitions:
-        width = max(len(tr.frm) for tr in conn.transitions)
-        tw = max(len(tr.to) for tr in conn.transitions)
-        lines.append(f"  {'time (s)':>12}  {'from':<{width}}    {'to':<{tw}}  cause")
-        for tr in conn.transitions:
-            lines.append(f"  {tr.t:12.6f}  {tr.frm:<{width}} -> {tr.to:<{tw}}  {tr.cause}".rstrip())
-    else:
-        lines.append("  no state changes traced (segments to a closed port, or the trace "
-                     "began mid-connection)")
-    if conn.is_listener:
-        lines.append(f"  summary: open {s.duration:.3f} s, final state {s.final_state or '?'}")
-        if s.drops:
-            lines.append(f"  drops: {_counts(s.drops)}")
-        return "\n".join(lines)
-    lines.append(f"  summary: {s.duration:.6f} s from {s.start:.6f} to {s.end:.6f}, "
-                 f"final state {s.final_state or '?'}")
-    rex = ""
-    if s.retransmits:
-        rex = (f", {plural(s.retransmits, 'retransmission')} of {s.retransmit_bytes} bytes"
-               f" ({_counts(s.retransmit_reasons)})")
-    lines.append(f"    sent      {s.bytes_out:>10} bytes in {plural(s.segs_out, 'segment')}{rex}")
-    lines.append(f"    received  {s.bytes_in:>10} bytes in {plural(s.segs_in, 'segment')}")
-    stats = s.rtt_stats()
-    if stats is not None:
-        lo, avg, hi = stats
-        lines.append(f"    rtt       min {_ms(lo)}, avg {_ms(avg)}, max {_ms(hi)} "
-                     f"({plural(len(s.rtt), 'sample')}), final srtt {_ms(s.srtt or 0.0)}")
-    else:
-        lines.append("    rtt       no samples")
-    if s.timers:
-        lines.append(f"    timers    {_counts(s.timers)}")
-    if s.drops:
-        lines.append(f"    drops     {_counts(s.drops)}")
-    return "\n".join(lines)
 
 
 def overview(events: list[dict], conns: list[Connection], path: str = "") -> str:

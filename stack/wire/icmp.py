@@ -40,6 +40,31 @@ REASSEMBLY_TIMEOUT = 1
 TYPE_NAMES = {ECHO_REPLY: "echo reply", DEST_UNREACHABLE: "unreachable", ECHO_REQUEST: "echo request",
               TIME_EXCEEDED: "time exceeded", PARAMETER_PROBLEM: "parameter problem"}
 
+_CODE_NAMES = {
+    DEST_UNREACHABLE: {NET_UNREACHABLE: "net unreachable", HOST_UNREACHABLE: "host unreachable",
+                       PROTO_UNREACHABLE: "protocol unreachable",
+                       PORT_UNREACHABLE: "port unreachable", FRAG_NEEDED: "fragmentation needed"},
+    TIME_EXCEEDED: {TTL_EXCEEDED: "ttl exceeded in transit",
+                    REASSEMBLY_TIMEOUT: "fragment reassembly time exceeded"},
+}
+
+
+def icmp_name(type_: int, code: int) -> str:
+    """A message's name as a person reads it: ``echo request``,
+    ``destination unreachable: port unreachable``, ``time exceeded: ...``."""
+    if type_ == DEST_UNREACHABLE:
+        base = "destination unreachable"
+    elif type_ == SOURCE_QUENCH:
+        base = "source quench"
+    elif type_ == REDIRECT:
+        base = "redirect"
+    else:
+        base = TYPE_NAMES.get(type_, f"type {type_}")
+    codes = _CODE_NAMES.get(type_)
+    if codes is None:
+        return base if type_ in TYPE_NAMES or type_ in ERROR_TYPES else f"{base} code {code}"
+    return f"{base}: {codes.get(code, f'code {code}')}"
+
 
 @dataclass(frozen=True, slots=True)
 class IcmpMessage:

@@ -80,7 +80,7 @@ def test_every_command_has_an_example():
     for command in commands:
         h = run_stack(command, "--help")
         assert h.returncode == 0, h.stderr
-        assert re.search(r"\n\nexamples?\b.*:\n  stack " + command, h.stdout), (command, h.stdout)
+        assert re.search(r"\n\nexamples?\b[^\n]*:\s+stack " + command, h.stdout), (command, h.stdout)
 
 
 def test_output_into_head_ends_quietly(tmp_path):

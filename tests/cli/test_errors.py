@@ -162,6 +162,9 @@ TRACE_CASES = [
     ("plot-not-writable", ["{trace}", "--plot", "/nonexistent-dir/p.png"], 1,
      ["--plot", "cannot write"]),
     ("no-file", [], 2, ["file"]),
+    ("follow-stdin", ["-", "--follow"], 2, ["--follow"]),
+    ("from-not-a-number", ["{trace}", "--from", "soon"], 2, ["--from"]),
+    ("layer", ["{trace}", "--layer", "tcp"], 2, ["--layer"]),
 ]
 
 

@@ -324,6 +324,33 @@ def test_keepalive_enabled_by_user_call():
     c.expect("Flags [.], seq 1000, ack 5001, win 65535, length 0")
 
 
+def test_a_new_keepalive_idle_time_starts_the_probes_over():
+    """TCP_KEEPIDLE set while probes go unanswered: the count starts again
+    (the socket facade applies options this way on every setsockopt)."""
+    c = Conversation(keepalive_conf())
+    c.open_active()
+    c.run_until(12.5)  # probes at 10 and 12, unanswered
+    assert len(c.sent()) == 2
+    c.conn.set_keepalive(True, idle=20.0, interval=2.0, count=3)
+    c.run_until(100.0)
+    probe = "Flags [.], seq 1000, ack 5001, win 65535, length 0"
+    # The new idle time counts from the connection's last event (the probe at 12).
+    assert c.sent_at() == [(32.0, probe), (34.0, probe), (36.0, probe),
+                           (38.0, "Flags [R], seq 1001, win 0, length 0")]
+
+
+@pytest.mark.parametrize("state", ["TIME_WAIT", "CLOSING", "LAST_ACK"])
+def test_no_keepalive_probes_once_both_sides_have_closed_or_are_closing(state):
+    c = Conversation(TcpConfig(keepalive_idle=1.0, keepalive_interval=1.0))
+    c.to(state)
+    c.sent()
+    c.conn.set_keepalive(True)
+    assert "keepalive" not in c.conn.status()["timers"]
+    probe_seq = c.conn.status()["snd_una"] - 1  # a keepalive probe's sequence number
+    c.run_until(c.now + 5.0)  # (CLOSING and LAST_ACK resend their FIN meanwhile)
+    assert not [line for line in c.sent() if line.startswith(f"Flags [.], seq {probe_seq},")]
+
+
 # ---- wraparound -----------------------------------------------------------------------
 
 
