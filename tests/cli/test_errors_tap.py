@@ -3,7 +3,8 @@
 * A TAP another ``stack up`` holds: exit 1, one ``stack: error:`` line naming
   ``--tap`` and saying it is busy; the first stack keeps answering.
 * Without CAP_NET_ADMIN: exit 1, "permission denied", and no TAP is left.
-* A service port taken on the stack before the service binds: exit 1, one line.
+* A service port taken on the stack before the service binds, or another
+  stack's --control path: exit 1, one line.
 * No ``--host-address`` and the kernel side down: a ``stack: warning:`` line
   after ``stack: up``; none when the TAP is up or ``--host-address`` is given.
 * ``--msl 1``: TIME_WAIT lasts 2 s (from the trace of a real connection).
@@ -200,3 +201,20 @@ def test_a_port_in_use_is_one_error_line(netns):
                        stdin=subprocess.DEVNULL)
     assert_one_error(r, 1, "--serve echo:7", "TCP port 7", "in use")
     assert not interface_exists("tcliport")
+
+
+def test_a_control_socket_in_use_is_one_error_line(netns, tmp_path):
+    """A second stack on another TAP but the first one's --control path: exit 1,
+    one line naming --control, and its own TAP is removed again."""
+    path = str(tmp_path / "ctl.sock")
+    first = stack_up("tclictl1", "--control", path)
+    try:
+        _first_line(first)
+        subprocess.run(["ip", "link", "del", "tclictl2"], capture_output=True)
+        r = run_stack("up", "--tap", "tclictl2", "--address", "198.51.100.2/24",
+                      "--host-address", "198.51.100.1/24", "--control", path)
+        assert_one_error(r, 1, "--control", path)
+        assert not interface_exists("tclictl2")
+        _stop(first)
+    finally:
+        kill(first)
