@@ -200,7 +200,7 @@ def connect(sock: Socket, addr: tuple[int, int]) -> None:
         try:
             sock._wait(lambda: conn.state != SYN_SENT)
         except TimeoutError:
-            conn.abort(net.clock())
+            conn.abort(net.clock(), f"user abort (connect timed out after {sock._timeout:g} s)")
             raise
         if conn.error is not None:
             sock._error_taken = True

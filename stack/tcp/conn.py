@@ -490,8 +490,9 @@ class TcpConnection(Endpoint):
                 self.timers.start_if_idle(T.FIN_WAIT_2, now + self.cfg.fin_wait2_timeout)
 
     @entry
-    def abort(self, now: float) -> None:
-        """ABORT: send RST (in synchronized states) and forget the connection."""
+    def abort(self, now: float, cause: str = "user abort") -> None:
+        """ABORT: send RST (in synchronized states) and forget the connection.
+        ``cause`` is what the trace says (a timed-out connect says so)."""
         self.now = now
         self.user_closed = True
         st = self.state
@@ -499,7 +500,7 @@ class TcpConnection(Endpoint):
             return
         if st in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
             self.send_rst(self.sender.snd_max, now)
-        self.set_state(CLOSED, "user abort", now)
+        self.set_state(CLOSED, cause, now)
 
     @entry
     def drop(self, cause: str, now: float, orphan: bool = False) -> None:
