@@ -41,10 +41,10 @@ def run(path: str, conn: str | None = None, plot_out: str | None = None,
             raise ValueError(f"--to {t_to} is before --from {t_from}")
         events, bad = load(path)
     except (TraceError, ValueError) as e:
-        err.write(f"stack trace: {e}\n")
+        err.write(f"stack: error: {e}\n")
         return 2
     if bad:
-        err.write(f"stack trace: skipped {plural(bad, 'line')} that did not parse "
+        err.write(f"stack: warning: skipped {plural(bad, 'line')} that did not parse "
                   "as trace events\n")
     inside = [e for e in events if in_window(float(e["t"]), t_from, t_to)]
     if layer is not None:
@@ -101,11 +101,11 @@ def run(path: str, conn: str | None = None, plot_out: str | None = None,
             data = plot_data(target.whole.events, target.name, t_from=t_from, t_to=t_to)
             plot(data, plot_out)
         except ImportError:
-            err.write("stack trace: --plot needs matplotlib (pip install 'stack[plot]')\n")
-            return 2
+            err.write("stack: error: --plot needs matplotlib (pip install 'stack[plot]')\n")
+            return 1
         except OSError as e:
-            err.write(f"stack trace: cannot write {plot_out}: {e.strerror or e}\n")
-            return 2
+            err.write(f"stack: error: --plot: cannot write {plot_out}: {e.strerror or e}\n")
+            return 1
         out.write(f"\nplot: {plot_out} ({target.label}{_window_text(t_from, t_to)}, "
                   f"{len(data['segments'])} data segments "
                   f"{'sent' if data['direction'] == 'out' else 'received'}, "

@@ -158,7 +158,7 @@ def follow(path: str, fmt: str = "timeline", conn: str | None = None,
             raise ValueError("--follow needs a file, not stdin")
         open(path, "rb").close()
     except (OSError, ValueError) as e:
-        err.write(f"stack trace: {e.strerror if isinstance(e, OSError) else e}"
+        err.write(f"stack: error: {e.strerror if isinstance(e, OSError) else e}"
                   + (f": {path}" if isinstance(e, OSError) else "") + "\n")
         return 2
     f = Follower(fmt, conn)

@@ -26,7 +26,7 @@ from stack.cli_checks import check_addresses, kernel_side_warning, start_service
 from stack.cliargs import RESOURCE, CliError, cidr, endpoint, mac, mtu
 from stack.link.tap import TapError
 from stack.services import parse_service
-from tests.cli.test_errors import ENV, ROOT, run_stack
+from tests.helpers.cli import ENV, ROOT, assert_one_error, run_stack
 
 
 def test_version_is_the_package_version():
@@ -174,3 +174,9 @@ def test_start_up_failures_name_the_flag(error, names):
     assert e.code == RESOURCE
     for name in names:
         assert name in e.message, (name, e.message)
+
+
+def test_a_file_that_is_not_a_trace_is_one_error_line(tmp_path):
+    junk = tmp_path / "junk.jsonl"
+    junk.write_bytes(bytes(range(256)) * 4)
+    assert_one_error(run_stack("trace", str(junk)), 2, "junk.jsonl", "not a jsonl trace")

@@ -13,37 +13,13 @@ need a TAP (busy, permission denied, ...) are in ``test_errors_tap.py``.
 
 from __future__ import annotations
 
-import os
-import pathlib
-import subprocess
-import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+from tests.helpers.cli import assert_one_error, run_stack
+
 # A TAP name no other test uses: should a check miss, this is what would open.
 UP = ("up", "--tap", "tclibad")
-
-
-def run_stack(*args: str, timeout: float = 20) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "stack", *args], capture_output=True,
-                          text=True, timeout=timeout, env=ENV, cwd=ROOT, stdin=subprocess.DEVNULL)
-
-
-def assert_one_error(r: subprocess.CompletedProcess, code: int, *names: str) -> str:
-    """The run failed with ``code`` and said so in one ``stack: error:`` line naming ``names``."""
-    out = r.stdout + r.stderr
-    assert "Traceback" not in out, out
-    assert r.returncode == code, (r.returncode, out)
-    assert r.stdout == "", r.stdout
-    lines = r.stderr.splitlines()
-    assert len(lines) == 1, lines
-    line = lines[0]
-    assert line.startswith("stack: error: "), line
-    for name in names:
-        assert name in line, (name, line)
-    return line
 
 
 # (id, arguments after `stack up --tap tclibad`, exit status, what the line must name)

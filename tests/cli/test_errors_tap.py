@@ -21,7 +21,7 @@ import sys
 
 from stack import tracetool
 from stack.link.tap import interface_exists
-from tests.cli.test_errors import ENV, ROOT, assert_one_error, run_stack
+from tests.helpers.cli import ENV, ROOT, assert_one_error, run_stack
 from tests.helpers.tap import kill, sh, stack_up
 
 HOST = "192.0.2.1/24"
