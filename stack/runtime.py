@@ -34,7 +34,7 @@ from stack.net.icmp import IcmpLayer
 from stack.net.ipv4 import Ipv4Layer
 from stack.net.udp import UdpLayer
 from stack.tcp.layer import TcpLayer
-from stack.trace import Trace
+from stack.trace import FLUSH_DELAY, Trace
 from stack.wire.eth import mac2str, str2mac
 from stack.wire.ipv4 import PROTO_TCP, int2ip, ip2int
 
@@ -169,6 +169,7 @@ class Stack:
         if thread:
             self._thread = threading.Thread(target=self._loop, name="stack-net", daemon=True)
             self._thread.start()
+            self.trace.on_unflushed = self._wake_to_flush
 
     # -- construction helpers ------------------------------------------------
 
@@ -376,6 +377,19 @@ class Stack:
 
     # -- the loop --------------------------------------------------------------
 
+    def _wake_to_flush(self) -> None:
+        """An event is waiting to be flushed (written by any thread, with or
+        without the lock): wake the network thread if it would sleep past
+        the flush's deadline. A lost race costs one late flush, never a
+        missed one (the loop wakes at least every second)."""
+        if (self._thread is not None and not self._kicked
+                and self.clock() + FLUSH_DELAY < self._sleep_until):
+            self._kicked = True
+            try:
+                os.write(self._wake_w, b"\x01")
+            except (BlockingIOError, OSError):
+                pass
+
     def kick(self) -> None:
         """Wake the network thread if a timer now falls before its wake-up (call under the lock)."""
         if self._thread is not None and not self._kicked:
@@ -492,6 +506,7 @@ class Stack:
             pass
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+        self.trace.on_unflushed = None  # before the pipe's fd can be reused
         os.close(self._wake_r)
         os.close(self._wake_w)
         self._flush_tx()

@@ -103,6 +103,9 @@ class Trace:
         self._render = _encode if fmt == "jsonl" else render_text
         # Trace time of the oldest event written to the sink and not flushed.
         self._unflushed: float | None = None
+        # Called (from whatever thread wrote it) when an event becomes the
+        # oldest unflushed one: the runtime wakes its loop to flush in time.
+        self.on_unflushed: Callable[[], None] | None = None
         self._update()
 
     def _update(self) -> None:
@@ -163,8 +166,11 @@ class Trace:
             line = self._render(record)
             with self._lock:
                 sink.write(line + "\n")
-                if self._unflushed is None:
+                first = self._unflushed is None
+                if first:
                     self._unflushed = t
+            if first and self.on_unflushed is not None:
+                self.on_unflushed()
 
     def count(self, layer: str, name: str, n: int = 1) -> None:
         self.counters[f"{layer}.{name}"] += n

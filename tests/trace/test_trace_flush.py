@@ -76,3 +76,19 @@ def test_running_stack_flushes_an_event_from_a_user_thread_within_the_delay():
                         timeout=FLUSH_DELAY * 3), sink.pending
     finally:
         net.close()
+
+
+def test_an_event_written_without_the_lock_or_a_kick_is_flushed_within_the_delay():
+    """A user thread's event (a socket call, say) that nothing else follows:
+    the loop, asleep for up to a second, is woken to flush it in time."""
+    sink = SlowFile()
+    net = Stack(CaptureLink(), trace=Trace(sink, "jsonl"))   # type: ignore[arg-type]
+    try:
+        wait_for(lambda: sink.visible, timeout=1.0)
+        sink.visible.clear()
+        wait_for(lambda: False, timeout=0.3)  # let the loop settle into its long sleep
+        net.trace.event("socket", "lonely")
+        assert wait_for(lambda: any("lonely" in ln for ln in sink.visible),
+                        timeout=FLUSH_DELAY * 3), sink.pending
+    finally:
+        net.close()
