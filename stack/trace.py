@@ -26,7 +26,7 @@ from typing import IO, Callable, Iterable, overload
 # loop asks next_flush() when to wake and calls flush_due() (no flush per event).
 FLUSH_DELAY = 0.1
 
-LAYERS = ("link", "eth", "arp", "ip", "icmp", "udp", "tcp", "socket")
+LAYERS = ("link", "eth", "arp", "ip", "icmp", "udp", "tcp", "socket", "dns")
 LEVELS = ("all", "state")
 
 # Events written when the trace is at level "state": the ones a person reads
