@@ -200,24 +200,38 @@ class StopSignals:
     """Installs handlers for ``signals``; :meth:`wait` returns once one arrived
     (also one that came before the call).
 
-    The handler only writes a byte to a pipe. Setting a ``threading.Event``
-    from a handler can hang forever: the handler runs in the main thread, which
-    may at that moment hold the Event's own lock inside ``Event.wait``."""
+    The signals are seen through the interpreter's wakeup fd, a pipe its C
+    handler writes each signal's number to. A Python handler alone is not
+    enough: one the kernel delivers to another thread (the network thread)
+    runs only when the main thread next runs bytecode, which it never does
+    while it sleeps in ``select``. Nor is setting a ``threading.Event`` from a
+    handler: the handler runs in the main thread, which may at that moment
+    hold the Event's own lock inside ``Event.wait``."""
 
     def __init__(self, *signals: int) -> None:
+        self._signals = frozenset(signals)
         self._r, self._w = os.pipe()
-        os.set_blocking(self._w, False)
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)  # many signals waiting: the rest are dropped
+        signal.set_wakeup_fd(self._w, warn_on_full_buffer=False)
         for sig in signals:
             signal.signal(sig, self._arrived)
 
     def _arrived(self, signum: int, frame: object) -> None:
-        try:
-            os.write(self._w, b"\0")
-        except BlockingIOError:  # many signals already waiting: one is enough
-            pass
+        """Nothing to do: the byte in the pipe is the news (the handler only
+        replaces the default action, which would end the process at once)."""
 
     def wait(self) -> None:
-        select.select([self._r], [], [])
+        """Until one of the signals arrives (others, SIGUSR1's report, run their
+        handlers and the wait goes on)."""
+        while True:
+            select.select([self._r], [], [])
+            try:
+                arrived = os.read(self._r, 512)
+            except BlockingIOError:
+                continue
+            if self._signals.intersection(arrived):
+                return
 
 
 def _open_stack(args: argparse.Namespace, trace: Trace | None) -> Stack:

@@ -158,6 +158,30 @@ def test_a_stop_signal_before_the_wait_is_not_lost():
     assert (r.returncode, r.stdout, r.stderr) == (0, "stopped\n", "")
 
 
+def test_a_stop_signal_another_thread_receives_ends_the_wait():
+    # The kernel may deliver SIGTERM to any thread; the network thread here.
+    code = ("import signal, threading, time; from stack.cli import StopSignals; "
+            "s = StopSignals(signal.SIGTERM); "
+            "t = threading.Thread(target=lambda: (time.sleep(0.3), "
+            "signal.pthread_kill(threading.get_ident(), signal.SIGTERM)), daemon=True); "
+            "t.start(); s.wait(); print('stopped')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=20, env=ENV, cwd=ROOT)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "stopped\n", "")
+
+
+def test_other_signals_run_their_handlers_and_the_wait_goes_on():
+    code = ("import os, signal, threading, time; from stack.cli import StopSignals; "
+            "s = StopSignals(signal.SIGTERM); t0 = time.monotonic(); "
+            "signal.signal(signal.SIGUSR1, lambda *_: print('report', flush=True)); "
+            "threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGTERM)).start(); "
+            "os.kill(os.getpid(), signal.SIGUSR1); s.wait(); "
+            "print('stopped after the SIGTERM', time.monotonic() - t0 > 0.4)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=20, env=ENV, cwd=ROOT)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "report\nstopped after the SIGTERM True\n", "")
+
+
 @pytest.mark.parametrize("error,names", [
     (TapError("open", errno.EBUSY, "x"), ["--tap tap9", "busy"]),
     (TapError("open", errno.EPERM, "x"), ["--tap tap9", "permission denied"]),

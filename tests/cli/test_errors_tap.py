@@ -25,13 +25,14 @@ from tests.helpers.cli import ENV, ROOT, assert_one_error, run_stack
 from tests.helpers.tap import kill, sh, stack_up
 
 HOST = "192.0.2.1/24"
+FAULTS = {**ENV, "PYTHONFAULTHANDLER": "1"}  # SIGABRT prints every thread's stack
 
 
 def _up(tap: str, *args: str) -> subprocess.Popen:
     """``stack up --tap TAP ARGS...`` (no --host-address unless given), stderr a text pipe."""
     subprocess.run(["ip", "link", "del", tap], capture_output=True)
     return subprocess.Popen([sys.executable, "-m", "stack", "up", "--tap", tap, *args],
-                            stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+                            stderr=subprocess.PIPE, text=True, env=FAULTS, cwd=ROOT)
 
 
 def _first_line(p: subprocess.Popen) -> str:
@@ -41,9 +42,15 @@ def _first_line(p: subprocess.Popen) -> str:
 
 
 def _stop(p: subprocess.Popen) -> str:
-    """SIGTERM; asserts a clean exit (0) within 15 s and returns the rest of stderr."""
+    """SIGTERM; asserts a clean exit (0) within 15 s and returns the rest of stderr.
+    A stack still running then is aborted, and its threads' stacks (faulthandler)
+    are the failure's message."""
     p.send_signal(signal.SIGTERM)
-    rest = p.communicate(timeout=15)[1]
+    try:
+        rest = p.communicate(timeout=15)[1]
+    except subprocess.TimeoutExpired:
+        p.send_signal(signal.SIGABRT)
+        raise AssertionError("no exit 15 s after SIGTERM:\n" + p.communicate(timeout=15)[1]) from None
     assert p.returncode == 0, rest
     return rest
 
@@ -88,7 +95,7 @@ def test_no_warning_when_the_kernel_side_is_up(netns):
     p = None
     try:
         p = subprocess.Popen([sys.executable, "-m", "stack", "up", "--tap", "tcliup"],
-                             stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+                             stderr=subprocess.PIPE, text=True, env=FAULTS, cwd=ROOT)
         _first_line(p)
         rest = _stop(p)
         assert rest.startswith("stack: down") and "warning" not in rest, rest
