@@ -105,7 +105,8 @@ class Stack:
                  mac: str | bytes | None = None, trace: Trace | None = None,
                  clock: Callable[[], float] = time.monotonic, thread: bool = True,
                  seed: int | None = None, tcp_config=None, arp_config: ArpConfig | None = None,
-                 close_link: bool = True, busy_poll: float = 0.0) -> None:
+                 close_link: bool = True, busy_poll: float = 0.0,
+                 dns: list[str] | None = None, hosts: dict[str, str] | None = None) -> None:
         self.link = link
         self.clock = clock
         self.started = clock()
@@ -151,6 +152,9 @@ class Stack:
         # what reproduces a run).
         self.injector: ImpairLink | None = next(
             (x for x in link.chain() if isinstance(x, ImpairLink)), None)
+        from stack.names import Names
+
+        self.names = Names(self, dns, hosts)  # getaddrinfo and friends (stack/names.py)
         self._ping_seq = 0
         self._ping_ident = self.rng.getrandbits(16)
 
@@ -259,6 +263,33 @@ class Stack:
         from stack.socket import create_server
 
         return create_server(self, address, backlog=backlog)
+
+    def is_local(self, addr: int) -> bool:
+        """Is ``addr`` one of this stack's own addresses?"""
+        return self.ip.is_local(addr)
+
+    def source_for(self, dst: int) -> int:
+        """The local address a connection or datagram to ``dst`` leaves from."""
+        return self.ip.source_for(dst)
+
+    # The socket module's name functions, answered by the stack (stack/names.py).
+    def getaddrinfo(self, host, port, family=0, type=0, proto=0, flags=0):
+        return self.names.getaddrinfo(host, port, family, type, proto, flags)
+
+    def gethostbyname(self, name):
+        return self.names.gethostbyname(name)
+
+    def gethostbyname_ex(self, name):
+        return self.names.gethostbyname_ex(name)
+
+    def gethostbyaddr(self, address):
+        return self.names.gethostbyaddr(address)
+
+    def getnameinfo(self, sockaddr, flags):
+        return self.names.getnameinfo(sockaddr, flags)
+
+    def getfqdn(self, name=""):
+        return self.names.getfqdn(name)
 
     def ping(self, host: str, size: int = 56, timeout: float = 2.0, df: bool = False) -> float:
         """Send one ICMP echo request; return the round-trip time in seconds.

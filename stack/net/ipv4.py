@@ -64,6 +64,14 @@ class Ipv4Layer:
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
         return self.gateway
 
+    def is_local(self, addr: int) -> bool:
+        """Is ``addr`` one of this host's own addresses (what bind() accepts)?"""
+        return addr == self.address
+
+    def source_for(self, dst: int) -> int:
+        """The source address a packet to ``dst`` carries when the socket chose none."""
+        return self.address
+
     def has_route(self, dst: int) -> bool:
         """Could a packet to ``dst`` leave (on-link, or a gateway to send it to)?"""
         return (self.gateway is not None or (dst & self.netmask) == self.network
