@@ -73,7 +73,7 @@ class UdpLayer:
     # -- binding -------------------------------------------------------------
 
     def bind(self, ep: UdpEndpoint, addr: int, port: int) -> None:
-        if addr not in (0, self.ip.address) and not self.ip.is_broadcast(addr):
+        if addr != 0 and not self.ip.is_local(addr) and not self.ip.is_broadcast(addr):
             raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
         if ep.local is not None:
             raise OSError(errno.EINVAL, "Invalid argument")
@@ -119,7 +119,9 @@ class UdpLayer:
             raise OSError(errno.EINVAL, "Invalid argument")
         if self.ip.is_broadcast(addr) and not ep.broadcast:
             raise OSError(errno.EACCES, "Permission denied")
-        src = ep.local[0] if ep.local[0] and not self.ip.is_broadcast(ep.local[0]) else self.ip.address
+        src = ep.local[0]
+        if not src or self.ip.is_broadcast(src):
+            src = self.ip.source_for(addr)  # 127.0.0.1 towards 127/8, as Linux
         segment = build_udp(src, addr, ep.local[1], port, data)
         self.ip.send(src, addr, PROTO_UDP, segment, now)
         self.trace.count("udp", "datagrams_out")
