@@ -82,6 +82,19 @@ class Ipv4Layer:
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
         return self.gateway
 
+    def check_route(self, src: int, dst: int) -> None:
+        """Raise what Linux's connect() raises when ``src`` (0: the stack
+        picks, :meth:`source_for`) cannot reach ``dst``: ENETUNREACH with no
+        route, EINVAL from a 127/8 source to a non-local address (lo's
+        addresses never leave lo), EADDRNOTAVAIL for a source not ours."""
+        if src and not self.is_local(src) and not self.is_broadcast(src):
+            raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+        if self.is_local(dst):
+            return
+        if (src >> 24) == 127:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        self.next_hop(dst)
+
     def is_local(self, addr: int) -> bool:
         """Is ``addr`` one of this host's own addresses (what bind() accepts)?
         Ours, and all of 127.0.0.0/8, as Linux's ``local`` table has it."""

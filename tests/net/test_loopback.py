@@ -67,6 +67,23 @@ def test_127_8_has_a_route_without_a_gateway(host):
     assert e.value.errno == errno.ENETUNREACH
 
 
+def test_check_route_says_what_connect_would(host):
+    ip = host().net.ip
+
+    def err(src: str, dst: str) -> int | None:
+        try:
+            ip.check_route(ip2int(src), ip2int(dst))
+        except OSError as e:
+            return e.errno
+        return None
+
+    assert err("0.0.0.0", "127.0.0.1") is None and err("127.0.0.1", "192.0.2.2") is None
+    assert err("0.0.0.0", "192.0.2.1") is None and err("192.0.2.2", "127.0.0.9") is None
+    assert err("127.0.0.1", "192.0.2.1") == errno.EINVAL  # lo's addresses never leave lo
+    assert err("0.0.0.0", "198.51.100.7") == errno.ENETUNREACH  # no gateway
+    assert err("192.0.2.9", "192.0.2.1") == errno.EADDRNOTAVAIL
+
+
 def test_routes_show_lo(host):
     routes = host().net.routes()
     assert routes[-1] == {"type": "local", "dst": "127.0.0.0/8", "dev": "lo", "table": "local",
