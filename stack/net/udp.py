@@ -15,7 +15,7 @@ from collections import deque
 from typing import Callable
 
 from stack.net.icmp import IcmpLayer
-from stack.net.ipv4 import Ipv4Layer
+from stack.net.ipv4 import LOOPBACK, Ipv4Layer
 from stack.trace import Trace
 from stack.wire import WireError
 from stack.wire.ipv4 import PROTO_UDP, Ipv4Header, int2ip
@@ -104,6 +104,29 @@ class UdpLayer:
         ep.closed = True
         ep.queue.clear()
         ep.queued = 0
+
+    def connect(self, ep: UdpEndpoint, remote: tuple[int, int]) -> None:
+        """connect(): the peer ``remote`` (0.0.0.0 meaning ourselves, as on
+        Linux: the bound address, else 127.0.0.1), and, when the endpoint
+        has no address of its own yet, the source the route gives (Linux's
+        ip4_datagram_connect), so getsockname() names it and only datagrams
+        to it arrive. Raises what the route check raises (ENETUNREACH,
+        EINVAL from a 127/8 source to elsewhere)."""
+        addr, port = remote
+        bound = ep.local[0] if ep.local is not None else 0
+        if addr == 0:
+            addr = bound or LOOPBACK
+        self.ip.check_route(bound, addr)
+        if ep.local is None:
+            self.bind(ep, 0, 0)
+        assert ep.local is not None
+        if ep.local[0] == 0 and not self.ip.is_broadcast(addr):
+            if self.bound.get(ep.local) is ep:
+                del self.bound[ep.local]
+            ep.local = (self.ip.source_for(addr), ep.local[1])
+            self.bound[ep.local] = ep
+        ep.remote = (addr, port)
+        ep.error = None
 
     # -- sending ---------------------------------------------------------------
 

@@ -258,3 +258,29 @@ def test_a_full_lo_backlog_drops_and_counts(host):
     assert x.counter("link.lo.tx_packets") == 1000
     settle(x)
     assert len(x.got) == 1000 and not ip.local
+
+
+def test_udp_connect_takes_the_route_s_source_as_linux(host):
+    x = host()
+    udp = x.net.udp
+    to_lo, to_peer, to_any = UdpEndpoint(), UdpEndpoint(), UdpEndpoint()
+    udp.connect(to_lo, (ip2int("127.0.0.9"), 53))
+    udp.connect(to_peer, (PEER, 53))
+    udp.connect(to_any, (0, 53))                        # 0.0.0.0: ourselves
+    assert int2ip(to_lo.local[0]) == "127.0.0.1" and to_peer.local[0] == US
+    assert to_any.remote == (LO, 53) and to_any.local[0] == LO
+    # Only datagrams to the address it was given arrive (Linux rehashes the socket).
+    peer = UdpEndpoint()
+    udp.bind(peer, ip2int("127.0.0.9"), 53)
+    udp.send(peer, b"to us", (US, to_lo.local[1]), x.t)
+    udp.send(peer, b"to lo", (LO, to_lo.local[1]), x.t)
+    assert settle(x) == []
+    assert to_lo.pop() == (b"to lo", (ip2int("127.0.0.9"), 53)) and to_lo.pop() is None
+    assert x.counter("udp.drop.port_closed") == 1
+    bound = UdpEndpoint()
+    udp.bind(bound, LO, 0)
+    for ep, dst, code in ((bound, PEER, errno.EINVAL),
+                          (UdpEndpoint(), ip2int("198.51.100.7"), errno.ENETUNREACH)):
+        with pytest.raises(OSError) as e:
+            udp.connect(ep, (dst, 53))
+        assert e.value.errno == code
