@@ -51,9 +51,9 @@ class Handshake:
         self.snd_wscale = 0                   # the peer's shift
         self.rcv_wscale = 0                   # ours
         self.ts_base = ts_base                # our timestamp clock's offset (RFC 7323 7.1)
-        self.mss_local = cfg.mss
+        self.mss_local: int = conn.layer.mss_for(conn.remote[0])  # the route's (lo's is larger)
         self.peer_mss = cfg.default_peer_mss
-        self.pmtu_mss = cfg.mss
+        self.pmtu_mss = self.mss_local
         self.mss_wire = min(self.peer_mss, self.mss_local)  # data plus options
         self.mss: int = self.mss_wire                        # data per full segment
         self.peer_syn_seen = False            # our SYN is a SYN,ACK from now on

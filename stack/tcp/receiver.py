@@ -39,7 +39,8 @@ class Receiver:
         self.unacked = 0              # bytes received since our last ACK
         self.ack_now = False
         self.last_ack_sent = 0
-        self.mss = min(conn.cfg.default_peer_mss, conn.cfg.mss)  # largest segment seen
+        self.mss_cap = conn.handshake.mss_local  # our MSS: no segment is larger
+        self.mss = min(conn.cfg.default_peer_mss, self.mss_cap)  # largest segment seen
         self.sack_recent: list[int] = []  # a byte of each recently received OOO block
         self.ts_recent = 0            # TS.Recent
         self.ts_recent_age = now      # when TS.Recent was last set
@@ -105,7 +106,7 @@ class Receiver:
         self.bytes_received += n
         self.unacked += n
         if n > self.mss:
-            self.mss = n if n < self.cfg.mss else self.cfg.mss
+            self.mss = n if n < self.mss_cap else self.mss_cap
 
     def text(self, seq: int, payload: memoryview | bytes, fin: bool) -> bool:
         """Accept trimmed, in-window text starting at ``seq``.
@@ -123,7 +124,7 @@ class Receiver:
                     self.bytes_received += n
                     self.unacked += n
                     if n > self.mss:
-                        self.mss = min(n, self.cfg.mss)
+                        self.mss = min(n, self.mss_cap)
                 else:
                     if ooo.insert(0, payload) < 0:
                         self.conn.trace.drop("tcp", "ooo_full", conn=self.conn.name)
