@@ -1,0 +1,136 @@
+"""``patch_ssl()`` over a TAP: a TLS server on the stack answering the kernel's
+``curl`` and ``openssl s_client``, and ``http.client.HTTPSConnection`` on a
+stack socket fetching from a kernel-side HTTPS server."""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+import threading
+
+import pytest
+
+from stack.tls import TlsSocket, patch_ssl
+from tests.helpers.certs import SERVER_NAME
+from tests.helpers.tap import sh, wait_for
+from tests.helpers.tls_peer import pattern
+
+BODY = b"hello over TLS over the stack\n"
+
+
+@pytest.fixture
+def patched():
+    undo = patch_ssl()
+    yield
+    undo()
+
+
+def states(events, conn):
+    return [(e["from"], e["to"], e["cause"]) for e in events
+            if e["event"] == "state" and e["conn"] == conn]
+
+
+def read_request(tls) -> bytes:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = tls.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def serve(listener, handlers, errors):
+    """Accept one connection per handler and run it; failures are kept."""
+    def run():
+        for handle in handlers:
+            try:
+                conn, _ = listener.accept()
+                with conn:
+                    handle(conn)
+            except Exception as e:  # noqa: BLE001 - reported by the test
+                errors.append(repr(e))
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def answer_http(conn):
+    assert read_request(conn).startswith(b"GET / HTTP/1.1\r\n")
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                 b"Connection: close\r\n\r\n%s" % (len(BODY), BODY))
+
+
+def echo_line(conn):
+    with conn.makefile("rb") as f:
+        line = f.readline()
+    conn.sendall(b"stack heard: " + line)
+
+
+def test_a_stack_tls_server_answers_curl_and_s_client(tap_stack, pki, patched):
+    net = tap_stack()
+    listener = net.create_server(("192.0.2.2", 8443))
+    tls_listener = pki.server_context().wrap_socket(listener, server_side=True)
+    assert isinstance(tls_listener, TlsSocket) and isinstance(tls_listener, ssl.SSLSocket)
+    errors: list[str] = []
+    t = serve(tls_listener, [answer_http, answer_http, echo_line], errors)
+    # By address, then by name (curl sends it as SNI and checks it).
+    out = sh(f"curl -sS --max-time 20 --cacert {pki.ca} https://192.0.2.2:8443/")
+    assert out.stdout.encode() == BODY
+    out = sh(f"curl -sS --max-time 20 --cacert {pki.ca} --resolve {SERVER_NAME}:8443:192.0.2.2 "
+             f"https://{SERVER_NAME}:8443/")
+    assert out.stdout.encode() == BODY
+    out = sh(f"printf 'ping\\n' | openssl s_client -connect 192.0.2.2:8443 -CAfile {pki.ca} "
+             f"-verify_return_error -verify_hostname {SERVER_NAME} -servername {SERVER_NAME} "
+             "-ign_eof", timeout=30)
+    assert "Verify return code: 0 (ok)" in out.stdout
+    assert "stack heard: ping\n" in out.stdout
+    t.join(10)
+    assert errors == []
+    tls_listener.close()
+
+
+def test_curl_with_another_ca_is_refused_and_the_server_sees_why(tap_stack, pki, patched):
+    net = tap_stack()
+    tls_listener = pki.server_context().wrap_socket(net.create_server(("192.0.2.2", 8443)),
+                                                    server_side=True)
+    errors: list[str] = []
+    t = serve(tls_listener, [answer_http], errors)
+    out = sh(f"curl -sS --max-time 20 --cacert {pki.other_ca} https://192.0.2.2:8443/",
+             check=False)
+    assert out.returncode == 60, out.stderr  # CURLE_PEER_FAILED_VERIFICATION
+    t.join(10)
+    # The client's alert reached the server through the stack.
+    assert len(errors) == 1 and "UNKNOWN_CA" in errors[0].upper(), errors
+    tls_listener.close()
+
+
+def test_http_client_https_over_a_stack_socket(tap_stack, pki, kernel_peer, patched):
+    net = tap_stack()
+    events = []
+    net.trace.subscribe(events.append)
+    peer, port = kernel_peer("https")
+    conn = http.client.HTTPSConnection(SERVER_NAME, port, context=pki.client_context(),
+                                       timeout=20)
+    # Until the drop-in resolves names and patches create_connection, the
+    # connection's socket is made on the stack by hand.
+    conn._create_connection = lambda address, timeout, source: net.create_connection(
+        ("192.0.2.1", address[1]), timeout)
+    conn.request("GET", "/2000000")
+    resp = conn.getresponse()
+    assert resp.status == 200
+    assert resp.read() == pattern(2_000_000)
+    assert type(conn.sock) is TlsSocket and conn.sock.version() == "TLSv1.3"
+    name = "%s:%d-%s:%d" % (*conn.sock.getsockname(), *conn.sock.getpeername())
+    conn.request("GET", "/10")  # the same connection, kept alive
+    assert conn.getresponse().read() == pattern(10)
+    conn.close()
+    assert wait_for(lambda: states(events, name) and states(events, name)[-1][1]
+                    in ("TIME_WAIT", "CLOSED"), 5), states(events, name)
+    seen = states(events, name)
+    assert [s[:2] for s in seen[:3]] == [("CLOSED", "SYN_SENT"), ("SYN_SENT", "ESTABLISHED"),
+                                        ("ESTABLISHED", "FIN_WAIT_1")]
+    assert seen[2][2] == "user close"
+    received = sum(e["len"] for e in events if e["event"] == "seg" and e["conn"] == name
+                   and e["dir"] == "in")
+    assert received > 2_000_000  # the body, encrypted, came through this connection
