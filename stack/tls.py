@@ -296,6 +296,8 @@ class TlsSocket(ssl.SSLSocket):
         deadline = time.monotonic() + timeout if timeout else None
         if self._retry_len:
             # A send that raised SSLWantWriteError (or timed out) is being retried.
+            if memoryview(data).nbytes < self._retry_len:
+                raise ssl.SSLError(ssl.SSL_ERROR_SSL, "bad write retry")
             if not self._push(timeout, deadline, "write"):
                 raise _want_write()
             done, self._retry_len = self._retry_len, 0

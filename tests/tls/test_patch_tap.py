@@ -134,3 +134,29 @@ def test_http_client_https_over_a_stack_socket(tap_stack, pki, kernel_peer, patc
     received = sum(e["len"] for e in events if e["event"] == "seg" and e["conn"] == name
                    and e["dir"] == "in")
     assert received > 2_000_000  # the body, encrypted, came through this connection
+
+
+def test_requests_over_a_stack_socket(tap_stack, pki, kernel_peer, patched, monkeypatch):
+    """A third-party client: requests (urllib3) with verify= and a timeout."""
+    import requests  # in the test extras
+    import urllib3.util.connection
+
+    net = tap_stack()
+    _, port = kernel_peer("https")
+    made = []
+
+    def create_connection(address, timeout=None, source_address=None, socket_options=None):
+        s = net.create_connection(("192.0.2.1", address[1]), timeout)
+        for opt in socket_options or []:
+            s.setsockopt(*opt)
+        made.append(s)
+        return s
+
+    # Until the drop-in patches socket, urllib3's connect is pointed at the stack.
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", create_connection)
+    with requests.Session() as session:
+        for size in (100_000, 10):  # the second on the pooled connection
+            r = session.get(f"https://{SERVER_NAME}:{port}/{size}", verify=str(pki.ca),
+                            timeout=10)
+            assert r.status_code == 200 and r.content == pattern(size)
+    assert len(made) == 1
