@@ -352,3 +352,46 @@ def test_the_readiness_fd_stays_readable_while_whole_records_wait(nets, pki):
     sel.close()
     client.close()
     server.close()
+
+
+def test_both_ends_non_blocking_in_one_thread_with_one_selector(nets, pki):
+    """Client and server handshake and exchange 1 MB each way in one thread,
+    each step driven by the other end's wants, all waits on fileno()."""
+    a, b = nets
+    sctx = pki.server_context()
+    names = []
+    sctx.sni_callback = lambda obj, name, ctx: names.append(name)
+    listener = a.create_server(("192.0.2.1", 0))
+    raw = b.socket()
+    raw.setblocking(False)
+    assert raw.connect_ex(listener.getsockname()) == errno.EINPROGRESS
+    conn, _ = listener.accept()
+    client = wrap_socket(pki.client_context(), raw, server_hostname=SERVER_NAME,
+                         do_handshake_on_connect=False)
+    server = wrap_socket(sctx, conn, server_side=True, do_handshake_on_connect=False)
+    server.setblocking(False)
+    sel = selectors.DefaultSelector()
+    for s in (client, server):
+        sel.register(s, selectors.EVENT_READ, s)
+    pending = {client: bytes(range(256)) * 4096, server: bytes(reversed(range(256))) * 4096}
+    expect = {client: pending[server], server: pending[client]}
+    got = {client: bytearray(), server: bytearray()}
+    shaken = set()
+    deadline = time.monotonic() + 20
+    while any(len(got[s]) < len(expect[s]) for s in got) and time.monotonic() < deadline:
+        for s in (client, server):
+            try:
+                if s not in shaken:
+                    s.do_handshake()
+                    shaken.add(s)
+                if pending[s]:
+                    pending[s] = pending[s][s.send(pending[s]):]
+                got[s] += s.recv(65536)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass
+        sel.select(0.05)
+    assert got == expect
+    assert names == [SERVER_NAME]  # SNI reached the server
+    sel.close()
+    for s in (client, server, listener):
+        s.close()
