@@ -395,3 +395,18 @@ def test_both_ends_non_blocking_in_one_thread_with_one_selector(nets, pki):
     sel.close()
     for s in (client, server, listener):
         s.close()
+
+
+def test_a_client_that_never_reads_still_closes_with_a_fin(nets, pki):
+    """The server's session tickets sit unread in the client's TCP buffer;
+    closing over them would be a RST that throws away the upload still in
+    flight. close() drops them, so all of it arrives, then close_notify."""
+    client, server = connect_pair(nets, pki, server_kw={"suppress_ragged_eofs": False})
+    data = hashlib.sha256(b"up").digest() * (1 << 15)  # 1 MB
+    time.sleep(0.1)  # the tickets have arrived
+    client.sendall(data)
+    client.close()
+    server.settimeout(10)
+    assert recv_exactly(server, len(data)) == data
+    assert server.recv(10) == b""
+    server.close()
