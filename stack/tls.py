@@ -169,7 +169,8 @@ class TlsSocket(ssl.SSLSocket):
 
     def _push(self, timeout: float | None, deadline: float | None, what: str) -> bool:
         """Hand the ciphertext made so far to TCP, in order. False when, in
-        non-blocking mode, TCP could not take all of it (the rest stays)."""
+        non-blocking mode, TCP could not take all of it; what did not go
+        (also when a timeout or an error ends the call) stays for the next."""
         with self._sending:
             while True:
                 with self._state:
@@ -180,30 +181,21 @@ class TlsSocket(ssl.SSLSocket):
                     return True
                 sent = 0
                 try:
-                    sent = self._send_some(data, timeout, deadline, what)
+                    if timeout is None:
+                        self._sock.sendall(data)
+                        sent = len(data)
+                    while sent < len(data):
+                        if deadline is not None:
+                            self._wait(select.POLLOUT, deadline, what)
+                        try:
+                            sent += self._sock.send(memoryview(data)[sent:], _DONTWAIT)
+                        except BlockingIOError:
+                            if deadline is None:
+                                return False
                 finally:
                     if sent < len(data):
                         with self._state:
                             self._backlog = data[sent:] + self._backlog
-                if sent < len(data):
-                    return False
-
-    def _send_some(self, data: bytes, timeout: float | None, deadline: float | None,
-                   what: str) -> int:
-        """Send ``data`` (all of it unless non-blocking) and say how much went."""
-        if timeout is None:
-            self._sock.sendall(data)
-            return len(data)
-        view, sent = memoryview(data), 0
-        while sent < len(data):
-            if deadline is not None:
-                self._wait(select.POLLOUT, deadline, what)
-            try:
-                sent += self._sock.send(view[sent:], _DONTWAIT)
-            except BlockingIOError:
-                if deadline is None:
-                    break
-        return sent
 
     def _push_quietly(self) -> None:
         """Send what is there without waiting; errors are the caller's to report."""

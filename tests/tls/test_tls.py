@@ -410,3 +410,24 @@ def test_a_client_that_never_reads_still_closes_with_a_fin(nets, pki):
     assert recv_exactly(server, len(data)) == data
     assert server.recv(10) == b""
     server.close()
+
+
+def test_a_send_that_timed_out_is_finished_by_its_retry(nets, pki):
+    """The timed-out send had handed part of its record to TCP: the retry
+    sends the rest (not the record again, which the peer would reject)."""
+    client, server = connect_pair(nets, pki)
+    # A TCP buffer smaller than one send's record: TCP takes records in parts.
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    client.settimeout(0.3)
+    block = bytes(range(256)) * 256
+    sent = 0
+    with pytest.raises(TimeoutError, match="write operation timed out"):
+        while True:  # the server is not reading
+            sent += client.send(block)
+    t, got = in_thread(lambda: hashlib.sha256(recv_exactly(server, sent + len(block))).digest())
+    client.settimeout(10)
+    assert client.send(block) == len(block)
+    t.join(20)
+    assert got == [hashlib.sha256(block * (sent // len(block) + 1)).digest()]
+    client.close()
+    server.close()
