@@ -114,8 +114,11 @@ def test_several_megabytes_each_way_at_once_from_two_threads(nets, pki):
     client.close()
 
 
-def test_non_blocking_send_retried_after_want_write_loses_and_repeats_nothing(nets, pki):
+@pytest.mark.parametrize("sndbuf", [None, 8192])  # 8192: TCP takes records in parts
+def test_non_blocking_send_retried_after_want_write_loses_and_repeats_nothing(nets, pki, sndbuf):
     client, server = connect_pair(nets, pki)
+    if sndbuf:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
     client.setblocking(False)
     block = bytes(range(256)) * 256  # 64 KB, one send's worth
     sent, wants = 0, 0
