@@ -160,3 +160,33 @@ def test_requests_over_a_stack_socket(tap_stack, pki, kernel_peer, patched, monk
                             timeout=10)
             assert r.status_code == 200 and r.content == pattern(size)
     assert len(made) == 1
+
+
+def test_http_server_over_tls_on_the_stack_serves_curl(tap_stack, pki, patched, tmp_path):
+    """http.server's ThreadingHTTPServer, unmodified but for its listening
+    socket (until the drop-in patches socket.socket), wrapped as programs do."""
+    import functools
+    import http.server
+
+    net = tap_stack()
+    (tmp_path / "file.bin").write_bytes(pattern(1_000_000))
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer(("192.0.2.2", 8443), handler,
+                                            bind_and_activate=False)
+    httpd.socket = pki.server_context().wrap_socket(net.create_server(("192.0.2.2", 8443)),
+                                                    server_side=True)
+    t = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    t.start()
+    try:
+        out = sh(f"curl -sS --max-time 20 --cacert {pki.ca} --resolve {SERVER_NAME}:8443:192.0.2.2"
+                 f" -o {tmp_path / 'got'} -w '%{{http_code}}' https://{SERVER_NAME}:8443/file.bin")
+        assert out.stdout == "200"
+        assert (tmp_path / "got").read_bytes() == pattern(1_000_000)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        t.join(5)
