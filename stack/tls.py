@@ -18,8 +18,8 @@ ciphertext to TCP raises ``SSLWantWriteError`` and must be retried with the
 same data, as OpenSSL asks of ``SSL_write``.
 
 One deliberate difference: ``close()`` sends a close_notify alert before the
-FIN (best effort, never blocking), as RFC 8446 section 6.1 asks; CPython closes
-without one unless ``unwrap()`` is called.
+FIN (waiting at most a second for TCP to take it), as RFC 8446 section 6.1
+asks; CPython closes without one unless ``unwrap()`` is called.
 
 ``patch_ssl()`` makes ``ssl.SSLContext.wrap_socket`` return a TlsSocket for a
 stack socket, so unmodified code (``http.client``, ``urllib``, ``requests``)
@@ -40,6 +40,7 @@ from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from stack.socket import Socket
+from stack.tls_plain import PlainCalls
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
@@ -48,6 +49,7 @@ _T = TypeVar("_T")
 
 RECORD_HEADER = 5         # type, version (2), length (2)
 WRITE_CHUNK = 1 << 16     # plaintext encrypted by one send(): bounds the ciphertext held back
+CLOSE_NOTIFY_WAIT = 1.0   # the longest close() waits for TCP to take its close_notify
 _DONTWAIT = _socket.MSG_DONTWAIT
 
 
@@ -66,7 +68,7 @@ def _encode_hostname(name: str | bytes | None) -> str | None:
     return name.decode() if isinstance(name, bytes) else name and name.encode("idna").decode()
 
 
-class TlsSocket(ssl.SSLSocket):
+class TlsSocket(PlainCalls, ssl.SSLSocket):
     """An ``ssl.SSLSocket`` over a stack :class:`~stack.socket.Socket`.
 
     It is an ``ssl.SSLSocket`` (and a ``socket.socket``) for ``isinstance``,
@@ -382,7 +384,9 @@ class TlsSocket(ssl.SSLSocket):
         return self
 
     def _send_close_notify(self) -> None:
-        """Our close_notify, once, if a session was established; never waits."""
+        """Our close_notify, once, if a session was established. TCP may be
+        full (a sendall just before): a blocking or timeout socket waits up
+        to CLOSE_NOTIFY_WAIT for room; then the FIN goes without it."""
         tls = self._sslobj
         if tls is None or self._notify_sent or tls.version() is None:
             return
@@ -392,7 +396,12 @@ class TlsSocket(ssl.SSLSocket):
                 tls.unwrap()
         except ssl.SSLError:
             pass  # SSLWantReadError: ours is made; the peer's is not waited for
-        self._push_quietly()
+        timeout = self._sock.gettimeout()
+        wait = 0.0 if timeout == 0.0 else min(CLOSE_NOTIFY_WAIT, timeout or CLOSE_NOTIFY_WAIT)
+        try:
+            self._push(wait, time.monotonic() + wait if wait else None, "write")
+        except OSError:  # TimeoutError: the peer reads nothing; or the connection's error
+            pass
 
     # -- connecting, accepting, closing ----------------------------------------------
 
@@ -470,76 +479,6 @@ class TlsSocket(ssl.SSLSocket):
 
     def dup(self) -> TlsSocket:
         raise NotImplementedError(f"Can't dup() {type(self).__name__} instances")
-
-    # -- what passes through to the stack socket -----------------------------------------
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def settimeout(self, value: float | None) -> None:
-        self._sock.settimeout(value)
-
-    def gettimeout(self) -> float | None:
-        return self._sock.gettimeout()
-
-    def setblocking(self, flag: bool) -> None:
-        self._sock.setblocking(flag)
-
-    def getblocking(self) -> bool:
-        return self._sock.getblocking()
-
-    def getsockname(self) -> Any:
-        return self._sock.getsockname()
-
-    def getpeername(self) -> Any:
-        return self._sock.getpeername()
-
-    def setsockopt(self, *args: Any) -> None:
-        self._sock.setsockopt(*args)
-
-    def getsockopt(self, *args: Any) -> Any:
-        return self._sock.getsockopt(*args)
-
-    def bind(self, address: Any) -> None:
-        self._sock.bind(address)
-
-    def listen(self, backlog: int = _socket.SOMAXCONN) -> None:
-        self._sock.listen(backlog)
-
-    def recvfrom(self, buflen: int = 1024, flags: int = 0) -> Any:
-        if self._sslobj is not None:
-            raise ValueError(f"recvfrom not allowed on instances of {type(self)}")
-        return self._sock.recvfrom(buflen, flags)
-
-    def recvfrom_into(self, buffer: WriteableBuffer, nbytes: int | None = None,
-                      flags: int = 0) -> Any:
-        if self._sslobj is not None:
-            raise ValueError(f"recvfrom_into not allowed on instances of {type(self)}")
-        return self._sock.recvfrom_into(buffer, nbytes or 0, flags)
-
-    def sendto(self, data: ReadableBuffer, flags_or_addr: Any,
-               addr: Any = None) -> int:
-        if self._sslobj is not None:
-            raise ValueError(f"sendto not allowed on instances of {type(self)}")
-        if addr is None:
-            return self._sock.sendto(data, flags_or_addr)
-        return self._sock.sendto(data, flags_or_addr, addr)
-
-    @property
-    def family(self) -> _socket.AddressFamily:
-        return _socket.AddressFamily(self._sock.family)
-
-    @property
-    def type(self) -> _socket.SocketKind:
-        return _socket.SocketKind(self._sock.type)
-
-    @property
-    def proto(self) -> int:
-        return self._sock.proto
-
-    @property
-    def timeout(self) -> float | None:
-        return self._sock.gettimeout()
 
     def __repr__(self) -> str:
         parts = ["[closed]"] if self._closed else [

@@ -147,15 +147,15 @@ def test_non_blocking_handshake_and_exchange_driven_by_selectors(tap_stack, pki,
     tls.setblocking(False)
     sel = selectors.DefaultSelector()
     sel.register(tls, selectors.EVENT_READ)
-    wants = 0
     while True:
         try:
             tls.do_handshake()
             break
         except ssl.SSLWantReadError:
-            wants += 1
             assert sel.select(5), "the readiness fd never said the server's flight came"
-    assert wants >= 1 and tls.version() == "TLSv1.3"
+    # (The server's flight may be in before a call looks, so this handshake
+    # need not see SSLWantReadError; the pair test that drives both ends does.)
+    assert tls.version() == "TLSv1.3"
     with pytest.raises(ssl.SSLWantReadError):
         tls.recv(100)  # nothing asked yet
     tls.sendall(b"GET / HTTP/1.0\r\n\r\n")

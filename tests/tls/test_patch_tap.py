@@ -128,9 +128,12 @@ def test_http_client_https_over_a_stack_socket(tap_stack, pki, kernel_peer, patc
     assert wait_for(lambda: states(events, name) and states(events, name)[-1][1]
                     in ("TIME_WAIT", "CLOSED"), 5), states(events, name)
     seen = states(events, name)
-    assert [s[:2] for s in seen[:3]] == [("CLOSED", "SYN_SENT"), ("SYN_SENT", "ESTABLISHED"),
-                                        ("ESTABLISHED", "FIN_WAIT_1")]
-    assert seen[2][2] == "user close"
+    assert [s[:2] for s in seen[:2]] == [("CLOSED", "SYN_SENT"), ("SYN_SENT", "ESTABLISHED")]
+    # Our FIN goes with conn.close(); the server, having read our close_notify,
+    # may have closed first, so the teardown is either end's.
+    closing = [s for s in seen if s[2] == "user close"]
+    assert [s[:2] for s in closing] in ([("ESTABLISHED", "FIN_WAIT_1")],
+                                        [("CLOSE_WAIT", "LAST_ACK")])
     received = sum(e["len"] for e in events if e["event"] == "seg" and e["conn"] == name
                    and e["dir"] == "in")
     assert received > 2_000_000  # the body, encrypted, came through this connection
