@@ -193,3 +193,25 @@ def test_http_server_over_tls_on_the_stack_serves_curl(tap_stack, pki, patched, 
         httpd.shutdown()
         httpd.server_close()
         t.join(5)
+
+
+def test_urlopen_https_over_a_stack_socket(tap_stack, pki, kernel_peer, patched, monkeypatch):
+    """urllib.request.urlopen with the test CA, as a program calls it; only
+    socket.create_connection is pointed at the stack here (the drop-in's job)."""
+    import socket
+    import urllib.request
+
+    net = tap_stack()
+    _, port = kernel_peer("https")
+    made = []
+
+    def create_connection(address, timeout=None, source_address=None, *args):
+        assert address == (SERVER_NAME, port)  # resolved by the drop-in, later
+        made.append(net.create_connection(("192.0.2.1", port), timeout))
+        return made[-1]
+
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    with urllib.request.urlopen(f"https://{SERVER_NAME}:{port}/300000",
+                                context=pki.client_context(), timeout=10) as resp:
+        assert resp.status == 200 and resp.read() == pattern(300_000)
+    assert len(made) == 1 and made[0].fileno() == -1  # closed with the response
