@@ -2,8 +2,9 @@
 
 ``make_pki(dir)`` writes a test CA and a server certificate it signed for
 ``www.example.test``, 192.0.2.1 and 192.0.2.2 (so either end of a TAP may
-serve with it), plus a second CA that signed nothing the servers use: a
-client trusting only that one must fail verification.
+serve with it), a client certificate it signed, plus a second CA that signed
+nothing the servers use: a client trusting only that one must fail
+verification.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ class Pki:
     other_ca: pathlib.Path     # a CA that signed nothing here
     cert: pathlib.Path         # the server's certificate (signed by ``ca``)
     key: pathlib.Path          # and its key
+    client_cert: pathlib.Path  # a client's certificate, CN "stack client" (signed by ``ca``)
+    client_key: pathlib.Path
 
     def client_context(self, cafile: pathlib.Path | None = None) -> ssl.SSLContext:
         """A client context as a program makes one: verifies against ``ca``."""
@@ -50,21 +53,28 @@ def _make_ca(d: pathlib.Path, name: str) -> tuple[pathlib.Path, pathlib.Path]:
     return cert, key
 
 
+def _issue(d: pathlib.Path, name: str, cn: str, ext: str, ca: pathlib.Path,
+           ca_key: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """A key and a certificate for ``cn`` with the extensions ``ext``, signed by ``ca``."""
+    key, csr, cert, extfile = (d / f"{name}.{e}" for e in ("key", "csr", "pem", "ext"))
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={cn}")
+    extfile.write_text(ext + "basicConstraints=critical,CA:FALSE\n"
+                       "keyUsage=critical,digitalSignature\n"
+                       "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+             "-CAcreateserial", "-days", "2", "-extfile", str(extfile), "-out", str(cert))
+    return cert, key
+
+
 def make_pki(d: pathlib.Path) -> Pki:
-    """Write the CA, the other CA and the server's certificate into ``d``."""
+    """Write the CA, the other CA, the server's and a client's certificate into ``d``."""
     d.mkdir(parents=True, exist_ok=True)
     ca, ca_key = _make_ca(d, "ca")
     other_ca, _ = _make_ca(d, "other-ca")
-    key, csr, cert = d / "server.key", d / "server.csr", d / "server.pem"
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={SERVER_NAME}")
-    ext = d / "server.ext"
-    ext.write_text(f"subjectAltName={SERVER_SAN}\n"
-                   "basicConstraints=critical,CA:FALSE\n"
-                   "keyUsage=critical,digitalSignature\n"
-                   "extendedKeyUsage=serverAuth\n"
-                   "subjectKeyIdentifier=hash\n"
-                   "authorityKeyIdentifier=keyid\n")
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-             "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))
-    return Pki(ca=ca, other_ca=other_ca, cert=cert, key=key)
+    cert, key = _issue(d, "server", SERVER_NAME,
+                       f"subjectAltName={SERVER_SAN}\nextendedKeyUsage=serverAuth\n", ca, ca_key)
+    client_cert, client_key = _issue(d, "client", "stack client",
+                                     "extendedKeyUsage=clientAuth\n", ca, ca_key)
+    return Pki(ca=ca, other_ca=other_ca, cert=cert, key=key, client_cert=client_cert,
+               client_key=client_key)

@@ -439,3 +439,38 @@ def test_a_send_that_timed_out_is_finished_by_its_retry(nets, pki):
     assert got == [hashlib.sha256(block * (sent // len(block) + 1)).digest()]
     client.close()
     server.close()
+
+
+def test_a_client_certificate_reaches_the_server_and_its_absence_is_an_alert(nets, pki):
+    sctx = pki.server_context()
+    sctx.verify_mode = ssl.CERT_REQUIRED
+    sctx.load_verify_locations(str(pki.ca))
+    cctx = pki.client_context()
+    cctx.load_cert_chain(str(pki.client_cert), str(pki.client_key))
+    a, b = nets
+    listener = wrap_socket(sctx, a.create_server(("192.0.2.1", 0)), server_side=True)
+    t, got = in_thread(lambda: listener.accept()[0])
+    client = wrap_socket(cctx, b.create_connection(listener.getsockname(), timeout=10),
+                         server_hostname=SERVER_NAME)
+    t.join(10)
+    subject = [item for rdn in got[0].getpeercert()["subject"] for item in rdn]
+    assert ("commonName", "stack client") in subject
+    client.close()
+    got[0].close()
+
+    def refused():
+        try:
+            listener.accept()
+        except ssl.SSLError as e:
+            return e
+    t, err = in_thread(refused)
+    client = wrap_socket(pki.client_context(), b.create_connection(listener.getsockname(),
+                                                                   timeout=10),
+                         server_hostname=SERVER_NAME)
+    t.join(10)
+    assert "PEER_DID_NOT_RETURN_A_CERTIFICATE" in str(err[0]).upper()
+    # TLS 1.3: the client's handshake was done; the server's alert comes to its first read.
+    with pytest.raises(ssl.SSLError, match="(?i)certificate required"):
+        client.recv(10)
+    client.close()
+    listener.close()
