@@ -67,6 +67,7 @@ class TcpConnection(Endpoint):
         self.user_closed = False
         self._dirty = False
         self._shut_wr = False
+        self.read_shut = False  # shutdown(SHUT_RD): later data in FIN_WAIT is reset
         self._close_deferred = False
         self._fast_path = cfg.header_prediction
         self._challenge_second = -1         # RFC 5961 7 budget, per connection
@@ -167,7 +168,7 @@ class TcpConnection(Endpoint):
 
     def fail(self, err: int | None, cause: str, now: float, rst: bool = False) -> None:
         if rst and self.state not in (CLOSED, SYN_SENT, TIME_WAIT):
-            self.send_rst(self.sender.snd_max, now)
+            self.send_rst(now)
         if err is not None:
             self.error = err
         self.set_state(CLOSED, cause, now)
@@ -197,6 +198,8 @@ class TcpConnection(Endpoint):
         elif syn:
             win = rcv.syn_window()
         self.segs_out += 1
+        if payload:
+            rcv.data_sent(now)
         laddr, lport = self.local
         raddr, rport = self.remote
         emit = self.layer.emitter.send
@@ -220,8 +223,14 @@ class TcpConnection(Endpoint):
     def send_ack(self, now: float) -> None:
         self.transmit(self.sender.snd_max, ACK, b"", now)
 
-    def send_rst(self, seq: int, now: float) -> None:
-        self.transmit(seq, RST, b"", now)
+    def send_rst(self, now: float) -> None:
+        """An active reset (abort): RST,ACK at SND.NXT with our ACK and
+        timestamps, as Linux's ``tcp_send_active_reset``."""
+        self.transmit(self.sender.snd_max, RST | ACK, b"", now)
+
+    def reset_reply(self, seg: TcpSegment) -> None:
+        """Answer ``seg`` with the RST a closed port would send (no options)."""
+        self.layer.send_rst_reply(self.remote[0], self.local[0], seg)
 
     def count_retransmit(self, reason: str, seq: int, n: int, **extra: object) -> None:
         """Count a segment sent again and trace it (the one place that does)."""
@@ -357,6 +366,7 @@ class TcpConnection(Endpoint):
             self.sender.on_persist(now)
         if t.due(T.DELACK, now) and self.state != CLOSED:
             t.stop(T.DELACK)
+            self.receiver.delayed_ack_fired()
             self.send_ack(now)
         if t.due(T.KEEPALIVE, now) and self.state != CLOSED:
             t.stop(T.KEEPALIVE)
@@ -451,6 +461,12 @@ class TcpConnection(Endpoint):
             raise os_error(self.error or errno.ENOTCONN)
         self._shutdown_wr(now, "user shutdown")
 
+    def shutdown_read(self) -> None:
+        """Half-close the receiving side (the facade's SHUT_RD): what was
+        received can still be read, as on Linux; data that comes once our
+        FIN is out (FIN_WAIT_1/2) is answered with a reset."""
+        self.read_shut = True
+
     def _shutdown_wr(self, now: float, cause: str) -> None:
         if self._shut_wr:
             return
@@ -499,7 +515,7 @@ class TcpConnection(Endpoint):
         if st == CLOSED:
             return
         if st in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
-            self.send_rst(self.sender.snd_max, now)
+            self.send_rst(now)
         self.set_state(CLOSED, cause, now)
 
     @entry

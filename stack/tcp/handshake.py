@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 TS_OPT_LEN = 12                       # NOP, NOP, Timestamps on every segment once negotiated
 
 
+SYN_RETRY_SOON = 0.002  # Linux's TCP_TIMEOUT_MIN (2 jiffies): a SYN resent "at once"
+
+
 def wscale_for(rcvbuf: int) -> int:
     """The smallest shift (at most 14) that lets 65535 << shift cover ``rcvbuf``."""
     shift = 0
@@ -182,7 +185,11 @@ class Handshake:
             if seq_le(ack, snd.iss) or seq_gt(ack, snd.snd_max):
                 trace.drop("tcp", "bad_ack", conn=conn.name)
                 if not flags & RST:
-                    conn.send_rst(ack, now)
+                    conn.reset_reply(seg)
+                if not self.syn_retransmitted:
+                    # Whatever the peer holds is stale; as Linux, send the
+                    # SYN again at once instead of after a full RTO.
+                    conn.timers.start(T.RTO, now + SYN_RETRY_SOON)
                 return
         if flags & RST:
             if flags & ACK:
@@ -228,6 +235,8 @@ class Handshake:
             self.send_syn(now)
             self.conn.count_retransmit("syn", self.conn.sender.iss, 0)
             return True
+        # The SYN,ACK of a simultaneous open: acknowledge its SYN (as Linux).
+        self.conn.receiver.request_ack()
         return False
 
     def syn_received_ack(self, seg: TcpSegment, now: float) -> bool:
@@ -238,7 +247,7 @@ class Handshake:
         ack = seg.ack
         if not (seq_gt(ack, snd.snd_una) and seq_le(ack, snd.snd_max)):
             conn.trace.drop("tcp", "bad_ack", conn=conn.name)
-            conn.send_rst(ack, now)
+            conn.reset_reply(seg)
             return False
         if conn.accept_queue_full():
             conn.trace.drop("tcp", "accept_queue_full", conn=conn.name)

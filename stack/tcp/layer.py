@@ -159,7 +159,7 @@ class TcpLayer:
             if not flags & SYN and cfg.syncookies and self._cookie_ack(lst, src, dst, seg, now):
                 return
             trace.drop("tcp", "ack_to_listener")
-            self._send_rst_reply(src, dst, seg)
+            self.send_rst_reply(src, dst, seg)
             return
         if not flags & SYN:
             trace.drop("tcp", "no_syn")
@@ -203,9 +203,12 @@ class TcpLayer:
             return
         self.trace.drop("tcp", "no_conn", conn=conn_name(dst, seg.dst_port, src, seg.src_port),
                         src=src, dst=dst, port=seg.dst_port)
-        self._send_rst_reply(src, dst, seg)
+        self.send_rst_reply(src, dst, seg)
 
-    def _send_rst_reply(self, src: int, dst: int, seg: TcpSegment) -> None:
+    def send_rst_reply(self, src: int, dst: int, seg: TcpSegment) -> None:
+        """The RST that answers ``seg`` from ``src`` (RFC 9293 3.10.7.1): its ACK
+        number as our sequence number, else ACK of all it occupied; no options
+        (as Linux's ``tcp_v4_send_reset``)."""
         if not _unicast(src) or not _unicast(dst):
             return
         if seg.flags & ACK:
