@@ -142,7 +142,8 @@ class _Patch:
             self.undo_ssl()
         for name, value in self.originals.items():
             setattr(socket, name, value)
-        self._rebind(self.replacements, self.originals, CLASS_NAMES + FUNCTION_NAMES)
+        # The class stood for both class names; a copy of it becomes socket.socket.
+        self._rebind(self.replacements, self.originals, ("socket",) + FUNCTION_NAMES)
 
     @staticmethod
     def _rebind(old: dict[str, Any], new: dict[str, Any], names: tuple[str, ...]) -> None:

@@ -13,6 +13,9 @@ Modes:
   xmlrpc-call URL        calls add(2, 3) and prints the result
   udp HOST PORT DATA     one datagram, prints the answer
   tcp HOST PORT DATA     connect, send DATA, shut down, print the answer
+  count HOST PORT        connect, read to EOF, print "N SHA256"
+  sink HOST PORT [WAIT]  accept one connection (64 KB receive buffer), WAIT
+                         seconds, read to EOF, print "N SHA256"
 """
 
 import asyncio
@@ -21,6 +24,7 @@ import http.server
 import json
 import socket
 import sys
+import time
 import xmlrpc.client
 import xmlrpc.server
 
@@ -118,6 +122,33 @@ def tcp(host, port, data):
         print(b"".join(chunks).decode(), flush=True)
 
 
+def read_all(conn):
+    digest, n = hashlib.sha256(), 0
+    while chunk := conn.recv(1 << 16):
+        digest.update(chunk)
+        n += len(chunk)
+    print(n, digest.hexdigest(), flush=True)
+
+
+def count(host, port):
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        read_all(s)
+
+
+def sink(host, port, wait="0"):
+    with socket.socket() as srv:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)  # the kernel holds little
+        srv.bind((host, int(port)))
+        srv.listen()
+        ready()
+        conn, _ = srv.accept()
+        time.sleep(float(wait))
+        with conn:
+            conn.settimeout(30)
+            read_all(conn)
+
+
 def main(mode, *args):
     if mode == "http":
         serve_http(*args)
@@ -135,6 +166,10 @@ def main(mode, *args):
         udp(*args)
     elif mode == "tcp":
         tcp(*args)
+    elif mode == "count":
+        count(*args)
+    elif mode == "sink":
+        sink(*args)
     else:
         raise SystemExit(f"unknown mode {mode}")
 

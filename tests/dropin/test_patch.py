@@ -1,0 +1,187 @@
+"""The drop-in's contract on two in-memory stacks (no TAP): what is replaced
+while patched, that unpatching restores every name exactly, nesting and the
+errors, the ``from socket import`` trap both ways, kernel sockets where they
+must stay, and patch/unpatch from many threads."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import types
+
+import pytest
+
+import stack
+from stack import dropin
+
+NAMES = ("socket", "SocketType", "create_connection", "create_server", "getaddrinfo",
+         "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo", "getfqdn")
+
+
+@pytest.fixture
+def pair():
+    a, b = stack.Stack.pair()
+    yield a, b
+    while dropin.patched_to() is not None:  # a failed test leaves nothing patched
+        stack.unpatch()
+    a.close()
+    b.close()
+
+
+def _originals():
+    return {n: getattr(socket, n) for n in NAMES}
+
+
+def test_every_name_is_replaced_and_restored_exactly(pair):
+    a, _ = pair
+    before = _originals()
+    with a.patched() as net:
+        assert net is a
+        during = _originals()
+        assert all(during[n] is not before[n] for n in NAMES)
+        assert dropin.patched_to() is a
+    assert _originals() == before
+    assert all(getattr(socket, n) is before[n] for n in NAMES)
+    assert dropin.patched_to() is None
+
+
+def test_stack_sockets_reach_the_other_stack(pair):
+    a, b = pair
+    srv = b.create_server(("192.0.2.2", 7000))
+    with a.patched():
+        c = socket.create_connection(("192.0.2.2", 7000), timeout=5)
+        s, peer = srv.accept()
+        c.sendall(b"ping")
+        assert s.recv(4) == b"ping"
+        assert c.getpeername() == ("192.0.2.2", 7000)
+        assert peer == c.getsockname()
+        assert isinstance(c, socket.socket)
+        lst = socket.create_server(("192.0.2.1", 7001))
+        assert isinstance(lst, socket.socket) and lst.getsockname() == ("192.0.2.1", 7001)
+        for x in (c, s, lst):
+            x.close()
+    assert not isinstance(c, socket.socket)  # a stack socket is one only while patched
+
+
+def test_create_connection_without_a_timeout_and_with_all_errors(pair):
+    a, b = pair
+    srv = b.create_server(("192.0.2.2", 7002))
+    with a.patched():
+        c = socket.create_connection(("192.0.2.2", 7002))  # the module's default timeout
+        assert c.gettimeout() is None
+        c.close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("192.0.2.2", 7003), timeout=5)
+        with pytest.raises(ExceptionGroup) as info:
+            socket.create_connection(("192.0.2.2", 7003), timeout=5, all_errors=True)
+        assert [type(e) for e in info.value.exceptions] == [ConnectionRefusedError]
+    srv.close()
+
+
+def test_getaddrinfo_answers_with_the_module_enums(pair):
+    a, _ = pair
+    with a.patched():
+        infos = socket.getaddrinfo("192.0.2.2", 80, type=socket.SOCK_STREAM)
+    assert infos == [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
+                      ("192.0.2.2", 80))]
+    assert type(infos[0][0]) is socket.AddressFamily
+    assert type(infos[0][1]) is socket.SocketKind
+
+
+def test_unix_socketpair_and_fileno_stay_the_kernels(pair):
+    a, _ = pair
+    kernel = socket.socket
+    with a.patched():
+        u = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        x, y = socket.socketpair()
+        raw = kernel(socket.AF_INET, socket.SOCK_DGRAM)
+        again = socket.socket(fileno=raw.detach())
+        ipv6 = None
+        with pytest.raises(OSError) as info:
+            ipv6 = socket.socket(socket.AF_INET6)
+        assert info.value.errno == 97  # EAFNOSUPPORT: the stack has no IPv6
+        assert {type(s) for s in (u, x, y, again)} == {kernel}
+        assert all(isinstance(s, socket.socket) for s in (u, x, y, again))
+        assert issubclass(kernel, socket.socket) and issubclass(stack.Socket, socket.socket)
+        for s in (u, x, y, again):
+            s.close()
+    assert ipv6 is None
+
+
+def test_nesting_and_the_errors(pair):
+    a, b = pair
+    before = _originals()
+    with pytest.raises(RuntimeError, match="not patched"):
+        stack.unpatch()
+    stack.patch(a)
+    stack.patch(a)
+    with pytest.raises(RuntimeError, match="already patched"):
+        stack.patch(b)
+    stack.unpatch()
+    assert socket.socket is not before["socket"]  # one level left
+    stack.unpatch()
+    assert _originals() == before
+    with pytest.raises(RuntimeError, match="not patched"):
+        stack.unpatch()
+
+
+def test_from_socket_import_is_rebound_both_ways(pair):
+    a, _ = pair
+    early = types.ModuleType("early_importer")  # did `from socket import ...` before the patch
+    early.create_connection = socket.create_connection
+    early.resolve = socket.getaddrinfo
+    sys.modules["early_importer"] = early
+    try:
+        with a.patched():
+            assert early.create_connection is socket.create_connection
+            assert early.resolve is socket.getaddrinfo
+            late = types.ModuleType("late_importer")  # imported while patched
+            late.connect = socket.create_connection
+            late.sock = socket.socket
+            sys.modules["late_importer"] = late
+        assert early.create_connection is socket.create_connection  # the kernel's again
+        assert early.resolve is socket.getaddrinfo
+        assert late.connect is socket.create_connection and late.sock is socket.socket
+    finally:
+        sys.modules.pop("early_importer", None)
+        sys.modules.pop("late_importer", None)
+
+
+def test_a_subclass_made_while_patched_is_a_kernel_socket(pair):
+    a, _ = pair
+    with a.patched():
+        class Mine(socket.socket):
+            def hello(self):
+                return "hello"
+
+        m = Mine(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            assert m.hello() == "hello" and isinstance(m, Mine)
+            assert not isinstance(a.socket(), Mine)
+        finally:
+            m.close()
+
+
+def test_patch_and_unpatch_from_many_threads(pair):
+    a, _ = pair
+    before = _originals()
+    errors = []
+
+    def churn():
+        try:
+            for _ in range(200):
+                stack.patch(a)
+                assert socket.socket is not before["socket"]
+                stack.unpatch()
+        except Exception as e:  # pragma: no cover - what the test looks for
+            errors.append(e)
+
+    threads = [threading.Thread(target=churn) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert _originals() == before
+    assert dropin.patched_to() is None
