@@ -185,3 +185,42 @@ def test_patch_and_unpatch_from_many_threads(pair):
     assert errors == []
     assert _originals() == before
     assert dropin.patched_to() is None
+
+
+def test_asyncio_resolves_through_the_stack(pair):
+    """``loop.getaddrinfo`` runs ``socket.getaddrinfo`` in its executor: the
+    stack's answer has no IPv6 wildcard, the kernel's has one."""
+    import asyncio
+
+    a, _ = pair
+
+    async def passive():
+        loop = asyncio.get_running_loop()
+        return await loop.getaddrinfo(None, 80, type=socket.SOCK_STREAM,
+                                      flags=socket.AI_PASSIVE)
+
+    with a.patched():
+        ours = asyncio.run(passive())
+    assert ours == [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "",
+                     ("0.0.0.0", 80))]
+
+
+def test_select_and_poll_see_a_stack_socket_become_readable(pair):
+    import select
+
+    a, b = pair
+    srv = b.create_server(("192.0.2.2", 7010))
+    with a.patched():
+        c = socket.create_connection(("192.0.2.2", 7010), timeout=5)
+        peer, _ = srv.accept()
+        poller = select.poll()
+        poller.register(c, select.POLLIN)
+        assert select.select([c], [], [], 0) == ([], [], [])
+        assert poller.poll(0) == []
+        peer.sendall(b"now")
+        assert select.select([c], [], [], 5)[0] == [c]
+        assert poller.poll(5000) == [(c.fileno(), select.POLLIN)]
+        assert c.recv(3) == b"now"
+        assert select.select([c], [], [], 0)[0] == []
+        for s in (c, peer, srv):
+            s.close()
