@@ -224,3 +224,19 @@ def test_select_and_poll_see_a_stack_socket_become_readable(pair):
         assert select.select([c], [], [], 0)[0] == []
         for s in (c, peer, srv):
             s.close()
+
+
+def test_tls_hook_is_called_and_undone(pair, monkeypatch):
+    """``patch`` calls ``stack.tls.patch_ssl()`` when that module exists and
+    the undo it returned when unpatched (a stand-in module here)."""
+    a, _ = pair
+    calls = []
+    fake = types.ModuleType("stack.tls")
+    fake.patch_ssl = lambda: (calls.append("patch"), lambda: calls.append("undo"))[1]
+    monkeypatch.setitem(sys.modules, "stack.tls", fake)
+    with a.patched():
+        assert calls == ["patch"]
+        with a.patched():  # nested: no second call
+            pass
+        assert calls == ["patch"]
+    assert calls == ["patch", "undo"]

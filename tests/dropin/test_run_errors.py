@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.helpers.cli import assert_one_error, run_stack
@@ -31,3 +33,10 @@ def test_help_lists_the_stack_up_flags_and_the_program():
     for flag in ("--tap", "--address", "--host-address", "--serve", "--trace", "--impair",
                  "--control", "PYTHON-ARGS", "stack run"):
         assert flag in r.stdout, flag
+
+
+def test_run_takes_every_stack_up_flag():
+    flags = re.compile(r"^  (?:-\w, )?(--[a-z][a-z-]+)", re.M)  # the options list
+    up = set(flags.findall(run_stack("up", "--help").stdout))
+    run = set(flags.findall(run_stack("run", "--help").stdout))
+    assert len(up) > 10 and up <= run, up - run
