@@ -118,30 +118,32 @@ def _terminated(signum: int, frame: object) -> None:
 
 def run(program: Program, net: "Stack") -> int:
     """Run ``program`` with the drop-in patched to ``net``; its exit status."""
-    old_argv, old_path0 = sys.argv[:], sys.path[:1]
+    old_argv = sys.argv[:]
     old_term = signal.signal(signal.SIGTERM, _terminated)
     sys.argv = program.argv
-    sys.path.insert(0, _path0(program))
+    path0 = _path0(program)
+    sys.path.insert(0, path0)
     started = set(threading.enumerate())
+    dropin.patch(net)
     try:
-        with dropin.patched(net):
-            try:
-                _execute(program)
-                _join_threads(started)  # as python waits for non-daemon threads at exit
-            except SystemExit as e:
-                return _exit_status(e.code)
-            except KeyboardInterrupt as e:
-                _report(e)
-                return EXIT_SIGINT
-            except BaseException as e:
-                _report(e)
-                return 1
+        _execute(program)
+        _join_threads(started)  # as python waits for non-daemon threads at exit
         return 0
+    except SystemExit as e:
+        return _exit_status(e.code)
+    except KeyboardInterrupt as e:
+        _report(e)
+        return EXIT_SIGINT
+    except BaseException as e:
+        _report(e)
+        return 1
     finally:
+        while dropin.patched_to() is net:  # also if the program patched more, or unpatched
+            dropin.unpatch()
         signal.signal(signal.SIGTERM, old_term)
         sys.argv = old_argv
-        if sys.path[:1] != old_path0:
-            del sys.path[0]
+        with contextlib.suppress(ValueError):
+            sys.path.remove(path0)
 
 
 def _path0(program: Program) -> str:

@@ -107,6 +107,7 @@ def test_a_script_downloads_from_a_kernel_server(netns, tmp_path):
     ("import sys; sys.exit('bye')", 1, "bye"),
     ("1/0", 1, 'File "<string>", line 1, in <module>'),
     ("import sys; print(sys.argv)", 0, None),
+    ("import stack; stack.unpatch()", 0, None),  # a program that undoes the drop-in itself
 ])
 def test_the_programs_exit_status_is_the_commands(netns, code, expected, stderr_has):
     p = _run("trun2", "--", "-c", code, "an-arg")
@@ -114,6 +115,8 @@ def test_the_programs_exit_status_is_the_commands(netns, code, expected, stderr_
     assert status == expected, err
     if stderr_has:
         assert stderr_has in err
+    else:
+        assert "Traceback" not in err, err
     assert "program.py" not in err and "runpy" not in err  # the traceback is the program's
     if "argv" in code:
         assert out == "['-c', 'an-arg']\n"
