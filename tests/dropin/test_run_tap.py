@@ -108,6 +108,7 @@ def test_a_script_downloads_from_a_kernel_server(netns, tmp_path):
     ("1/0", 1, 'File "<string>", line 1, in <module>'),
     ("import sys; print(sys.argv)", 0, None),
     ("import stack; stack.unpatch()", 0, None),  # a program that undoes the drop-in itself
+    ("from stack import dropin; print(dropin.patched_to().address_str)", 0, None),
 ])
 def test_the_programs_exit_status_is_the_commands(netns, code, expected, stderr_has):
     p = _run("trun2", "--", "-c", code, "an-arg")
@@ -120,6 +121,8 @@ def test_the_programs_exit_status_is_the_commands(netns, code, expected, stderr_
     assert "program.py" not in err and "runpy" not in err  # the traceback is the program's
     if "argv" in code:
         assert out == "['-c', 'an-arg']\n"
+    if "patched_to" in code:  # the program finds the stack it runs over
+        assert out == "192.0.2.2\n"
 
 
 def test_every_byte_is_delivered_before_the_fin(netns):
