@@ -30,12 +30,13 @@ default timeout) is left as it is: the stdlib's own functions look the
 replaced names up in the module at call time, so they follow.
 
 The import-order trap: a module that ran ``from socket import
-create_connection`` holds the function itself, not the name. :func:`patch`
-therefore also replaces, in every loaded module, each global that *is* one
-of the originals above, and :func:`unpatch` puts back every global that *is*
-one of the replacements, also in modules imported while patched. ``ssl``
-(which subclasses ``socket.socket`` when it is first imported) is imported
-before the class is replaced, so its ``SSLSocket`` keeps the kernel's base.
+create_connection`` (or ``socket``) holds the object itself, not the name.
+:func:`patch` therefore also replaces, in every loaded module, each global
+that *is* one of the originals above, and :func:`unpatch` puts back every
+global that *is* one of the replacements, also in modules imported while
+patched. ``ssl`` (which subclasses ``socket.socket`` when it is first
+imported) is imported before the class is replaced, so its ``SSLSocket``
+keeps the kernel's base.
 
 ``patch`` and ``unpatch`` are process-wide (every thread sees the change at
 once) and serialized by one lock, so two threads may call them; a call in
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import inspect
 import socket
 import sys
@@ -130,20 +132,28 @@ class _Patch:
                                              **functions(net, cls)}
         self.undo_ssl: Callable[[], None] | None = None
 
+    # Rebound in other modules: the class as ``socket`` (SocketType is the C
+    # base ``_socket.socket``, which other modules hold for other reasons).
+    REBOUND = ("socket",) + FUNCTION_NAMES
+
     def install(self) -> None:
         importlib.import_module("ssl")  # before the class changes (module docstring)
         for name, value in self.replacements.items():
             setattr(socket, name, value)
-        self._rebind(self.originals, self.replacements, FUNCTION_NAMES)
-        self.undo_ssl = _patch_ssl()
+        self._rebind(self.originals, self.replacements, self.REBOUND)
+        try:
+            self.undo_ssl = _patch_ssl()
+        except BaseException:
+            self.uninstall()
+            raise
 
     def uninstall(self) -> None:
         if self.undo_ssl is not None:
             self.undo_ssl()
+            self.undo_ssl = None
         for name, value in self.originals.items():
             setattr(socket, name, value)
-        # The class stood for both class names; a copy of it becomes socket.socket.
-        self._rebind(self.replacements, self.originals, ("socket",) + FUNCTION_NAMES)
+        self._rebind(self.replacements, self.originals, self.REBOUND)
 
     @staticmethod
     def _rebind(old: dict[str, Any], new: dict[str, Any], names: tuple[str, ...]) -> None:
@@ -165,10 +175,9 @@ class _Patch:
 def _patch_ssl() -> Callable[[], None] | None:
     """TLS over the stack's sockets: ``stack.tls.patch_ssl()`` when that module
     exists; it returns the callable that undoes it."""
-    try:
-        tls = importlib.import_module("stack.tls")
-    except ImportError:
+    if importlib.util.find_spec("stack.tls") is None:
         return None
+    tls = importlib.import_module("stack.tls")  # its own errors are not hidden
     undo: Callable[[], None] = tls.patch_ssl()
     return undo
 

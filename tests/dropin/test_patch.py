@@ -5,6 +5,7 @@ must stay, and patch/unpatch from many threads."""
 
 from __future__ import annotations
 
+import importlib.machinery
 import socket
 import sys
 import threading
@@ -131,17 +132,19 @@ def test_from_socket_import_is_rebound_both_ways(pair):
     early = types.ModuleType("early_importer")  # did `from socket import ...` before the patch
     early.create_connection = socket.create_connection
     early.resolve = socket.getaddrinfo
+    early.socket = socket.socket
     sys.modules["early_importer"] = early
     try:
         with a.patched():
             assert early.create_connection is socket.create_connection
             assert early.resolve is socket.getaddrinfo
+            assert early.socket is socket.socket
             late = types.ModuleType("late_importer")  # imported while patched
             late.connect = socket.create_connection
             late.sock = socket.socket
             sys.modules["late_importer"] = late
         assert early.create_connection is socket.create_connection  # the kernel's again
-        assert early.resolve is socket.getaddrinfo
+        assert early.resolve is socket.getaddrinfo and early.socket is socket.socket
         assert late.connect is socket.create_connection and late.sock is socket.socket
     finally:
         sys.modules.pop("early_importer", None)
@@ -233,6 +236,7 @@ def test_tls_hook_is_called_and_undone(pair, monkeypatch):
     calls = []
     fake = types.ModuleType("stack.tls")
     fake.patch_ssl = lambda: (calls.append("patch"), lambda: calls.append("undo"))[1]
+    fake.__spec__ = importlib.machinery.ModuleSpec("stack.tls", None)
     monkeypatch.setitem(sys.modules, "stack.tls", fake)
     with a.patched():
         assert calls == ["patch"]
@@ -240,3 +244,20 @@ def test_tls_hook_is_called_and_undone(pair, monkeypatch):
             pass
         assert calls == ["patch"]
     assert calls == ["patch", "undo"]
+
+
+def test_a_failing_tls_hook_leaves_nothing_patched(pair, monkeypatch):
+    a, _ = pair
+    before = _originals()
+    fake = types.ModuleType("stack.tls")
+
+    def broken():
+        raise OSError("no certificates")
+
+    fake.patch_ssl = broken
+    fake.__spec__ = importlib.machinery.ModuleSpec("stack.tls", None)
+    monkeypatch.setitem(sys.modules, "stack.tls", fake)
+    with pytest.raises(OSError, match="no certificates"):
+        stack.patch(a)
+    assert _originals() == before
+    assert dropin.patched_to() is None
