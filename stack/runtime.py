@@ -291,6 +291,12 @@ class Stack:
     def getfqdn(self, name=""):
         return self.names.getfqdn(name)
 
+    def patched(self):
+        """The drop-in for a ``with`` block: the ``socket`` module over this stack (stack/dropin.py)."""
+        from stack import dropin
+
+        return dropin.patched(self)
+
     def ping(self, host: str, size: int = 56, timeout: float = 2.0, df: bool = False) -> float:
         """Send one ICMP echo request; return the round-trip time in seconds.
 

@@ -66,8 +66,11 @@ TESTER_MAC = "02:00:00:00:00:02"
 TESTER_ISN = 1_000_000
 SETTLE = 0.06          # seconds listened to after every step
 TAIL = 0.3             # ... and after the last one
-BUCKETS = ((0.03, "now"), (0.15, "<150ms"), (0.5, "<0.5s"), (1.5, "~1s"), (2.5, "~2s"),
-           (3.5, "~3s"), (6.0, "~5s"), (1e9, "later"))
+# When the device answered, as the gap since the event before (the tester's
+# segment, the call, or the device's own previous segment): immediately, a
+# delayed ACK (Linux: 40 ms and up), about an RTO floor (200 ms), and so on.
+BUCKETS = ((0.02, "now"), (0.12, "<120ms"), (0.32, "~200ms"), (0.7, "~0.5s"), (1.5, "~1s"),
+           (2.5, "~2s"), (3.5, "~3s"), (6.0, "~5s"), (1e9, "later"))
 
 
 def bucket(seconds: float) -> str:
@@ -201,7 +204,7 @@ class Conversation:
     tsvals_sent: set[int] = field(default_factory=set)
     lines: list[tuple[int, int, str]] = field(default_factory=list)  # (step, kind, text)
     step: int = 0
-    step_started: float = 0.0
+    last_event: float = 0.0   # the tester's last segment, call or device segment
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, text: str, order: int = 0) -> None:
@@ -381,7 +384,6 @@ class Runner:
                 if not line:
                     continue
                 self.conv.step += 1
-                self.conv.step_started = time.monotonic()
                 self.do(line)
                 self.listen(SETTLE)
             self.listen(TAIL)
@@ -402,8 +404,10 @@ class Runner:
         elif line.startswith("wait "):
             self.listen(float(line.split()[1]))
         elif line.endswith("&"):
+            self.conv.last_event = time.monotonic()
             self.background(line[:-1].strip())
         else:
+            self.conv.last_event = time.monotonic()
             self.call(line)
 
     def send_tcp(self, tcp: Any) -> None:
@@ -413,6 +417,7 @@ class Runner:
         """One IP packet, or a list of them (fragments), from the tester."""
         for p in packet if isinstance(packet, list) else [packet]:
             self.dev.wire.send(bytes(Ether(src=TESTER_MAC, dst=self.dev.mac()) / p))
+        self.conv.last_event = time.monotonic()
 
     def listen(self, seconds: float) -> None:
         """Take frames for ``seconds``: describe the device's, answer ARP for the tester."""
@@ -425,8 +430,9 @@ class Runner:
                 continue
             text = describe(frame, self.conv)
             if text is not None:
-                when = bucket(time.monotonic() - self.conv.step_started)
-                self.conv.record(f"{text} @{when}")
+                now = time.monotonic()
+                self.conv.record(f"{text} @{bucket(now - self.conv.last_event)}")
+                self.conv.last_event = now
 
     def answer_arp(self, frame: bytes) -> bool:
         pkt = Ether(frame)
