@@ -32,6 +32,7 @@ from stack.tcp.recovery import Recovery
 from stack.tcp.rtt import Rtt
 from stack.tcp.sender import Sender
 from stack.tcp.seq import seq_between, tsval
+from stack.tcp.challenge import ChallengeBudget
 from stack.tcp.states import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2,
                               LAST_ACK, LISTEN, RECEIVING, SYN_RECEIVED, SYN_SENT,
                               SYNCHRONIZED, TIME_WAIT, Endpoint, KEEPALIVE_STATES, entry,
@@ -70,8 +71,7 @@ class TcpConnection(Endpoint):
         self.read_shut = False  # shutdown(SHUT_RD): later data in FIN_WAIT is reset
         self._close_deferred = False
         self._fast_path = cfg.header_prediction
-        self._challenge_second = -1         # RFC 5961 7 budget, per connection
-        self._challenge_count = 0
+        self.challenges = ChallengeBudget(self.cfg.challenge_ack_limit)  # RFC 5961 7
         self.segs_in = self.segs_out = self.retrans_total = 0  # (ss -i's segs_in, segs_out, retrans)
         self.keepalive = cfg.keepalive      # SO_KEEPALIVE and its TCP_KEEP* options
         self.keepalive_idle = cfg.keepalive_idle
@@ -245,26 +245,13 @@ class TcpConnection(Endpoint):
             self.trace.event("tcp", "timer", conn=self.name, timer=timer, **fields)
 
     def challenge_ack(self, now: float, why: str) -> None:
-        """RFC 5961: answer a suspicious RST/SYN/ACK with an ACK, at most
-        ``challenge_ack_limit`` a second.
-
-        The budget is this connection's own (as Linux since 6.0). One budget
-        shared by the layer is the side channel of CVE-2016-5696: an
-        off-path attacker spends it on its own connection and counts the
-        ACKs it gets back, which tells whether a spoofed RST landed in some
-        other connection's window. Each challenge ACK answers one received
-        segment, so the total is bounded by what arrives."""
-        trace = self.trace
-        trace.drop("tcp", why, conn=self.name)
-        sec = int(now)
-        if sec != self._challenge_second:
-            self._challenge_second = sec
-            self._challenge_count = 0
-        if self._challenge_count >= self.cfg.challenge_ack_limit:
-            trace.count("tcp", "challenge_ack_limited")
+        """RFC 5961: answer a suspicious RST/SYN/ACK with an ACK, within the
+        connection's budget (``stack/tcp/challenge.py``)."""
+        self.trace.drop("tcp", why, conn=self.name)
+        if not self.challenges.take(now):
+            self.trace.count("tcp", "challenge_ack_limited")
             return
-        self._challenge_count += 1
-        trace.count("tcp", "challenge_acks")
+        self.trace.count("tcp", "challenge_acks")
         self.send_ack(now)
 
     # ---- OPEN (called by the layer) ---------------------------------------------------------
