@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from stack.tcp import timers as T
 from stack.tcp.handshake import rcv_cause
-from stack.tcp.seq import seq_add, seq_between, seq_diff, seq_gt, seq_in, seq_lt
+from stack.tcp.seq import seq_add, seq_between, seq_diff, seq_gt, seq_in, seq_le, seq_lt
 from stack.tcp.states import CLOSED, CLOSING, FIN_WAIT_1, LAST_ACK, RECEIVING, SYN_RECEIVED
 from stack.tcp.states import FIN_WAIT_2, TIME_WAIT
 
@@ -162,6 +162,8 @@ def _acceptable(conn: TcpConnection, seq: int, flags: int, payload: bytes | memo
                 return seq, flags & ~FIN, b""
             return seq, flags, payload
         trace.drop("tcp", "out_of_window", conn=conn.name)
+        if n and seq_le(seq_add(seq, n), nxt):
+            rcv.duplicate(seq, seq_add(seq, n))  # all of it held already
         if conn.state == TIME_WAIT and fin:
             # A retransmitted FIN: ACK it again and restart 2MSL.
             conn.timers.start(T.TIME_WAIT, now + conn.cfg.time_wait)
@@ -172,6 +174,8 @@ def _acceptable(conn: TcpConnection, seq: int, flags: int, payload: bytes | memo
         # Partly old: our ACK was probably lost, so ACK at once.
         rcv.request_ack()
         skip = seq_diff(nxt, seq)
+        if n and (skip > 1 or not flags & SYN):
+            rcv.duplicate(seq_add(seq, 1) if flags & SYN else seq, nxt)
         if flags & SYN:
             flags &= ~SYN
             skip -= 1

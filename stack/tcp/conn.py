@@ -213,7 +213,7 @@ class TcpConnection(Endpoint):
             ts = (tsval(hs.ts_base, now), rcv.ts_recent if flags & ACK else 0)
             room = 24
         blocks = None
-        if rcv.ooo is not None and hs.sack_ok and flags & ACK:
+        if hs.sack_ok and flags & ACK and rcv.sack_due:
             if payload:
                 room = min(room, hs.mss_wire - (36 - room) - len(payload) - 4)
             blocks = rcv.sack_blocks(room >> 3)
