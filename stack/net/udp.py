@@ -108,7 +108,7 @@ class UdpLayer:
     # -- sending ---------------------------------------------------------------
 
     def send(self, ep: UdpEndpoint, data: bytes | memoryview, dst: tuple[int, int],
-             now: float) -> int:
+             now: float, ttl: int | None = None) -> int:
         if ep.local is None:
             self.bind(ep, 0, 0)
         assert ep.local is not None
@@ -121,7 +121,7 @@ class UdpLayer:
             raise OSError(errno.EACCES, "Permission denied")
         src = ep.local[0] if ep.local[0] and not self.ip.is_broadcast(ep.local[0]) else self.ip.address
         segment = build_udp(src, addr, ep.local[1], port, data)
-        self.ip.send(src, addr, PROTO_UDP, segment, now)
+        self.ip.send(src, addr, PROTO_UDP, segment, now, ttl=ttl)
         self.trace.count("udp", "datagrams_out")
         if self.trace.on:
             self.trace.event("udp", "out", src=f"{int2ip(src)}:{ep.local[1]}",
