@@ -271,9 +271,12 @@ class Socket:
         views = [data_view(b) for b in buffers]
         anc = list(ancdata)
         for item in anc:
-            if not isinstance(item, tuple) or len(item) != 3:
+            if not isinstance(item, (tuple, list)):
+                raise TypeError("[sendmsg() ancillary data items]() argument must be 3-item "
+                                f"sequence, not {type(item).__name__}")
+            if len(item) != 3:
                 raise TypeError("[sendmsg() ancillary data items]() argument must be sequence "
-                                "of length 3")
+                                f"of length 3, not {len(item)}")
         flags = c_int(flags)
         ep = self._check_open()
         if anc:
@@ -343,8 +346,9 @@ class Socket:
 
     def sendfile(self, file: Any, offset: int = 0, count: int | None = None) -> int:
         """``socket.sendfile``: send ``count`` bytes (all by default) of a
-        binary file from ``offset``; returns the bytes sent and leaves the
-        file's position after them (also when a send fails)."""
+        binary file from ``offset`` (0 by default, as ``os.sendfile`` does
+        for CPython); returns the bytes sent and leaves the file's position
+        after them (also when a send fails)."""
         if "b" not in getattr(file, "mode", "b"):
             raise ValueError("file should be opened in binary mode")
         if self.type != SOCK_STREAM:
@@ -356,8 +360,7 @@ class Socket:
                 raise ValueError(f"count must be a positive integer (got {count!r})")
         if self.gettimeout() == 0.0:
             raise ValueError("non-blocking sockets are not supported")
-        if offset:
-            file.seek(offset)
+        file.seek(offset)
         total = 0
         try:
             while count is None or total < count:
@@ -465,9 +468,13 @@ class Socket:
 
 
 def _writable(buffer: Any, call: str) -> memoryview:
-    mv = memoryview(buffer)
+    """A buffer to receive into: read-write, or CPython's TypeError."""
+    try:
+        mv = memoryview(buffer)
+    except TypeError:
+        mv = memoryview(b"")
     if mv.readonly:
-        raise TypeError(f"{call}() argument 'buffer' must be read-write bytes-like object, "
+        raise TypeError(f"{call}() argument 1 must be read-write bytes-like object, "
                         f"not {type(buffer).__name__}")
     return mv.cast("B")
 
