@@ -225,7 +225,7 @@ class StreamEndpoint(Endpoint):
             if not net.is_local(raddr):
                 net.ip.next_hop(raddr)  # ENETUNREACH now, as Linux, not after the SYN's timeouts
             conn = self.tcp.connect(laddr or net.source_for(raddr), (raddr, rport), net.clock(),
-                                    local_port=lport, rcvbuf=self.rcvbuf())
+                                    local_port=lport, rcvbuf=self.rcvbuf(), ttl=self.ttl)
         except OSError as e:
             raise error(e.errno or errno.ENETUNREACH) from None
         conn.on_change = self.changed
