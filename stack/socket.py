@@ -58,6 +58,10 @@ class Socket:
     def __init__(self, net: "Stack", family: int = AF_INET, type: int = SOCK_STREAM,
                  proto: int = 0, *, endpoint: Endpoint | None = None) -> None:
         family, type, proto = index(family), index(type), index(proto)
+        # -1 is CPython's "not given" (socket.socket's defaults).
+        family = AF_INET if family == -1 else family
+        type = SOCK_STREAM if type == -1 else type
+        proto = 0 if proto == -1 else proto
         if family != AF_INET:
             raise error(errno.EAFNOSUPPORT)
         kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC)

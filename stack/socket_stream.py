@@ -50,14 +50,19 @@ class StreamEndpoint(Endpoint):
     # -- what the socket asks (lock held) ------------------------------------------------
 
     def readable(self) -> bool:
+        """recv/accept would not block. A socket neither connected nor
+        listening is readable and writable (its calls fail at once), as
+        Linux's poll reports it (POLLOUT|POLLHUP)."""
         if self.listener is not None:
             return self.listener.readable
         conn = self.conn
-        return conn is not None and (self.shut_rd or conn.readable)
+        return conn is None or self.shut_rd or conn.readable
 
     def writable(self) -> bool:
+        if self.listener is not None:
+            return False
         conn = self.conn
-        return conn is not None and conn.writable
+        return conn is None or conn.writable
 
     def take_error(self) -> int | None:
         conn = self.conn
@@ -134,7 +139,7 @@ class StreamEndpoint(Endpoint):
             # Linux: the MSS in use (without options) once connected, 536 before.
             return self.conn.status()["mss"] if self.conn is not None else MSS_DEFAULT
         if option == TCP_INFO:
-            info = pack_tcp_info(self.status(), self.net.clock())
+            info = pack_tcp_info(self.status())
             return int.from_bytes(info[:4], "little") if buflen is None else info[:buflen]
         return NotImplemented
 
@@ -185,6 +190,7 @@ class StreamEndpoint(Endpoint):
         lst.on_change = self.changed
         lst.rcvbuf = self.rcvbuf()
         self.listener = lst
+        self.refresh()
 
     def accept(self) -> tuple[StreamEndpoint, tuple[int, int]]:
         """The next connection, as a new endpoint carrying this one's options
@@ -231,6 +237,7 @@ class StreamEndpoint(Endpoint):
         conn.on_change = self.changed
         self.conn = conn
         self.apply_options()
+        self.refresh()
         net.kick()
         if self.timeout == 0.0:
             raise BlockingIOError(errno.EINPROGRESS, "Operation now in progress")

@@ -32,9 +32,8 @@ def _us(seconds: float | None) -> int:
     return 0 if seconds is None else min(int(seconds * 1e6), 0xFFFFFFFF)
 
 
-def pack_tcp_info(st: dict[str, Any], now: float) -> bytes:
+def pack_tcp_info(st: dict[str, Any]) -> bytes:
     """``struct tcp_info`` for ``st`` (a connection's or listener's status)."""
-    del now  # the last_* ages are not tracked
     state = STATE_NUMBERS.get(st.get("state", "CLOSED"), 7)
     if "snd_una" not in st:  # a listener or an unconnected socket
         return struct.pack("=B", state).ljust(INFO_LEN, b"\0")

@@ -178,6 +178,7 @@ def test_broadcast_needs_so_broadcast(net):
     ("x", socket.SOCK_STREAM), (socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK),
     (socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC),
     (socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC),
+    (-1, -1, -1), (socket.AF_INET, socket.SOCK_DGRAM, -1), (socket.AF_INET, socket.SOCK_SEQPACKET),
 ])
 def test_construction_answers_as_cpython(net, args):
     def make(factory):

@@ -196,8 +196,8 @@ def test_create_server_refuses_what_the_stack_lacks_as_cpython_does():
         with pytest.raises(OSError) as e:
             a.create_server(("192.0.2.1", 0), family=socket.AF_INET6)
         assert e.value.errno == errno.EAFNOSUPPORT
-        with pytest.raises(OSError) as e:
-            a.socket().setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        with pytest.raises(OSError) as e, a.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         assert e.value.errno == errno.ENOPROTOOPT
         with a.create_server(("192.0.2.1", 0), backlog=3) as srv:
             assert srv.status()["backlog"] == 3
@@ -279,3 +279,14 @@ def test_readiness_with_poll_and_epoll(world, waiter):
             cli.shutdown(socket.SHUT_WR)
             assert ready(conn, select.POLLIN)[0] & select.POLLIN
             assert conn.recv(10) == b""
+
+
+def test_readiness_of_a_fresh_socket_and_a_listener(world):
+    """A socket neither connected nor listening is readable and writable
+    (its calls fail at once); a listener is neither until a connection waits."""
+    with world.client_socket() as s:
+        assert select.select([s], [s], [], 0)[:2] == ([s], [s])
+        s.bind((world.client_host, 0))
+        assert select.select([s], [s], [], 0)[:2] == ([s], [s])
+        s.listen()
+        assert select.select([s], [s], [], 0)[:2] == ([], [])
