@@ -95,8 +95,7 @@ def test_a_socket_never_closed_warns_and_is_closed():
 
 def test_linger_with_a_time_waits_for_the_fin_to_be_acknowledged():
     """Each way 150 ms: a lingering close returns once the peer acknowledged
-    the FIN (about 300 ms); without linger at once; a linger shorter than
-    the round trip gives up after it."""
+    the FIN (about 300 ms); without linger, or with linger 0 (a reset), at once."""
     a, b = stack.Stack.pair(impair="delay=150,seed=1")
     with a, b, b.create_server(("192.0.2.2", 0)) as srv:
         def close_time(linger: tuple[int, int]) -> tuple[float, str]:
@@ -118,6 +117,29 @@ def test_linger_with_a_time_waits_for_the_fin_to_be_acknowledged():
         assert took < 0.1 and "FIN_WAIT_1" in states
         took, _ = close_time((1, 0))  # linger 0: reset, no wait
         assert took < 0.1
+
+
+def test_linger_shorter_than_the_round_trip_gives_up_after_it():
+    """Each way 700 ms: a 1 s linger returns after about 1 s, the FIN still
+    unacknowledged, and the close goes on by itself (as Linux)."""
+    a, b = stack.Stack.pair(impair="delay=700,seed=1")
+    with a, b, b.create_server(("192.0.2.2", 0)) as srv:
+        cli = a.create_connection(srv.getsockname(), timeout=10)
+        conn, _ = srv.accept()
+        cli.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 1))
+        start = time.monotonic()
+        cli.close()
+        assert 0.9 < time.monotonic() - start < 1.3
+
+        def client_states():
+            return {c["state"] for c in a.connections() if c["proto"] == "tcp"}
+
+        assert client_states() == {"FIN_WAIT_1"}
+        deadline = time.monotonic() + 5
+        while "FIN_WAIT_1" in client_states() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client_states() <= {"FIN_WAIT_2", "TIME_WAIT"}
+        conn.close()
 
 
 class Recording(LinkWrapper):
