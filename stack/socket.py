@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import socket as _socket
+import threading
 import warnings
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Iterable, overload
@@ -159,6 +160,11 @@ class Socket:
         self._ep.timeout = timeout_value(value)
 
     def gettimeout(self) -> float | None:
+        return self._ep.timeout
+
+    @property
+    def timeout(self) -> float | None:
+        """``socket.socket.timeout``: the timeout, read only."""
         return self._ep.timeout
 
     def setblocking(self, flag: bool) -> None:
@@ -416,11 +422,26 @@ class Socket:
         self._net.kick()
 
     def __del__(self) -> None:
+        """As CPython: warn about a socket collected while open, and close it.
+        Collected inside a call that holds the stack lock (the collector
+        runs wherever an allocation triggers it, mid-protocol work too), it
+        is closed from a thread of its own once the lock is free, never
+        re-entering the protocol code that was interrupted."""
         if getattr(self, "_closed", True):
             return
         warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
+        self._makefile_refs = 0
         try:
-            self._makefile_refs = 0
+            if self._net.lock._is_owned():  # type: ignore[union-attr]
+                threading.Thread(target=self._close_quietly, name="stack-socket-del",
+                                 daemon=True).start()
+            else:
+                self._close_quietly()
+        except RuntimeError:  # no new threads at interpreter exit
+            pass
+
+    def _close_quietly(self) -> None:
+        try:
             self.close()
         except Exception:  # noqa: BLE001  (the stack may be gone at interpreter exit)
             pass

@@ -93,6 +93,23 @@ def test_a_socket_never_closed_warns_and_is_closed():
             assert again.getsockname()[1] == port
 
 
+def test_a_socket_collected_under_the_stack_lock_is_closed_once_it_is_free():
+    """The collector may run in the middle of protocol work (which holds the
+    lock): the close waits for the lock instead of re-entering that work."""
+    a, b = stack.Stack.pair()
+    with a, b:
+        srv = a.create_server(("192.0.2.1", 0))
+        with a.lock, pytest.warns(ResourceWarning, match="unclosed <stack.Socket"):
+            del srv
+            gc.collect()
+            time.sleep(0.1)
+            assert [c for c in a.connections() if c["state"] == "LISTEN"]
+        deadline = time.monotonic() + 5
+        while [c for c in a.connections() if c["state"] == "LISTEN"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+
 def test_linger_with_a_time_waits_for_the_fin_to_be_acknowledged():
     """Each way 150 ms: a lingering close returns once the peer acknowledged
     the FIN (about 300 ms); without linger, or with linger 0 (a reset), at once."""
