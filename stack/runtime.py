@@ -254,15 +254,15 @@ class Stack:
 
         return Socket(self, family, type, proto)
 
-    def create_connection(self, address, timeout=..., source_address=None):
+    def create_connection(self, address, timeout=..., source_address=None, **kw):
         from stack.socket import create_connection
 
-        return create_connection(self, address, timeout, source_address)
+        return create_connection(self, address, timeout, source_address, **kw)
 
-    def create_server(self, address, *, backlog=None, reuse_port=False):
+    def create_server(self, address, **kw):
         from stack.socket import create_server
 
-        return create_server(self, address, backlog=backlog)
+        return create_server(self, address, **kw)
 
     def is_local(self, addr: int) -> bool:
         """Is ``addr`` one of this stack's own addresses?"""
@@ -403,8 +403,8 @@ class Stack:
                 except (OSError, ValueError) as e:  # the link is gone (closed, removed)
                     self.trace.drop("link", "send_failed", error=repr(e))
 
-    def _tcp_send(self, src: int, dst: int, proto: int, payload: bytes) -> None:
-        self.ip.send(src, dst, proto, payload, self.clock())
+    def _tcp_send(self, src: int, dst: int, proto: int, payload: bytes, ttl=None) -> None:
+        self.ip.send(src, dst, proto, payload, self.clock(), ttl=ttl)
 
     def _tcp_receive(self, h, payload, now) -> None:
         self.tcp.receive(h.src, h.dst, payload, now)

@@ -59,6 +59,7 @@ class TcpConnection(Endpoint):
         self.remote = remote
         self.name = conn_name(local[0], local[1], remote[0], remote[1])
         self.error: int | None = None
+        self.ttl: int | None = None          # IP_TTL of its segments (None: IP's default)
         self.soft_error: int | None = None  # an ICMP error, reported if we time out
         self.on_change: Callable[[], None] | None = None
         self.listener = listener            # until accepted
@@ -205,7 +206,7 @@ class TcpConnection(Endpoint):
         emit = self.layer.emitter.send
         if syn:
             emit(laddr, lport, raddr, rport, seq, ack, flags, win, payload, hs.offers(flags, now),
-                 None, None, self.name)
+                 None, None, self.name, False, self.ttl)
             return
         ts = None
         room = 36
@@ -218,7 +219,7 @@ class TcpConnection(Endpoint):
                 room = min(room, hs.mss_wire - (36 - room) - len(payload) - 4)
             blocks = rcv.sack_blocks(room >> 3)
         emit(laddr, lport, raddr, rport, seq, ack, flags, win, payload, None, ts, blocks,
-             self.name)
+             self.name, False, self.ttl)
 
     def send_ack(self, now: float) -> None:
         self.transmit(self.sender.snd_max, ACK, b"", now)
