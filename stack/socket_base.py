@@ -58,6 +58,7 @@ SHUT_RD = _socket.SHUT_RD
 SHUT_WR = _socket.SHUT_WR
 SHUT_RDWR = _socket.SHUT_RDWR
 SOMAXCONN = _socket.SOMAXCONN
+LOOPBACK = 0x7F000001  # 127.0.0.1
 MSG_PEEK = _socket.MSG_PEEK
 MSG_DONTWAIT = _socket.MSG_DONTWAIT
 MSG_WAITALL = _socket.MSG_WAITALL
@@ -272,9 +273,10 @@ class Endpoint:
         if self.closed:
             raise error(errno.EBADF)
 
-    def peer_of(self, addr: tuple[int, int]) -> tuple[int, int]:
-        """The peer a connect or send to ``addr`` means: 0.0.0.0 is this host."""
-        return (self.net.address, addr[1]) if addr[0] == 0 else addr
+    def peer_of(self, addr: tuple[int, int], bound: int = 0) -> tuple[int, int]:
+        """The peer a connect or send to ``addr`` means: 0.0.0.0 is this
+        host, as on Linux: the bound address, else 127.0.0.1."""
+        return (bound or LOOPBACK, addr[1]) if addr[0] == 0 else addr
 
     def raise_pending(self) -> None:
         code = self.take_error()

@@ -66,10 +66,10 @@ class DatagramEndpoint(Endpoint):
 
     def connect(self, addr: tuple[int, int]) -> None:
         ep = self.udp
-        addr = self.peer_of(addr)
-        if ep.local is None:
-            self.net.udp.bind(ep, 0, 0)
-        ep.remote = addr
+        try:
+            self.net.udp.connect(ep, addr)  # 0.0.0.0 is this host; the route gives the source
+        except OSError as e:
+            raise error(e.errno or errno.ENETUNREACH) from None
         ep.error = None
         # Datagrams from other peers already queued stay; Linux keeps them too.
 
@@ -82,7 +82,7 @@ class DatagramEndpoint(Endpoint):
                 raise error(errno.EDESTADDRREQ)
             dst = ep.remote
         else:
-            dst = self.peer_of(dst)
+            dst = self.peer_of(dst, ep.local[0] if ep.local is not None else 0)
         self.raise_pending()
         net = self.net
         try:

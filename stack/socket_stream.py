@@ -225,11 +225,12 @@ class StreamEndpoint(Endpoint):
                 raise error(conn.error)
             raise error(errno.EISCONN)
         net = self.net
-        raddr, rport = self.peer_of(addr)
         laddr, lport = self.bound if self.bound is not None else (0, 0)
+        raddr, rport = self.peer_of(addr, laddr)
         try:
-            if not net.is_local(raddr):
-                net.ip.next_hop(raddr)  # ENETUNREACH now, as Linux, not after the SYN's timeouts
+            # ENETUNREACH (or EINVAL from a 127/8 source) now, as Linux, not
+            # after the SYN's timeouts.
+            net.ip.check_route(laddr, raddr)
             conn = self.tcp.connect(laddr or net.source_for(raddr), (raddr, rport), net.clock(),
                                     local_port=lport, rcvbuf=self.rcvbuf(), ttl=self.ttl)
         except OSError as e:
