@@ -555,6 +555,7 @@ class Stack:
             try:
                 if not sink.closed and getattr(sink, "fileno", None) and sink.fileno() > 2:
                     sink.close()
+                    self.trace.sink = None  # a socket closed later writes nowhere, not raises
             except (OSError, ValueError):
                 pass
 

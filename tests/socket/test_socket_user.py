@@ -329,3 +329,17 @@ def test_readiness_of_a_fresh_socket_and_a_listener(world):
         assert select.select([s], [s], [], 0)[:2] == ([s], [s])
         s.listen()
         assert select.select([s], [s], [], 0)[:2] == ([], [])
+
+
+def test_a_socket_closed_after_its_stack_and_trace_file_raises_nothing(tmp_path):
+    # urllib3's pool finalizers close sockets at interpreter exit, after the stack.
+    import stack
+
+    path = tmp_path / "t.jsonl"
+    a, b = stack.Stack.pair(trace=stack.Trace(open(path, "w"), "jsonl"))
+    s = a.socket()
+    s.bind(("0.0.0.0", 0))
+    a.close()
+    b.close()
+    s.close()
+    assert path.read_text().count('"event": "bind"') == 1
