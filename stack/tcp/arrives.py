@@ -112,6 +112,8 @@ def process(conn: TcpConnection, seg: TcpSegment, now: float) -> None:
                 conn.take_fin(seg, now)
         elif payload:
             conn.trace.drop("tcp", "data_after_fin", conn=conn.name)
+            if conn.state == TIME_WAIT:
+                conn.receiver.request_ack()  # as Linux (tcp_timewait_state_process: TCP_TW_ACK)
 
 
 def _paws(conn: TcpConnection, seg: TcpSegment, flags: int, now: float) -> bool | None:
@@ -124,8 +126,10 @@ def _paws(conn: TcpConnection, seg: TcpSegment, flags: int, now: float) -> bool 
         return False
     ts = seg.timestamps
     if ts is None:
-        conn.trace.drop("tcp", "no_timestamp", conn=conn.name)  # 3.2: SHOULD drop
-        return None
+        # RFC 7323 3.2 says SHOULD drop; Linux and FreeBSD take it (no
+        # PAWS test possible), and so do we: counted, not dropped.
+        conn.trace.count("tcp", "no_timestamp")
+        return False
     old = conn.receiver.paws_rejects(ts[0], now)
     if old:
         conn.trace.drop("tcp", "paws", conn=conn.name)

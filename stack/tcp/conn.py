@@ -72,7 +72,8 @@ class TcpConnection(Endpoint):
         self.read_shut = False  # shutdown(SHUT_RD): later data in FIN_WAIT is reset
         self._close_deferred = False
         self._fast_path = cfg.header_prediction
-        self.challenges = ChallengeBudget(self.cfg.challenge_ack_limit)  # RFC 5961 7
+        self.challenges = ChallengeBudget(self.cfg.challenge_ack_limit,  # RFC 5961 7
+                                          self.cfg.challenge_ack_interval)
         self.segs_in = self.segs_out = self.retrans_total = 0  # (ss -i's segs_in, segs_out, retrans)
         self.keepalive = cfg.keepalive      # SO_KEEPALIVE and its TCP_KEEP* options
         self.keepalive_idle = cfg.keepalive_idle
@@ -319,8 +320,8 @@ class TcpConnection(Endpoint):
 
     def take_fin(self, seg: TcpSegment, now: float) -> None:
         """Eighth: the peer's FIN is in order."""
-        self.receiver.take_fin()
         st = self.state
+        self.receiver.take_fin(closing_first=st == ESTABLISHED)
         cause = rcv_cause(seg)
         if not seg.flags & FIN:
             cause += " (fills the gap before a queued FIN)"

@@ -182,11 +182,18 @@ class Receiver:
             self.ooo_fin = seq_add(seq, n)
         return False
 
-    def take_fin(self) -> None:
-        """The peer's FIN is in order: it occupies one sequence number."""
+    def take_fin(self, closing_first: bool = False) -> None:
+        """The peer's FIN is in order: it occupies one sequence number.
+        ``closing_first``: the peer closes first (ESTABLISHED): as Linux
+        (tcp_fin enters pingpong mode), the ACK is delayed, so that our own
+        FIN, if the application closes at once, carries it."""
         self.rcv_nxt = seq_add(self.rcv_nxt, 1)
         self.fin_received = True
-        self.ack_now = True
+        if closing_first and not self.ack_now:
+            self.pingpong = True
+            self.unacked += 1
+        else:
+            self.ack_now = True
         self.conn.changed()
         self.clear_queue()
 
