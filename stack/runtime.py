@@ -135,7 +135,7 @@ class Stack:
         self.ip = Ipv4Layer(self.eth, self.address, self.prefix_len, self.gateway, link.mtu,
                             self.trace, ident_seed=self.rng.getrandbits(16))
         self.eth.ipv4_receive = self.ip.receive
-        self.icmp = IcmpLayer(self.ip, self.trace)
+        self.icmp = IcmpLayer(self.ip, self.trace, utc_offset=time.time() - clock())
         self.udp = UdpLayer(self.ip, self.icmp, self.trace, rng=self.rng)
         self.tcp = TcpLayer(self._tcp_send, self.trace, _tcp_config_for(tcp_config, link.mtu),
                             rng=self.rng, is_broadcast=self.ip.is_broadcast,
