@@ -310,12 +310,14 @@ class StreamEndpoint(Endpoint):
                   read: Callable[[], _T]) -> _T | None:
         """Wait until the connection has something, then ``read()``.
 
-        Returns what ``read`` returned, or None at EOF (also after SHUT_RD,
-        and once the connection's error has been reported). Linux reports
-        EOF before a later error: after a FIN, a RST (answering data we
-        sent) leaves recv() returning b"" and the error for send()."""
+        Returns what ``read`` returned, or None at EOF (also after SHUT_RD
+        once what had arrived is read: Linux keeps delivering it, and
+        never blocks), and once the connection's error has been reported.
+        Linux reports EOF before a later error: after a FIN, a RST
+        (answering data we sent) leaves recv() returning b"" and the error
+        for send()."""
         self.wait(lambda: conn.readable or self.shut_rd, timeout)
-        if self.shut_rd or conn.at_eof:
+        if conn.at_eof or (self.shut_rd and not conn.readable):
             return None
         try:
             result = read()
@@ -335,7 +337,7 @@ class StreamEndpoint(Endpoint):
             del buf[n:]
             return bytes(buf)
         conn = self.connected()
-        if self.shut_rd or bufsize == 0:
+        if bufsize == 0:
             return b""
         now = self.net.clock
         read: Callable[[], bytes | None]
@@ -353,7 +355,7 @@ class StreamEndpoint(Endpoint):
 
     def recv_into(self, mv: memoryview, flags: int) -> int:
         conn = self.connected()
-        if self.shut_rd or not len(mv):
+        if not len(mv):
             return 0
         timeout = self.op_timeout(flags)
         now = self.net.clock
@@ -403,6 +405,7 @@ class StreamEndpoint(Endpoint):
             raise error(errno.ENOTCONN)
         if how in (SHUT_RD, SHUT_RDWR):
             self.shut_rd = True
+            conn.shutdown_read()  # data that comes after our FIN is answered with a reset
         if how in (SHUT_WR, SHUT_RDWR) and conn.state != CLOSED:
             conn.shutdown_write(net.clock())
         net.kick()
