@@ -216,7 +216,8 @@ def _ack(conn: TcpConnection, seg: TcpSegment, now: float, ts_invalid: bool) -> 
         conn.challenge_ack(now, "ack_too_old")
         return False
     ts = seg.timestamps
-    if ts is not None and conn.handshake.ts_ok:
+    if ts is not None and conn.handshake.ts_ok and st != TIME_WAIT:
+        # (TIME_WAIT keeps the TSval of the FIN, as Linux's timewait sock does.)
         conn.receiver.update_ts_recent(ts[0], seg.seq, now, force=ts_invalid)
     una_before = snd.snd_una
     snd.peer_alive()

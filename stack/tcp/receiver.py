@@ -186,10 +186,11 @@ class Receiver:
         """The peer's FIN is in order: it occupies one sequence number.
         ``closing_first``: the peer closes first (ESTABLISHED): as Linux
         (tcp_fin enters pingpong mode), the ACK is delayed, so that our own
-        FIN, if the application closes at once, carries it."""
+        FIN, if the application closes at once, carries it; but not before
+        any data came (Linux's delayed-ACK timeout is still 0 then)."""
         self.rcv_nxt = seq_add(self.rcv_nxt, 1)
         self.fin_received = True
-        if closing_first and not self.ack_now:
+        if closing_first and self.bytes_received and not self.ack_now:
             self.pingpong = True
             self.unacked += 1
         else:

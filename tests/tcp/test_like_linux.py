@@ -141,3 +141,34 @@ def test_data_after_shut_rd_in_established_is_taken():
     c.conn.shutdown_read()
     c.feed(".", IRS + 1, 1001, data=b"late")
     assert c.conn.state == "ESTABLISHED" and c.conn.recv(10) == b"late"
+
+
+# ---- the ACK of a FIN that closes first ----------------------------------------------------------
+
+
+def test_after_data_the_ack_of_the_peers_fin_waits_for_ours():
+    c = opened(**ALL)
+    c.feed("F.", IRS + 1, 1001, data=b"bye", timestamps=(778, 0))
+    c.expect_nothing()  # pingpong (Linux's tcp_fin): our FIN will carry it
+    assert c.conn.recv(10) == b"bye"
+    c.conn.close(c.now)
+    assert [(s.flags, s.ack) for s in c.sent_segments()] == [(0x11, IRS + 5)]  # FIN,ACK
+
+
+def test_without_our_fin_the_delayed_ack_goes_alone():
+    c = opened(**ALL)
+    c.feed("F.", IRS + 1, 1001, data=b"bye", timestamps=(778, 0))
+    c.run_until(0.04)
+    assert [(s.flags, s.ack) for s in c.sent_segments()] == [(0x10, IRS + 5)]
+
+
+def test_data_in_time_wait_is_acked_with_the_fins_timestamp():
+    c = opened(**ALL)
+    c.conn.close(c.now)
+    c.feed(".", IRS + 1, 1002, timestamps=(778, 0))
+    c.feed("F.", IRS + 1, 1002, timestamps=(779, 0))
+    assert c.conn.state == "TIME_WAIT"
+    c.sent()
+    c.feed("P.", IRS + 2, 1002, data=b"late", timestamps=(780, 0))
+    [ack] = c.sent_segments()
+    assert ack.ack == IRS + 2 and ack.timestamps[1] == 779

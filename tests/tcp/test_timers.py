@@ -413,7 +413,8 @@ def test_fin_retransmitted_in_last_ack_then_gives_up():
     c.conn.close(c.now)
     c.run_until(10.0)
     fin = "Flags [F.], seq 1001, ack 5002, win 65534, length 0"
-    assert c.sent_at() == [(0.1, fin), (0.4, fin)]  # our FIN carries the ACK of theirs
+    assert c.sent_at() == [(0.1, "Flags [.], seq 1001, ack 5002, win 65534, length 0"),
+                           (0.1, fin), (0.4, fin)]
     assert c.conn.state == "CLOSED" and c.conn.error == errno.ETIMEDOUT
 
 
