@@ -1,4 +1,5 @@
-"""The two devices of the differential suite, made once per run (see
+"""The two devices of the differential suite, made once per module and removed
+after it (later TAP tests use the same addresses; see
 tests/helpers/conformance.py): the Linux kernel behind one TAP, the stack
 behind another, both at 192.0.2.1 in the test's private namespace."""
 
@@ -12,7 +13,7 @@ import pytest
 _ports = itertools.count(20000)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def devices():
     if os.geteuid() != 0 or os.environ.get("STACK_TEST_NETNS") != os.readlink("/proc/self/ns/net"):
         pytest.fail("the conformance suite needs root in a private network namespace")
