@@ -66,6 +66,9 @@ class TcpConfig:
     # The first SYN retransmissions of a connect wait one initial RTO each,
     # not twice the last (Linux 6.5+ ``tcp_syn_linear_timeouts``, default 4).
     syn_linear_timeouts: int = 4
+    # Tail loss probes (RFC 8985 7, as Linux's default): with SACK, the first
+    # timeout of a flight resends its last segment instead of backing off.
+    tlp: bool = True
     synack_retries: int = 5
 
     header_prediction: bool = True  # the fast path for in-order bulk segments (RFC 7323 D)

@@ -139,7 +139,7 @@ class Recovery:
             if ack == snd.snd_max:
                 self.timers.stop(T.RTO)
             elif restart_timer:
-                self.timers.start(T.RTO, now + self.conn.rtt.rto)
+                snd.arm_rto(now)
 
         if sack_ok:
             # RFC 6675 2: an ACK that SACKs new data is a duplicate ACK.

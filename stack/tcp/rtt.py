@@ -66,8 +66,11 @@ class Rtt:
         else:
             self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
             self.srtt = 0.875 * self.srtt + 0.125 * r
-        rto = self.srtt + max(cfg.clock_granularity, 4 * self.rttvar)
-        self.rto = min(max(rto, cfg.rto_min), cfg.rto_max)
+        # As Linux (tcp_rtt_estimator, __tcp_set_rto): the floor bounds the
+        # variance term, not the sum, so the RTO is SRTT + max(4 RTTVAR,
+        # rto_min); RFC 6298 2.4 floors the sum (a 1 s minimum there).
+        rto = self.srtt + max(cfg.clock_granularity, 4 * self.rttvar, cfg.rto_min)
+        self.rto = min(rto, cfg.rto_max)
         if self._trace.on:
             self._trace.event("tcp", "rtt", conn=self._name, sample=round(r, 6),
                               srtt=round(self.srtt, 6), rttvar=round(self.rttvar, 6),

@@ -51,6 +51,9 @@ class Sender:
         self.fin_seq = 0
         self.nodelay = cfg.nodelay
         self.retries = 0              # RTO expiries since the last new ACK
+        self.probe_due = False        # the RTO slot holds a tail loss probe's timeout
+        self.tlp_high: int | None = None  # SND.MAX when a probe went, until ACKed past
+        self.tail_start = 0           # where the last new segment sent began
         self.probes = 0               # window probes unanswered
         self.persist_backoff = 0
         self.ka_probes = 0            # keepalives unanswered
@@ -219,6 +222,8 @@ class Sender:
                     self.conn.count_retransmit("rto", nxt, n)
                 elif self.rtt.timed_seq is None:
                     self.rtt.time(end, now)
+                if not behind:
+                    self.tail_start = nxt
                 nxt = self.snd_nxt = end
                 if not behind:  # (then nxt was snd_max)
                     snd_max = self.snd_max = end
@@ -229,7 +234,7 @@ class Sender:
                 if n % mss:
                     self.sml = end  # (a TSO segment's short tail counts too)
                 if self.timers.at[RTO] is None:
-                    self.timers.start(RTO, now + self.rtt.rto)
+                    self.arm_rto(now)
                 if fin:
                     break
                 continue
@@ -240,10 +245,14 @@ class Sender:
                     self.conn.count_retransmit("rto", nxt, 0)
                 self.snd_nxt = end
                 if seq_gt(end, snd_max):
+                    self.tail_start = nxt
                     self.snd_max = end
-                self.timers.start_if_idle(T.RTO, now + self.rtt.rto)
+                if self.timers.at[RTO] is None:
+                    self.arm_rto(now)
             break
         timers = self.timers
+        if total and self.probe_due and self._may_probe():
+            self.arm_rto(now)  # the probe's timeout counts from the flight's last segment
         if remaining > 0 and not timers.armed(T.RTO) and not timers.armed(T.PERSIST):
             # Data waits on the peer's window and nothing is in flight to
             # bring an ACK: probe the window later.
@@ -310,13 +319,57 @@ class Sender:
         if seq_gt(end, self.snd_max):
             self.snd_max = end
 
+    # ---- tail loss probes (RFC 8985 7) --------------------------------------------------
+
+    def arm_rto(self, now: float) -> None:
+        """(Re)arm the retransmission timer, or, when a tail loss probe may
+        go first, the probe's timeout (PTO): 2 SRTT, plus 200 ms with one
+        segment in flight (the peer may delay its ACK), 1 s before any RTT
+        sample, and never later than the RTO would fire (Linux's
+        ``tcp_schedule_loss_probe``)."""
+        rto = self.rtt.rto
+        self.probe_due = self._may_probe()
+        if self.probe_due:
+            srtt = self.rtt.srtt
+            if srtt is None:
+                pto = 1.0
+            else:
+                alone = not seq_gt(self.tail_start, self.snd_una)  # one segment in flight
+                pto = 2 * srtt + (0.2 if alone else 0.002)
+            rto = min(rto, pto)
+        self.timers.start(T.RTO, now + rto)
+
+    def _may_probe(self) -> bool:
+        """A probe only with SACK (its ACK tells what arrived), outside
+        recovery, before any RTO of this flight, one per flight."""
+        return (self.cfg.tlp and self.hs.sack_ok and self.conn.synchronized
+                and not self.rec.in_recovery and not self.retries and self.tlp_high is None
+                and self.snd_max != self.snd_una)
+
+    def _send_probe(self, now: float) -> None:
+        """The probe: the flight's last segment again (RFC 8985 7.3; the
+        newest segment sent, not the last MSS of bytes), then the RTO from now."""
+        start = self.tail_start if seq_gt(self.tail_start, self.snd_una) else self.snd_una
+        self.tlp_high = self.snd_max
+        self.conn.trace.count("tcp", "tlp_probes")
+        self.conn.trace_timer("tlp", rto=round(self.rtt.rto, 6))
+        self.retransmit(start, seq_diff(self.snd_max, start), now, "tlp")
+        self.timers.start(T.RTO, now + self.rtt.rto)
+
     def on_rto(self, now: float) -> None:
-        """The retransmission timer expired (RFC 6298 5.4-5.6): give up after
-        the retries, or back off and resend (the SYN during the handshake;
-        otherwise tell recovery and go back N)."""
+        """The retransmission timer expired (RFC 6298 5.4-5.6): a tail loss
+        probe when one was due; else give up after the retries, or back off
+        and resend (the SYN during the handshake; otherwise tell recovery
+        and go back N)."""
         cfg = self.cfg
         conn = self.conn
         self.timers.stop(T.RTO)
+        if self.probe_due:
+            self.probe_due = False
+            if self._may_probe():
+                self._send_probe(now)
+                return
+        self.tlp_high = None
         self.retries += 1
         handshake = not conn.synchronized
         if handshake:
@@ -391,6 +444,8 @@ class Sender:
                         rtt.sample(d / 1000, now, ticks=True)
             self.retries = 0
             self.probes = 0
+            if self.tlp_high is not None and seq_ge(ack, self.tlp_high):
+                self.tlp_high = None  # the probe's episode is over (RFC 8985 7.4)
         self.rec.on_ack(seg, ack, acked, prior_flight, dup_candidate and win == self.snd_wnd, now)
 
         # Window update (RFC 9293 3.10.7.4): only from newer segments.

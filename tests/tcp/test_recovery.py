@@ -172,7 +172,7 @@ def test_rescue_retransmission_for_a_lost_tail():
 
 
 def test_rto_forgets_sacks_then_go_back_skips_what_is_sacked_again():
-    c = sender()
+    c = sender(TcpConfig(tlp=False))  # the RTO itself, not the tail loss probe before it
     c.now = 0.2
     ack(c, S(0), (S(2), S(3)))  # one duplicate ACK, no recovery
     c.run_until(c.conn.status()["timers"].get("rto"))
@@ -356,9 +356,10 @@ def transfer(seed: int, sack: bool, loss: float = 0.05,
              size: int = 1_000_000) -> tuple[int, LossyNet]:
     """One way bulk transfer through seeded, keyed loss (the same segments are
     lost with and without SACK); returns the sender's retransmitted segments.
-    ACKs are delayed from the start (no quickack mode): the first ACKs of
-    the two runs then differ only by what SACK changes."""
-    cfg = TcpConfig(sack=sack, max_quickacks=0)
+    ACKs are delayed from the start (no quickack mode), and no tail loss
+    probes (they need SACK, and each is a retransmission of its own): the
+    two runs then differ only by what SACK recovery changes."""
+    cfg = TcpConfig(sack=sack, max_quickacks=0, tlp=False)
     net = LossyNet(seed, loss=loss, delay=0.01, config=cfg, trace_events=False, keyed=True)
     lst = net.b.listen((0, 80), 8, 0.0)
     client = net.a.connect(net.A, (net.B, 80), 0.0)
@@ -396,3 +397,48 @@ def test_sack_needs_fewer_retransmissions_than_without(seed):
     info = (f"seed={seed} retransmitted with SACK {with_sack} (stats {net1.stats}), "
             f"without {without} (stats {net2.stats})")
     assert with_sack < without, info
+
+
+# ---- tail loss probes (RFC 8985 7) -------------------------------------------------------------
+
+
+def resent(c: Conversation) -> list[tuple[float, str, int]]:
+    return [(round(e["t"], 6), e["reason"], e["seq"]) for e in c.events
+            if e["event"] == "retransmit"]
+
+
+def test_the_first_timeout_of_a_flight_sends_its_last_segment_as_a_probe():
+    c = sender(segments=10)  # sent at 0.1; SRTT 0.1: PTO 2 SRTT + 2 ms = 0.202 < RTO 0.3
+    c.run_until(0.3021)
+    assert resent(c) == [(0.302, "tlp", S(9))]
+    assert c.trace.counters["tcp.tlp_probes"] == 1
+    # Then the RTO, one RTO after the probe, backed off as usual.
+    c.run_until(0.6031)
+    assert resent(c)[1:] == [(0.602, "rto", S(0))]
+    assert c.conn.status()["rto"] == pytest.approx(0.6)
+
+
+def test_one_segment_in_flight_waits_200_ms_more_for_a_delayed_ack():
+    # PTO 2 * 0.1 + 0.2 = 0.4 is past the RTO (0.3): the probe goes at the RTO's time.
+    c = sender(segments=1)
+    c.run_until(0.399)
+    assert resent(c) == []
+    c.run_until(0.401)
+    assert resent(c) == [(0.4, "tlp", S(0))]
+
+
+def test_no_probe_without_sack():
+    c = sender(segments=10, sack=False)
+    c.run_until(0.45)
+    assert resent(c) == [(0.4, "rto", S(0))]
+
+
+def test_the_probe_ack_ends_the_episode_and_the_next_flight_may_probe_again():
+    c = sender(segments=2)
+    c.run_until(0.3021)
+    c.sent()
+    ack(c, S(2))                                  # everything, probe included
+    c.conn.send(b"y" * MSS, c.now)
+    c.sent()
+    c.run_until(c.now + 1.0)
+    assert [r for _, r, _ in resent(c)][:2] == ["tlp", "tlp"]

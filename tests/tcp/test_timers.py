@@ -40,8 +40,9 @@ def test_rto_from_first_sample():
 
 
 def test_rto_never_below_minimum():
+    # As Linux: the floor bounds the variance term, RTO = SRTT + max(4 RTTVAR, 0.2).
     c = connect_with_rtt(rtt=0.001)
-    assert c.conn.status()["rto"] == pytest.approx(0.2)
+    assert c.conn.status()["rto"] == pytest.approx(0.201)
 
 
 def test_retransmission_backoff_and_retry_limit():
@@ -209,16 +210,16 @@ def test_newreno_partial_ack_retransmits_next_hole():
 
 
 def test_zero_window_probes_with_backoff_then_window_opens():
-    c = connect_with_rtt(rtt=0.001)  # RTO 0.2
+    c = connect_with_rtt(rtt=0.001)  # RTO 0.201
     c.feed(".", 5001, 1001, win=0)
     c.conn.send(b"hello", c.now)
     c.expect_nothing()
     probe = "Flags [.], seq 1000, ack 5001, win 65535, length 0"  # snd_una - 1
-    c.run_until(0.201)
-    assert c.sent_at() == [(0.201, probe)]
+    c.run_until(0.202)
+    assert c.sent_at() == [(0.202, probe)]
     c.feed(".", 5001, 1001, win=0)       # still closed
-    c.run_until(1.401)
-    assert c.sent_at() == [(0.601, probe), (1.401, probe)]
+    c.run_until(1.409)
+    assert c.sent_at() == [(0.604, probe), (1.408, probe)]
     c.feed(".", 5001, 1001, win=1000)    # opens
     c.expect("Flags [P.], seq 1001:1006, ack 5001, win 65535, length 5")
 
@@ -275,7 +276,7 @@ def test_small_window_sent_by_persist_override():
     c.feed(".", 5001, 1001, win=100)   # below half the max window and an MSS
     c.conn.send(b"x" * 1000, c.now)
     c.expect_nothing()  # sender SWS avoidance
-    c.run_until(0.201)
+    c.run_until(0.202)
     c.expect("Flags [.], seq 1001:1101, ack 5001, win 65535, length 100")
 
 
@@ -423,12 +424,12 @@ def test_retransmission_respects_small_window():
     c.feed(".", 5001, 1001, win=200)
     c.conn.send(b"x" * 1000, c.now)
     c.expect_nothing()  # sender SWS avoidance
-    c.run_until(0.5)    # persist override at 0.201, lost; RTO at 0.401
+    c.run_until(0.5)    # persist override at 0.202, lost; RTO at 0.403
     seg = "Flags [.], seq 1001:1201, ack 5001, win 65535, length 200"
-    assert c.sent_at() == [(0.201, seg), (0.401, seg)]
-    c.feed(".", 5001, 1201, win=0)  # at 0.5; the RTO stays backed off at 0.4
+    assert c.sent_at() == [(0.202, seg), (0.403, seg)]
+    c.feed(".", 5001, 1201, win=0)  # at 0.5; the RTO stays backed off at 0.402
     c.run_until(0.95)
-    assert c.sent_at() == [(0.9, "Flags [.], seq 1200, ack 5001, win 65535, length 0")]
+    assert c.sent_at() == [(0.902, "Flags [.], seq 1200, ack 5001, win 65535, length 0")]
 
 
 def test_window_shrunk_on_data_in_flight_does_not_time_out():
