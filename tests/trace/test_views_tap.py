@@ -120,7 +120,9 @@ def test_ping_and_udp_fragments_appear_in_the_ip_view(tap_stack, tmp_path):
 
 def test_arp_failure_is_in_the_arp_view_and_the_connects_cause(tap_stack, tmp_path):
     path = tmp_path / "arp.jsonl"
-    net = tap_stack(trace=str(path), tcp_config=TcpConfig(syn_retries=2))
+    # 3 SYN retries one second apart (Linux's linear SYN timeouts): the connect
+    # would time out at 4 s, after ARP gives up at 3 s.
+    net = tap_stack(trace=str(path), tcp_config=TcpConfig(syn_retries=3))
     s = net.socket(socket.AF_INET, socket.SOCK_STREAM)
     with pytest.raises(OSError) as e:
         s.connect(("192.0.2.99", 80))     # on the subnet; nobody answers ARP for it
