@@ -317,6 +317,8 @@ def describe_ip_options(opts: bytes) -> str:
     names = {"192.0.2.1": "DUT", "192.0.2.2": "TESTER", "0.0.0.0": "0"}
 
     def addr(b: bytes) -> str:
+        if len(b) != 4:
+            return "?"  # (a malformed option that runs past the header)
         text = socket.inet_ntoa(b)
         return names.get(text, text)
 
@@ -344,6 +346,7 @@ def describe_ip_options(opts: bytes) -> str:
             items = []
             for j in range(4, length - step + 1, step):
                 t = "t" if any(body[j + step - 4:j + step]) else "0"
+                t = t if len(body) >= j + step else "?"
                 items.append(t if flag == 0 else f"{addr(body[j:j + 4])}={t}")
             out.append(f"ts {body[2]} flag {flag} overflow {body[3] >> 4} " + ",".join(items))
         else:
