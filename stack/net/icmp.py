@@ -1,7 +1,7 @@
 """ICMP (RFC 792, RFC 1122 3.2.2): echo, and the errors a host sends and hears.
 
-Errors are rate limited by a token bucket (like Linux's icmp_msgs_per_sec)
-and never sent about an ICMP error, a fragment other than the first, a
+Errors are rate limited as Linux limits them, per host (6 at once, one a
+second: icmp_ratelimit) and in all (icmp_msgs_per_sec), and never sent about an ICMP error, a fragment other than the first, a
 broadcast, or a packet from an address that is not a unicast host. Errors to
 ourselves (over ``lo``) are not rate limited, as on Linux.
 
@@ -49,6 +49,9 @@ class IcmpConfig:
     error_rate: float = 1000.0   # errors per second, sustained
     error_burst: int = 50        # errors at once
     quote_limit: int = 576       # an error's whole datagram at most (RFC 1812 4.3.2.3, as Linux)
+    peer_interval: float = 1.0   # seconds per error to one host, sustained (icmp_ratelimit; 0: none)
+    peer_burst: int = 6          # errors to one host at once (Linux's XRLIM_BURST_FACTOR)
+    max_peers: int = 1024        # hosts whose error budget is remembered; the oldest is forgotten
 
 
 class IcmpLayer:
@@ -63,6 +66,8 @@ class IcmpLayer:
         self.config = config or IcmpConfig()
         self._tokens = float(self.config.error_burst)
         self._tokens_at = 0.0
+        # Per host the errors went to: (seconds of budget, when), as Linux's inet_peer.
+        self.error_budgets: dict[int, tuple[float, float]] = {}
         self.error_handlers: dict[int, ErrorHandler] = {}   # by quoted protocol
         self.echo_waiters: dict[tuple[int, int], Callable[[int, bytes, float], None]] = {}
         ip.handlers[PROTO_ICMP] = self.receive
@@ -157,7 +162,7 @@ class IcmpLayer:
         if self.ip.is_broadcast(h.src):
             return
         # (A 127/8 source arrives only over lo: the wire's are martians.)
-        if not self.ip.is_local(h.src) and not self._take_token(now):
+        if not self.ip.is_local(h.src) and not self._take_token(now, h.src):
             self.trace.drop("icmp", "rate_limited", type=type_)
             return
         self._send_error(type_, code, h, payload, now, rest)
@@ -290,12 +295,30 @@ class IcmpLayer:
     def _reassembly_timeout(self, first: Ipv4Header, head: bytes, now: float) -> None:
         self.send_error(TIME_EXCEEDED, REASSEMBLY_TIMEOUT, first, head, now)
 
-    def _take_token(self, now: float) -> bool:
+    def _take_token(self, now: float, peer: int) -> bool:
+        """May an error go to ``peer`` now? Linux's two limits: every host
+        has ``peer_burst`` errors at once and one per ``peer_interval``
+        (icmp_ratelimit, per inet_peer), and all hosts together
+        ``error_burst`` at once and ``error_rate`` a second
+        (icmp_msgs_per_sec); a host's budget is spent only when the
+        global one has room, the global one only when the host's allows."""
         cfg = self.config
         self._tokens = min(cfg.error_burst, self._tokens + (now - self._tokens_at) * cfg.error_rate)
         self._tokens_at = now
         if self._tokens < 1.0:
             return False
+        if cfg.peer_interval > 0:
+            full = cfg.peer_burst * cfg.peer_interval
+            budget, at = self.error_budgets.pop(peer, (full, now))
+            budget = min(full, budget + (now - at))
+            allowed = budget >= cfg.peer_interval
+            if allowed:
+                budget -= cfg.peer_interval
+            if len(self.error_budgets) >= cfg.max_peers:
+                del self.error_budgets[next(iter(self.error_budgets))]  # the one longest unheard of
+            self.error_budgets[peer] = (budget, now)
+            if not allowed:
+                return False
         self._tokens -= 1.0
         return True
 
