@@ -43,6 +43,7 @@ tester sends and listens there on an AF_PACKET socket. The tester is
 from __future__ import annotations
 
 import errno
+import gc
 import re
 import select
 import socket
@@ -441,6 +442,10 @@ class Runner:
     def run(self, script: str) -> list[str]:
         default = socket.getdefaulttimeout()
         socket.setdefaulttimeout(3.0)  # no call blocks a run for ever (both devices read it)
+        # No cyclic collection inside a run (it happens between runs): a full
+        # one (scapy makes many objects) can hold the stack's thread past the
+        # "now" bucket.
+        gc.disable()
         try:
             for raw in script.strip().splitlines():
                 line = raw.split("#", 1)[0].strip() if not raw.strip().startswith(">") else raw
@@ -454,6 +459,7 @@ class Runner:
             for t in self.threads:
                 t.join(timeout=0.5)
         finally:
+            gc.enable()
             self.cleanup()
             socket.setdefaulttimeout(default)
         return self.conv.transcript()
