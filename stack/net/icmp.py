@@ -1,7 +1,7 @@
 """ICMP (RFC 792, RFC 1122 3.2.2): echo, and the errors a host sends and hears.
 
-Errors are rate limited by a token bucket (like Linux's icmp_msgs_per_sec)
-and never sent about an ICMP error, a fragment other than the first, a
+Errors are rate limited as Linux limits them, per host (6 at once, one a
+second: icmp_ratelimit) and in all (icmp_msgs_per_sec), and never sent about an ICMP error, a fragment other than the first, a
 broadcast, or a packet from an address that is not a unicast host. Errors to
 ourselves (over ``lo``) are not rate limited, as on Linux.
 
@@ -9,6 +9,13 @@ A packet of ours whose next hop never answered ARP is answered like Linux's
 arp_error_report: a host unreachable from us to us, through ``lo``, which
 then arrives like any ICMP error and reaches the TCP connection or UDP
 socket that sent the packet (:meth:`IcmpLayer.neighbour_unreachable`).
+
+IP options, as Linux: a malformed one is answered with a parameter problem
+pointing at the bad byte (rate limited like every error); the answers to a
+datagram (echo and timestamp replies, errors) carry its record route and
+timestamp options back with us recorded on arrival and again on the way
+out (RFC 1122 3.2.2.6, 3.2.1.8; :func:`stack.wire.ipv4.record_options`),
+and an error quotes the header with its options.
 """
 
 from __future__ import annotations
@@ -22,11 +29,14 @@ from stack.trace import Trace
 from stack.wire import WireError
 from stack.wire.icmp import (
     DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, TIMESTAMP, TIMESTAMP_REPLY, ERROR_TYPES, FRAG_NEEDED, HOST_UNREACHABLE,
-    PORT_UNREACHABLE,
+    PARAMETER_PROBLEM, PORT_UNREACHABLE,
     PROTO_UNREACHABLE, REASSEMBLY_TIMEOUT, REDIRECT, SOURCE_QUENCH, TIME_EXCEEDED, IcmpMessage,
     build_icmp, icmp_name, parse_icmp,
 )
-from stack.wire.ipv4 import IPV4_HEADER, PROTO_ICMP, Ipv4Header, int2ip
+from stack.wire.ipv4 import (
+    IPV4_HEADER, IPV4_MIN_LEN, PROTO_ICMP, Ipv4Header, OptionError, RecordedOptions, int2ip,
+    parse_options, record_options,
+)
 
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
 
@@ -39,6 +49,9 @@ class IcmpConfig:
     error_rate: float = 1000.0   # errors per second, sustained
     error_burst: int = 50        # errors at once
     quote_limit: int = 576       # an error's whole datagram at most (RFC 1812 4.3.2.3, as Linux)
+    peer_interval: float = 1.0   # seconds per error to one host, sustained (icmp_ratelimit; 0: none)
+    peer_burst: int = 6          # errors to one host at once (Linux's XRLIM_BURST_FACTOR)
+    max_peers: int = 1024        # hosts whose error budget is remembered; the oldest is forgotten
 
 
 class IcmpLayer:
@@ -53,12 +66,15 @@ class IcmpLayer:
         self.config = config or IcmpConfig()
         self._tokens = float(self.config.error_burst)
         self._tokens_at = 0.0
+        # Per host the errors went to: (seconds of budget, when), as Linux's inet_peer.
+        self.error_budgets: dict[int, tuple[float, float]] = {}
         self.error_handlers: dict[int, ErrorHandler] = {}   # by quoted protocol
         self.echo_waiters: dict[tuple[int, int], Callable[[int, bytes, float], None]] = {}
         ip.handlers[PROTO_ICMP] = self.receive
         ip.on_unknown_protocol = self._protocol_unreachable
         ip.on_reassembly_timeout = self._reassembly_timeout
         ip.on_unresolved = self.neighbour_unreachable
+        ip.on_bad_options = self._bad_options
 
     # -- receiving ---------------------------------------------------------
 
@@ -86,8 +102,11 @@ class IcmpLayer:
                 self.trace.drop("icmp", "broadcast_echo")
                 return
             reply = build_icmp(IcmpMessage(ECHO_REPLY, 0, m.rest, m.data))
+            options = self._reply_options(h, now)
+            if options is None:
+                return
             try:
-                self.ip.send(h.dst, h.src, PROTO_ICMP, reply, now, tos=h.tos)
+                self.ip.send(h.dst, h.src, PROTO_ICMP, reply, now, tos=h.tos, options=options)
             except OSError as e:
                 self.trace.drop("icmp", "reply_unroutable", detail=str(e))
                 return
@@ -143,7 +162,7 @@ class IcmpLayer:
         if self.ip.is_broadcast(h.src):
             return
         # (A 127/8 source arrives only over lo: the wire's are martians.)
-        if not self.ip.is_local(h.src) and not self._take_token(now):
+        if not self.ip.is_local(h.src) and not self._take_token(now, h.src):
             self.trace.drop("icmp", "rate_limited", type=type_)
             return
         self._send_error(type_, code, h, payload, now, rest)
@@ -173,14 +192,14 @@ class IcmpLayer:
         if len(m.data) < 12 or self.ip.is_broadcast(h.dst):
             self.trace.drop("icmp", "bad_timestamp" if len(m.data) < 12 else "broadcast_timestamp")
             return
-        if self.utc_offset is None:
-            ms = 0x80000000  # not in standard time
-        else:
-            ms = int(((now + self.utc_offset) % 86400) * 1000)
-        data = bytes(m.data[:4]) + ms.to_bytes(4, "big") * 2
+        data = bytes(m.data[:4]) + self._ms(now).to_bytes(4, "big") * 2
+        options = self._reply_options(h, now)
+        if options is None:
+            return
         try:
             self.ip.send(h.dst, h.src, PROTO_ICMP,
-                         build_icmp(IcmpMessage(TIMESTAMP_REPLY, 0, m.rest, data)), now, tos=h.tos)
+                         build_icmp(IcmpMessage(TIMESTAMP_REPLY, 0, m.rest, data)), now, tos=h.tos,
+                         options=options)
         except OSError as e:
             self.trace.drop("icmp", "reply_unroutable", detail=str(e))
             return
@@ -189,23 +208,73 @@ class IcmpLayer:
             self.trace.event("icmp", "out", dst=int2ip(h.src), type=TIMESTAMP_REPLY, code=0,
                              name="timestamp reply", id=m.ident, seq=m.seq)
 
+    def _ms(self, now: float) -> int:
+        """Milliseconds since midnight UT (RFC 792), or the high-order bit
+        alone when the time of day is not known."""
+        if self.utc_offset is None:
+            return 0x80000000  # not in standard time
+        return int(((now + self.utc_offset) % 86400) * 1000)
+
+    def _recorded(self, h: Ipv4Header, now: float) -> RecordedOptions | None:
+        """What the options of (received) ``h`` become at us, and in an answer."""
+        if not h.options:
+            return None
+        try:
+            parsed = parse_options(h.options)
+        except OptionError as e:
+            parsed = e.partial  # (a parameter problem: what came before the bad byte)
+        ip = self.ip
+        return record_options(h.options, parsed, h.dst if ip.is_local(h.dst) else ip.address,
+                              self._ms(now), self._ours)
+
+    def _ours(self, addr: int) -> bool:
+        """Is ``addr`` one whose prespecified timestamp we fill (Linux: not
+        RTN_UNICAST): ours, 127/8, a broadcast, 0/8 or multicast."""
+        return (self.ip.is_local(addr) or self.ip.is_broadcast(addr) or addr >> 24 == 0
+                or addr >> 28 == 0xE)
+
+    def _reply_options(self, h: Ipv4Header, now: float) -> bytes | None:
+        """The options an answer to ``h`` carries (RFC 1122 3.2.2.6: a
+        record route and a timestamp come back with us recorded, as
+        Linux's ip_options_echo); None when they leave no room, and then,
+        as on Linux, nothing answers."""
+        rec = self._recorded(h, now)
+        if rec is None:
+            return b""
+        if rec.reply is None:
+            self.trace.drop("icmp", "options_full", src=int2ip(h.src))
+        return rec.reply
+
+    def _bad_options(self, h: Ipv4Header, payload: memoryview, pointer: int, now: float) -> None:
+        """A malformed option: a parameter problem pointing at its bad byte
+        (RFC 792, RFC 1122 3.2.2.5, as Linux's ip_options_compile)."""
+        self.send_error(PARAMETER_PROBLEM, 0, h, payload, now, rest=pointer << 24)
+
     def _send_error(self, type_: int, code: int, h: Ipv4Header, payload: bytes | memoryview,
                     now: float, rest: int = 0, cause: str | None = None) -> None:
-        # Quote the original header (without options) and as much of its
-        # payload as fits in a 576-byte error (RFC 1812 4.3.2.3; RFC 792's
-        # minimum is 8 bytes; Linux quotes this much).
-        orig = IPV4_HEADER.pack(0x45, h.tos, h.total_length - h.header_length + 20, h.ident,
+        # Quote the original header, its options as we left them, and as much
+        # of its payload as fits in a 576-byte error (RFC 1812 4.3.2.3; RFC
+        # 792's minimum is 8 bytes; Linux quotes this much). The error
+        # carries the datagram's record route and timestamp back, as Linux's.
+        rec = self._recorded(h, now)
+        options = b"" if rec is None else rec.reply
+        if options is None:
+            self.trace.drop("icmp", "options_full", src=int2ip(h.src))
+            return
+        qopts = b"" if rec is None else rec.options
+        orig = IPV4_HEADER.pack(0x45 + len(qopts) // 4, h.tos, h.total_length, h.ident,
                                 (0x4000 if h.df else 0) | (h.frag_offset >> 3) | (0x2000 if h.mf else 0),
-                                h.ttl, h.proto, 0, h.src, h.dst)
+                                h.ttl, h.proto, 0, h.src, h.dst) + qopts
         c = checksum(orig)
         orig = orig[:10] + bytes((c >> 8, c & 0xFF)) + orig[12:]
-        quoted = bytes(payload[:max(8, self.config.quote_limit - 20 - 8 - 20)])
+        room = self.config.quote_limit - IPV4_MIN_LEN - len(options) - 8 - len(orig)
+        quoted = bytes(payload[:max(8, room)])
         msg = build_icmp(IcmpMessage(type_, code, rest, orig + quoted))
         # From the address the packet was sent to when it was ours (127.0.0.1
         # answers for itself over lo), as Linux's icmp_send.
         src = h.dst if self.ip.is_local(h.dst) else self.ip.address
         try:
-            self.ip.send(src, h.src, PROTO_ICMP, msg, now)
+            self.ip.send(src, h.src, PROTO_ICMP, msg, now, options=options)
         except OSError:
             return
         self.trace.count("icmp", f"out.type{type_}")
@@ -214,6 +283,7 @@ class IcmpLayer:
                              name=icmp_name(type_, code), quote=describe_quote(orig + bytes(payload[:8])),
                              **({"mtu": rest & 0xFFFF} if code == FRAG_NEEDED
                                 and type_ == DEST_UNREACHABLE else {}),
+                             **({"pointer": rest >> 24} if type_ == PARAMETER_PROBLEM else {}),
                              **({"cause": cause} if cause else {}))
 
     def port_unreachable(self, h: Ipv4Header, payload: bytes | memoryview, now: float) -> None:
@@ -225,12 +295,30 @@ class IcmpLayer:
     def _reassembly_timeout(self, first: Ipv4Header, head: bytes, now: float) -> None:
         self.send_error(TIME_EXCEEDED, REASSEMBLY_TIMEOUT, first, head, now)
 
-    def _take_token(self, now: float) -> bool:
+    def _take_token(self, now: float, peer: int) -> bool:
+        """May an error go to ``peer`` now? Linux's two limits: every host
+        has ``peer_burst`` errors at once and one per ``peer_interval``
+        (icmp_ratelimit, per inet_peer), and all hosts together
+        ``error_burst`` at once and ``error_rate`` a second
+        (icmp_msgs_per_sec); a host's budget is spent only when the
+        global one has room, the global one only when the host's allows."""
         cfg = self.config
         self._tokens = min(cfg.error_burst, self._tokens + (now - self._tokens_at) * cfg.error_rate)
         self._tokens_at = now
         if self._tokens < 1.0:
             return False
+        if cfg.peer_interval > 0:
+            full = cfg.peer_burst * cfg.peer_interval
+            budget, at = self.error_budgets.pop(peer, (full, now))
+            budget = min(full, budget + (now - at))
+            allowed = budget >= cfg.peer_interval
+            if allowed:
+                budget -= cfg.peer_interval
+            if len(self.error_budgets) >= cfg.max_peers:
+                del self.error_budgets[next(iter(self.error_budgets))]  # the one longest unheard of
+            self.error_budgets[peer] = (budget, now)
+            if not allowed:
+                return False
         self._tokens -= 1.0
         return True
 

@@ -23,7 +23,8 @@ from stack.net.reassembly import FragmentReassembler, ReassemblyConfig
 from stack.trace import Trace
 from stack.wire import WireError
 from stack.wire.ipv4 import (
-    FLAG_DF, FLAG_MF, IPV4_HEADER, IPV4_MIN_LEN, Ipv4Header, int2ip, parse_ipv4,
+    FLAG_DF, FLAG_MF, IPV4_HEADER, IPV4_MIN_LEN, Ipv4Header, OptionError, fragment_options,
+    int2ip, parse_ipv4, parse_options,
 )
 from stack.native import checksum
 
@@ -57,6 +58,8 @@ class Ipv4Layer:
         # Set by the ICMP layer: called for packets we must answer with an error.
         self.on_unknown_protocol: Callable[[Ipv4Header, memoryview, float], None] | None = None
         self.on_reassembly_timeout: Callable[[Ipv4Header, bytes, float], None] | None = None
+        # Called for a packet for us whose options are malformed (the bad byte's offset).
+        self.on_bad_options: Callable[[Ipv4Header, memoryview, int, float], None] | None = None
         # Called for each of our packets ARP gave up on (its next hop never answered).
         self.on_unresolved: Callable[[Ipv4Header, memoryview, float], None] | None = None
         eth.on_unresolved = self._unresolved
@@ -130,11 +133,16 @@ class Ipv4Layer:
         return self._ident
 
     def send(self, src: int, dst: int, proto: int, payload: bytes | memoryview, now: float,
-             df: bool = False, ttl: int | None = None, tos: int = 0) -> None:
+             df: bool = False, ttl: int | None = None, tos: int = 0, options: bytes = b"") -> None:
         """Send one datagram: through ``lo`` to one of our own addresses,
         otherwise fragmented to the link's MTU. Raises OSError (ENETUNREACH,
         EMSGSIZE; EINVAL for a 127/8 source to elsewhere, as Linux) for what
-        a caller must hear about."""
+        a caller must hear about. ``options``: IP options (a multiple of 4
+        bytes, at most 40), in every fragment but without those that are not
+        copied after the first."""
+        if options:
+            self._send_with_options(src, dst, proto, payload, now, df, ttl, tos, options)
+            return
         total = IPV4_MIN_LEN + len(payload)
         if total > 65535:
             raise OSError(errno.EMSGSIZE, "Message too long")
@@ -172,6 +180,43 @@ class Ipv4Layer:
         if self.trace.on:
             self.trace.event("ip", "fragmented", dst=int2ip(dst), id=ident, length=len(mv),
                              fragments=count, offsets=list(range(0, len(mv), step)), mtu=self.mtu)
+
+    def _send_with_options(self, src: int, dst: int, proto: int, payload: bytes | memoryview,
+                           now: float, df: bool, ttl: int | None, tos: int, options: bytes) -> None:
+        """:meth:`send`'s rarely taken way: a header longer than 20 bytes."""
+        hlen = IPV4_MIN_LEN + len(options)
+        if hlen + len(payload) > 65535:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        ident = self.next_ident()
+        ttl = self.default_ttl if ttl is None else ttl
+        if self.is_local(dst):
+            src = src or self.source_for(dst)
+            self.trace.counters["ip.packets_out"] += 1
+            self.lo.send(_header(hlen + len(payload), ident, 0, ttl, proto, src, dst, tos, options)
+                         + payload)
+            return
+        if (src >> 24) == 127:
+            self.trace.drop("ip", "loopback_source_out", src=int2ip(src), dst=int2ip(dst))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        hop = self.next_hop(dst)
+        broadcast = self.is_broadcast(dst)
+        src = src or self.address
+        if hlen + len(payload) > self.mtu and df:
+            raise OSError(errno.EMSGSIZE, "Message too long")
+        step = (self.mtu - hlen) & ~7
+        mv = memoryview(payload)
+        later = fragment_options(options)
+        count = 0
+        for off in range(0, max(len(mv), 1), step):
+            piece = mv[off:off + step]
+            flags = (FLAG_MF if off + step < len(mv) else 0) | (FLAG_DF if df else 0)
+            self.eth.send_ipv4(hop, _header(hlen + len(piece), ident, flags | (off >> 3), ttl, proto,
+                                            src, dst, tos, later if off else options) + piece,
+                               now, broadcast)
+            count += 1
+        self.trace.count("ip", "packets_out", count)
+        if count > 1:
+            self.trace.count("ip", "fragmented")
 
     def _send_lo(self, src: int, dst: int, proto: int, payload: bytes | memoryview,
                  ttl: int | None, tos: int) -> None:
@@ -225,6 +270,8 @@ class Ipv4Layer:
             # only for broadcasts (RFC 1122 3.2.1.3).
             self.trace.drop("ip", "martian_source", src=int2ip(src))
             return
+        if h.header_length > IPV4_MIN_LEN and not self._options_pass(h, payload, now):
+            return
         self.trace.counters["ip.packets_in"] += 1
         if h.mf or h.frag_offset:
             done = self.reassembler.add(h, payload, now)
@@ -239,6 +286,24 @@ class Ipv4Layer:
                 self.on_unknown_protocol(h, payload, now)
             return
         handler(h, payload, now)
+
+    def _options_pass(self, h: Ipv4Header, payload: memoryview, now: float) -> bool:
+        """Check a received header's options: a malformed one is dropped and
+        answered with a parameter problem (``on_bad_options``), one with a
+        source route is dropped (as Linux's default, accept_source_route 0).
+        The rest go on; what they record is the answer's business
+        (:func:`stack.wire.ipv4.record_options`)."""
+        try:
+            parsed = parse_options(h.options)
+        except OptionError as e:
+            self.trace.drop("ip", "bad_option", src=int2ip(h.src), pointer=e.pointer, detail=str(e))
+            if self.on_bad_options is not None:
+                self.on_bad_options(h, payload, e.pointer, now)
+            return False
+        if parsed.srr:
+            self.trace.drop("ip", "source_route", src=int2ip(h.src), strict=parsed.strict_route)
+            return False
+        return True
 
     def deliver_local(self, now: float) -> None:
         """Hand up the packets waiting on ``lo`` (the runtime loop calls this)."""
@@ -261,6 +326,7 @@ class Ipv4Layer:
 
 
 def _header(total: int, ident: int, frag: int, ttl: int, proto: int, src: int, dst: int,
-            tos: int = 0) -> bytes:
-    csum = checksum(IPV4_HEADER.pack(0x45, tos, total, ident, frag, ttl, proto, 0, src, dst))
-    return IPV4_HEADER.pack(0x45, tos, total, ident, frag, ttl, proto, csum, src, dst)
+            tos: int = 0, options: bytes = b"") -> bytes:
+    vihl = 0x45 + len(options) // 4
+    csum = checksum(IPV4_HEADER.pack(vihl, tos, total, ident, frag, ttl, proto, 0, src, dst) + options)
+    return IPV4_HEADER.pack(vihl, tos, total, ident, frag, ttl, proto, csum, src, dst) + options

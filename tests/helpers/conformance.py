@@ -43,6 +43,7 @@ tester sends and listens there on an AF_PACKET socket. The tester is
 from __future__ import annotations
 
 import errno
+import gc
 import re
 import select
 import socket
@@ -285,16 +286,76 @@ def describe(frame: bytes, conv: Conversation) -> str | None:
     ip = pkt[IP]
     if ip.src != DUT or ip.dst != TESTER:
         return None
+    raw = bytes(ip)
+    opts = describe_ip_options(raw[20:(raw[0] & 0x0F) * 4])
     if TCP in ip:
-        return describe_tcp(ip[TCP], conv)
-    if ICMP in ip:
-        icmp = ip[ICMP]
-        opts = f" ipopts {len(bytes(ip.options))}" if ip.options else ""
+        text = describe_tcp(ip[TCP], conv)
+        return None if text is None else text + opts
+    if ICMP in ip or ip.proto == 1:
+        body = bytes(ip.payload)
         frag = " frag" if ip.flags.MF or ip.frag else ""
-        return f"< icmp {icmp.type}/{icmp.code} len {len(bytes(icmp))}{opts}{frag}"
+        if ip.frag:
+            return f"< icmp fragment len {len(body)}{opts}{frag}"
+        out = f"< icmp {body[0]}/{body[1]} len {len(body)}{opts}{frag}"
+        if body[0] == 12:
+            out += f" ptr {body[4]}"
+        if body[0] in (3, 4, 5, 11, 12) and len(body) >= 28:
+            inner = body[8:]
+            qopts = describe_ip_options(inner[20:(inner[0] & 0x0F) * 4])
+            out += f" quote{qopts}" if qopts else ""
+        return out
     if UDP in ip and conv.tport in (ip[UDP].sport, ip[UDP].dport):
         return f"< udp len {len(bytes(ip[UDP].payload))}"
     return None
+
+
+def describe_ip_options(opts: bytes) -> str:
+    """IP options as `` ipopts[...]``: a record route as its pointer and
+    the addresses in it (``DUT``, ``TESTER``, ``0`` or the address), a
+    timestamp as its pointer, flags, overflow count and entries (a time is
+    ``t``: when it was taken differs from run to run); any other option as
+    its type and length, no-operations as ``nop*N``. Empty without options."""
+    names = {"192.0.2.1": "DUT", "192.0.2.2": "TESTER", "0.0.0.0": "0"}
+
+    def addr(b: bytes) -> str:
+        if len(b) != 4:
+            return "?"  # (a malformed option that runs past the header)
+        text = socket.inet_ntoa(b)
+        return names.get(text, text)
+
+    out: list[str] = []
+    i = nops = 0
+    while i < len(opts):
+        kind = opts[i]
+        if kind == 1:
+            nops += 1
+            i += 1
+            continue
+        if nops:
+            out.append(f"nop*{nops}")
+            nops = 0
+        if kind == 0:
+            break
+        length = opts[i + 1] if i + 1 < len(opts) else 0
+        body = opts[i:i + length]
+        if kind == 7 and length >= 3:
+            slots = [addr(body[j:j + 4]) for j in range(3, length - 3, 4)]
+            out.append(f"rr {body[2]} " + ",".join(slots))
+        elif kind == 68 and length >= 4:
+            flag = body[3] & 0x0F
+            step = 4 if flag == 0 else 8
+            items = []
+            for j in range(4, length - step + 1, step):
+                t = "t" if any(body[j + step - 4:j + step]) else "0"
+                t = t if len(body) >= j + step else "?"
+                items.append(t if flag == 0 else f"{addr(body[j:j + 4])}={t}")
+            out.append(f"ts {body[2]} flag {flag} overflow {body[3] >> 4} " + ",".join(items))
+        else:
+            out.append(f"opt {kind} len {length}")
+        i += max(length, 2)
+    if nops:
+        out.append(f"nop*{nops}")
+    return f" ipopts[{'; '.join(out)}]" if opts else ""
 
 
 def describe_tcp(tcp: Any, conv: Conversation) -> str | None:
@@ -381,6 +442,10 @@ class Runner:
     def run(self, script: str) -> list[str]:
         default = socket.getdefaulttimeout()
         socket.setdefaulttimeout(3.0)  # no call blocks a run for ever (both devices read it)
+        # No cyclic collection inside a run (it happens between runs): a full
+        # one (scapy makes many objects) can hold the stack's thread past the
+        # "now" bucket.
+        gc.disable()
         try:
             for raw in script.strip().splitlines():
                 line = raw.split("#", 1)[0].strip() if not raw.strip().startswith(">") else raw
@@ -394,6 +459,7 @@ class Runner:
             for t in self.threads:
                 t.join(timeout=0.5)
         finally:
+            gc.enable()
             self.cleanup()
             socket.setdefaulttimeout(default)
         return self.conv.transcript()

@@ -16,7 +16,7 @@ import pytest
 from stack.net.udp import UdpEndpoint
 from stack.wire.ipv4 import Ipv4Header
 from tests.helpers.checksum import ref_checksum
-from tests.helpers.frames import (BCAST, PEER, PEER_MAC, SUBNET_BCAST, US, US_MAC, echo, eth,
+from tests.helpers.frames import (BCAST, OTHER, OTHER_MAC, PEER, PEER_MAC, SUBNET_BCAST, US, US_MAC, echo, eth,
                                   fragment, icmp, ipv4, reassemble, split, udp)
 from tests.helpers.hosts import IpHost, host_fixture
 
@@ -170,8 +170,41 @@ def test_no_port_unreachable_for_a_broadcast(host):
     assert x.counter("icmp.out.type3") == 0
 
 
+def test_errors_to_one_host_are_rate_limited_per_host(host):
+    """Linux's icmp_ratelimit: 6 at once to a host, then one a second."""
+    x = host()
+    sent = []
+    for i in range(10):
+        sent += x.feed(eth(ipv4(PEER, US, 17, udp(PEER, US, 5555, 10000 + i, b"x"), ident=i)))
+    assert len(sent) == 6
+    assert x.counter("icmp.drop.rate_limited") == 4
+    x.t += 0.5
+    assert len(x.feed(eth(ipv4(PEER, US, 17, udp(PEER, US, 5555, 9, b"x"))))) == 0
+    x.t += 0.5
+    assert len(x.feed(eth(ipv4(PEER, US, 17, udp(PEER, US, 5555, 9, b"x"))))) == 1
+    assert len(x.feed(eth(ipv4(PEER, US, 17, udp(PEER, US, 5555, 9, b"x"))))) == 0
+    # Another host has its own budget.
+    x.learn(OTHER, OTHER_MAC)
+    out = [x.feed(eth(ipv4(OTHER, US, 17, udp(OTHER, US, 5555, 9, b"x")), src=OTHER_MAC))
+           for _ in range(7)]
+    assert [len(o) for o in out] == [1] * 6 + [0]
+    # A host unheard of for 6 s has its whole burst again, no more.
+    x.t += 10.0
+    n = sum(len(x.feed(eth(ipv4(PEER, US, 17, udp(PEER, US, 5555, 9, b"x"))))) for _ in range(10))
+    assert n == 6
+
+
+def test_the_hosts_remembered_for_the_rate_limit_are_bounded(host):
+    x = host()
+    x.net.icmp.config.max_peers = 4
+    for i in range(10):  # to addresses it cannot reach: budgets without frames
+        x.net.icmp.send_error(3, 3, Ipv4Header(src=0xC6336400 + i, dst=US, proto=17), b"x" * 8, x.t)
+    assert len(x.net.icmp.error_budgets) <= 4
+
+
 def test_errors_are_rate_limited(host):
     x = host()
+    x.net.icmp.config.peer_interval = 0  # (the global limit alone)
     sent = []
     for i in range(60):
         sent += x.feed(eth(ipv4(PEER, US, 17, udp(PEER, US, 5555, 10000 + i, b"x"), ident=i)))
