@@ -195,12 +195,14 @@ def _answers(listen: str, name: str) -> bool:
 
 @contextlib.contextmanager
 def dnsmasq(listen: str = "192.0.2.1", records: dict[str, str] | None = None,
-            cnames: dict[str, str] | None = None, extra: tuple[str, ...] = (),
+            cnames: dict[str, str] | None = None, local: tuple[str, ...] = ("test",),
+            extra: tuple[str, ...] = (),
             log: str | None = None, ready_timeout: float = 10.0):
     """Run dnsmasq on ``listen`` (an address of the kernel side of a TAP that
     exists already, in the test's own network namespace) answering A (and
     PTR) records for ``records`` and CNAMEs ``cnames`` (alias -> target),
-    nothing else: no upstream, no /etc/hosts. Yields the Popen; the process is
+    nothing else: no upstream, no /etc/hosts; other names under the ``local``
+    domains are NXDOMAIN (elsewhere REFUSED). Yields the Popen; the process is
     killed by its PID afterwards. ``log``: a file for its query log."""
     records = {"www.example.test": "192.0.2.1"} if records is None else records
     args = [DNSMASQ, "--no-daemon", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
@@ -208,6 +210,7 @@ def dnsmasq(listen: str = "192.0.2.1", records: dict[str, str] | None = None,
             "--user=root", "--log-queries", f"--log-facility={log or '-'}"]
     args += [f"--host-record={name},{addr}" for name, addr in records.items()]
     args += [f"--cname={alias},{target}" for alias, target in (cnames or {}).items()]
+    args += [f"--local=/{domain}/" for domain in local]
     args += list(extra)
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
