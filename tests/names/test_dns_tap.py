@@ -37,10 +37,12 @@ def test_getaddrinfo_by_name_through_dnsmasq(tap_stack, tmp_path):
     net.close()
     events = _events(trace)
     dns = [(e["event"], e.get("name"), e.get("via")) for e in events if e["layer"] == "dns"]
-    assert dns[:2] == [("query", "www.example.test", "udp"), ("answer", "www.example.test", "udp")]
+    assert dns[:3] == [("config", None, None), ("query", "www.example.test", "udp"),
+                       ("answer", "www.example.test", "udp")]
     assert ("query", "1.2.0.192.in-addr.arpa", "udp") in dns
     # the datagrams under them, to and from the kernel's port 53
-    first_query = next(i for i, e in enumerate(events) if e["layer"] == "dns")
+    first_query = next(i for i, e in enumerate(events)
+                       if e["layer"] == "dns" and e["event"] == "query")
     udp = [e for e in events[first_query:] if e["layer"] == "udp"][:2]
     assert [(e["event"], e["dst"] if e["event"] == "out" else e["src"]) for e in udp] == [
         ("out", "192.0.2.1:53"), ("in", "192.0.2.1:53")]

@@ -47,7 +47,7 @@ def test_getaddrinfo_by_name(pair):
                             0, socket.AI_CANONNAME)
     assert infos == [(socket.AF_INET, socket.SOCK_STREAM, 6, "web.example.test",
                       ("198.51.100.7", 80))]
-    assert [e["event"] for e in events if e["layer"] == "dns"] == ["query", "answer"]
+    assert [e["event"] for e in events if e["layer"] == "dns"] == ["config", "query", "answer"]
 
 
 def test_gethostbyname_ex_gives_the_cname_chain(pair):
