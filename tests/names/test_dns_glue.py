@@ -211,3 +211,12 @@ def test_no_servers_fails_at_once(world):
     w = world(dns=())
     w.start("a.test")
     assert [r.error for r in w.results] == [socket.EAI_AGAIN] and w.dns_events("query") == []
+
+
+def test_a_server_without_a_route_is_skipped_at_once(world):
+    w = world(dns=("203.0.113.53", SERVER), a_test=Zone(("192.0.2.50",)))
+    w.start("a.test")
+    w.run(10.2)
+    assert w.results[0].addresses == ("192.0.2.50",)
+    assert [round(t - 10.0, 2) for t, _, _ in w.dns.log] == [0.0]  # no timeout waited for
+    assert w.counter("dns.drop.send_failed") == 1  # ENETUNREACH, then the next server
