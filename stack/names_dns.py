@@ -6,7 +6,8 @@ its timers.
 Why the UDP and TCP layers directly and not ``net.socket()``: everything
 here runs under ``net.lock`` and is driven by events, like the socket facade
 itself. An answer datagram is handed to the resolver by the UDP endpoint's
-``on_change`` in the network thread the moment it arrives, so every waiter of
+``on_change`` (one endpoint per server, connected to its port 53) in the
+network thread the moment it arrives, so every waiter of
 a name (one query for them all), the cache and the trace see it at once,
 whether or not the thread that asked is still there; no thread sits in a
 blocking ``recvfrom``. The same code runs on a manual clock with
@@ -33,7 +34,6 @@ from stack.net.dns import Lookup, Resolver, ResolverConfig, tcp_frame
 from stack.net.udp import UdpEndpoint
 from stack.tcp.states import CLOSED
 from stack.wire.dns import TYPE_A
-from stack.wire.ipv4 import int2ip
 
 if TYPE_CHECKING:
     from stack.runtime import Stack
@@ -66,7 +66,7 @@ class DnsClient:
         rng = random.Random(net.rng.getrandbits(64))
         self.resolver = Resolver(servers, self._send_udp, net.trace, rng, config,
                                  send_tcp=self._send_tcp)
-        self._ep: UdpEndpoint | None = None
+        self._endpoints: dict[int, UdpEndpoint] = {}
         self._exchanges: list[_Exchange] = []
 
     # ---- asking ----------------------------------------------------------------------
@@ -120,29 +120,31 @@ class DnsClient:
 
     # ---- UDP -------------------------------------------------------------------------
 
-    def _endpoint(self) -> UdpEndpoint:
-        ep = self._ep
+    def _endpoint(self, server: int) -> UdpEndpoint:
+        """The UDP endpoint connected to ``server``'s port 53 (as glibc connects its
+        socket): only that server's datagrams reach it, and an ICMP error about a
+        query (port unreachable: no DNS server there) fails it over at once."""
+        ep = self._endpoints.get(server)
         if ep is None or ep.closed:
             ep = UdpEndpoint()
             self.net.udp.bind(ep, 0, 0)
-            ep.on_change = self._on_udp
-            self._ep = ep
+            ep.remote = (server, DNS_PORT)
+            ep.on_change = lambda: self._on_udp(server)
+            self._endpoints[server] = ep
         return ep
 
     def _send_udp(self, server: int, payload: bytes) -> None:
-        self.net.udp.send(self._endpoint(), payload, (server, DNS_PORT), self.net.clock())
+        self.net.udp.send(self._endpoint(server), payload, (server, DNS_PORT), self.net.clock())
 
-    def _on_udp(self) -> None:
-        """Datagrams arrived on the resolver's port (network thread, lock held)."""
-        ep = self._ep
-        if ep is None:
-            return
+    def _on_udp(self, server: int) -> None:
+        """A datagram or an ICMP error arrived for ``server`` (network thread, lock held)."""
+        ep = self._endpoints[server]
         now = self.net.clock()
+        if ep.error is not None:
+            ep.error = None
+            self.resolver.unreachable(server, now)
         while (item := ep.pop()) is not None:
-            data, (src, sport) = item
-            if sport != DNS_PORT:
-                self.net.trace.drop("dns", "not_from_port_53", src=f"{int2ip(src)}:{sport}")
-                continue
+            data, (src, _) = item
             self.resolver.receive(src, data, now)
 
     # ---- TCP -------------------------------------------------------------------------

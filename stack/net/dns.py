@@ -8,7 +8,8 @@
   to port 53); answers come back through :meth:`Resolver.receive`;
 * each attempt waits ``timeout`` seconds, then the next server is asked
   (failover, in turn), ``attempts`` rounds over all servers in all; a
-  ``send`` that raises ``OSError`` (no route) moves on at once;
+  ``send`` that raises ``OSError`` (no route) or a server that is
+  :meth:`Resolver.unreachable` (ICMP port unreachable) moves on at once;
 * an answer is accepted only from the server asked, over the transport
   asked, with the query's ID and question; anything else is dropped, counted
   and traced (layer ``dns``), as is any message
@@ -219,6 +220,16 @@ class Resolver:
             return
         self.trace.count("dns", "tcp_failures")
         self._ask(q, now)
+
+    def unreachable(self, server: int, now: float) -> None:
+        """``server`` said (ICMP) that no DNS server listens there: what was asked
+        of it over UDP is asked of the next server now."""
+        for q in [q for q in self._pending.values() if q.server == server and not q.tcp]:
+            self.trace.count("dns", "unreachable")
+            if self.trace.on:
+                self.trace.event("dns", "unreachable", name=q.name, id=q.ident,
+                                 server=int2ip(server))
+            self._ask(q, now)
 
     def wants_tcp(self, server: int, ident: int) -> bool:
         """Is query ``ident`` still waiting for its TCP answer from ``server``?"""

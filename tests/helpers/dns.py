@@ -110,7 +110,9 @@ class TinyDns:
         return [good]
 
     def poll(self) -> None:
-        """Serve what has arrived (non-blocking)."""
+        """Serve what has arrived (non-blocking); nothing once closed."""
+        if self._stop.is_set():
+            return
         while True:
             try:
                 data, peer = self.udp.recvfrom(4096)
@@ -148,7 +150,11 @@ class TinyDns:
 
     def serve_forever(self, interval: float = 0.002) -> None:
         while not self._stop.is_set():
-            self.poll()
+            try:
+                self.poll()
+            except OSError:
+                if not self._stop.is_set():  # closed under our feet: the end
+                    raise
             time.sleep(interval)
 
     def start_thread(self) -> threading.Thread:
@@ -157,6 +163,8 @@ class TinyDns:
         return t
 
     def close(self) -> None:
+        if self._stop.is_set():
+            return
         self._stop.set()
         for conn, _ in self.conns:
             conn.close()

@@ -174,7 +174,7 @@ def test_hostile_answers_are_dropped_and_counted_and_the_real_one_counts(world):
     assert sum(drops.values()) == len([e for e in w.dns_events("drop")])
 
 
-def test_a_datagram_from_another_port_is_dropped(world):
+def test_a_datagram_from_another_port_is_not_delivered(world):
     w = world(a_test=Zone(("192.0.2.50",), mode="silent"))
     w.start("a.test")
     w.run(10.2)
@@ -183,7 +183,18 @@ def test_a_datagram_from_another_port_is_dropped(world):
         s.bind(("0.0.0.0", 5353))
         s.sendto(b"\0" * 12, (CLIENT, int(src.split(":")[1])))
     w.run(10.4)
-    assert w.counter("dns.drop.not_from_port_53") == 1 and not w.results
+    assert w.counter("udp.drop.port_closed") == 1 and not w.results
+    assert w.client.names.dns.status()["pending"] == 1
+
+
+def test_port_unreachable_fails_over_at_once(world):
+    w = world(dns=(SERVER, SERVER))
+    w.dns.close()  # nothing listens on port 53 there: ICMP port unreachable
+    w.start("a.test")
+    w.run(10.3)
+    assert [r.error for r in w.results] == [socket.EAI_AGAIN]
+    assert w.counter("dns.unreachable") == 4 and w.counter("dns.timeouts") == 0
+    assert [round(e["t"], 1) for e in w.dns_events("query")] == [0.0] * 4
 
 
 def test_many_askers_of_one_name_share_one_query(world):
