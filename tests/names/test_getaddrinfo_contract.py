@@ -166,3 +166,26 @@ def test_getnameinfo_like_the_real_one(netns, net, sockaddr, flags):
                                   "192.0.2.99", "nowhere.invalid", socket.gethostname()])
 def test_getfqdn_like_the_real_one(netns, net, name):
     assert net.getfqdn(name) == socket.getfqdn(name)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("localhost", 80, S.AF_INET6), (S.EAI_NONAME, "Name or service not known")),
+    ((None, 80, S.AF_INET6), (S.EAI_NONAME, "Name or service not known")),
+    (("::1", 80), (S.EAI_ADDRFAMILY, "Address family for hostname not supported")),
+    (("::ffff:1.2.3.4", 80, S.AF_INET6), (S.EAI_ADDRFAMILY,
+                                          "Address family for hostname not supported")),
+    (("127.0.0.1", "http", S.AF_INET6), (S.EAI_ADDRFAMILY,
+                                         "Address family for hostname not supported")),
+    (("127.0.0.1", "nosuch", S.AF_INET6), (S.EAI_SERVICE,
+                                           "Servname not supported for ai_socktype")),
+])
+def test_ipv6_is_answered_as_on_a_host_without_it(net, args, expected):
+    """The stack's own answers where an IPv6 host's libc would give IPv6 results."""
+    with pytest.raises(socket.gaierror) as e:
+        net.getaddrinfo(*args)
+    assert e.value.args == expected
+
+
+def test_an_ipv4_mapped_literal_is_ipv4_for_any_family(net):
+    assert net.getaddrinfo("::ffff:1.2.3.4", 80, 0, STREAM) == [
+        (S.AF_INET, STREAM, 6, "", ("1.2.3.4", 80))]

@@ -33,6 +33,7 @@ def pair():
         "www.example.test": Zone(("198.51.100.7",), cname="web.example.test"),
         "slow.example.test": Zone(("198.51.100.8",), mode="silent"),
         "7.100.51.198.in-addr.arpa": Zone(ptr=("web.example.test",)),
+        "xn--bcher-kva.test": Zone(("198.51.100.9",)),
     })
     dns.start_thread()
     yield client, dns, events
@@ -140,3 +141,11 @@ def test_different_names_at_once(pair):
         t.join(30)
     assert out == {i: f"198.51.100.{100 + i}" for i in range(20)}
     assert sorted(dns.queries()) == sorted(f"n{i}.test" for i in range(20))
+
+
+def test_an_international_name_is_asked_in_its_idna_form(pair):
+    net, dns, _ = pair
+    assert net.gethostbyname("bücher.test") == "198.51.100.9"
+    assert net.getaddrinfo("BÜCHER.test", 80, type=socket.SOCK_STREAM)[0][4] == (
+        "198.51.100.9", 80)
+    assert dns.queries() == ["xn--bcher-kva.test"]
