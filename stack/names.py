@@ -58,7 +58,7 @@ class Names:
         self.servers = _servers(dns)
         self.hosts = HostsTable.with_system(hosts, hosts_file)
         self.dns = DnsClient(net, self.servers)
-        if net.trace.on:  # which servers and entries this stack's names come from
+        if net.trace.on and (self.servers or self.hosts.user):  # what names come from
             net.trace.event("dns", "config", servers=list(dns or []),
                             hosts=len(self.hosts.user), system_hosts=len(self.hosts.system))
 
