@@ -8,6 +8,7 @@
             print(s.recv(4096))
 """
 
+from stack.dropin import patch, unpatch
 from stack.native import IMPL as NATIVE_IMPL
 from stack.runtime import Stack
 from stack.socket import (
@@ -23,5 +24,5 @@ __all__ = [
     "AF_INET", "IPPROTO_TCP", "IPPROTO_UDP", "NATIVE_IMPL", "SHUT_RD", "SHUT_RDWR", "SHUT_WR",
     "SOCK_DGRAM", "SOCK_STREAM", "SOL_SOCKET", "SOMAXCONN", "SO_BROADCAST", "SO_ERROR",
     "SO_KEEPALIVE", "SO_LINGER", "SO_RCVBUF", "SO_REUSEADDR", "SO_SNDBUF", "Socket", "Stack",
-    "TCP_CONGESTION", "TCP_NODELAY", "Trace",
+    "TCP_CONGESTION", "TCP_NODELAY", "Trace", "patch", "unpatch",
 ]

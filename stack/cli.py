@@ -41,6 +41,11 @@ EXAMPLES = {
 example, in a network namespace of your own (unshare --net, then ip link set lo up):
   stack up --host-address 192.0.2.1/24 --serve http:80 --serve echo:7 --trace trace.jsonl
   curl http://192.0.2.2/bytes/1000          # from the kernel side, in the same namespace""",
+    "run": """\
+examples, in a network namespace of your own:
+  stack run --host-address 192.0.2.1/24 --trace trace.jsonl -- -m http.server 8000 --bind 192.0.2.2
+  stack run --host-address 192.0.2.1/24 -- fetch.py http://192.0.2.1:8000/
+  stack run --host-address 192.0.2.1/24 -- -c 'raise SystemExit(3)'   # exits 3""",
     "trace": """\
 examples:
   stack trace trace.jsonl                      # every TCP connection's timeline, then the others
@@ -118,6 +123,22 @@ def _up_parser(sub: Subparsers) -> None:
     p.add_argument("--control", metavar="PATH",  # (stack ss & co.; stack/control.py)
                    help="serve the live views on this socket path (default: the abstract "
                         "name @stack/TAP, found by --tap in this network namespace)")
+
+
+def _run_parser(sub: Subparsers) -> None:
+    """``stack run``: every ``stack up`` flag (copied from its parser, so flags
+    added there reach this command too), then the program after ``--``."""
+    p = sub.add_parser(
+        "run", help="run an unmodified Python program over the stack",
+        parents=[sub.choices["up"]], conflict_handler="resolve",
+        usage="%(prog)s [stack up flags] -- PYTHON-ARGS...",
+        description="Start the stack like 'stack up' (it prints the same 'stack: up ...' line), "
+                    "patch the socket module over it (the drop-in) and run 'python "
+                    "PYTHON-ARGS...' in this process: -m MODULE, -c CODE or a script path, then "
+                    "its arguments. The program's exit status is the command's; after it the "
+                    "stack delivers what the program sent and shuts down.")
+    p.add_argument("program", nargs="*", metavar="PYTHON-ARGS",
+                   help="after '--': -m MODULE, -c CODE or SCRIPT, then the program's arguments")
 
 
 def _layers(text: str) -> frozenset[str]:
@@ -311,6 +332,52 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _up_line(args: argparse.Namespace, net: Stack) -> str:
+    """The ``stack: up ...`` line (``stack up``'s format)."""
+    seed = net.injector.seed if net.injector is not None else None
+    extra = f" impair={args.impair} seed={seed}" if args.impair else ""
+    served = f" serve={','.join(map(str, args.serve))}" if args.serve else ""
+    return (f"stack: up tap={args.tap} address={args.address} mac={_mac(net.mac)} "
+            f"mtu={args.mtu} checksum={native.IMPL}{served}{extra}")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``stack run``: the stack as ``stack up`` starts it, the program over the
+    drop-in (stack/program.py), the program's exit status."""
+    from stack import program
+
+    try:
+        prog = program.parse(args.program)
+    except ValueError as e:
+        raise CliError(f"PYTHON-ARGS: {e}") from None
+    cli_checks.check_addresses(args.address, args.host_address, args.gateway)
+    cli_checks.check_services(args.serve)
+    cli_checks.check_writable("--pcap", args.pcap)
+    trace = _open_trace(args)
+    with program.signals_blocked():  # the stack's threads leave them to this one
+        net = _open_stack(args, trace)
+        try:
+            ctl = _open_control(args, net)
+            try:
+                services = cli_checks.start_services(net, args.serve)
+            except BaseException:
+                ctl.close()
+                raise
+        except BaseException:
+            net.close()
+            raise
+    try:
+        _say(_up_line(args, net))
+        code = program.run(prog, net)
+    finally:
+        for svc in services:
+            svc.close()
+        ctl.close()
+        program.shut_down(net)
+        _quietly(_say, "stack: down")
+    return code
+
+
 def _mac(mac: bytes) -> str:
     return ":".join(f"{b:02x}" for b in mac)
 
@@ -343,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="print the version (stack X.Y.Z) and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _up_parser(sub)
+    _run_parser(sub)
     _trace_parser(sub)
     livecmd.add_parsers(sub)  # stack ss, stats, neigh, route (stack/livecmd.py)
     _finish_help(sub)
@@ -350,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command == "up":
             code = cmd_up(args)
+        elif args.command == "run":
+            code = cmd_run(args)
         elif args.command in livecmd.COMMANDS:
             code = livecmd.run(args)
         else:

@@ -127,8 +127,10 @@ def neighbours(net: Stack) -> list[dict[str, Any]]:
 
 
 def routes(net: Stack) -> list[dict[str, Any]]:
-    """The routing table as ``ip route`` shows it: the default route (when
-    there is a gateway) and the connected subnet."""
+    """The routing table as ``ip route show table all`` shows it: the default
+    route (when there is a gateway), the connected subnet, and the local
+    route of 127.0.0.0/8 on ``lo`` (``type`` and ``table`` "local"), through
+    which every packet to one of our own addresses goes."""
     dev = device(net)
     ip = net.ip
     out: list[dict[str, Any]] = []
@@ -136,6 +138,8 @@ def routes(net: Stack) -> list[dict[str, Any]]:
         out.append({"dst": "default", "via": int2ip(ip.gateway), "dev": dev})
     out.append({"dst": f"{int2ip(ip.network)}/{ip.prefix_len}", "dev": dev,
                 "proto": "kernel", "scope": "link", "src": int2ip(ip.address)})
+    out.append({"type": "local", "dst": "127.0.0.0/8", "dev": ip.lo.name, "table": "local",
+                "proto": "kernel", "scope": "host", "src": "127.0.0.1"})
     return out
 
 

@@ -129,9 +129,10 @@ def neigh_line(n: dict[str, Any]) -> str:
 
 
 def route_line(r: dict[str, Any]) -> str:
-    """One route as ``ip route`` prints it."""
-    out = [r["dst"]]
-    for key in ("via", "dev", "proto", "scope", "src"):
+    """One route as ``ip route`` prints it (``local`` routes as ``ip route
+    show table all`` does)."""
+    out = [r["type"], r["dst"]] if r.get("type") else [r["dst"]]
+    for key in ("via", "dev", "table", "proto", "scope", "src"):
         if r.get(key):
             out.append(f"{key} {r[key]}")
     return " ".join(out)

@@ -139,7 +139,7 @@ class Stack:
         self.udp = UdpLayer(self.ip, self.icmp, self.trace, rng=self.rng)
         self.tcp = TcpLayer(self._tcp_send, self.trace, _tcp_config_for(tcp_config, link.mtu),
                             rng=self.rng, is_broadcast=self.ip.is_broadcast,
-                            reachable=self.ip.has_route)
+                            reachable=self.ip.has_route, route_mss=self.ip.route_mss)
         segment_max = link.segment_max if link.offload else None
         if segment_max is not None:
             # TSO: TCP hands down segments of many MSS, IP sends them whole
@@ -290,6 +290,12 @@ class Stack:
 
     def getfqdn(self, name=""):
         return self.names.getfqdn(name)
+
+    def patched(self):
+        """The drop-in for a ``with`` block: the ``socket`` module over this stack (stack/dropin.py)."""
+        from stack import dropin
+
+        return dropin.patched(self)
 
     def ping(self, host: str, size: int = 56, timeout: float = 2.0, df: bool = False) -> float:
         """Send one ICMP echo request; return the round-trip time in seconds.

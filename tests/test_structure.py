@@ -54,6 +54,7 @@ ALLOWED = {
     "stack.link": ("stack.link", "stack.wire", "stack.native", "stack.trace"),
 }
 ABOVE_PROTOCOL = ("stack.runtime", "stack.socket", "stack.socket_stream", "stack.services",
+                  "stack.names", "stack.tls", "stack.tls_plain", "stack.dropin", "stack.program",
                   "stack.cli", "stack.tracetool", "stack.live", "stack.control", "stack.ss",
                   "stack.livecmd")
 

@@ -9,7 +9,10 @@ The neighbour cache only learns from ARP traffic that concerns us: a request
 for our address (RFC 826's merge rule) or a reply to a request we sent. An
 unsolicited reply for an address we never asked about changes nothing, so
 another host cannot poison the cache. Packets waiting for an address wait in
-a bounded queue per neighbour; requests are retried, then the queue is dropped.
+a bounded queue per neighbour; requests are retried, then the queue is given
+up: each packet in it is dropped, counted and handed to ``on_unresolved``
+(IPv4 answers its sender with a local ICMP host unreachable, as Linux's
+arp_error_report does).
 """
 
 from __future__ import annotations
@@ -29,24 +32,32 @@ from stack.wire.tcp import parse_tcp
 
 # Hands an IPv4 packet up: (packet, now, link_broadcast=...).
 Ipv4Receive = Callable[..., None]
+# A packet given up on because its next hop never answered ARP: (packet, now).
+Unresolved = Callable[[bytes, float], None]
 
 
 def describe_frame(frame: bytes | memoryview, outgoing: bool) -> dict[str, object]:
-    """What a frame carries, for trace events about frames.
-
-    IPv4: ``proto``, ``src``, ``dst``; TCP instead ``proto``, ``conn`` (ours
-    first: the sender's side when ``outgoing``), ``seq`` and ``len`` (data
-    bytes). A frame that does not parse (a corrupted one, say) gives what was
-    read before the failure and ``malformed``, the field that failed.
-    """
+    """What a frame carries, for trace events about frames: an IPv4 frame's
+    :func:`describe_packet`; nothing for other frames."""
     try:
         eth = parse_eth(frame)
     except WireError:  # too short, or 802.3: not a frame we carry
         return {}
     if eth.ethertype != ETHERTYPE_IPV4:
         return {}
+    return describe_packet(eth.payload, outgoing)
+
+
+def describe_packet(packet: bytes | memoryview, outgoing: bool) -> dict[str, object]:
+    """What an IPv4 packet carries, for trace events about frames and packets.
+
+    ``proto``, ``src``, ``dst``; TCP instead ``proto``, ``conn`` (ours
+    first: the sender's side when ``outgoing``), ``seq`` and ``len`` (data
+    bytes). A packet that does not parse (a corrupted one, say) gives what was
+    read before the failure and ``malformed``, the field that failed.
+    """
     try:
-        ip, payload = parse_ipv4(eth.payload)
+        ip, payload = parse_ipv4(packet)
     except WireError as e:
         return {"malformed": e.field}
     src, dst = int2ip(ip.src), int2ip(ip.dst)
@@ -66,8 +77,11 @@ def describe_frame(frame: bytes | memoryview, outgoing: bool) -> dict[str, objec
 @dataclass
 class ArpConfig:
     entry_lifetime: float = 60.0   # seconds a learned entry stays valid
+    # Linux's retrans_time_ms (1 s) and mcast_solicit (3): an address nobody
+    # answers fails 3 s after the first request, and the packets that waited
+    # for it are reported to their senders as host unreachable.
     retry_interval: float = 1.0    # seconds between requests for an unresolved address
-    max_tries: int = 3             # requests before the waiting packets are dropped
+    max_tries: int = 3             # requests before the waiting packets are given up
     max_pending_per_host: int = 64  # packets queued per unresolved address
     max_pending_hosts: int = 64    # unresolved addresses at once
     max_entries: int = 1024        # neighbour cache size
@@ -98,6 +112,8 @@ class EthernetArp:
         self._src_ipv4 = mac + ETHERTYPE_IPV4.to_bytes(2, "big")
         # Where IPv4 packets go up; set by whoever builds the IPv4 layer.
         self.ipv4_receive: Ipv4Receive | None = None
+        # Told about every packet given up on (set by the IPv4 layer).
+        self.on_unresolved: Unresolved | None = None
 
     # -- receiving frames ----------------------------------------------------
 
@@ -239,15 +255,7 @@ class EthernetArp:
             if p.deadline > now:
                 continue
             if p.tries >= self.config.max_tries:
-                del self.pending[ip]
-                self.cache.pop(ip, None)
-                for _ in p.packets:
-                    self.trace.drop("arp", "unresolved", ip=int2ip(ip))
-                if self.trace.on:
-                    self.trace.event("arp", "failed", ip=int2ip(ip), tries=p.tries,
-                                     dropped=len(p.packets),
-                                     cause=f"no ARP reply for {int2ip(ip)} after "
-                                           f"{p.tries} request{'s' if p.tries != 1 else ''}")
+                self._give_up(ip, p, now)
             else:
                 self._request(ip, p, now)
         life = self.config.entry_lifetime
@@ -256,6 +264,22 @@ class EthernetArp:
             del self.cache[ip]
             if self.trace.on:
                 self.trace.event("arp", "cache_expire", ip=int2ip(ip))
+
+    def _give_up(self, ip: int, p: _Pending, now: float) -> None:
+        """Nobody answered for ``ip`` (Linux's FAILED): forget it, drop what
+        waited for it and report each packet (after the entry is gone, so a
+        sender that reacts at once starts afresh)."""
+        del self.pending[ip]
+        self.cache.pop(ip, None)
+        if self.trace.on:
+            self.trace.event("arp", "failed", ip=int2ip(ip), tries=p.tries,
+                             dropped=len(p.packets),
+                             cause=f"no ARP reply for {int2ip(ip)} after "
+                                   f"{p.tries} request{'s' if p.tries != 1 else ''}")
+        for packet in p.packets:
+            self.trace.drop("arp", "unresolved", ip=int2ip(ip))
+            if self.on_unresolved is not None:
+                self.on_unresolved(packet, now)
 
     def neighbours(self) -> dict[str, str]:
         return {int2ip(ip): mac2str(mac) for ip, (mac, _) in self.cache.items()}

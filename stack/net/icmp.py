@@ -2,7 +2,13 @@
 
 Errors are rate limited by a token bucket (like Linux's icmp_msgs_per_sec)
 and never sent about an ICMP error, a fragment other than the first, a
-broadcast, or a packet from an address that is not a unicast host.
+broadcast, or a packet from an address that is not a unicast host. Errors to
+ourselves (over ``lo``) are not rate limited, as on Linux.
+
+A packet of ours whose next hop never answered ARP is answered like Linux's
+arp_error_report: a host unreachable from us to us, through ``lo``, which
+then arrives like any ICMP error and reaches the TCP connection or UDP
+socket that sent the packet (:meth:`IcmpLayer.neighbour_unreachable`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ from stack.net.ipv4 import Ipv4Layer
 from stack.trace import Trace
 from stack.wire import WireError
 from stack.wire.icmp import (
-    DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, ERROR_TYPES, FRAG_NEEDED, PORT_UNREACHABLE,
+    DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, ERROR_TYPES, FRAG_NEEDED, HOST_UNREACHABLE,
+    PORT_UNREACHABLE,
     PROTO_UNREACHABLE, REASSEMBLY_TIMEOUT, REDIRECT, SOURCE_QUENCH, TIME_EXCEEDED, IcmpMessage,
     build_icmp, icmp_name, parse_icmp,
 )
@@ -45,6 +52,7 @@ class IcmpLayer:
         ip.handlers[PROTO_ICMP] = self.receive
         ip.on_unknown_protocol = self._protocol_unreachable
         ip.on_reassembly_timeout = self._reassembly_timeout
+        ip.on_unresolved = self.neighbour_unreachable
 
     # -- receiving ---------------------------------------------------------
 
@@ -103,7 +111,8 @@ class IcmpLayer:
             return
         vihl, _tos, _tl, _id, _frag, _ttl, proto, _cs, qsrc, qdst = IPV4_HEADER.unpack_from(quoted)
         qhlen = (vihl & 0x0F) * 4
-        if vihl >> 4 != 4 or qhlen < 20 or len(quoted) < qhlen + 8 or qsrc != self.ip.address:
+        if (vihl >> 4 != 4 or qhlen < 20 or len(quoted) < qhlen + 8
+                or not self.ip.is_local(qsrc)):
             self.trace.drop("icmp", "bad_quote", type=m.type)
             return
         kind = _error_kind(m.type, m.code)
@@ -119,19 +128,39 @@ class IcmpLayer:
     def send_error(self, type_: int, code: int, h: Ipv4Header, payload: bytes | memoryview,
                    now: float, rest: int = 0) -> None:
         """Send an ICMP error about the packet (h, payload), if a host may."""
-        if self.ip.rx_link_broadcast:
-            return
-        if h.proto == PROTO_ICMP and len(payload) >= 1 and payload[0] in ERROR_TYPES:
-            return
-        if h.frag_offset:
+        if self.ip.rx_link_broadcast or not self._may_answer(h, payload):
             return
         if self.ip.is_broadcast(h.dst) or h.src == 0 or (h.src >> 28) >= 0xE:
             return
-        if self.ip.is_broadcast(h.src) or (h.src >> 24) == 127:
+        if self.ip.is_broadcast(h.src):
             return
-        if not self._take_token(now):
+        # (A 127/8 source arrives only over lo: the wire's are martians.)
+        if not self.ip.is_local(h.src) and not self._take_token(now):
             self.trace.drop("icmp", "rate_limited", type=type_)
             return
+        self._send_error(type_, code, h, payload, now, rest)
+
+    def neighbour_unreachable(self, h: Ipv4Header, payload: bytes | memoryview,
+                              now: float) -> None:
+        """ARP gave up on the next hop of our packet (h, payload): a host
+        unreachable to its sender, ourselves, over ``lo`` (Linux's
+        arp_error_report → icmp_send). A SYN_SENT connection then fails
+        with EHOSTUNREACH, a connected one keeps it as its soft error, a
+        connected UDP socket reports it on its next call."""
+        self.trace.count("icmp", "neighbour_unreachable")
+        if self._may_answer(h, payload) and self.ip.is_local(h.src):
+            self._send_error(DEST_UNREACHABLE, HOST_UNREACHABLE, h, payload, now,
+                             cause="arp failed")
+
+    @staticmethod
+    def _may_answer(h: Ipv4Header, payload: bytes | memoryview) -> bool:
+        """Not about an ICMP error, nor about a fragment but the first (RFC 1122 3.2.2)."""
+        if h.proto == PROTO_ICMP and len(payload) >= 1 and payload[0] in ERROR_TYPES:
+            return False
+        return not h.frag_offset
+
+    def _send_error(self, type_: int, code: int, h: Ipv4Header, payload: bytes | memoryview,
+                    now: float, rest: int = 0, cause: str | None = None) -> None:
         # Quote the original header (without options) and 8 bytes of its payload.
         orig = IPV4_HEADER.pack(0x45, h.tos, h.total_length - h.header_length + 20, h.ident,
                                 (0x4000 if h.df else 0) | (h.frag_offset >> 3) | (0x2000 if h.mf else 0),
@@ -139,8 +168,11 @@ class IcmpLayer:
         c = checksum(orig)
         orig = orig[:10] + bytes((c >> 8, c & 0xFF)) + orig[12:]
         msg = build_icmp(IcmpMessage(type_, code, rest, orig + bytes(payload[:8])))
+        # From the address the packet was sent to when it was ours (127.0.0.1
+        # answers for itself over lo), as Linux's icmp_send.
+        src = h.dst if self.ip.is_local(h.dst) else self.ip.address
         try:
-            self.ip.send(self.ip.address, h.src, PROTO_ICMP, msg, now)
+            self.ip.send(src, h.src, PROTO_ICMP, msg, now)
         except OSError:
             return
         self.trace.count("icmp", f"out.type{type_}")
@@ -148,7 +180,8 @@ class IcmpLayer:
             self.trace.event("icmp", "error_out", dst=int2ip(h.src), type=type_, code=code,
                              name=icmp_name(type_, code), quote=describe_quote(orig + bytes(payload[:8])),
                              **({"mtu": rest & 0xFFFF} if code == FRAG_NEEDED
-                                and type_ == DEST_UNREACHABLE else {}))
+                                and type_ == DEST_UNREACHABLE else {}),
+                             **({"cause": cause} if cause else {}))
 
     def port_unreachable(self, h: Ipv4Header, payload: bytes | memoryview, now: float) -> None:
         self.send_error(DEST_UNREACHABLE, PORT_UNREACHABLE, h, payload, now)
@@ -173,7 +206,7 @@ class IcmpLayer:
     def send_echo(self, dst: int, ident: int, seq: int, data: bytes, now: float,
                   df: bool = False) -> None:
         msg = build_icmp(IcmpMessage(ECHO_REQUEST, 0, (ident << 16) | seq, data))
-        self.ip.send(self.ip.address, dst, PROTO_ICMP, msg, now, df=df)
+        self.ip.send(self.ip.source_for(dst), dst, PROTO_ICMP, msg, now, df=df)
         self.trace.count("icmp", "out.type8")
         if self.trace.on:
             self.trace.event("icmp", "out", dst=int2ip(dst), type=ECHO_REQUEST, code=0,

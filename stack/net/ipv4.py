@@ -2,9 +2,14 @@
 
 Incoming: every header check happens in :func:`stack.wire.ipv4.parse_ipv4`;
 here we decide whether the packet is for us, reassemble fragments and hand
-the payload to the protocol registered for it. Outgoing: choose the next hop
-(on-link or the gateway), fragment to the link MTU unless DF, and give the
-packets to Ethernet/ARP.
+the payload to the protocol registered for it. Outgoing: packets to one of
+our own addresses (127.0.0.0/8 and the stack's address, Linux's ``local``
+table) go through the loopback interface (:mod:`stack.net.loopback`) and
+never reach Ethernet; the rest choose the next hop (on-link or the
+gateway), are fragmented to the link MTU unless DF, and go to Ethernet/ARP.
+A packet whose next hop never answers ARP comes back from ARP and is
+reported to its sender with a local ICMP host unreachable
+(``on_unresolved``, set by the ICMP layer).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import errno
 from typing import Callable
 
 from stack.net.arp import EthernetArp
+from stack.net.loopback import Loopback
 from stack.net.reassembly import FragmentReassembler, ReassemblyConfig
 from stack.trace import Trace
 from stack.wire import WireError
@@ -20,6 +26,8 @@ from stack.wire.ipv4 import (
     FLAG_DF, FLAG_MF, IPV4_HEADER, IPV4_MIN_LEN, Ipv4Header, int2ip, parse_ipv4,
 )
 from stack.native import checksum
+
+LOOPBACK = 0x7F000001  # 127.0.0.1, lo's address
 
 # handler(header, payload, now)
 Handler = Callable[[Ipv4Header, memoryview, float], None]
@@ -49,7 +57,16 @@ class Ipv4Layer:
         # Set by the ICMP layer: called for packets we must answer with an error.
         self.on_unknown_protocol: Callable[[Ipv4Header, memoryview, float], None] | None = None
         self.on_reassembly_timeout: Callable[[Ipv4Header, bytes, float], None] | None = None
-        self.local: list[bytes] = []  # packets addressed to ourselves, delivered by the loop
+        # Called for each of our packets ARP gave up on (its next hop never answered).
+        self.on_unresolved: Callable[[Ipv4Header, memoryview, float], None] | None = None
+        eth.on_unresolved = self._unresolved
+        # Packets to ourselves; the runtime loop delivers them (deliver_local).
+        self.lo = Loopback(trace, self._receive_lo)
+
+    @property
+    def local(self) -> bool:
+        """Are packets to ourselves waiting on ``lo``?"""
+        return bool(self.lo.queue)
 
     # -- routing -------------------------------------------------------------
 
@@ -57,25 +74,51 @@ class Ipv4Layer:
         return (dst & self.netmask) == self.network
 
     def next_hop(self, dst: int) -> int:
-        """The neighbour a packet to ``dst`` goes to; OSError(ENETUNREACH) if none."""
-        if self.on_link(dst) or dst == 0xFFFFFFFF:
+        """The neighbour a packet to ``dst`` goes to (``dst`` itself for our
+        own addresses, which ``lo`` delivers); OSError(ENETUNREACH) if none."""
+        if self.on_link(dst) or dst == 0xFFFFFFFF or (dst >> 24) == 127:
             return dst
         if self.gateway is None:
             raise OSError(errno.ENETUNREACH, "Network is unreachable")
         return self.gateway
 
+    def check_route(self, src: int, dst: int) -> None:
+        """Raise what Linux's connect() raises when ``src`` (0: the stack
+        picks, :meth:`source_for`) cannot reach ``dst``: ENETUNREACH with no
+        route, EINVAL from a 127/8 source to a non-local address (lo's
+        addresses never leave lo), EADDRNOTAVAIL for a source not ours."""
+        if src and not self.is_local(src) and not self.is_broadcast(src):
+            raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+        if self.is_local(dst):
+            return
+        if (src >> 24) == 127:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        self.next_hop(dst)
+
     def is_local(self, addr: int) -> bool:
-        """Is ``addr`` one of this host's own addresses (what bind() accepts)?"""
-        return addr == self.address
+        """Is ``addr`` one of this host's own addresses (what bind() accepts)?
+        Ours, and all of 127.0.0.0/8, as Linux's ``local`` table has it."""
+        return addr == self.address or (addr >> 24) == 127
 
     def source_for(self, dst: int) -> int:
-        """The source address a packet to ``dst`` carries when the socket chose none."""
-        return self.address
+        """The source address a packet to ``dst`` carries when the socket
+        chose none: 127.0.0.1 towards 127.0.0.0/8 (``lo``'s address, as
+        Linux picks), our address otherwise (also to ourselves)."""
+        return LOOPBACK if (dst >> 24) == 127 else self.address
+
+    def route_mss(self, dst: int) -> int | None:
+        """The MSS TCP offers on the route to ``dst`` when it is not the
+        link's: ``lo``'s (its MTU, capped at the largest IPv4 packet, less
+        40), so TCP to ourselves moves 64 KB segments as Linux does."""
+        if self.is_local(dst):
+            return min(self.lo.mtu, 65535) - 40
+        return None
 
     def has_route(self, dst: int) -> bool:
-        """Could a packet to ``dst`` leave (on-link, or a gateway to send it to)?"""
+        """Could a packet to ``dst`` leave (ourselves, on-link, or a gateway
+        to send it to)?"""
         return (self.gateway is not None or (dst & self.netmask) == self.network
-                or dst == 0xFFFFFFFF)
+                or dst == 0xFFFFFFFF or self.is_local(dst))
 
     def is_broadcast(self, dst: int) -> bool:
         return dst == 0xFFFFFFFF or (dst == self.broadcast and self.prefix_len < 31)
@@ -88,14 +131,20 @@ class Ipv4Layer:
 
     def send(self, src: int, dst: int, proto: int, payload: bytes | memoryview, now: float,
              df: bool = False, ttl: int | None = None, tos: int = 0) -> None:
-        """Send one datagram, fragmenting it to the MTU. Raises OSError
-        (ENETUNREACH, EMSGSIZE) for what a caller must hear about."""
+        """Send one datagram: through ``lo`` to one of our own addresses,
+        otherwise fragmented to the link's MTU. Raises OSError (ENETUNREACH,
+        EMSGSIZE; EINVAL for a 127/8 source to elsewhere, as Linux) for what
+        a caller must hear about."""
         total = IPV4_MIN_LEN + len(payload)
         if total > 65535:
             raise OSError(errno.EMSGSIZE, "Message too long")
-        if dst == self.address:
-            self._send_local(src, dst, proto, payload, ttl, tos)
+        if dst == self.address or (dst >> 24) == 127:  # is_local, inline
+            self._send_lo(src, dst, proto, payload, ttl, tos)
             return
+        if (src >> 24) == 127:
+            # A loopback source never leaves lo (Linux refuses the route).
+            self.trace.drop("ip", "loopback_source_out", src=int2ip(src), dst=int2ip(dst))
+            raise OSError(errno.EINVAL, "Invalid argument")
         hop = self.next_hop(dst)
         broadcast = self.is_broadcast(dst)
         ident = self.next_ident()
@@ -124,21 +173,30 @@ class Ipv4Layer:
             self.trace.event("ip", "fragmented", dst=int2ip(dst), id=ident, length=len(mv),
                              fragments=count, offsets=list(range(0, len(mv), step)), mtu=self.mtu)
 
-    def _send_local(self, src: int, dst: int, proto: int, payload: bytes | memoryview,
-                    ttl: int | None, tos: int) -> None:
-        if len(self.local) >= 1024:
-            self.trace.drop("ip", "local_queue_full")
-            return
+    def _send_lo(self, src: int, dst: int, proto: int, payload: bytes | memoryview,
+                 ttl: int | None, tos: int) -> None:
+        """One packet to ourselves: whole (``lo``'s MTU takes any IPv4 packet)."""
         ident = self.next_ident()
         total = IPV4_MIN_LEN + len(payload)
-        self.local.append(_header(total, ident, 0, ttl or self.default_ttl, proto,
-                                  src or self.address, dst, tos) + payload)
+        self.trace.counters["ip.packets_out"] += 1
+        self.lo.send(_header(total, ident, 0, self.default_ttl if ttl is None else ttl, proto,
+                             src or self.source_for(dst), dst, tos) + payload)
+
+    def _unresolved(self, packet: bytes, now: float) -> None:
+        """ARP gave up on ``packet``'s next hop: its sender hears of it."""
+        if self.on_unresolved is None:
+            return
+        try:
+            h, payload = parse_ipv4(packet)
+        except WireError:  # (we built it: cannot happen)
+            return
+        self.on_unresolved(h, payload, now)
 
     # -- receiving -------------------------------------------------------------
 
     def receive(self, data: memoryview, now: float, local: bool = False,
                 link_broadcast: bool = False) -> None:
-        """Handle one packet from the link, or (``local``) one we sent ourselves.
+        """Handle one packet from the link, or (``local``) one from ``lo``.
 
         ``link_broadcast``: the frame was sent to the Ethernet broadcast address,
         so no ICMP error may answer it (RFC 1122 3.2.2)."""
@@ -150,18 +208,21 @@ class Ipv4Layer:
             return
         dst = h.dst
         if dst != self.address and not self.is_broadcast(dst):
-            self.trace.drop("ip", "not_for_us", dst=int2ip(dst))
-            return
+            if (dst >> 24) != 127:
+                self.trace.drop("ip", "not_for_us", dst=int2ip(dst))
+                return
+            if not local:  # 127/8 exists only on lo (Linux: a martian destination)
+                self.trace.drop("ip", "martian_destination", dst=int2ip(dst))
+                return
         src = h.src
-        if src == self.address and not local:
-            # Our own address from the wire is spoofed (a LAND attack when dst is us too).
-            self.trace.drop("ip", "martian_source", src=int2ip(src))
-            return
-        if ((src >> 24) == 127 or (src >> 28) == 0xE or src == 0xFFFFFFFF
-                or (src == self.broadcast and self.prefix_len < 31)  # is_broadcast, inline
-                or (src == 0 and not self.is_broadcast(dst))):
-            # Nothing may answer a broadcast source (a smurf amplifier would);
-            # 0.0.0.0 is a source only for broadcasts (RFC 1122 3.2.1.3).
+        if not local and (src == self.address or (src >> 24) == 127 or (src >> 28) == 0xE
+                          or src == 0xFFFFFFFF
+                          or (src == self.broadcast and self.prefix_len < 31)  # is_broadcast
+                          or (src == 0 and not self.is_broadcast(dst))):
+            # Our own address from the wire is spoofed (a LAND attack when dst
+            # is us too), 127/8 exists only on lo; nothing may answer a
+            # broadcast source (a smurf amplifier would); 0.0.0.0 is a source
+            # only for broadcasts (RFC 1122 3.2.1.3).
             self.trace.drop("ip", "martian_source", src=int2ip(src))
             return
         self.trace.counters["ip.packets_in"] += 1
@@ -180,15 +241,16 @@ class Ipv4Layer:
         handler(h, payload, now)
 
     def deliver_local(self, now: float) -> None:
-        while self.local:
-            batch, self.local = self.local, []
-            for packet in batch:
-                self.receive(memoryview(packet), now, local=True)
+        """Hand up the packets waiting on ``lo`` (the runtime loop calls this)."""
+        self.lo.deliver(now)
+
+    def _receive_lo(self, packet: memoryview, now: float) -> None:
+        self.receive(packet, now, local=True)
 
     # -- timers ----------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        if self.local:
+        if self.lo.queue:
             return 0.0  # packets to ourselves are due now
         return self.reassembler.next_deadline()
 

@@ -15,7 +15,7 @@ from collections import deque
 from typing import Callable
 
 from stack.net.icmp import IcmpLayer
-from stack.net.ipv4 import Ipv4Layer
+from stack.net.ipv4 import LOOPBACK, Ipv4Layer
 from stack.trace import Trace
 from stack.wire import WireError
 from stack.wire.ipv4 import PROTO_UDP, Ipv4Header, int2ip
@@ -73,7 +73,7 @@ class UdpLayer:
     # -- binding -------------------------------------------------------------
 
     def bind(self, ep: UdpEndpoint, addr: int, port: int) -> None:
-        if addr not in (0, self.ip.address) and not self.ip.is_broadcast(addr):
+        if addr != 0 and not self.ip.is_local(addr) and not self.ip.is_broadcast(addr):
             raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
         if ep.local is not None:
             raise OSError(errno.EINVAL, "Invalid argument")
@@ -105,6 +105,29 @@ class UdpLayer:
         ep.queue.clear()
         ep.queued = 0
 
+    def connect(self, ep: UdpEndpoint, remote: tuple[int, int]) -> None:
+        """connect(): the peer ``remote`` (0.0.0.0 meaning ourselves, as on
+        Linux: the bound address, else 127.0.0.1), and, when the endpoint
+        has no address of its own yet, the source the route gives (Linux's
+        ip4_datagram_connect), so getsockname() names it and only datagrams
+        to it arrive. Raises what the route check raises (ENETUNREACH,
+        EINVAL from a 127/8 source to elsewhere)."""
+        addr, port = remote
+        bound = ep.local[0] if ep.local is not None else 0
+        if addr == 0:
+            addr = bound or LOOPBACK
+        self.ip.check_route(bound, addr)
+        if ep.local is None:
+            self.bind(ep, 0, 0)
+        assert ep.local is not None
+        if ep.local[0] == 0 and not self.ip.is_broadcast(addr):
+            if self.bound.get(ep.local) is ep:
+                del self.bound[ep.local]
+            ep.local = (self.ip.source_for(addr), ep.local[1])
+            self.bound[ep.local] = ep
+        ep.remote = (addr, port)
+        ep.error = None
+
     # -- sending ---------------------------------------------------------------
 
     def send(self, ep: UdpEndpoint, data: bytes | memoryview, dst: tuple[int, int],
@@ -119,7 +142,9 @@ class UdpLayer:
             raise OSError(errno.EINVAL, "Invalid argument")
         if self.ip.is_broadcast(addr) and not ep.broadcast:
             raise OSError(errno.EACCES, "Permission denied")
-        src = ep.local[0] if ep.local[0] and not self.ip.is_broadcast(ep.local[0]) else self.ip.address
+        src = ep.local[0]
+        if not src or self.ip.is_broadcast(src):
+            src = self.ip.source_for(addr)  # 127.0.0.1 towards 127/8, as Linux
         segment = build_udp(src, addr, ep.local[1], port, data)
         self.ip.send(src, addr, PROTO_UDP, segment, now)
         self.trace.count("udp", "datagrams_out")

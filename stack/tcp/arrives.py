@@ -14,10 +14,15 @@ from stack.tcp.handshake import rcv_cause
 from stack.tcp.seq import seq_add, seq_between, seq_diff, seq_gt, seq_in, seq_lt
 from stack.tcp.states import CLOSED, CLOSING, FIN_WAIT_1, LAST_ACK, RECEIVING, SYN_RECEIVED
 from stack.tcp.states import FIN_WAIT_2, TIME_WAIT
+
 from stack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment
 
 if TYPE_CHECKING:
     from stack.tcp.conn import TcpConnection
+
+# States where data that arrives after shutdown(SHUT_RD) is answered with a
+# reset (Linux's tcp_rcv_state_process: FIN_WAIT_1 and FIN_WAIT_2).
+SHUT_RESETS = (FIN_WAIT_1, FIN_WAIT_2)
 
 
 def predicted(conn: TcpConnection, seg: TcpSegment, now: float) -> bool:
@@ -74,9 +79,6 @@ def process(conn: TcpConnection, seg: TcpSegment, now: float) -> None:
     if trimmed is None:
         return
     seq, flags, payload = trimmed
-    ts = seg.timestamps
-    if ts is not None and conn.handshake.ts_ok and not flags & RST:
-        conn.receiver.update_ts_recent(ts[0], seg.seq, now, force=ts_invalid)
     if flags & RST:  # second (RFC 5961 3: an exact match resets, in-window is challenged)
         if seg.seq == conn.receiver.rcv_nxt:
             conn.rcv_rst(seg, now)
@@ -85,6 +87,8 @@ def process(conn: TcpConnection, seg: TcpSegment, now: float) -> None:
         return
     if flags & SYN:  # fourth (RFC 5961 4)
         if conn.state == SYN_RECEIVED and conn.passive:
+            # Back to LISTEN (RFC 9293), telling the peer as Linux does.
+            conn.reset_reply(seg)
             conn.set_state(CLOSED, rcv_cause(seg) + " (SYN in window)", now)
         else:
             conn.challenge_ack(now, "syn_in_window")
@@ -92,16 +96,18 @@ def process(conn: TcpConnection, seg: TcpSegment, now: float) -> None:
     if not flags & ACK:  # fifth
         conn.trace.drop("tcp", "no_ack", conn=conn.name)
         return
-    if not _ack(conn, seg, now):
+    if not _ack(conn, seg, now, ts_invalid):
         return
     # Sixth (URG) is not supported: urgent data is delivered inline.
     # Seventh: text. Eighth: FIN.
     fin = flags & FIN
     if payload or fin:
         if conn.state in RECEIVING:
-            if payload and conn.user_closed:
-                # Nobody will read it (RFC 2525 2.17, Linux): reset.
-                conn.fail(None, rcv_cause(seg) + " (data after close)", now, rst=True)
+            if payload and (conn.user_closed or (conn.read_shut and conn.state in SHUT_RESETS)):
+                # Nobody will read it (RFC 2525 2.17, Linux): reset, with the
+                # RST that answers this segment (Linux's tcp_reset + send_reset).
+                conn.reset_reply(seg)
+                conn.fail(None, rcv_cause(seg) + " (data after close)", now)
             elif conn.receiver.text(seq, payload, bool(fin)):
                 conn.take_fin(seg, now)
         elif payload:
@@ -180,21 +186,30 @@ def _acceptable(conn: TcpConnection, seq: int, flags: int, payload: bytes | memo
     return seq, flags, payload
 
 
-def _ack(conn: TcpConnection, seg: TcpSegment, now: float) -> bool:
-    """Fifth: the ACK field. False when the segment is done with."""
+def _ack(conn: TcpConnection, seg: TcpSegment, now: float, ts_invalid: bool) -> bool:
+    """Fifth: the ACK field. False when the segment is done with.
+
+    TS.Recent takes the segment's TSval only once its ACK is acceptable
+    too (RFC 7323 5.3 R3 comes after the checks; Linux updates it inside
+    ``tcp_ack``): a blind segment that only earns a challenge ACK, or an
+    ACK of data never sent, must not move it, or a forged far-future TSval
+    would make PAWS drop every later segment of the real peer."""
     ack = seg.ack
     snd = conn.sender
     if conn.state == SYN_RECEIVED and not conn.handshake.syn_received_ack(seg, now):
         return False
-    st = conn.state
     if seq_gt(ack, snd.snd_max):
         # ACK for data never sent: ACK back, drop.
         conn.trace.drop("tcp", "ack_unsent", conn=conn.name)
         conn.receiver.request_ack()
         return False
+    st = conn.state
     if seq_lt(ack, seq_add(snd.snd_una, -snd.max_snd_wnd)):
         conn.challenge_ack(now, "ack_too_old")
         return False
+    ts = seg.timestamps
+    if ts is not None and conn.handshake.ts_ok:
+        conn.receiver.update_ts_recent(ts[0], seg.seq, now, force=ts_invalid)
     una_before = snd.snd_una
     snd.peer_alive()
     snd.on_ack(seg, ack, not seg.payload and not seg.flags & (SYN | FIN), now)

@@ -63,11 +63,18 @@ class TcpConfig:
     max_retries: int = 15
     orphan_retries: int = 8         # zero-window probe backoffs before a closed connection aborts
     syn_retries: int = 6
+    # The first SYN retransmissions of a connect wait one initial RTO each,
+    # not twice the last (Linux 6.5+ ``tcp_syn_linear_timeouts``, default 4).
+    syn_linear_timeouts: int = 4
     synack_retries: int = 5
 
     header_prediction: bool = True  # the fast path for in-order bulk segments (RFC 7323 D)
 
     delayed_ack: float = 0.04
+    # Quickack mode: up to this many segments are ACKed at once at the start
+    # of a connection and after duplicates, before ACKs are delayed
+    # (Linux TCP_MAX_QUICKACKS). 0: delay from the first segment.
+    max_quickacks: int = 16
     msl: float = 30.0
     fin_wait2_timeout: float = 60.0  # after close(), like Linux tcp_fin_timeout
 

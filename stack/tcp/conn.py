@@ -32,6 +32,7 @@ from stack.tcp.recovery import Recovery
 from stack.tcp.rtt import Rtt
 from stack.tcp.sender import Sender
 from stack.tcp.seq import seq_between, tsval
+from stack.tcp.challenge import ChallengeBudget
 from stack.tcp.states import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2,
                               LAST_ACK, LISTEN, RECEIVING, SYN_RECEIVED, SYN_SENT,
                               SYNCHRONIZED, TIME_WAIT, Endpoint, KEEPALIVE_STATES, entry,
@@ -67,10 +68,10 @@ class TcpConnection(Endpoint):
         self.user_closed = False
         self._dirty = False
         self._shut_wr = False
+        self.read_shut = False  # shutdown(SHUT_RD): later data in FIN_WAIT is reset
         self._close_deferred = False
         self._fast_path = cfg.header_prediction
-        self._challenge_second = -1         # RFC 5961 7 budget, per connection
-        self._challenge_count = 0
+        self.challenges = ChallengeBudget(self.cfg.challenge_ack_limit)  # RFC 5961 7
         self.segs_in = self.segs_out = self.retrans_total = 0  # (ss -i's segs_in, segs_out, retrans)
         self.keepalive = cfg.keepalive      # SO_KEEPALIVE and its TCP_KEEP* options
         self.keepalive_idle = cfg.keepalive_idle
@@ -167,7 +168,7 @@ class TcpConnection(Endpoint):
 
     def fail(self, err: int | None, cause: str, now: float, rst: bool = False) -> None:
         if rst and self.state not in (CLOSED, SYN_SENT, TIME_WAIT):
-            self.send_rst(self.sender.snd_max, now)
+            self.send_rst(now)
         if err is not None:
             self.error = err
         self.set_state(CLOSED, cause, now)
@@ -197,6 +198,8 @@ class TcpConnection(Endpoint):
         elif syn:
             win = rcv.syn_window()
         self.segs_out += 1
+        if payload:
+            rcv.data_sent(now)
         laddr, lport = self.local
         raddr, rport = self.remote
         emit = self.layer.emitter.send
@@ -220,8 +223,14 @@ class TcpConnection(Endpoint):
     def send_ack(self, now: float) -> None:
         self.transmit(self.sender.snd_max, ACK, b"", now)
 
-    def send_rst(self, seq: int, now: float) -> None:
-        self.transmit(seq, RST, b"", now)
+    def send_rst(self, now: float) -> None:
+        """An active reset (abort): RST,ACK at SND.NXT with our ACK and
+        timestamps, as Linux's ``tcp_send_active_reset``."""
+        self.transmit(self.sender.snd_max, RST | ACK, b"", now)
+
+    def reset_reply(self, seg: TcpSegment) -> None:
+        """Answer ``seg`` with the RST a closed port would send (no options)."""
+        self.layer.send_rst_reply(self.remote[0], self.local[0], seg)
 
     def count_retransmit(self, reason: str, seq: int, n: int, **extra: object) -> None:
         """Count a segment sent again and trace it (the one place that does)."""
@@ -236,26 +245,13 @@ class TcpConnection(Endpoint):
             self.trace.event("tcp", "timer", conn=self.name, timer=timer, **fields)
 
     def challenge_ack(self, now: float, why: str) -> None:
-        """RFC 5961: answer a suspicious RST/SYN/ACK with an ACK, at most
-        ``challenge_ack_limit`` a second.
-
-        The budget is this connection's own (as Linux since 6.0). One budget
-        shared by the layer is the side channel of CVE-2016-5696: an
-        off-path attacker spends it on its own connection and counts the
-        ACKs it gets back, which tells whether a spoofed RST landed in some
-        other connection's window. Each challenge ACK answers one received
-        segment, so the total is bounded by what arrives."""
-        trace = self.trace
-        trace.drop("tcp", why, conn=self.name)
-        sec = int(now)
-        if sec != self._challenge_second:
-            self._challenge_second = sec
-            self._challenge_count = 0
-        if self._challenge_count >= self.cfg.challenge_ack_limit:
-            trace.count("tcp", "challenge_ack_limited")
+        """RFC 5961: answer a suspicious RST/SYN/ACK with an ACK, within the
+        connection's budget (``stack/tcp/challenge.py``)."""
+        self.trace.drop("tcp", why, conn=self.name)
+        if not self.challenges.take(now):
+            self.trace.count("tcp", "challenge_ack_limited")
             return
-        self._challenge_count += 1
-        trace.count("tcp", "challenge_acks")
+        self.trace.count("tcp", "challenge_acks")
         self.send_ack(now)
 
     # ---- OPEN (called by the layer) ---------------------------------------------------------
@@ -357,6 +353,7 @@ class TcpConnection(Endpoint):
             self.sender.on_persist(now)
         if t.due(T.DELACK, now) and self.state != CLOSED:
             t.stop(T.DELACK)
+            self.receiver.delayed_ack_fired()
             self.send_ack(now)
         if t.due(T.KEEPALIVE, now) and self.state != CLOSED:
             t.stop(T.KEEPALIVE)
@@ -451,6 +448,12 @@ class TcpConnection(Endpoint):
             raise os_error(self.error or errno.ENOTCONN)
         self._shutdown_wr(now, "user shutdown")
 
+    def shutdown_read(self) -> None:
+        """Half-close the receiving side (the facade's SHUT_RD): what was
+        received can still be read, as on Linux; data that comes once our
+        FIN is out (FIN_WAIT_1/2) is answered with a reset."""
+        self.read_shut = True
+
     def _shutdown_wr(self, now: float, cause: str) -> None:
         if self._shut_wr:
             return
@@ -499,7 +502,7 @@ class TcpConnection(Endpoint):
         if st == CLOSED:
             return
         if st in (SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT):
-            self.send_rst(self.sender.snd_max, now)
+            self.send_rst(now)
         self.set_state(CLOSED, cause, now)
 
     @entry

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 TS_OPT_LEN = 12                       # NOP, NOP, Timestamps on every segment once negotiated
 
 
+SYN_RETRY_SOON = 0.002  # Linux's TCP_TIMEOUT_MIN (2 jiffies): a SYN resent "at once"
+
+
 def wscale_for(rcvbuf: int) -> int:
     """The smallest shift (at most 14) that lets 65535 << shift cover ``rcvbuf``."""
     shift = 0
@@ -51,9 +54,9 @@ class Handshake:
         self.snd_wscale = 0                   # the peer's shift
         self.rcv_wscale = 0                   # ours
         self.ts_base = ts_base                # our timestamp clock's offset (RFC 7323 7.1)
-        self.mss_local = cfg.mss
+        self.mss_local: int = conn.layer.mss_for(conn.remote[0])  # the route's (lo's is larger)
         self.peer_mss = cfg.default_peer_mss
-        self.pmtu_mss = cfg.mss
+        self.pmtu_mss = self.mss_local
         self.mss_wire = min(self.peer_mss, self.mss_local)  # data plus options
         self.mss: int = self.mss_wire                        # data per full segment
         self.peer_syn_seen = False            # our SYN is a SYN,ACK from now on
@@ -182,7 +185,11 @@ class Handshake:
             if seq_le(ack, snd.iss) or seq_gt(ack, snd.snd_max):
                 trace.drop("tcp", "bad_ack", conn=conn.name)
                 if not flags & RST:
-                    conn.send_rst(ack, now)
+                    conn.reset_reply(seg)
+                if not self.syn_retransmitted:
+                    # Whatever the peer holds is stale; as Linux, send the
+                    # SYN again at once instead of after a full RTO.
+                    conn.timers.start(T.RTO, now + SYN_RETRY_SOON)
                 return
         if flags & RST:
             if flags & ACK:
@@ -228,6 +235,8 @@ class Handshake:
             self.send_syn(now)
             self.conn.count_retransmit("syn", self.conn.sender.iss, 0)
             return True
+        # The SYN,ACK of a simultaneous open: acknowledge its SYN (as Linux).
+        self.conn.receiver.request_ack()
         return False
 
     def syn_received_ack(self, seg: TcpSegment, now: float) -> bool:
@@ -238,7 +247,7 @@ class Handshake:
         ack = seg.ack
         if not (seq_gt(ack, snd.snd_una) and seq_le(ack, snd.snd_max)):
             conn.trace.drop("tcp", "bad_ack", conn=conn.name)
-            conn.send_rst(ack, now)
+            conn.reset_reply(seg)
             return False
         if conn.accept_queue_full():
             conn.trace.drop("tcp", "accept_queue_full", conn=conn.name)

@@ -47,7 +47,9 @@ class TcpLayer:
     ``ip_send(src, dst, proto, payload)`` hands a segment to IP and raises
     OSError when there is no route. ``is_broadcast(addr)`` and
     ``reachable(addr)`` are what IP knows about addresses (defaults:
-    nothing is a broadcast, everything is reachable). ``isn`` and
+    nothing is a broadcast, everything is reachable). ``route_mss(addr)``
+    is the MSS to offer on the route to ``addr`` when it is not
+    ``config.mss`` (None: it is; IP says so for ``lo``). ``isn`` and
     ``ts_offset`` replace the keyed-hash ISN and timestamp offset (tests use
     fixed ones to compare segments exactly)."""
 
@@ -55,6 +57,7 @@ class TcpLayer:
                  rng: _random.Random | None = None, *,
                  is_broadcast: Callable[[int], bool] | None = None,
                  reachable: Callable[[int], bool] | None = None,
+                 route_mss: Callable[[int], int | None] | None = None,
                  isn: Callable[[int, int, int, int, float], int] | None = None,
                  ts_offset: Callable[[int, int, int, int], int] | None = None) -> None:
         self.trace = trace
@@ -65,6 +68,7 @@ class TcpLayer:
         self.ports = Ports(self.config, self._secret, rng)
         self._is_broadcast = is_broadcast
         self._reachable = reachable
+        self._route_mss = route_mss
         self._isn_fn = isn
         self._ts_fn = ts_offset
         self._conns: dict[Key, TcpConnection] = {}
@@ -78,6 +82,15 @@ class TcpLayer:
         # The largest TCP segment (header and data) IP may be handed when the
         # link cuts segments itself (TSO); None: one MSS. Set by the runtime.
         self.segment_max: int | None = None
+
+    def mss_for(self, addr: int) -> int:
+        """The MSS our SYN offers to ``addr``: its route's (``lo``'s is 65495,
+        as Linux's) or the configured one (the link's MTU less 40)."""
+        if self._route_mss is not None:
+            mss = self._route_mss(addr)
+            if mss is not None:
+                return mss
+        return self.config.mss
 
     # ---- input ------------------------------------------------------------------
 
@@ -146,7 +159,7 @@ class TcpLayer:
             if not flags & SYN and cfg.syncookies and self._cookie_ack(lst, src, dst, seg, now):
                 return
             trace.drop("tcp", "ack_to_listener")
-            self._send_rst_reply(src, dst, seg)
+            self.send_rst_reply(src, dst, seg)
             return
         if not flags & SYN:
             trace.drop("tcp", "no_syn")
@@ -190,9 +203,12 @@ class TcpLayer:
             return
         self.trace.drop("tcp", "no_conn", conn=conn_name(dst, seg.dst_port, src, seg.src_port),
                         src=src, dst=dst, port=seg.dst_port)
-        self._send_rst_reply(src, dst, seg)
+        self.send_rst_reply(src, dst, seg)
 
-    def _send_rst_reply(self, src: int, dst: int, seg: TcpSegment) -> None:
+    def send_rst_reply(self, src: int, dst: int, seg: TcpSegment) -> None:
+        """The RST that answers ``seg`` from ``src`` (RFC 9293 3.10.7.1): its ACK
+        number as our sequence number, else ACK of all it occupied; no options
+        (as Linux's ``tcp_v4_send_reset``)."""
         if not _unicast(src) or not _unicast(dst):
             return
         if seg.flags & ACK:

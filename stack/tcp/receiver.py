@@ -39,11 +39,18 @@ class Receiver:
         self.unacked = 0              # bytes received since our last ACK
         self.ack_now = False
         self.last_ack_sent = 0
-        self.mss = min(conn.cfg.default_peer_mss, conn.cfg.mss)  # largest segment seen
+        self.mss_cap = conn.handshake.mss_local  # our MSS: no segment is larger
+        self.mss = min(conn.cfg.default_peer_mss, self.mss_cap)  # largest segment seen
         self.sack_recent: list[int] = []  # a byte of each recently received OOO block
         self.ts_recent = 0            # TS.Recent
         self.ts_recent_age = now      # when TS.Recent was last set
         self.bytes_received = 0       # payload bytes that arrived in order
+        # Linux's delayed-ACK engine: ``quick`` immediate ACKs left (quickack
+        # mode, armed by the first data and by duplicates), none while
+        # ``pingpong`` (our data answers theirs, the ACK rides on it).
+        self.quick = 0
+        self.pingpong = False
+        self.data_at: float | None = None  # when in-order data last arrived
 
     # ---- the handshake ------------------------------------------------------------
 
@@ -101,11 +108,14 @@ class Receiver:
         if not buf:
             self.conn.changed()
         buf += payload
+        if not self.bytes_received:
+            self._quickack()
         self.rcv_nxt = seq_add(self.rcv_nxt, n)
         self.bytes_received += n
         self.unacked += n
+        self.data_at = now
         if n > self.mss:
-            self.mss = n if n < self.cfg.mss else self.cfg.mss
+            self.mss = n if n < self.mss_cap else self.mss_cap
 
     def text(self, seq: int, payload: memoryview | bytes, fin: bool) -> bool:
         """Accept trimmed, in-window text starting at ``seq``.
@@ -117,13 +127,16 @@ class Receiver:
             if n:
                 ooo = self.ooo
                 was_empty = not self.buf
+                self.data_at = self.conn.now
                 if ooo is None:
                     self.buf += payload
+                    if not self.bytes_received:
+                        self._quickack()
                     self.rcv_nxt = seq_add(seq, n)
                     self.bytes_received += n
                     self.unacked += n
                     if n > self.mss:
-                        self.mss = min(n, self.cfg.mss)
+                        self.mss = min(n, self.mss_cap)
                 else:
                     if ooo.insert(0, payload) < 0:
                         self.conn.trace.drop("tcp", "ooo_full", conn=self.conn.name)
@@ -233,6 +246,31 @@ class Receiver:
 
     # ---- the advertised window --------------------------------------------------------
 
+    def _quickack(self) -> None:
+        """Quickack mode (Linux ``tcp_incr_quickack``): ACK the next segments
+        at once, as many as half the window holds full segments (2 to 16),
+        so a new connection's sender grows its window without waiting."""
+        mss = self.mss if self.mss > 0 else 536
+        limit = self.cfg.max_quickacks
+        self.quick = max(self.quick, min(max(self.window() // (2 * mss), 2), limit))
+
+    def duplicate(self) -> None:
+        """Data we had already: the peer missed our ACKs, so ACK at once
+        from now on for a while (Linux enters quickack mode)."""
+        self._quickack()
+        self.ack_now = True
+
+    def data_sent(self, now: float) -> None:
+        """We send data: an answer within the delayed-ACK time of their data
+        makes the connection interactive (Linux's pingpong mode)."""
+        if self.data_at is not None and now - self.data_at < self.cfg.delayed_ack:
+            self.pingpong = True
+
+    def delayed_ack_fired(self) -> None:
+        """The delayed ACK had to go alone: no answer rides on it, so the
+        connection is not interactive after all."""
+        self.pingpong = False
+
     def ack_fields(self, syn: bool = False) -> tuple[int, int]:
         """(ACK number, window field) for an outgoing ACK; moves the right
         edge and cancels a pending delayed ACK.
@@ -241,6 +279,8 @@ class Receiver:
         min(half the buffer, one MSS) (RFC 1122 4.2.3.3, receiver SWS). A
         SYN,ACK's window is :meth:`syn_window`."""
         nxt = self.rcv_nxt
+        if self.quick and self.unacked:
+            self.quick = max(self.quick - -(-self.unacked // max(self.mss, 1)), 0)
         self.unacked = 0
         self.ack_now = False
         if self.timers.at[DELACK] is not None:
@@ -285,7 +325,7 @@ class Receiver:
         if self.ack_now:
             return True
         if self.unacked:
-            if self.unacked >= 2 * self.mss:
+            if self.unacked >= 2 * self.mss or (self.quick and not self.pingpong):
                 return True
             self.timers.start_if_idle(T.DELACK, now + self.cfg.delayed_ack)
         return False

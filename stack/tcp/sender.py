@@ -338,7 +338,8 @@ class Sender:
                 why = f"connect timed out after {self.retries} SYNs"
             conn.fail(conn.soft_error or errno.ETIMEDOUT, f"timer retransmit ({why})", now)
             return
-        self.rtt.backoff()
+        if not (handshake and not conn.passive and self.retries <= cfg.syn_linear_timeouts):
+            self.rtt.backoff()
         conn.trace_timer("rto", retries=self.retries, rto=round(self.rtt.rto, 6))
         if handshake:
             self.hs.resend_syn(now)

@@ -154,7 +154,7 @@ class SynCookies:
             wscale = wscale_for(cfg.rcvbuf) if peer_ws is not None else None
         layer.emitter.send(dst, seg.dst_port, src, seg.src_port, isn, seq_add(seg.seq, 1),
                            SYN | ACK, min(cfg.rcvbuf, 65535),
-                           syn=SynOffers(cfg.mss, wscale, sack, ts), cookie=True)
+                           syn=SynOffers(layer.mss_for(src), wscale, sack, ts), cookie=True)
         lst.syn_overflow_at = now
         layer.trace.count("tcp", "syncookies_sent")
 

@@ -49,14 +49,20 @@ def related(conn: Connection, e: dict) -> bool:
     return False
 
 
+def _next_cause(conn: Connection, t: float) -> str | None:
+    """The cause of the connection's first state change at or after ``t``
+    (an error that ends it is traced just before the change it makes)."""
+    later = [tr for tr in conn.whole.transitions if tr.t >= t - 1e-6]
+    return min(later, key=lambda tr: tr.t).cause if later else None
+
+
 def _note(conn: Connection, e: dict) -> str | None:
     layer, kind = e["layer"], e["event"]
     if layer == "tcp" and kind == "icmp":
         k = str(e.get("kind", "?"))
         if e.get("mtu"):
             effect = f"path MTU {e['mtu']}: segments cut smaller and resent"
-        elif any(tr.cause == f"icmp {k}" and abs(tr.t - float(e["t"])) < 1e-6
-                 for tr in conn.whole.transitions):
+        elif _next_cause(conn, float(e["t"])) == f"icmp {k}":
             effect = "a hard error: the connection attempt ends"
         else:
             effect = "a soft error: kept for the socket, the connection goes on"

@@ -142,7 +142,9 @@ def test_neighbours_and_routes():
         assert b.routes() == [
             {"dst": "default", "via": "192.0.2.254", "dev": "mem0"},
             {"dst": "192.0.2.0/24", "dev": "mem0", "proto": "kernel", "scope": "link",
-             "src": "192.0.2.2"}]
+             "src": "192.0.2.2"},
+            {"type": "local", "dst": "127.0.0.0/8", "dev": "lo", "table": "local",
+             "proto": "kernel", "scope": "host", "src": "127.0.0.1"}]
         a.ping("192.0.2.2")
         assert b.neighbour_table() == [{"dst": "192.0.2.1", "dev": "mem0",
                                         "lladdr": "02:53:c0:00:02:01", "state": "REACHABLE"}]

@@ -61,7 +61,9 @@ def test_each_command_answers(served):
                       "state": "REACHABLE"}]
     assert control.request(path, "route")["routes"] == [
         {"dst": "192.0.2.0/24", "dev": "mem0", "proto": "kernel", "scope": "link",
-         "src": "192.0.2.2"}]
+         "src": "192.0.2.2"},
+        {"type": "local", "dst": "127.0.0.0/8", "dev": "lo", "table": "local",
+         "proto": "kernel", "scope": "host", "src": "127.0.0.1"}]
     hello = control.request(path, "hello")
     assert hello["tap"] == "mem0" and hello["pid"] == os.getpid()
     assert srv.requests == 6 and srv.errors == 0
@@ -221,7 +223,9 @@ def test_commands_print_what_the_server_answers(served):
     r = run_stack("neigh", "--control", path)
     assert r.stdout == "192.0.2.1 dev mem0 lladdr 02:53:c0:00:02:01 REACHABLE\n"
     r = run_stack("route", "--control", path)
-    assert r.stdout == "192.0.2.0/24 dev mem0 proto kernel scope link src 192.0.2.2\n"
+    assert r.stdout == ("192.0.2.0/24 dev mem0 proto kernel scope link src 192.0.2.2\n"
+                        "local 127.0.0.0/8 dev lo table local proto kernel scope host"
+                        " src 127.0.0.1\n")
     r = run_stack("stats", "--control", path)
     assert "icmp:\n" in r.stdout and "ip:\n    packets_in: " in r.stdout
 

@@ -144,8 +144,10 @@ def test_buffered_data_goes_before_fin():
 def test_close_with_unread_data_resets():
     c = established()
     c.feed("P.", 5001, 1001, data=b"unread")
+    c.expect("Flags [.], seq 1001, ack 5007, win 65529, length 0")  # quickack mode
     c.conn.close(c.now)
-    c.expect("Flags [R], seq 1001, win 0, length 0")
+    # An active reset, as Linux's tcp_send_active_reset: RST,ACK at SND.NXT.
+    c.expect("Flags [R.], seq 1001, ack 5007, win 65529, length 0")
     assert c.conn.state == "CLOSED"
 
 
@@ -161,7 +163,7 @@ def test_abort_sends_rst():
     c.conn.send(b"abc", c.now)
     c.sent()
     c.conn.abort(c.now)
-    c.expect("Flags [R], seq 1004, win 0, length 0")
+    c.expect("Flags [R.], seq 1004, ack 5001, win 65535, length 0")
     assert c.conn.state == "CLOSED" and c.layer.next_deadline() is None
 
 

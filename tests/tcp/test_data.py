@@ -12,12 +12,42 @@ from __future__ import annotations
 from stack.tcp import TcpConfig
 from tests.helpers.tcp import Conversation, established
 
+# Delayed ACKs from the first segment: no quickack mode (tested on its own below).
+DELAYED = TcpConfig(max_quickacks=0)
+
 
 # --- receiving ----------------------------------------------------------------
 
 
-def test_delayed_ack_fires_at_40ms():
+def test_quickack_mode_acks_the_first_segments_at_once_then_delays():
+    # Linux's tcp_incr_quickack: the window over two 536-byte segments (the
+    # receive MSS guessed before any data), 2 to 16; here 2144 // 1072 = 2.
+    c = established(TcpConfig(rcvbuf=2144))
+    c.feed("P.", 5001, 1001, data=b"a" * 100)
+    c.expect("Flags [.], seq 1001, ack 5101, win 2044, length 0")
+    c.feed("P.", 5101, 1001, data=b"b" * 100)
+    c.expect("Flags [.], seq 1001, ack 5201, win 1944, length 0")
+    c.feed("P.", 5201, 1001, data=b"c" * 100)
+    c.expect_nothing()
+    c.run_until(0.04)
+    c.expect("Flags [.], seq 1001, ack 5301, win 1844, length 0")
+
+
+def test_an_answer_within_the_delayed_ack_time_makes_acks_ride_on_data():
+    # Pingpong mode: data sent in reply to data stops the immediate ACKs.
     c = established()
+    c.feed("P.", 5001, 1001, data=b"q" * 10)
+    c.expect("Flags [.], seq 1001, ack 5011, win 65525, length 0")
+    c.conn.send(b"r" * 10, c.now)
+    c.expect("Flags [P.], seq 1001:1011, ack 5011, win 65525, length 10")
+    c.feed("P.", 5011, 1011, data=b"q" * 10)
+    c.expect_nothing()  # delayed: the next answer will carry it
+    c.conn.send(b"r" * 10, c.now)
+    c.expect("Flags [P.], seq 1011:1021, ack 5021, win 65515, length 10")
+
+
+def test_delayed_ack_fires_at_40ms():
+    c = established(DELAYED)
     c.feed("P.", 5001, 1001, data=b"a" * 100)
     c.expect_nothing()
     assert c.conn.readable and c.conn.recv(1000) == b"a" * 100
@@ -32,7 +62,7 @@ def test_delayed_ack_fires_at_40ms():
 
 
 def test_every_second_full_segment_acked_at_once():
-    c = established()
+    c = established(DELAYED)
     c.feed(".", 5001, 1001, data=b"a" * 1460)
     c.expect_nothing()
     c.feed(".", 6461, 1001, data=b"b" * 1460)
@@ -71,7 +101,7 @@ def test_out_of_order_fin_processed_when_hole_fills():
 
 
 def test_overlapping_retransmission_trimmed():
-    c = established()
+    c = established(DELAYED)
     c.feed(".", 5001, 1001, data=b"abcdef")
     c.feed(".", 5004, 1001, data=b"DEFghi")  # first three bytes are old
     c.expect("Flags [.], seq 1001, ack 5010, win 65526, length 0")
@@ -105,7 +135,7 @@ def test_segment_straddling_right_edge_trimmed():
 
 
 def test_zero_window_then_window_update_after_read():
-    cfg = TcpConfig(rcvbuf=4000)
+    cfg = TcpConfig(rcvbuf=4000, max_quickacks=0)
     c = Conversation(cfg)
     c.open_active()
     c.sent()
@@ -124,7 +154,7 @@ def test_zero_window_then_window_update_after_read():
 
 
 def test_receiver_does_not_advertise_small_window_increase():
-    cfg = TcpConfig(rcvbuf=10000)
+    cfg = TcpConfig(rcvbuf=10000, max_quickacks=0)
     c = established(cfg)
     c.feed(".", 5001, 1001, data=b"a" * 1460)
     c.feed(".", 6461, 1001, data=b"b" * 1460)

@@ -146,7 +146,7 @@ def test_mss_leaves_room_for_timestamps_in_every_segment():
 
 
 def test_receives_more_than_64k_in_flight():
-    c = established(**ALL)
+    c = established(TcpConfig(max_quickacks=0), **ALL)
     c.sent()
     data = bytes(range(256)) * 800  # 204800 bytes, far past 65535
     seq = IRS + 1
@@ -251,7 +251,7 @@ def test_after_a_retransmission_an_ack_echoing_no_timestamp_gives_no_sample():
 
 
 def test_ts_recent_echo_follows_rfc7323_rules():
-    c = established(**ALL)
+    c = established(TcpConfig(max_quickacks=0), **ALL)
     c.sent()
     # Two in-order segments under one delayed ACK: the ACK echoes the
     # earlier one's TSval (RFC 7323 4.3 case A).

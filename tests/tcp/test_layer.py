@@ -139,7 +139,7 @@ def test_listener_on_change_and_close_resets_queued():
     assert calls and lst.readable
     c.sent()
     lst.close(c.now)
-    c.expect("Flags [R], seq 1001, win 0, length 0")
+    c.expect("Flags [R.], seq 1001, ack 5001, win 65535, length 0")
     c.feed("S", 9000, src_port=6000)
     c.expect("Flags [R.], seq 0, ack 9001, win 0, length 0")
 
@@ -464,7 +464,7 @@ def test_close_all_resets_connections_and_listeners():
     c.open_active()
     c.layer.listen((0, 80), 5, 0.0)
     c.layer.close_all(c.now)
-    c.expect("Flags [R], seq 1001, win 0, length 0")
+    c.expect("Flags [R.], seq 1001, ack 5001, win 65535, length 0")
     assert c.layer.connections() == [] and c.layer.next_deadline() is None
     c.feed("S", 1, dst_port=80)
     c.expect("Flags [R.], seq 0, ack 2, win 0, length 0")

@@ -355,8 +355,10 @@ def test_cubic_fast_convergence_and_timeout():
 def transfer(seed: int, sack: bool, loss: float = 0.05,
              size: int = 1_000_000) -> tuple[int, LossyNet]:
     """One way bulk transfer through seeded, keyed loss (the same segments are
-    lost with and without SACK); returns the sender's retransmitted segments."""
-    cfg = TcpConfig(sack=sack)
+    lost with and without SACK); returns the sender's retransmitted segments.
+    ACKs are delayed from the start (no quickack mode): the first ACKs of
+    the two runs then differ only by what SACK changes."""
+    cfg = TcpConfig(sack=sack, max_quickacks=0)
     net = LossyNet(seed, loss=loss, delay=0.01, config=cfg, trace_events=False, keyed=True)
     lst = net.b.listen((0, 80), 8, 0.0)
     client = net.a.connect(net.A, (net.B, 80), 0.0)

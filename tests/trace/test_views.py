@@ -199,6 +199,16 @@ def test_icmp_errors_that_reach_a_connection_are_in_its_timeline():
     assert lines[i].split()[0] == "1.250000"
 
 
+def test_an_icmp_error_that_ends_a_connect_is_a_hard_error_in_its_timeline():
+    name = f"{US}:40000-192.0.2.99:80"
+    evs = [st(0.0, "CLOSED", "SYN_SENT", "user connect", conn=name),
+           ev(3.000010, "tcp", "icmp", conn=name, kind="host_unreachable", seq=5),
+           st(3.000030, "SYN_SENT", "CLOSED", "icmp host_unreachable", conn=name)]
+    (c,) = tracetool.connections(evs)
+    text = tracetool.timeline(c)
+    assert "icmp host_unreachable for seq=5: a hard error: the connection attempt ends" in text
+
+
 # --- the layer views ------------------------------------------------------------------------
 
 

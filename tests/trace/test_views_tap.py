@@ -4,8 +4,10 @@
   handshake within a second, while ``stack up`` keeps running.
 * ``ping -s 4000`` and a fragmented UDP datagram show in ``--layer ip`` with
   their fragment counts, both ways.
-* A connect to an address on the subnet that nobody has fails; the ARP view
-  and the connect's timeline both say ``no ARP reply for X after N requests``.
+* A connect to an address on the subnet that nobody has fails with
+  EHOSTUNREACH; the ARP view and the connect's timeline both say ``no ARP
+  reply for X after N requests``, the timeline that the host unreachable
+  ended the attempt.
 * Port unreachable, both ways, shows in ``--layer icmp`` by name with the
   datagram it quotes; a curl to a closed port is a refused two-row ladder.
 * A ``--from/--to`` ladder of a lossy transfer shows the duplicate ACKs and
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+import errno
 import signal
 import socket
 import subprocess
@@ -119,15 +122,17 @@ def test_arp_failure_is_in_the_arp_view_and_the_connects_cause(tap_stack, tmp_pa
     path = tmp_path / "arp.jsonl"
     net = tap_stack(trace=str(path), tcp_config=TcpConfig(syn_retries=2))
     s = net.socket(socket.AF_INET, socket.SOCK_STREAM)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as e:
         s.connect(("192.0.2.99", 80))     # on the subnet; nobody answers ARP for it
+    assert e.value.errno == errno.EHOSTUNREACH  # after 3 s, as Linux
     s.close()
     net.trace.flush()
     arp = _stack_trace(str(path), "--layer", "arp")
     assert "request who-has 192.0.2.99 (attempt 3)" in arp
     assert "failed: no ARP reply for 192.0.2.99 after 3 requests" in arp
     out = _stack_trace(str(path), "--conn", "192.0.2.99:80")
-    assert "timer retransmit (connect timed out after 3 SYNs)" in out, out
+    assert "SYN_SENT -> CLOSED    icmp host_unreachable" in out, out
+    assert "icmp host_unreachable for seq=" in out and "a hard error: the connection attempt ends" in out
     assert "arp: no ARP reply for 192.0.2.99 after 3 requests" in out, out
     assert "final state CLOSED (no ARP reply for 192.0.2.99 after 3 requests)" in out
 

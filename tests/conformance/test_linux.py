@@ -1,0 +1,27 @@
+"""Every case of tests/conformance/cases/*.pkt, answered by Linux and by the
+stack in the same run: the answers must agree, or the case is a difference
+the README explains ("Where we differ from Linux, and why"), and then they
+must really differ."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from tests.helpers.conformance import load_cases
+
+CASES = [(path.stem, case) for path in sorted((pathlib.Path(__file__).parent / "cases")
+                                              .glob("*.pkt"))
+         for case in load_cases(path)]
+
+
+@pytest.mark.parametrize("case", [c for _, c in CASES],
+                         ids=[f"{f}: {c.name}" for f, c in CASES])
+def test_the_stack_answers_like_linux(differ, case):
+    linux, stack = differ(case.script)
+    shown = "\n".join(["linux:"] + linux + ["stack:"] + stack)
+    if case.differs is None:
+        assert stack == linux, shown
+    else:
+        assert stack != linux, f"now agrees with Linux; drop [differs: {case.differs}]\n{shown}"
