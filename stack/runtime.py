@@ -135,7 +135,7 @@ class Stack:
         self.ip = Ipv4Layer(self.eth, self.address, self.prefix_len, self.gateway, link.mtu,
                             self.trace, ident_seed=self.rng.getrandbits(16))
         self.eth.ipv4_receive = self.ip.receive
-        self.icmp = IcmpLayer(self.ip, self.trace)
+        self.icmp = IcmpLayer(self.ip, self.trace, utc_offset=time.time() - clock())
         self.udp = UdpLayer(self.ip, self.icmp, self.trace, rng=self.rng)
         self.tcp = TcpLayer(self._tcp_send, self.trace, _tcp_config_for(tcp_config, link.mtu),
                             rng=self.rng, is_broadcast=self.ip.is_broadcast,
@@ -254,15 +254,15 @@ class Stack:
 
         return Socket(self, family, type, proto)
 
-    def create_connection(self, address, timeout=..., source_address=None):
+    def create_connection(self, address, timeout=..., source_address=None, **kw):
         from stack.socket import create_connection
 
-        return create_connection(self, address, timeout, source_address)
+        return create_connection(self, address, timeout, source_address, **kw)
 
-    def create_server(self, address, *, backlog=None, reuse_port=False):
+    def create_server(self, address, **kw):
         from stack.socket import create_server
 
-        return create_server(self, address, backlog=backlog)
+        return create_server(self, address, **kw)
 
     def is_local(self, addr: int) -> bool:
         """Is ``addr`` one of this stack's own addresses?"""
@@ -403,8 +403,8 @@ class Stack:
                 except (OSError, ValueError) as e:  # the link is gone (closed, removed)
                     self.trace.drop("link", "send_failed", error=repr(e))
 
-    def _tcp_send(self, src: int, dst: int, proto: int, payload: bytes) -> None:
-        self.ip.send(src, dst, proto, payload, self.clock())
+    def _tcp_send(self, src: int, dst: int, proto: int, payload: bytes, ttl=None) -> None:
+        self.ip.send(src, dst, proto, payload, self.clock(), ttl=ttl)
 
     def _tcp_receive(self, h, payload, now) -> None:
         self.tcp.receive(h.src, h.dst, payload, now)
@@ -555,6 +555,7 @@ class Stack:
             try:
                 if not sink.closed and getattr(sink, "fileno", None) and sink.fileno() > 2:
                     sink.close()
+                    self.trace.sink = None  # a socket closed later writes nowhere, not raises
             except (OSError, ValueError):
                 pass
 

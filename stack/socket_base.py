@@ -1,24 +1,37 @@
-"""What the socket facade is made of: the option and error constants of the
-``socket`` module, errors as Python raises them, address conversion, and
-the socketpair that gives a stack socket a ``fileno()`` for ``select``."""
+"""What the socket facade is made of: the ``socket`` module's constants, the
+one errno table every facade error goes through, the argument checks that
+raise what CPython raises, address conversion, and :class:`Endpoint`, the
+state and waiting every socket has whatever its kind.
+
+:mod:`stack.socket_stream` (TCP) and :mod:`stack.socket_dgram` (UDP) build
+their endpoints on :class:`Endpoint`; :mod:`stack.socket` wraps one of them
+in a :class:`~stack.socket.Socket`. Nothing here imports those modules.
+"""
 
 from __future__ import annotations
 
 import errno
-import io
+import math
 import os
 import socket as _socket
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer, WriteableBuffer
+import threading
+from types import EllipsisType
+from typing import TYPE_CHECKING, Any, Callable
 
 from stack.wire.ipv4 import int2ip, ip2int
+
+if TYPE_CHECKING:
+    from stack.runtime import Stack
+    from stack.socket_io import Readiness
 
 AF_INET = _socket.AF_INET
 SOCK_STREAM = _socket.SOCK_STREAM
 SOCK_DGRAM = _socket.SOCK_DGRAM
+SOCK_NONBLOCK = getattr(_socket, "SOCK_NONBLOCK", 0o4000)
+SOCK_CLOEXEC = getattr(_socket, "SOCK_CLOEXEC", 0o2000000)
+SOCK_MAX = 11  # Linux: types at or above it are EINVAL
 SOL_SOCKET = _socket.SOL_SOCKET
+IPPROTO_IP = _socket.IPPROTO_IP
 IPPROTO_TCP = _socket.IPPROTO_TCP
 IPPROTO_UDP = _socket.IPPROTO_UDP
 SO_REUSEADDR = _socket.SO_REUSEADDR
@@ -30,7 +43,10 @@ SO_BROADCAST = _socket.SO_BROADCAST
 SO_LINGER = _socket.SO_LINGER
 SO_ERROR = _socket.SO_ERROR
 SO_TYPE = _socket.SO_TYPE
+IP_TTL = _socket.IP_TTL
 TCP_NODELAY = _socket.TCP_NODELAY
+TCP_MAXSEG = _socket.TCP_MAXSEG
+TCP_INFO = getattr(_socket, "TCP_INFO", 11)
 TCP_KEEPIDLE = getattr(_socket, "TCP_KEEPIDLE", 4)
 TCP_KEEPINTVL = getattr(_socket, "TCP_KEEPINTVL", 5)
 TCP_KEEPCNT = getattr(_socket, "TCP_KEEPCNT", 6)
@@ -42,33 +58,127 @@ SHUT_RD = _socket.SHUT_RD
 SHUT_WR = _socket.SHUT_WR
 SHUT_RDWR = _socket.SHUT_RDWR
 SOMAXCONN = _socket.SOMAXCONN
+LOOPBACK = 0x7F000001  # 127.0.0.1
+MSG_PEEK = _socket.MSG_PEEK
+MSG_DONTWAIT = _socket.MSG_DONTWAIT
+MSG_WAITALL = _socket.MSG_WAITALL
+MSG_TRUNC = _socket.MSG_TRUNC
+DEFAULT_TTL = 64  # Linux's net.ipv4.ip_default_ttl
+DEFAULT_BUF = 212992  # Linux's net.core.rmem_default / wmem_default
+# create_connection's "no timeout given" (http.client passes it on).
+NO_TIMEOUT: Any = vars(_socket)["_GLOBAL_DEFAULT_TIMEOUT"]
 
+# The one errno table: every error the facade raises takes its message here.
 MESSAGES = {code: os.strerror(code) for code in (
     errno.EBADF, errno.EINVAL, errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EMSGSIZE,
     errno.ENOTCONN, errno.EISCONN, errno.EDESTADDRREQ, errno.ECONNREFUSED, errno.ECONNRESET,
     errno.EPIPE, errno.ETIMEDOUT, errno.EAGAIN, errno.EAFNOSUPPORT, errno.ENOPROTOOPT,
     errno.EOPNOTSUPP, errno.EALREADY, errno.EINPROGRESS, errno.EHOSTUNREACH,
-    errno.ENETUNREACH, errno.EACCES, errno.ECONNABORTED, errno.EPROTO)}
+    errno.ENETUNREACH, errno.EACCES, errno.ECONNABORTED, errno.EPROTO, errno.ENOENT,
+    errno.EPROTONOSUPPORT, errno.ESOCKTNOSUPPORT, errno.ENOBUFS)}
 
 
 def error(code: int, message: str | None = None) -> OSError:
-    """The exception Python raises for ``code`` (OSError picks the subclass)."""
+    """The exception Python raises for ``code`` (OSError picks the subclass:
+    ConnectionRefusedError, BrokenPipeError, BlockingIOError, ...)."""
     return OSError(code, message or MESSAGES.get(code) or os.strerror(code))
+
+
+def as_error(e: OSError) -> OSError:
+    """An OSError from below the facade, raised again through the table."""
+    return error(e.errno) if e.errno else e
 
 
 def timeout_error() -> TimeoutError:
     return TimeoutError("timed out")
 
 
-def addr_in(address: Any) -> tuple[int, int]:
-    """("192.0.2.1", 80) -> (int, port); '' and '0.0.0.0' mean any."""
-    if not isinstance(address, tuple) or len(address) != 2:
+def would_block() -> BlockingIOError:
+    return BlockingIOError(errno.EAGAIN, MESSAGES[errno.EAGAIN])
+
+
+# -- argument checks: what CPython's C code raises for bad arguments ------------------
+
+
+def index(value: Any) -> int:
+    """An int argument (``"'str' object cannot be interpreted as an integer"``)."""
+    if isinstance(value, int):
+        return value
+    return value.__index__() if hasattr(value, "__index__") else _not_int(value)
+
+
+def _not_int(value: Any) -> int:
+    raise TypeError(f"'{type(value).__name__}' object cannot be interpreted as an integer")
+
+
+def c_int(value: Any) -> int:
+    """A C ``int`` argument: OverflowError outside 32 bits, as CPython's ``i``."""
+    n = index(value)
+    if n > 0x7FFFFFFF:
+        raise OverflowError("signed integer is greater than maximum")
+    if n < -0x80000000:
+        raise OverflowError("signed integer is less than minimum")
+    return n
+
+
+def size(value: Any, call: str) -> int:
+    """A buffer size (``ssize_t``): non-negative, or ValueError as CPython."""
+    n = index(value)
+    if n >= 1 << 63:
+        raise OverflowError("Python int too large to convert to C ssize_t")
+    if n < 0:
+        raise ValueError(f"negative buffersize in {call}")
+    return n
+
+
+def data_view(data: Any) -> memoryview:
+    """Bytes to send: any buffer, never a str (TypeError as CPython)."""
+    try:
+        return memoryview(data).cast("B")
+    except TypeError:
+        raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") \
+            from None
+
+
+def timeout_value(value: Any) -> float | None:
+    """``settimeout``'s argument: None, or seconds >= 0 (CPython's checks)."""
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)):
+        if not hasattr(value, "__float__"):
+            _not_int(value)
+        value = float(value)
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError("Invalid value NaN (not a number)")
+    if value < 0:
+        raise ValueError("Timeout value out of range")
+    if value > 9.2e9:
+        raise OverflowError("timestamp out of range for platform time_t")
+    return value
+
+
+# -- addresses ---------------------------------------------------------------------------
+
+
+def addr_in(net: "Stack", address: Any, call: str) -> tuple[int, int]:
+    """``("192.0.2.1", 80)`` -> (int, port), with CPython's checks; '' and
+    '0.0.0.0' mean any, '<broadcast>' the limited broadcast, a host name is
+    resolved through the stack (``net.getaddrinfo``)."""
+    if not isinstance(address, tuple):
+        raise TypeError(f"{call}(): AF_INET address must be tuple, not {type(address).__name__}")
+    if len(address) != 2:
         raise TypeError("AF_INET address must be a pair (host, port)")
     host, port = address
-    if not isinstance(port, int):
-        raise TypeError("'port' must be an integer")
+    if isinstance(host, (bytes, bytearray)):
+        host = bytes(host).decode("idna")
+    if not isinstance(host, str):
+        raise TypeError(f"str, bytes or bytearray expected, not {type(host).__name__}")
+    if "\0" in host:
+        raise TypeError("host name must not contain null character")
+    port = index(port)
     if not 0 <= port <= 65535:
-        raise OverflowError("port must be 0-65535.")
+        raise OverflowError(f"{call}(): port must be 0-65535.")
     if host in ("", "0.0.0.0"):
         return 0, port
     if host == "<broadcast>":
@@ -76,7 +186,9 @@ def addr_in(address: Any) -> tuple[int, int]:
     try:
         return ip2int(host), port
     except ValueError:
-        raise _socket.gaierror(_socket.EAI_NONAME, "Name or service not known") from None
+        pass
+    infos = net.getaddrinfo(host, port, AF_INET)
+    return ip2int(infos[0][4][0]), port
 
 
 def addr_out(addr: tuple[int, int] | None) -> tuple[str, int]:
@@ -85,87 +197,157 @@ def addr_out(addr: tuple[int, int] | None) -> tuple[str, int]:
     return (int2ip(addr[0]), addr[1])
 
 
-class Readiness:
-    """A socketpair whose one end is readable/writable exactly when told."""
+# -- what every endpoint has --------------------------------------------------------------
 
-    def __init__(self) -> None:
-        self.user, self.peer = _socket.socketpair()
-        for s in (self.user, self.peer):
-            s.setblocking(False)
-        self.user.setsockopt(SOL_SOCKET, SO_SNDBUF, 1)
-        self.readable = False
-        self.writable = True
 
-    def update(self, readable: bool, writable: bool) -> None:
-        if readable != self.readable:
-            self.readable = readable
-            if readable:
-                self.peer.send(b"r")
+class Endpoint:
+    """The state of one socket shared by both kinds: the stack, the
+    condition blocking calls wait on, the timeout, the options, the
+    readiness descriptor (once ``fileno()`` made one), and closed.
+
+    Subclasses (``StreamEndpoint``, ``DatagramEndpoint``) own the protocol
+    objects and implement the same method set, so a Socket never asks which
+    kind it holds. The methods here that a kind does not support raise what
+    Linux raises for it (EOPNOTSUPP)."""
+
+    kind = 0
+    proto = 0
+
+    def __init__(self, net: "Stack") -> None:
+        self.net = net
+        # typeshed lists only threading's own locks; Condition works with any
+        # lock object, and the runtime's StackLock has the hooks it uses.
+        self.cond = threading.Condition(net.lock)  # type: ignore[arg-type]
+        self.timeout: float | None = _socket.getdefaulttimeout()
+        self.closed = False
+        self.ready: Readiness | None = None
+        self.opts: dict[tuple[int, int], int] = {
+            (SOL_SOCKET, SO_REUSEADDR): 0, (SOL_SOCKET, SO_KEEPALIVE): 0,
+            (SOL_SOCKET, SO_BROADCAST): 0, (IPPROTO_TCP, TCP_NODELAY): 0,
+            (IPPROTO_TCP, TCP_KEEPIDLE): 7200, (IPPROTO_TCP, TCP_KEEPINTVL): 75,
+            (IPPROTO_TCP, TCP_KEEPCNT): 9,
+            (SOL_SOCKET, SO_RCVBUF): DEFAULT_BUF, (SOL_SOCKET, SO_SNDBUF): DEFAULT_BUF,
+        }
+        self.sndbuf_set = False          # SO_SNDBUF / SO_RCVBUF given by the user
+        self.rcvbuf_set = False
+        self.ttl: int | None = None      # IP_TTL (None: the stack's default)
+        self.linger = (0, 0)             # SO_LINGER (onoff, seconds)
+        self.inheritable = False         # of the readiness fd (set_inheritable)
+        self.refs = 0                    # Socket objects on it (dup())
+
+    # -- readiness and waiting (lock held) ------------------------------------------
+
+    def changed(self) -> None:
+        """The protocol object changed: wake waiters, mirror readiness."""
+        self.cond.notify_all()
+        self.refresh()
+
+    def refresh(self) -> None:
+        if self.ready is not None:
+            self.ready.update(self.closed or self.readable(), self.closed or self.writable())
+
+    def op_timeout(self, flags: int) -> float | None:
+        """The wait for one call: MSG_DONTWAIT makes it non-blocking."""
+        return 0.0 if flags & MSG_DONTWAIT else self.timeout
+
+    def wait(self, ready: Callable[[], bool],
+             op_timeout: float | None | EllipsisType = ...) -> None:
+        """Wait (lock held) until ``ready()``; raise BlockingIOError / TimeoutError."""
+        timeout = self.timeout if op_timeout is ... else op_timeout
+        if ready():
+            return
+        if timeout == 0.0:
+            raise would_block()
+        clock = self.net.clock
+        deadline = None if timeout is None else clock() + timeout
+        while not ready():
+            if self.closed:
+                raise error(errno.EBADF)
+            if deadline is None:
+                self.cond.wait()
             else:
-                drain(self.user)
-        if writable != self.writable:
-            self.writable = writable
-            if writable:
-                drain(self.peer)
-            else:
-                filler = b"\0" * 65536
-                try:
-                    while True:
-                        self.user.send(filler)
-                except BlockingIOError:
-                    pass
+                remaining = deadline - clock()
+                if remaining <= 0:
+                    raise timeout_error()
+                self.cond.wait(remaining)
+        if self.closed:
+            raise error(errno.EBADF)
 
-    def close(self) -> None:
-        self.user.close()
-        self.peer.close()
+    def peer_of(self, addr: tuple[int, int], bound: int = 0) -> tuple[int, int]:
+        """The peer a connect or send to ``addr`` means: 0.0.0.0 is this
+        host, as on Linux: the bound address, else 127.0.0.1."""
+        return (bound or LOOPBACK, addr[1]) if addr[0] == 0 else addr
 
+    def raise_pending(self) -> None:
+        code = self.take_error()
+        if code:
+            raise error(code)
 
-def drain(s: _socket.socket) -> None:
-    try:
-        while s.recv(65536):
-            pass
-    except BlockingIOError:
-        pass
-
-
-class SocketIO(io.RawIOBase):
-    """Raw I/O over a stack socket, for ``makefile`` (as ``socket.SocketIO``)."""
-
-    def __init__(self, sock: Any, mode: str) -> None:
-        super().__init__()
-        self._sock = sock
-        self._reading = "r" in mode
-        self._writing = "w" in mode
-        self.mode = mode + "b"
-
-    def readinto(self, b: WriteableBuffer) -> int | None:
-        self._checkClosed()
-        try:
-            return self._sock.recv_into(b)
-        except BlockingIOError:
-            return None
-
-    def write(self, b: ReadableBuffer) -> int | None:
-        self._checkClosed()
-        try:
-            return self._sock.send(b)
-        except BlockingIOError:
-            return None
+    # -- the method set (each kind overrides what it has) ---------------------------
 
     def readable(self) -> bool:
-        return self._reading and not self.closed
+        raise NotImplementedError
 
     def writable(self) -> bool:
-        return self._writing and not self.closed
+        raise NotImplementedError
 
-    def seekable(self) -> bool:
-        return False
+    def take_error(self) -> int | None:
+        raise NotImplementedError
 
-    def fileno(self) -> int:
-        return self._sock.fileno()
+    def local(self) -> tuple[int, int] | None:
+        raise NotImplementedError
+
+    def remote(self) -> tuple[int, int] | None:
+        raise NotImplementedError
+
+    def bind(self, addr: int, port: int) -> None:
+        raise NotImplementedError
+
+    def connect(self, addr: tuple[int, int]) -> None:
+        raise NotImplementedError
+
+    def listen(self, backlog: int) -> None:
+        raise error(errno.EOPNOTSUPP)
+
+    def accept(self) -> tuple["Endpoint", tuple[int, int]]:
+        raise error(errno.EOPNOTSUPP)
+
+    def send(self, mv: memoryview, flags: int) -> int:
+        raise NotImplementedError
+
+    def sendall(self, mv: memoryview, flags: int) -> None:
+        raise NotImplementedError
+
+    def sendto(self, mv: memoryview, flags: int, dst: tuple[int, int] | None) -> int:
+        raise NotImplementedError
+
+    def recv(self, bufsize: int, flags: int) -> bytes:
+        raise NotImplementedError
+
+    def recv_into(self, mv: memoryview, flags: int) -> int:
+        raise NotImplementedError
+
+    def recvfrom(self, bufsize: int, flags: int) -> tuple[bytes, tuple[int, int] | None, int]:
+        """The data, its source (None for a stream), MSG_TRUNC if cut."""
+        raise NotImplementedError
+
+    def shutdown(self, how: int) -> None:
+        raise NotImplementedError
 
     def close(self) -> None:
-        if self.closed:
-            return
-        super().close()
-        self._sock.makefile_closed()
+        """Release the protocol objects (lock held; ``closed`` is already set)."""
+        raise NotImplementedError
+
+    def apply_options(self) -> None:
+        """The options in ``opts`` (and ttl, linger) changed: hand them down."""
+
+    def get_option(self, level: int, option: int, buflen: int | None) -> Any:
+        """A kind's own option, or NotImplemented for the common table."""
+        return NotImplemented
+
+    def set_option(self, level: int, option: int, value: Any) -> bool:
+        """Set a kind's own option; False: not one of its own."""
+        return False
+
+    def status(self) -> dict[str, Any]:
+        raise NotImplementedError

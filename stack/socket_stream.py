@@ -1,371 +1,387 @@
-"""Stream (TCP) bodies of the socket facade's methods.
+"""The stream (TCP) endpoint of the socket facade.
 
-:class:`stack.socket.Socket` keeps one class for both kinds and calls these
-for ``SOCK_STREAM``. Each function takes the stack lock, talks to the TCP
-layer (``net.tcp``: a :class:`~stack.tcp.layer.Listener` or
-:class:`~stack.tcp.conn.TcpConnection`), and waits on the socket's condition
-when the call must block. Semantics follow Linux as Python exposes it.
+:class:`StreamEndpoint` owns what a ``SOCK_STREAM`` socket is: its binding,
+its :class:`~stack.tcp.listener.Listener` or
+:class:`~stack.tcp.conn.TcpConnection` (in ``net.tcp``), SHUT_RD, whether
+the connection's error was already reported, and the options a connection
+takes when it exists. Each method runs with the stack lock held (the
+Socket takes it) and waits on the endpoint's condition when it must
+block. Semantics follow Linux as Python exposes it.
 """
 
 from __future__ import annotations
 
 import errno
-import socket as _socket
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from stack.socket import (
-    IPPROTO_TCP, SHUT_RD, SHUT_RDWR, SHUT_WR, SO_KEEPALIVE, SO_RCVBUF, SO_REUSEADDR, SO_SNDBUF,
-    SOL_SOCKET, TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_NODELAY, Socket, error,
-    timeout_error,
+from stack.socket_base import (
+    CA_NAME_MAX, IPPROTO_TCP, MSG_PEEK, MSG_WAITALL, SHUT_RD, SHUT_RDWR, SHUT_WR,
+    SO_KEEPALIVE, SO_RCVBUF, SO_SNDBUF, SOCK_STREAM, SOL_SOCKET, TCP_CONGESTION, TCP_INFO,
+    TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_MAXSEG, TCP_NODELAY, SO_REUSEADDR,
+    Endpoint, error, timeout_error,
 )
-from stack.tcp.states import CLOSED, SYN_SENT
+from stack.socket_tcpinfo import MSS_DEFAULT, pack_tcp_info
+from stack.tcp.states import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, LAST_ACK,
+                              SYN_SENT)
 
 if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
-
-    from stack.tcp import TcpConnection, TcpLayer
+    from stack.tcp import Listener, TcpConnection, TcpLayer
 
 _T = TypeVar("_T")
 
 
-def _tcp(sock: Socket) -> TcpLayer:
-    return sock._net.tcp
+class StreamEndpoint(Endpoint):
+    kind = SOCK_STREAM
+    proto = IPPROTO_TCP
 
+    def __init__(self, net: Any) -> None:
+        super().__init__(net)
+        self.conn: TcpConnection | None = None
+        self.listener: Listener | None = None
+        self.bound: tuple[int, int] | None = None
+        self.shut_rd = False
+        self.error_taken = False  # a connection's error is raised once, then EOF
+        self.congestion: str | None = None  # TCP_CONGESTION, until a connection takes it
 
-# -- readiness (called under the lock) ---------------------------------------------
+    @property
+    def tcp(self) -> TcpLayer:
+        return self.net.tcp
 
+    # -- what the socket asks (lock held) ------------------------------------------------
 
-def readable(sock: Socket) -> bool:
-    if sock._listener is not None:
-        return sock._listener.readable
-    conn = sock._conn
-    if conn is None:
-        return False
-    return sock._shut_rd or conn.readable
+    def readable(self) -> bool:
+        """recv/accept would not block. A socket neither connected nor
+        listening is readable and writable (its calls fail at once), as
+        Linux's poll reports it (POLLOUT|POLLHUP)."""
+        if self.listener is not None:
+            return self.listener.readable
+        conn = self.conn
+        return conn is None or self.shut_rd or conn.readable
 
+    def writable(self) -> bool:
+        if self.listener is not None:
+            return False
+        conn = self.conn
+        return conn is None or conn.writable
 
-def writable(sock: Socket) -> bool:
-    conn = sock._conn
-    return conn is not None and conn.writable
+    def take_error(self) -> int | None:
+        conn = self.conn
+        if conn is None or conn.error is None or self.error_taken:
+            return None
+        self.error_taken = True
+        return conn.error
 
+    def local(self) -> tuple[int, int] | None:
+        if self.conn is not None:
+            return self.conn.local
+        if self.listener is not None:
+            return self.listener.local
+        return self.bound
 
-def take_error(sock: Socket) -> int | None:
-    conn = sock._conn
-    if conn is None or conn.error is None or sock._error_taken:
-        return None
-    sock._error_taken = True
-    return conn.error
+    def remote(self) -> tuple[int, int] | None:
+        conn = self.conn
+        if conn is None or conn.state == CLOSED:
+            return None
+        return conn.remote
 
+    def status(self) -> dict[str, Any]:
+        """The connection's ``status()`` (what ``ss -i`` shows), or the listener's."""
+        if self.conn is not None:
+            return self.conn.status()
+        lst = self.listener
+        if lst is not None:
+            return {"state": lst.state, "local": lst.local, "queued": lst.queued(),
+                    "half_open": lst.half_open(), "backlog": lst.backlog}
+        return {"state": CLOSED, "local": self.bound}
 
-def local(sock: Socket) -> tuple[int, int] | None:
-    if sock._conn is not None:
-        return sock._conn.local
-    if sock._listener is not None:
-        return sock._listener.local
-    return sock._bound
+    def rcvbuf(self) -> int | None:
+        """SO_RCVBUF as the connection's buffer size, or None when never set."""
+        return self.opts[(SOL_SOCKET, SO_RCVBUF)] // 2 if self.rcvbuf_set else None
 
+    def congestion_name(self) -> str:
+        """TCP_CONGESTION's name: the connection's algorithm, else the one set
+        for it, else the layer's default."""
+        if self.conn is not None:
+            return self.conn.congestion
+        return self.congestion or self.tcp.config.congestion
 
-def remote(sock: Socket) -> tuple[int, int] | None:
-    conn = sock._conn
-    if conn is None or conn.state == CLOSED:
-        return None
-    return conn.remote
+    # -- options -----------------------------------------------------------------------------
 
-
-def _rcvbuf(sock: Socket) -> int | None:
-    """SO_RCVBUF as the connection's buffer size, or None when never set."""
-    return sock._opts[(SOL_SOCKET, SO_RCVBUF)] // 2 if sock._rcvbuf_set else None
-
-
-def congestion(sock: Socket) -> str:
-    """TCP_CONGESTION's name: the connection's algorithm, else the one set
-    for it, else the layer's default."""
-    if sock._conn is not None:
-        return sock._conn.congestion
-    if sock._congestion is not None:
-        return sock._congestion
-    return _tcp(sock).config.congestion
-
-
-def apply_options(sock: Socket) -> None:
-    if sock._listener is not None:
-        # Connections it accepts offer a SYN window and scale sized from it.
-        sock._listener.rcvbuf = _rcvbuf(sock)
-    conn = sock._conn
-    if conn is None:
-        return
-    opts = sock._opts
-    conn.set_nodelay(bool(opts[(IPPROTO_TCP, TCP_NODELAY)]))
-    conn.set_keepalive(bool(opts[(SOL_SOCKET, SO_KEEPALIVE)]),
-                       idle=float(opts[(IPPROTO_TCP, TCP_KEEPIDLE)]),
-                       interval=float(opts[(IPPROTO_TCP, TCP_KEEPINTVL)]),
-                       count=opts[(IPPROTO_TCP, TCP_KEEPCNT)])
-    if sock._congestion is not None:
-        conn.set_congestion(sock._congestion)
-    conn.set_buffers(sndbuf=opts[(SOL_SOCKET, SO_SNDBUF)] // 2 if sock._sndbuf_set else None,
-                     rcvbuf=opts[(SOL_SOCKET, SO_RCVBUF)] // 2 if sock._rcvbuf_set else None)
-    sock._net.kick()
-
-
-# -- opening -------------------------------------------------------------------------
-
-
-def bind(sock: Socket, addr: int, port: int) -> None:
-    net = sock._net
-    if sock._bound is not None or sock._conn is not None or sock._listener is not None:
-        raise error(errno.EINVAL)
-    if addr not in (0, net.address):
-        raise error(errno.EADDRNOTAVAIL)
-    reuse = bool(sock._opts[(SOL_SOCKET, SO_REUSEADDR)])
-    port = _tcp(sock).bind(addr, port, reuse)
-    sock._bound = (addr, port)
-
-
-def listen(sock: Socket, backlog: int) -> None:
-    net = sock._net
-    with net.lock:
-        if sock._conn is not None:
-            raise error(errno.EINVAL)
-        backlog = max(1, min(int(backlog), 4096))
-        if sock._listener is not None:
-            sock._listener.backlog = backlog
+    def apply_options(self) -> None:
+        if self.listener is not None:
+            # Connections it accepts offer a SYN window and scale sized from it.
+            self.listener.rcvbuf = self.rcvbuf()
+        conn = self.conn
+        if conn is None:
             return
-        if sock._bound is None:
-            bind(sock, 0, 0)
-        assert sock._bound is not None
-        lst = _tcp(sock).listen(sock._bound, backlog, net.clock())
-        lst.on_change = sock._changed
-        lst.rcvbuf = _rcvbuf(sock)
-        sock._listener = lst
+        opts = self.opts
+        conn.set_nodelay(bool(opts[(IPPROTO_TCP, TCP_NODELAY)]))
+        conn.set_keepalive(bool(opts[(SOL_SOCKET, SO_KEEPALIVE)]),
+                           idle=float(opts[(IPPROTO_TCP, TCP_KEEPIDLE)]),
+                           interval=float(opts[(IPPROTO_TCP, TCP_KEEPINTVL)]),
+                           count=opts[(IPPROTO_TCP, TCP_KEEPCNT)])
+        if self.congestion is not None:
+            conn.set_congestion(self.congestion)
+        conn.set_buffers(sndbuf=opts[(SOL_SOCKET, SO_SNDBUF)] // 2 if self.sndbuf_set else None,
+                         rcvbuf=self.rcvbuf())
+        conn.ttl = self.ttl
+        self.net.kick()
 
+    def get_option(self, level: int, option: int, buflen: int | None) -> Any:
+        if level != IPPROTO_TCP:
+            return NotImplemented
+        if option == TCP_CONGESTION:
+            name = self.congestion_name().encode().ljust(CA_NAME_MAX, b"\0")
+            if buflen is None:
+                return int.from_bytes(name[:4], "little")  # as CPython reads an int option
+            return name[:min(buflen, CA_NAME_MAX)]
+        if option == TCP_MAXSEG:
+            # Linux: the MSS in use (without options) once connected, 536 before.
+            return self.conn.status()["mss"] if self.conn is not None else MSS_DEFAULT
+        if option == TCP_INFO:
+            info = pack_tcp_info(self.status())
+            return int.from_bytes(info[:4], "little") if buflen is None else info[:buflen]
+        return NotImplemented
 
-def accept(sock: Socket) -> tuple[Socket, tuple[str, int]]:
-    from stack.socket_base import addr_out
+    def set_option(self, level: int, option: int, value: Any) -> bool:
+        """TCP_CONGESTION: a name (bytes, up to the first NUL) from
+        ``stack.tcp.congestion.ALGORITHMS``; ENOENT for any other, as Linux.
+        Before the connection exists it is kept, and applied when it does."""
+        if (level, option) != (IPPROTO_TCP, TCP_CONGESTION):
+            return False
+        from stack.tcp.congestion import ALGORITHMS
 
-    net = sock._net
-    with net.lock:
-        lst = sock._listener
+        if isinstance(value, str):
+            value = value.encode()
+        if not isinstance(value, (bytes, bytearray)):
+            raise error(errno.EINVAL)
+        name = bytes(value[:CA_NAME_MAX]).split(b"\0", 1)[0].decode("ascii", "replace")
+        if name not in ALGORITHMS:
+            raise error(errno.ENOENT)
+        self.congestion = name
+        self.apply_options()
+        return True
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def bind(self, addr: int, port: int) -> None:
+        if self.bound is not None or self.conn is not None or self.listener is not None:
+            raise error(errno.EINVAL)
+        if addr and not self.net.is_local(addr):
+            raise error(errno.EADDRNOTAVAIL)
+        reuse = bool(self.opts[(SOL_SOCKET, SO_REUSEADDR)])
+        try:
+            port = self.tcp.bind(addr, port, reuse)
+        except OSError as e:
+            raise error(e.errno or errno.EADDRINUSE) from None
+        self.bound = (addr, port)
+
+    def listen(self, backlog: int) -> None:
+        if self.conn is not None:
+            raise error(errno.EINVAL)
+        backlog = max(1, min(backlog, 4096))
+        if self.listener is not None:
+            self.listener.backlog = backlog
+            return
+        if self.bound is None:
+            self.bind(0, 0)
+        assert self.bound is not None
+        lst = self.tcp.listen(self.bound, backlog, self.net.clock())
+        lst.on_change = self.changed
+        lst.rcvbuf = self.rcvbuf()
+        self.listener = lst
+        self.refresh()
+
+    def accept(self) -> tuple[StreamEndpoint, tuple[int, int]]:
+        """The next connection, as a new endpoint carrying this one's options
+        (as Linux: buffers, keepalive, nodelay, congestion control, TTL), and
+        the peer's address (also of one reset while it waited)."""
+        lst = self.listener
         if lst is None:
             raise error(errno.EINVAL)
-        sock._wait(lambda: lst.readable)
+        self.wait(lambda: lst.readable)
         conn = lst.accept()
         if conn is None:  # the listener was closed under us
-            raise error(errno.EBADF if sock._closed else errno.EINVAL)
-        new = Socket(net, sock.family, sock.type)
-        new._opts.update(sock._opts)
-        new._sndbuf_set, new._rcvbuf_set = sock._sndbuf_set, sock._rcvbuf_set
-        new._congestion = sock._congestion  # as Linux, accepted sockets inherit it
-        if _socket.getdefaulttimeout() is None and sock.gettimeout():
-            new.settimeout(None)
-        new._conn = conn
-        conn.on_change = new._changed
-        apply_options(new)
-        if sock._ready is not None:
-            sock._ready.update(readable(sock), False)
-        return new, addr_out(conn.remote)
+            raise error(errno.EBADF if self.closed else errno.EINVAL)
+        new = StreamEndpoint(self.net)
+        new.opts.update(self.opts)
+        new.sndbuf_set, new.rcvbuf_set = self.sndbuf_set, self.rcvbuf_set
+        new.congestion, new.ttl, new.linger = self.congestion, self.ttl, self.linger
+        new.conn = conn
+        conn.on_change = new.changed
+        new.apply_options()
+        self.refresh()
+        return new, conn.remote
 
-
-def connect(sock: Socket, addr: tuple[int, int]) -> None:
-    net = sock._net
-    with net.lock:
-        if sock._listener is not None:
+    def connect(self, addr: tuple[int, int]) -> None:
+        if self.listener is not None:
             raise error(errno.EISCONN)  # as Linux
-        conn = sock._conn
+        conn = self.conn
         if conn is not None:
             if conn.state == SYN_SENT:
                 raise error(errno.EALREADY)
-            if conn.error is not None and not sock._error_taken:
-                sock._error_taken = True
+            if conn.error is not None and not self.error_taken:
+                self.error_taken = True
                 raise error(conn.error)
             raise error(errno.EISCONN)
-        raddr, rport = addr
-        if raddr == 0:
-            raddr = net.address
-        if sock._bound is not None:
-            laddr, lport = sock._bound
-        else:
-            laddr, lport = 0, 0
+        net = self.net
+        laddr, lport = self.bound if self.bound is not None else (0, 0)
+        raddr, rport = self.peer_of(addr, laddr)
         try:
-            net.ip.next_hop(raddr) if raddr != net.address else None
+            # ENETUNREACH (or EINVAL from a 127/8 source) now, as Linux, not
+            # after the SYN's timeouts.
+            net.ip.check_route(laddr, raddr)
+            conn = self.tcp.connect(laddr or net.source_for(raddr), (raddr, rport), net.clock(),
+                                    local_port=lport, rcvbuf=self.rcvbuf(), ttl=self.ttl)
         except OSError as e:
             raise error(e.errno or errno.ENETUNREACH) from None
-        conn = _tcp(sock).connect(laddr or net.address, (raddr, rport), net.clock(),
-                                  local_port=lport, rcvbuf=_rcvbuf(sock))
-        conn.on_change = sock._changed
-        sock._conn = conn
-        apply_options(sock)
+        conn.on_change = self.changed
+        self.conn = conn
+        self.apply_options()
+        self.refresh()
         net.kick()
-        if sock._timeout == 0.0:
+        if self.timeout == 0.0:
             raise BlockingIOError(errno.EINPROGRESS, "Operation now in progress")
         try:
-            sock._wait(lambda: conn.state != SYN_SENT)
+            self.wait(lambda: conn.state != SYN_SENT)
         except TimeoutError:
-            conn.abort(net.clock(), f"user abort (connect timed out after {sock._timeout:g} s)")
+            conn.abort(net.clock(), f"user abort (connect timed out after {self.timeout:g} s)")
             raise
         if conn.error is not None:
-            sock._error_taken = True
+            self.error_taken = True
             raise error(conn.error)
 
+    # -- data --------------------------------------------------------------------------------
 
-# -- data ---------------------------------------------------------------------------------
+    def connected(self) -> TcpConnection:
+        if self.conn is None:
+            raise error(errno.ENOTCONN)
+        return self.conn
 
+    def sending(self) -> TcpConnection:
+        """The connection to send on; Linux answers a send without one with EPIPE."""
+        if self.conn is None:
+            raise error(errno.EPIPE)
+        return self.conn
 
-def _connected(sock: Socket) -> "TcpConnection":
-    conn = sock._conn
-    if conn is None:
-        raise error(errno.ENOTCONN)
-    return conn
+    def sendto(self, mv: memoryview, flags: int, dst: tuple[int, int] | None) -> int:
+        return self.send(mv, flags)  # Linux ignores the address on a TCP socket
 
-
-def _sending(sock: Socket) -> "TcpConnection":
-    """The connection to send on; Linux answers a send without one with EPIPE."""
-    conn = sock._conn
-    if conn is None:
-        raise error(errno.EPIPE)
-    return conn
-
-
-def _op_timeout(sock: Socket, flags: int) -> float | None:
-    """The wait for one call: MSG_DONTWAIT makes it non-blocking."""
-    return 0.0 if flags & _socket.MSG_DONTWAIT else sock._timeout
-
-
-def send(sock: Socket, data: ReadableBuffer, flags: int = 0) -> int:
-    net = sock._net
-    mv = memoryview(data).cast("B")
-    timeout = _op_timeout(sock, flags)
-    with net.lock:
-        conn = _sending(sock)
+    def send(self, mv: memoryview, flags: int) -> int:
+        conn = self.sending()
         if not mv:
             return 0
+        timeout = self.op_timeout(flags)
         while True:
-            sock._wait(lambda: conn.writable, timeout)
-            n = _send_some(sock, conn, mv)
+            self.wait(lambda: conn.writable, timeout)
+            n = self.send_some(conn, mv)
             if n:
                 return n
 
-
-def _send_some(sock: Socket, conn: "TcpConnection", mv: memoryview) -> int:
-    net = sock._net
-    try:
-        n = conn.send(mv, net.clock())
-    except OSError as e:
-        if e.errno == errno.EPIPE or sock._error_taken:
-            raise error(errno.EPIPE) from None
-        sock._error_taken = True
-        raise
-    net.kick()
-    if sock._ready is not None:
+    def send_some(self, conn: TcpConnection, mv: memoryview) -> int:
+        net = self.net
+        try:
+            n = conn.send(mv, net.clock())
+        except OSError as e:
+            if e.errno == errno.EPIPE or self.error_taken:
+                raise error(errno.EPIPE) from None
+            self.error_taken = True
+            raise error(e.errno or errno.EPIPE) from None
+        net.kick()
         # The connection signals only when it becomes writable; a send that
         # fills the buffer must clear the fd's writability itself.
-        sock._ready.update(readable(sock), writable(sock))
-    return n
+        self.refresh()
+        return n
 
-
-def sendall(sock: Socket, data: ReadableBuffer, flags: int = 0) -> None:
-    net = sock._net
-    mv = memoryview(data).cast("B")
-    clock = net.clock
-    timeout = _op_timeout(sock, flags)
-    deadline = None if timeout is None else clock() + timeout
-    with net.lock:
-        conn = _sending(sock)
+    def sendall(self, mv: memoryview, flags: int) -> None:
+        clock = self.net.clock
+        timeout = self.op_timeout(flags)
+        deadline = None if timeout is None else clock() + timeout
+        conn = self.sending()
         while mv:
             remaining = None if deadline is None else deadline - clock()
             if remaining is not None and remaining <= 0 and timeout != 0.0:
                 raise timeout_error()
-            sock._wait(lambda: conn.writable, remaining if timeout != 0.0 else 0.0)
-            n = _send_some(sock, conn, mv)
+            self.wait(lambda: conn.writable, remaining if timeout != 0.0 else 0.0)
+            n = self.send_some(conn, mv)
             mv = mv[n:]
 
+    def read_once(self, conn: TcpConnection, timeout: float | None,
+                  read: Callable[[], _T]) -> _T | None:
+        """Wait until the connection has something, then ``read()``.
 
-def _at_eof(conn: "TcpConnection") -> bool:
-    """Everything up to the peer's FIN has been read.
-
-    Linux reports that EOF before any later error: after a FIN, a RST
-    (answering data we sent) leaves recv() returning b"" and the error for
-    send() to report.
-    """
-    return conn.at_eof
-
-
-def _read_once(sock: Socket, conn: TcpConnection, timeout: float | None,
-               read: Callable[[], _T]) -> _T | None:
-    """Wait (lock held) until the connection has something, then ``read()``.
-
-    Returns what ``read`` returned, or None at EOF (also after SHUT_RD, and
-    once the connection's error has been reported).
-    """
-    sock._wait(lambda: conn.readable or sock._shut_rd, timeout)
-    if sock._shut_rd or _at_eof(conn):
-        return None
-    try:
-        result = read()
-    except OSError:
-        if sock._error_taken:
+        Returns what ``read`` returned, or None at EOF (also after SHUT_RD
+        once what had arrived is read: Linux keeps delivering it, and
+        never blocks), and once the connection's error has been reported.
+        Linux reports EOF before a later error: after a FIN, a RST
+        (answering data we sent) leaves recv() returning b"" and the error
+        for send()."""
+        self.wait(lambda: conn.readable or self.shut_rd, timeout)
+        if conn.at_eof or (self.shut_rd and not conn.readable):
             return None
-        sock._error_taken = True
-        raise
-    sock._net.kick()
-    if sock._ready is not None:
-        sock._ready.update(readable(sock), writable(sock))
-    return result
+        try:
+            result = read()
+        except OSError as e:
+            if self.error_taken:
+                return None
+            self.error_taken = True
+            raise error(e.errno or errno.ECONNRESET) from None
+        self.net.kick()
+        self.refresh()
+        return result
 
-
-def recv(sock: Socket, bufsize: int, flags: int = 0) -> bytes:
-    if bufsize < 0:
-        raise ValueError("negative buffersize in recv")
-    if flags & _socket.MSG_WAITALL and not flags & _socket.MSG_PEEK:
-        buf = bytearray(bufsize)
-        n = recv_into(sock, memoryview(buf), flags)
-        del buf[n:]
-        return bytes(buf)
-    net = sock._net
-    with net.lock:
-        conn = _connected(sock)
-        if sock._shut_rd or bufsize == 0:
+    def recv(self, bufsize: int, flags: int) -> bytes:
+        if flags & MSG_WAITALL and not flags & MSG_PEEK:
+            buf = bytearray(bufsize)
+            n = self.recv_into(memoryview(buf), flags)
+            del buf[n:]
+            return bytes(buf)
+        conn = self.connected()
+        if bufsize == 0:
             return b""
+        now = self.net.clock
         read: Callable[[], bytes | None]
-        if flags & _socket.MSG_PEEK:
+        if flags & MSG_PEEK:
             def read() -> bytes | None:
-                return conn.peek(bufsize) or conn.recv(bufsize, net.clock())
+                return conn.peek(bufsize) or conn.recv(bufsize, now())
         else:
             def read() -> bytes | None:
-                return conn.recv(bufsize, net.clock())
-        data = _read_once(sock, conn, _op_timeout(sock, flags), read)
-        return data or b""
+                return conn.recv(bufsize, now())
+        return self.read_once(conn, self.op_timeout(flags), read) or b""
 
+    def recvfrom(self, bufsize: int, flags: int) -> tuple[bytes, tuple[int, int] | None, int]:
+        """As Linux for TCP: the data, no address, no flags."""
+        return self.recv(bufsize, flags), None, 0
 
-def recv_into(sock: Socket, mv: memoryview, flags: int = 0) -> int:
-    net = sock._net
-    with net.lock:
-        conn = _connected(sock)
-        if sock._shut_rd or not len(mv):
+    def recv_into(self, mv: memoryview, flags: int) -> int:
+        conn = self.connected()
+        if not len(mv):
             return 0
-        timeout = _op_timeout(sock, flags)
-        if flags & _socket.MSG_PEEK:
+        timeout = self.op_timeout(flags)
+        now = self.net.clock
+        if flags & MSG_PEEK:
             def read() -> int | None:
                 data = conn.peek(len(mv))
                 if not data:
-                    return conn.recv_into(mv, 0, net.clock())
+                    return conn.recv_into(mv, 0, now())
                 mv[:len(data)] = data
                 return len(data)
-            return _read_once(sock, conn, timeout, read) or 0
+            return self.read_once(conn, timeout, read) or 0
         # MSG_WAITALL waits for the whole buffer only in blocking mode: with
         # a timeout CPython's descriptor is non-blocking and Linux returns
         # what there is.
-        waitall = bool(flags & _socket.MSG_WAITALL) and timeout is None
+        waitall = bool(flags & MSG_WAITALL) and timeout is None
         total = 0
         while True:
             def read_rest(view: memoryview = mv[total:]) -> int | None:
-                return conn.recv_into(view, 0, net.clock())
+                return conn.recv_into(view, 0, now())
 
             try:
-                n = _read_once(sock, conn, timeout, read_rest)
+                n = self.read_once(conn, timeout, read_rest)
             except OSError:
                 if not total:
                     raise
-                sock._error_taken = False  # report it on the next call
+                self.error_taken = False  # report it on the next call
                 break
             if not n:
                 break
@@ -374,46 +390,56 @@ def recv_into(sock: Socket, mv: memoryview, flags: int = 0) -> int:
                 break
         return total
 
+    # -- closing -----------------------------------------------------------------------------
 
-# -- closing ---------------------------------------------------------------------------------
-
-
-def shutdown(sock: Socket, how: int) -> None:
-    net = sock._net
-    with net.lock:
-        if sock._listener is not None:
+    def shutdown(self, how: int) -> None:
+        net = self.net
+        if self.listener is not None:
             # Linux: SHUT_RD on a listener stops it (a blocked accept() wakes
             # with EINVAL); SHUT_WR alone does nothing.
             if how in (SHUT_RD, SHUT_RDWR):
-                sock._listener.close(net.clock())
+                self.listener.close(net.clock())
             return
-        conn = _connected(sock)
+        conn = self.connected()
         if conn.state == CLOSED and conn.error is None:
             raise error(errno.ENOTCONN)
         if how in (SHUT_RD, SHUT_RDWR):
-            sock._shut_rd = True
+            self.shut_rd = True
+            conn.shutdown_read()  # data that comes after our FIN is answered with a reset
         if how in (SHUT_WR, SHUT_RDWR) and conn.state != CLOSED:
             conn.shutdown_write(net.clock())
         net.kick()
-        sock._changed()
+        self.changed()
 
+    def close(self) -> None:
+        """Release everything. SO_LINGER on with 0 s resets the connection;
+        with N s a blocking close waits up to N s for the peer to
+        acknowledge our FIN (as Linux), then lets the close go on alone."""
+        now = self.net.clock()
+        if self.listener is not None:
+            self.listener.on_change = None
+            self.listener.close(now)
+        conn = self.conn
+        if conn is not None:
+            onoff, secs = self.linger
+            if onoff and secs == 0:
+                conn.abort(now)
+            else:
+                conn.close(now)
+                if onoff and self.timeout != 0.0:
+                    self.linger_wait(conn, secs)
+            conn.on_change = None
+        if self.bound is not None:
+            self.tcp.unbind(*self.bound)
+            self.bound = None
 
-def close(sock: Socket) -> None:
-    """Called with the lock held by Socket._close_locked."""
-    net = sock._net
-    now = net.clock()
-    tcp = net.tcp
-    if sock._listener is not None:
-        sock._listener.on_change = None
-        sock._listener.close(now)
-    if sock._conn is not None:
-        conn = sock._conn
-        conn.on_change = None
-        onoff, secs = sock._linger
-        if onoff and secs == 0:
-            conn.abort(now)
-        else:
-            conn.close(now)
-    if sock._bound is not None and tcp is not None:
-        tcp.unbind(*sock._bound)
-        sock._bound = None
+    def linger_wait(self, conn: TcpConnection, secs: float) -> None:
+        clock = self.net.clock
+        deadline = clock() + secs
+        self.net.kick()
+        # (ESTABLISHED or CLOSE_WAIT after close: the FIN waits behind data.)
+        while conn.state in (ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK):
+            remaining = deadline - clock()
+            if remaining <= 0:
+                return
+            self.cond.wait(remaining)

@@ -21,7 +21,7 @@ from stack.net.ipv4 import Ipv4Layer
 from stack.trace import Trace
 from stack.wire import WireError
 from stack.wire.icmp import (
-    DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, ERROR_TYPES, FRAG_NEEDED, HOST_UNREACHABLE,
+    DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, TIMESTAMP, TIMESTAMP_REPLY, ERROR_TYPES, FRAG_NEEDED, HOST_UNREACHABLE,
     PORT_UNREACHABLE,
     PROTO_UNREACHABLE, REASSEMBLY_TIMEOUT, REDIRECT, SOURCE_QUENCH, TIME_EXCEEDED, IcmpMessage,
     build_icmp, icmp_name, parse_icmp,
@@ -38,11 +38,17 @@ ErrorHandler = Callable[[str, int, int, bytes, int, float], None]
 class IcmpConfig:
     error_rate: float = 1000.0   # errors per second, sustained
     error_burst: int = 50        # errors at once
+    quote_limit: int = 576       # an error's whole datagram at most (RFC 1812 4.3.2.3, as Linux)
 
 
 class IcmpLayer:
-    def __init__(self, ip: Ipv4Layer, trace: Trace, config: IcmpConfig | None = None) -> None:
+    def __init__(self, ip: Ipv4Layer, trace: Trace, config: IcmpConfig | None = None,
+                 utc_offset: float | None = None) -> None:
+        """``utc_offset``: seconds from the ``now`` the layer is given to UTC
+        (time since the epoch), for timestamp replies; None: not known, and
+        the reply says so (RFC 792: the high-order bit set)."""
         self.ip = ip
+        self.utc_offset = utc_offset
         self.trace = trace
         self.config = config or IcmpConfig()
         self._tokens = float(self.config.error_burst)
@@ -89,6 +95,8 @@ class IcmpLayer:
             if self.trace.on:
                 self.trace.event("icmp", "out", dst=int2ip(h.src), type=ECHO_REPLY, code=0,
                                  name="echo reply", id=m.ident, seq=m.seq, length=len(m.data))
+        elif m.type == TIMESTAMP:
+            self._timestamp_reply(h, m, now)
         elif m.type == ECHO_REPLY:
             waiter = self.echo_waiters.get((h.src, m.ident))
             if waiter is None:
@@ -159,15 +167,40 @@ class IcmpLayer:
             return False
         return not h.frag_offset
 
+    def _timestamp_reply(self, h: Ipv4Header, m: IcmpMessage, now: float) -> None:
+        """RFC 792: the originate timestamp back, with our receive and transmit
+        times in milliseconds since midnight UT (as Linux answers)."""
+        if len(m.data) < 12 or self.ip.is_broadcast(h.dst):
+            self.trace.drop("icmp", "bad_timestamp" if len(m.data) < 12 else "broadcast_timestamp")
+            return
+        if self.utc_offset is None:
+            ms = 0x80000000  # not in standard time
+        else:
+            ms = int(((now + self.utc_offset) % 86400) * 1000)
+        data = bytes(m.data[:4]) + ms.to_bytes(4, "big") * 2
+        try:
+            self.ip.send(h.dst, h.src, PROTO_ICMP,
+                         build_icmp(IcmpMessage(TIMESTAMP_REPLY, 0, m.rest, data)), now, tos=h.tos)
+        except OSError as e:
+            self.trace.drop("icmp", "reply_unroutable", detail=str(e))
+            return
+        self.trace.count("icmp", f"out.type{TIMESTAMP_REPLY}")
+        if self.trace.on:
+            self.trace.event("icmp", "out", dst=int2ip(h.src), type=TIMESTAMP_REPLY, code=0,
+                             name="timestamp reply", id=m.ident, seq=m.seq)
+
     def _send_error(self, type_: int, code: int, h: Ipv4Header, payload: bytes | memoryview,
                     now: float, rest: int = 0, cause: str | None = None) -> None:
-        # Quote the original header (without options) and 8 bytes of its payload.
+        # Quote the original header (without options) and as much of its
+        # payload as fits in a 576-byte error (RFC 1812 4.3.2.3; RFC 792's
+        # minimum is 8 bytes; Linux quotes this much).
         orig = IPV4_HEADER.pack(0x45, h.tos, h.total_length - h.header_length + 20, h.ident,
                                 (0x4000 if h.df else 0) | (h.frag_offset >> 3) | (0x2000 if h.mf else 0),
                                 h.ttl, h.proto, 0, h.src, h.dst)
         c = checksum(orig)
         orig = orig[:10] + bytes((c >> 8, c & 0xFF)) + orig[12:]
-        msg = build_icmp(IcmpMessage(type_, code, rest, orig + bytes(payload[:8])))
+        quoted = bytes(payload[:max(8, self.config.quote_limit - 20 - 8 - 20)])
+        msg = build_icmp(IcmpMessage(type_, code, rest, orig + quoted))
         # From the address the packet was sent to when it was ours (127.0.0.1
         # answers for itself over lo), as Linux's icmp_send.
         src = h.dst if self.ip.is_local(h.dst) else self.ip.address

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from stack.tcp import timers as T
 from stack.tcp.handshake import rcv_cause
-from stack.tcp.seq import seq_add, seq_between, seq_diff, seq_gt, seq_in, seq_lt
+from stack.tcp.seq import seq_add, seq_between, seq_diff, seq_gt, seq_in, seq_le, seq_lt
 from stack.tcp.states import CLOSED, CLOSING, FIN_WAIT_1, LAST_ACK, RECEIVING, SYN_RECEIVED
 from stack.tcp.states import FIN_WAIT_2, TIME_WAIT
 
@@ -112,6 +112,8 @@ def process(conn: TcpConnection, seg: TcpSegment, now: float) -> None:
                 conn.take_fin(seg, now)
         elif payload:
             conn.trace.drop("tcp", "data_after_fin", conn=conn.name)
+            if conn.state == TIME_WAIT:
+                conn.receiver.request_ack()  # as Linux (tcp_timewait_state_process: TCP_TW_ACK)
 
 
 def _paws(conn: TcpConnection, seg: TcpSegment, flags: int, now: float) -> bool | None:
@@ -124,8 +126,10 @@ def _paws(conn: TcpConnection, seg: TcpSegment, flags: int, now: float) -> bool 
         return False
     ts = seg.timestamps
     if ts is None:
-        conn.trace.drop("tcp", "no_timestamp", conn=conn.name)  # 3.2: SHOULD drop
-        return None
+        # RFC 7323 3.2 says SHOULD drop; Linux and FreeBSD take it (no
+        # PAWS test possible), and so do we: counted, not dropped.
+        conn.trace.count("tcp", "no_timestamp")
+        return False
     old = conn.receiver.paws_rejects(ts[0], now)
     if old:
         conn.trace.drop("tcp", "paws", conn=conn.name)
@@ -162,6 +166,8 @@ def _acceptable(conn: TcpConnection, seq: int, flags: int, payload: bytes | memo
                 return seq, flags & ~FIN, b""
             return seq, flags, payload
         trace.drop("tcp", "out_of_window", conn=conn.name)
+        if n and seq_le(seq_add(seq, n), nxt):
+            rcv.duplicate(seq, seq_add(seq, n))  # all of it held already
         if conn.state == TIME_WAIT and fin:
             # A retransmitted FIN: ACK it again and restart 2MSL.
             conn.timers.start(T.TIME_WAIT, now + conn.cfg.time_wait)
@@ -172,6 +178,8 @@ def _acceptable(conn: TcpConnection, seq: int, flags: int, payload: bytes | memo
         # Partly old: our ACK was probably lost, so ACK at once.
         rcv.request_ack()
         skip = seq_diff(nxt, seq)
+        if n and (skip > 1 or not flags & SYN):
+            rcv.duplicate(seq_add(seq, 1) if flags & SYN else seq, nxt)
         if flags & SYN:
             flags &= ~SYN
             skip -= 1
@@ -208,7 +216,8 @@ def _ack(conn: TcpConnection, seg: TcpSegment, now: float, ts_invalid: bool) -> 
         conn.challenge_ack(now, "ack_too_old")
         return False
     ts = seg.timestamps
-    if ts is not None and conn.handshake.ts_ok:
+    if ts is not None and conn.handshake.ts_ok and st != TIME_WAIT:
+        # (TIME_WAIT keeps the TSval of the FIN, as Linux's timewait sock does.)
         conn.receiver.update_ts_recent(ts[0], seg.seq, now, force=ts_invalid)
     una_before = snd.snd_una
     snd.peer_alive()

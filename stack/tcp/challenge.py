@@ -12,15 +12,21 @@ from __future__ import annotations
 
 
 class ChallengeBudget:
-    """At most ``limit`` challenge ACKs in each second of the clock."""
+    """At most ``limit`` challenge ACKs in each second of the clock, and
+    none sooner than ``interval`` seconds after the last (Linux sends one
+    per 500 ms per socket: ``tcp_invalid_ratelimit``)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, interval: float = 0.0) -> None:
         self.limit = limit
+        self.interval = interval
         self._second = -1
         self._spent = 0
+        self._last: float | None = None
 
     def take(self, now: float) -> bool:
         """One challenge ACK may go now (and is counted), or the budget is spent."""
+        if self._last is not None and now - self._last < self.interval:
+            return False
         sec = int(now)
         if sec != self._second:
             self._second = sec
@@ -28,4 +34,5 @@ class ChallengeBudget:
         if self._spent >= self.limit:
             return False
         self._spent += 1
+        self._last = now
         return True

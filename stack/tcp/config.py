@@ -92,6 +92,8 @@ class TcpConfig:
     syncookies: bool = True         # SYN cookies when a listener's half-open queue is full
     max_connections: int = 16384    # connections of every state (TIME_WAIT too) in one layer
     challenge_ack_limit: int = 1000  # challenge ACKs per second per connection (RFC 5961 7)
+    # ... and at most one in this many seconds (Linux's tcp_invalid_ratelimit, 500 ms).
+    challenge_ack_interval: float = 0.5
     ephemeral_low: int = 32768      # Linux ip_local_port_range
     ephemeral_high: int = 60999
 

@@ -59,6 +59,7 @@ class TcpConnection(Endpoint):
         self.remote = remote
         self.name = conn_name(local[0], local[1], remote[0], remote[1])
         self.error: int | None = None
+        self.ttl: int | None = None          # IP_TTL of its segments (None: IP's default)
         self.soft_error: int | None = None  # an ICMP error, reported if we time out
         self.on_change: Callable[[], None] | None = None
         self.listener = listener            # until accepted
@@ -71,7 +72,8 @@ class TcpConnection(Endpoint):
         self.read_shut = False  # shutdown(SHUT_RD): later data in FIN_WAIT is reset
         self._close_deferred = False
         self._fast_path = cfg.header_prediction
-        self.challenges = ChallengeBudget(self.cfg.challenge_ack_limit)  # RFC 5961 7
+        self.challenges = ChallengeBudget(self.cfg.challenge_ack_limit,  # RFC 5961 7
+                                          self.cfg.challenge_ack_interval)
         self.segs_in = self.segs_out = self.retrans_total = 0  # (ss -i's segs_in, segs_out, retrans)
         self.keepalive = cfg.keepalive      # SO_KEEPALIVE and its TCP_KEEP* options
         self.keepalive_idle = cfg.keepalive_idle
@@ -205,7 +207,7 @@ class TcpConnection(Endpoint):
         emit = self.layer.emitter.send
         if syn:
             emit(laddr, lport, raddr, rport, seq, ack, flags, win, payload, hs.offers(flags, now),
-                 None, None, self.name)
+                 None, None, self.name, False, self.ttl)
             return
         ts = None
         room = 36
@@ -213,12 +215,12 @@ class TcpConnection(Endpoint):
             ts = (tsval(hs.ts_base, now), rcv.ts_recent if flags & ACK else 0)
             room = 24
         blocks = None
-        if rcv.ooo is not None and hs.sack_ok and flags & ACK:
+        if hs.sack_ok and flags & ACK and rcv.sack_due:
             if payload:
                 room = min(room, hs.mss_wire - (36 - room) - len(payload) - 4)
             blocks = rcv.sack_blocks(room >> 3)
         emit(laddr, lport, raddr, rport, seq, ack, flags, win, payload, None, ts, blocks,
-             self.name)
+             self.name, False, self.ttl)
 
     def send_ack(self, now: float) -> None:
         self.transmit(self.sender.snd_max, ACK, b"", now)
@@ -318,8 +320,8 @@ class TcpConnection(Endpoint):
 
     def take_fin(self, seg: TcpSegment, now: float) -> None:
         """Eighth: the peer's FIN is in order."""
-        self.receiver.take_fin()
         st = self.state
+        self.receiver.take_fin(closing_first=st == ESTABLISHED)
         cause = rcv_cause(seg)
         if not seg.flags & FIN:
             cause += " (fills the gap before a queued FIN)"

@@ -16,7 +16,7 @@ from stack.wire.ipv4 import int2ip
 from stack.wire.tcp import (PROTO_TCP, RST, build_options, build_tcp, flags_str, sack_option,
                             syn_options_list, ts_option)
 
-IpSend = Callable[[int, int, int, bytes], None]
+IpSend = Callable[..., None]  # (src, dst, proto, payload[, ttl]); OSError: no route
 
 
 class SynOffers(NamedTuple):
@@ -44,13 +44,14 @@ class Emitter:
              flags: int, win: int, payload: bytes | memoryview = b"",
              syn: SynOffers | None = None, ts: tuple[int, int] | None = None,
              sack: list[tuple[int, int]] | None = None, name: str | None = None,
-             cookie: bool = False) -> None:
+             cookie: bool = False, ttl: int | None = None) -> None:
         """One segment from ``(laddr, lport)`` to ``(raddr, rport)``.
 
         ``syn``: the options of a SYN (then ``ts`` and ``sack`` are not
         used); otherwise ``ts`` is the (TSval, TSecr) pair and ``sack`` the
         SACK blocks, when the segment carries them. ``name`` (the
-        connection's) and ``cookie`` (a SYN cookie answer) are for the trace.
+        connection's) and ``cookie`` (a SYN cookie answer) are for the trace;
+        ``ttl`` is the connection's IP_TTL (None: IP's default).
         Positional arguments only on the hot path: the connection calls
         this for every segment."""
         if syn is not None:
@@ -65,9 +66,12 @@ class Emitter:
             options = b""
         trace = self.trace
         try:
-            self.ip_send(laddr, raddr, PROTO_TCP,
-                         build_tcp(laddr, raddr, lport, rport, seq, ack, flags, win, payload,
-                                   options=options))
+            segment = build_tcp(laddr, raddr, lport, rport, seq, ack, flags, win, payload,
+                                options=options)
+            if ttl is None:
+                self.ip_send(laddr, raddr, PROTO_TCP, segment)
+            else:
+                self.ip_send(laddr, raddr, PROTO_TCP, segment, ttl)
         except OSError as e:
             # The route went away: the segment is lost, and TCP's timers
             # handle that like any loss (connect() checks the route first).

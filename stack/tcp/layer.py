@@ -256,9 +256,11 @@ class TcpLayer:
         return lst
 
     def connect(self, local_addr: int, remote: tuple[int, int], now: float,
-                local_port: int = 0, rcvbuf: int | None = None) -> TcpConnection:
+                local_port: int = 0, rcvbuf: int | None = None,
+                ttl: int | None = None) -> TcpConnection:
         """Active OPEN from ``local_addr`` (and ``local_port``, or an ephemeral one).
-        ``rcvbuf`` (SO_RCVBUF) sizes the SYN's window and window scale."""
+        ``rcvbuf`` (SO_RCVBUF) sizes the SYN's window and window scale; ``ttl``
+        (IP_TTL) is its segments' TTL from the SYN on."""
         raddr, rport = remote
         if not local_addr or not raddr or not 0 < rport < 65536:
             raise os_error(errno.EADDRNOTAVAIL)
@@ -272,6 +274,7 @@ class TcpLayer:
             raise os_error(errno.ENOBUFS)
         if rcvbuf is not None:
             conn.size_rcvbuf(rcvbuf)
+        conn.ttl = ttl
         conn.open_active(now)
         return conn
 

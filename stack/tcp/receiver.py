@@ -42,6 +42,7 @@ class Receiver:
         self.mss_cap = conn.handshake.mss_local  # our MSS: no segment is larger
         self.mss = min(conn.cfg.default_peer_mss, self.mss_cap)  # largest segment seen
         self.sack_recent: list[int] = []  # a byte of each recently received OOO block
+        self.dsack: tuple[int, int] | None = None  # a duplicate to report first (RFC 2883)
         self.ts_recent = 0            # TS.Recent
         self.ts_recent_age = now      # when TS.Recent was last set
         self.bytes_received = 0       # payload bytes that arrived in order
@@ -162,6 +163,11 @@ class Receiver:
             ooo = self.ooo
             if ooo is None:
                 ooo = self.ooo = Reassembly(max(self.bufsize, 65535), self.cfg.ooo_max_holes)
+            for lo, hi in ooo.ranges():
+                lo, hi = max(lo, off), min(hi, off + n)
+                if lo < hi:  # held already: the first such part is the D-SACK
+                    self.duplicate(seq_add(self.rcv_nxt, lo), seq_add(self.rcv_nxt, hi))
+                    break
             if ooo.insert(off, payload) < 0:
                 self.conn.trace.drop("tcp", "ooo_full", conn=self.conn.name)
                 return False
@@ -176,11 +182,19 @@ class Receiver:
             self.ooo_fin = seq_add(seq, n)
         return False
 
-    def take_fin(self) -> None:
-        """The peer's FIN is in order: it occupies one sequence number."""
+    def take_fin(self, closing_first: bool = False) -> None:
+        """The peer's FIN is in order: it occupies one sequence number.
+        ``closing_first``: the peer closes first (ESTABLISHED): as Linux
+        (tcp_fin enters pingpong mode), the ACK is delayed, so that our own
+        FIN, if the application closes at once, carries it; but not before
+        any data came (Linux's delayed-ACK timeout is still 0 then)."""
         self.rcv_nxt = seq_add(self.rcv_nxt, 1)
         self.fin_received = True
-        self.ack_now = True
+        if closing_first and self.bytes_received and not self.ack_now:
+            self.pingpong = True
+            self.unacked += 1
+        else:
+            self.ack_now = True
         self.conn.changed()
         self.clear_queue()
 
@@ -193,17 +207,35 @@ class Receiver:
         """Nobody will read (closed by the user): drop what is buffered."""
         self.buf = bytearray()
 
+    @property
+    def sack_due(self) -> bool:
+        """Is there something for SACK blocks to say (with SACK negotiated)?"""
+        return self.ooo is not None or self.ooo_fin is not None or self.dsack is not None
+
     def sack_blocks(self, limit: int) -> list[tuple[int, int]]:
-        """Up to ``limit`` SACK blocks for the out-of-order queue (RFC 2018 4):
-        first the block holding the most recently received segment, then the
-        blocks reported most recently, then any others, highest first."""
+        """Up to ``limit`` SACK blocks: a D-SACK block first when a duplicate
+        just arrived (RFC 2883 4), then the out-of-order queue (RFC 2018 4):
+        the block holding the most recently received segment, then the
+        blocks reported most recently, then any others, highest first. A FIN
+        that came early counts as the byte after its data (as Linux)."""
+        dsack, self.dsack = self.dsack, None
+        head = [dsack] if dsack is not None and limit > 0 else []
+        return head + self._ooo_blocks(limit - len(head))
+
+    def _ooo_blocks(self, limit: int) -> list[tuple[int, int]]:
         ooo = self.ooo
-        if ooo is None or limit <= 0:
+        nxt = self.rcv_nxt
+        ranges = ooo.ranges() if ooo is not None else []  # offsets from nxt
+        if self.ooo_fin is not None:
+            fin = seq_diff(self.ooo_fin, nxt)
+            if ranges and ranges[-1][1] == fin:
+                ranges[-1] = (ranges[-1][0], fin + 1)
+            else:
+                ranges.append((fin, fin + 1))
+        if not ranges or limit <= 0:
             return []
-        ranges = ooo.ranges()  # offsets from nxt
         chosen: list[tuple[int, int]] = []
         keep = []
-        nxt = self.rcv_nxt
         for anchor in self.sack_recent:
             off = seq_diff(anchor, nxt)
             if off <= 0:
@@ -254,9 +286,12 @@ class Receiver:
         limit = self.cfg.max_quickacks
         self.quick = max(self.quick, min(max(self.window() // (2 * mss), 2), limit))
 
-    def duplicate(self) -> None:
-        """Data we had already: the peer missed our ACKs, so ACK at once
-        from now on for a while (Linux enters quickack mode)."""
+    def duplicate(self, start: int, end: int) -> None:
+        """Bytes ``start``..``end`` arrived again: tell the sender in a D-SACK
+        block (RFC 2883), and, since it missed our ACKs, ACK at once from now
+        on for a while (Linux enters quickack mode)."""
+        if self.conn.handshake.sack_ok:
+            self.dsack = (start, end)
         self._quickack()
         self.ack_now = True
 

@@ -187,9 +187,10 @@ PORT_TAKEN = """
 import sys
 import stack.services as services
 real = services.start_service
+taken = []  # (a socket dropped is closed, as CPython's)
 def start(net, spec, *args, **kwargs):
     if spec.transport == "tcp":  # another program on the stack took the port first
-        net.create_server(("0.0.0.0", spec.port))
+        taken.append(net.create_server(("0.0.0.0", spec.port)))
     return real(net, spec, *args, **kwargs)
 services.start_service = start
 from stack.cli import main

@@ -311,7 +311,11 @@ def describe_tcp(tcp: Any, conv: Conversation) -> str | None:
     text = "".join(c for c in "SFRU" if c in flags) + ("." if "A" in flags else "")
     length = len(bytes(tcp.payload))
     seq = (tcp.seq - isn) & 0xFFFFFFFF
-    out = f"< {text} {seq}" + (f":{seq + length}({length})" if length else "")
+    if "R" in flags and "A" in flags and tcp.seq == 0:
+        seq_text = "abs0"  # the RST answering a segment without ACK: sequence number 0
+    else:
+        seq_text = str(seq) + (f":{seq + length}({length})" if length else "")
+    out = f"< {text} {seq_text}"
     if "A" in flags:
         out += f" ack {(tcp.ack - TESTER_ISN) & 0xFFFFFFFF}"
     if tcp.window == 0:

@@ -94,8 +94,21 @@ def test_truncated_icmp_is_dropped(host, n):
 
 def test_unsupported_type_is_dropped(host):
     x = host()
-    assert x.feed(eth(ipv4(PEER, US, 1, icmp(13, 0, bytes(4), bytes(12))))) == []   # timestamp
+    assert x.feed(eth(ipv4(PEER, US, 1, icmp(15, 0, bytes(4), bytes(12))))) == []  # info request
     assert x.counter("icmp.drop.unsupported_type") == 1
+
+
+def test_timestamp_request_is_answered_in_ms_since_midnight_ut(host):
+    # RFC 792, as Linux: the originate timestamp back, receive = transmit.
+    x = host()
+    x.net.icmp.utc_offset = 86400 * 20000 + 3600 - x.t   # "now" is 01:00:00.000 UT
+    [sent] = x.feed(eth(ipv4(PEER, US, 1, icmp(13, 0, b"\x12\x34\x00\x07",
+                                                (1234).to_bytes(4, "big") + bytes(8)))))
+    ms = (3600 * 1000).to_bytes(4, "big")
+    assert sent == reply_frame(sent, 1, icmp(14, 0, b"\x12\x34\x00\x07",
+                                             (1234).to_bytes(4, "big") + ms + ms))
+    assert x.feed(eth(ipv4(PEER, US, 1, icmp(13, 0, bytes(4), bytes(4))))) == []  # too short
+    assert x.counter("icmp.drop.bad_timestamp") == 1
 
 
 def test_echo_we_send_and_the_reply_we_get(host):
@@ -116,11 +129,12 @@ def test_echo_we_send_and_the_reply_we_get(host):
 # ------------------------------------------------------------------ errors we send
 
 
-def test_port_unreachable_quotes_header_and_8_bytes(host):
+def test_port_unreachable_quotes_as_much_as_576_bytes_hold(host):
+    # RFC 1812 4.3.2.3 (RFC 792's minimum is the header and 8 bytes), as Linux.
     x = host()
     original = ipv4(PEER, US, 17, udp(PEER, US, 5555, 9, b"knock knock"), ident=0x2222)
     [sent] = x.feed(eth(original))
-    assert sent == reply_frame(sent, 1, icmp(3, 3, bytes(4), original[:28]))
+    assert sent == reply_frame(sent, 1, icmp(3, 3, bytes(4), original))
     assert x.counter("udp.drop.port_closed") == 1
     assert x.counter("icmp.out.type3") == 1
 
@@ -131,14 +145,14 @@ def test_port_unreachable_for_a_reassembled_datagram_quotes_the_whole(host):
     [sent] = x.feed_ip(*fragment(PEER, US, 17, payload, 0x2323, 1480))
     whole = ipv4(PEER, US, 17, payload, ident=0x2323)
     icmp_msg = split(sent)["payload"]
-    assert icmp_msg == icmp(3, 3, bytes(4), whole[:28])
+    assert icmp_msg == icmp(3, 3, bytes(4), whole[:548])  # the error is 576 bytes long
 
 
 def test_protocol_unreachable(host):
     x = host()
     original = ipv4(PEER, US, 99, b"unknown protocol data", ident=0x0909)
     [sent] = x.feed(eth(original))
-    assert sent == reply_frame(sent, 1, icmp(3, 2, bytes(4), original[:28]))
+    assert sent == reply_frame(sent, 1, icmp(3, 2, bytes(4), original))
     assert x.counter("ip.drop.unknown_protocol") == 1
 
 

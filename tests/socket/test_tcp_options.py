@@ -132,17 +132,17 @@ def test_tcp_congestion_picks_the_connections_algorithm():
         srv.settimeout(5)
         conn, _ = srv.accept()
         with srv, cli, conn:
-            assert cli._conn.status()["congestion"] == "newreno"
-            assert conn._conn.status()["congestion"] == "reno"
+            assert cli.status()["congestion"] == "newreno"
+            assert conn.status()["congestion"] == "reno"
             assert conn.getsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, 16)[:5] == b"reno\0"
-            cwnd = cli._conn.status()["cwnd"]
+            cwnd = cli.status()["cwnd"]
             cli.setsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, b"cubic")
-            st = cli._conn.status()
+            st = cli.status()
             assert st["congestion"] == "cubic" and st["cwnd"] == cwnd
             with pytest.raises(OSError) as e:
                 cli.setsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, b"bbr")
             assert e.value.errno == errno.ENOENT
-            assert cli._conn.status()["congestion"] == "cubic"
+            assert cli.status()["congestion"] == "cubic"
             cli.sendall(b"x" * 100000)
             assert recv_exactly(conn, 100000) == b"x" * 100000
     finally:

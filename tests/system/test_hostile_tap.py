@@ -335,6 +335,8 @@ def test_blind_injection_against_a_live_connection(target):
         return frame / Raw(payload) if payload else frame
 
     def inject(frame, **expect):
+        if expect.get("challenge_acks"):
+            time.sleep(0.55)  # one challenge ACK per 500 ms per connection, as Linux
         delta = t.send([frame])
         for name, n in expect.items():
             key_ = "tcp." + name.replace("__", ".")

@@ -322,12 +322,13 @@ def test_paws_ignores_ts_recent_idle_for_24_days():
     assert c.drops()["tcp.drop.paws"] == 1
 
 
-def test_segment_without_timestamps_dropped_once_negotiated():
+def test_segment_without_timestamps_taken_and_counted_once_negotiated():
+    # RFC 7323 3.2 says SHOULD drop; Linux and FreeBSD accept it, as we do.
     c = paws_established()
     c.feed(".", IRS + 4, 1001, data=b"bare")
-    assert c.conn.recv(100) is None
-    assert c.drops()["tcp.drop.no_timestamp"] == 1
-    c.feed("R", IRS + 4)  # but a RST without them still counts
+    assert c.conn.recv(100) == b"bare"
+    assert c.trace.counters["tcp.no_timestamp"] == 1 and "tcp.drop.no_timestamp" not in c.drops()
+    c.feed("R", IRS + 8)  # and a RST without them too
     assert c.conn.state == "CLOSED"
 
 

@@ -120,7 +120,7 @@ def test_stack_client_to_kernel_server_negotiates_all_three(tap_stack, tmp_path)
         with net.create_connection((HOST, port), timeout=5) as s:
             s.sendall(data)
             assert s.recv(10) == b"done"
-            st = s._conn.status()
+            st = s.status()
     finally:
         t.join(5)
         srv.close()

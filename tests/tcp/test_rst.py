@@ -54,8 +54,21 @@ def test_syn_in_window_gets_challenge_ack():
     c.expect("Flags [.], seq 1001, ack 5001, win 65535, length 0")
 
 
+def test_challenge_acks_are_one_per_half_second_as_linux():
+    c = established()
+    for _ in range(4):
+        c.feed("R", 5100)
+    assert len(c.sent()) == 1  # tcp_invalid_ratelimit: 500 ms per socket
+    c.advance(0.49)
+    c.feed("R", 5100)
+    assert len(c.sent()) == 0
+    c.advance(0.01)
+    c.feed("R", 5100)
+    assert len(c.sent()) == 1
+
+
 def test_challenge_acks_are_rate_limited():
-    cfg = TcpConfig(challenge_ack_limit=2)
+    cfg = TcpConfig(challenge_ack_limit=2, challenge_ack_interval=0.0)
     c = established(cfg)
     for _ in range(4):
         c.feed("R", 5100)
