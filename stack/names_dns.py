@@ -127,8 +127,7 @@ class DnsClient:
         ep = self._endpoints.get(server)
         if ep is None or ep.closed:
             ep = UdpEndpoint()
-            self.net.udp.bind(ep, 0, 0)
-            ep.remote = (server, DNS_PORT)
+            self.net.udp.connect(ep, (server, DNS_PORT))  # raises if there is no route
             ep.on_change = lambda: self._on_udp(server)
             self._endpoints[server] = ep
         return ep

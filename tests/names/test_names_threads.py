@@ -149,3 +149,19 @@ def test_an_international_name_is_asked_in_its_idna_form(pair):
     assert net.getaddrinfo("BÜCHER.test", 80, type=socket.SOCK_STREAM)[0][4] == (
         "198.51.100.9", 80)
     assert dns.queries() == ["xn--bcher-kva.test"]
+
+
+def test_a_dns_server_on_the_stack_itself_over_loopback():
+    a, b = Stack.pair(dns=["127.0.0.1"])
+    events: list[dict] = []
+    a.trace.subscribe(events.append)
+    dns = TinyDns(a, {"self.test": Zone(("192.0.2.1",))})
+    dns.start_thread()
+    try:
+        assert a.gethostbyname("self.test") == "192.0.2.1"
+    finally:
+        dns.close()
+        a.close()
+        b.close()
+    out = next(e for e in events if e["layer"] == "udp" and e["event"] == "out")
+    assert out["src"].startswith("127.0.0.1:") and out["dst"] == "127.0.0.1:53"
