@@ -114,6 +114,12 @@ def _up_parser(sub: Subparsers) -> None:
     p.add_argument("--offload", action="store_true",
                    help="virtio-net header with checksum and TSO/GSO offloads on the TAP "
                         "(default: off)")
+    p.add_argument("--dns", action="append", type=cliargs.ipv4, metavar="IP",
+                   help="a DNS server for the stack's name resolution, asked over the stack's "
+                        "own UDP (repeatable: tried in order) (default: none)")
+    p.add_argument("--hosts", type=cliargs.hosts_file, metavar="FILE",
+                   help="extra hosts-file entries, answered before /etc/hosts and DNS "
+                        "(default: none)")
     p.add_argument("--control", metavar="PATH",  # (stack ss & co.; stack/control.py)
                    help="serve the live views on this socket path (default: the abstract "
                         "name @stack/TAP, found by --tap in this network namespace)")
@@ -266,7 +272,7 @@ def _open_stack(args: argparse.Namespace, trace: Trace | None) -> Stack:
                          host_address=args.host_address, mtu=args.mtu, mac=args.mac,
                          trace_obj=trace, pcap=args.pcap, impair=args.impair,
                          offload=args.offload, busy_poll=args.busy_poll / 1e6,
-                         tcp_config=config)
+                         tcp_config=config, dns=args.dns, hosts=args.hosts)
     except ImportError as e:
         raise CliError(f"--tap {args.tap}: python-pytun is not installed ({e})",
                        RESOURCE) from None

@@ -202,6 +202,18 @@ def busy_poll(text: str) -> int:
     return value
 
 
+def hosts_file(text: str) -> dict[str, str]:
+    """A hosts file (hosts(5)), read now: ``{name: address}`` for ``Stack(hosts=...)``."""
+    from stack.names_hosts import hosts_dict, read_hosts_file
+
+    try:
+        return hosts_dict(read_hosts_file(text))
+    except OSError as e:
+        _bad(f"{text}: cannot read: {e.strerror or e}")
+    except UnicodeError as e:
+        _bad(f"{text}: not a text file ({e})")
+
+
 def endpoint(text: str) -> str:
     """``ADDR:PORT``, ``:PORT`` or ``PORT`` as ``stack trace --conn`` takes it."""
     addr, sep, port = text.rpartition(":")

@@ -211,11 +211,13 @@ def parse_message(data: bytes | bytearray | memoryview) -> DnsMessage:
     return DnsMessage(ident, flags, tuple(questions), answers, authority, additional)
 
 
-def addresses(message: DnsMessage, name: str) -> tuple[list[str], int | None, str]:
-    """The A addresses the answer section gives for ``name``, following
-    CNAMEs within the answer (at most 8 deep), the smallest TTL on the way
-    (None when there is no answer) and the canonical name."""
+def follow(message: DnsMessage, name: str, rtype: int) -> tuple[list[str], int | None, list[str]]:
+    """The data of the ``rtype`` records the answer section gives for
+    ``name`` (dotted quads for A, names for PTR), following CNAMEs within the
+    answer (at most 8 deep); the smallest TTL on the way (None when nothing
+    was found); and the chain of names, ``name`` first, the canonical last."""
     want = name.rstrip(".").lower()
+    chain = [want]
     ttl: int | None = None
     for _ in range(8):
         aliased = False
@@ -223,13 +225,22 @@ def addresses(message: DnsMessage, name: str) -> tuple[list[str], int | None, st
         for rr in message.answers:
             if rr.name != want or rr.rclass != CLASS_IN:
                 continue
-            if rr.rtype == TYPE_A:
+            if rr.rtype == rtype:
                 found.append(str(rr.data))
                 ttl = rr.ttl if ttl is None else min(ttl, rr.ttl)
             elif rr.rtype == TYPE_CNAME and not aliased and isinstance(rr.data, str):
                 ttl = rr.ttl if ttl is None else min(ttl, rr.ttl)
                 want = rr.data
+                chain.append(want)
                 aliased = True
         if found or not aliased:
-            return found, (ttl if found else None), want
-    return [], None, want
+            return found, (ttl if found else None), chain
+    return [], None, chain
+
+
+def addresses(message: DnsMessage, name: str) -> tuple[list[str], int | None, str]:
+    """The A addresses the answer section gives for ``name``, following
+    CNAMEs within the answer (at most 8 deep), the smallest TTL on the way
+    (None when there is no answer) and the canonical name."""
+    found, ttl, chain = follow(message, name, TYPE_A)
+    return found, ttl, chain[-1]
