@@ -38,7 +38,7 @@ def test_https_by_name_through_dnsmasq(tap_stack, tmp_path):
     try:
         with dnsmasq(listen=KERNEL, records={SERVER_NAME: KERNEL}), net.patched():
             ctx = pki.client_context()
-            with urllib.request.urlopen(f"https://{SERVER_NAME}:8443/bytes/50000", context=ctx,
+            with urllib.request.urlopen(f"https://{SERVER_NAME}:8443/50000", context=ctx,
                                         timeout=10) as r:
                 body = r.read()
     finally:
