@@ -294,30 +294,32 @@ def _open_control(args: argparse.Namespace, net: Stack) -> ControlServer:
                        "this TAP?)", RESOURCE) from None
 
 
-def cmd_up(args: argparse.Namespace) -> int:
+def _start(args: argparse.Namespace) -> tuple[Stack, ControlServer, list]:
+    """What ``stack up`` and ``stack run`` start: the checks, the trace, the
+    stack, its control socket and services. A failure closes what was opened
+    (before the one error line, and without the exit report)."""
     cli_checks.check_addresses(args.address, args.host_address, args.gateway)
     cli_checks.check_services(args.serve)
     cli_checks.check_writable("--pcap", args.pcap)
-    trace = _open_trace(args)
-    stop = StopSignals(signal.SIGINT, signal.SIGTERM)
-    net = _open_stack(args, trace)
+    net = _open_stack(args, _open_trace(args))
     try:
         ctl = _open_control(args, net)
         try:
-            services = cli_checks.start_services(net, args.serve)
+            return net, ctl, cli_checks.start_services(net, args.serve)
         except BaseException:
             ctl.close()
             raise
     except BaseException:
-        net.close()  # before the one error line, and without the exit report
+        net.close()
         raise
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    stop = StopSignals(signal.SIGINT, signal.SIGTERM)
+    net, ctl, services = _start(args)
     try:
         signal.signal(signal.SIGUSR1, lambda *_: _quietly(_print_counters, net, "now", True))
-        seed = net.injector.seed if net.injector is not None else None
-        extra = f" impair={args.impair} seed={seed}" if args.impair else ""
-        served = f" serve={','.join(map(str, args.serve))}" if args.serve else ""
-        print(f"stack: up tap={args.tap} address={args.address} mac={_mac(net.mac)} "
-              f"mtu={args.mtu} checksum={native.IMPL}{served}{extra}", file=sys.stderr, flush=True)
+        print(_up_line(args, net), file=sys.stderr, flush=True)
         warning = cli_checks.kernel_side_warning(args.tap, args.address, args.host_address)
         if warning is not None:
             report(warning, "warning")
@@ -350,22 +352,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         prog = program.parse(args.program)
     except ValueError as e:
         raise CliError(f"PYTHON-ARGS: {e}") from None
-    cli_checks.check_addresses(args.address, args.host_address, args.gateway)
-    cli_checks.check_services(args.serve)
-    cli_checks.check_writable("--pcap", args.pcap)
-    trace = _open_trace(args)
     with program.signals_blocked():  # the stack's threads leave them to this one
-        net = _open_stack(args, trace)
-        try:
-            ctl = _open_control(args, net)
-            try:
-                services = cli_checks.start_services(net, args.serve)
-            except BaseException:
-                ctl.close()
-                raise
-        except BaseException:
-            net.close()
-            raise
+        net, ctl, services = _start(args)
     try:
         _say(_up_line(args, net))
         code = program.run(prog, net)
