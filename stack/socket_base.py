@@ -43,6 +43,7 @@ SO_BROADCAST = _socket.SO_BROADCAST
 SO_LINGER = _socket.SO_LINGER
 SO_ERROR = _socket.SO_ERROR
 SO_TYPE = _socket.SO_TYPE
+SO_OOBINLINE = _socket.SO_OOBINLINE
 IP_TTL = _socket.IP_TTL
 TCP_NODELAY = _socket.TCP_NODELAY
 TCP_MAXSEG = _socket.TCP_MAXSEG
@@ -63,6 +64,7 @@ MSG_PEEK = _socket.MSG_PEEK
 MSG_DONTWAIT = _socket.MSG_DONTWAIT
 MSG_WAITALL = _socket.MSG_WAITALL
 MSG_TRUNC = _socket.MSG_TRUNC
+MSG_OOB = _socket.MSG_OOB
 DEFAULT_TTL = 64  # Linux's net.ipv4.ip_default_ttl
 DEFAULT_BUF = 212992  # Linux's net.core.rmem_default / wmem_default
 # create_connection's "no timeout given" (http.client passes it on).
@@ -223,7 +225,8 @@ class Endpoint:
         self.ready: Readiness | None = None
         self.opts: dict[tuple[int, int], int] = {
             (SOL_SOCKET, SO_REUSEADDR): 0, (SOL_SOCKET, SO_KEEPALIVE): 0,
-            (SOL_SOCKET, SO_BROADCAST): 0, (IPPROTO_TCP, TCP_NODELAY): 0,
+            (SOL_SOCKET, SO_BROADCAST): 0, (SOL_SOCKET, SO_OOBINLINE): 0,
+            (IPPROTO_TCP, TCP_NODELAY): 0,
             (IPPROTO_TCP, TCP_KEEPIDLE): 7200, (IPPROTO_TCP, TCP_KEEPINTVL): 75,
             (IPPROTO_TCP, TCP_KEEPCNT): 9,
             (SOL_SOCKET, SO_RCVBUF): DEFAULT_BUF, (SOL_SOCKET, SO_SNDBUF): DEFAULT_BUF,

@@ -3,7 +3,7 @@ parsing (an int, a buffer, or None with a length), then Linux's checks and
 answers for the options every socket has; an endpoint's own options (TCP's
 congestion control, MSS, TCP_INFO) are asked of the endpoint first.
 
-Supported: SO_REUSEADDR, SO_KEEPALIVE, SO_BROADCAST, SO_RCVBUF, SO_SNDBUF
+Supported: SO_REUSEADDR, SO_KEEPALIVE, SO_BROADCAST, SO_OOBINLINE, SO_RCVBUF, SO_SNDBUF
 (doubled and bounded as Linux), SO_LINGER, SO_ERROR, SO_TYPE, IP_TTL,
 TCP_NODELAY, TCP_KEEPIDLE/INTVL/CNT, TCP_CONGESTION, TCP_MAXSEG (read
 only), TCP_INFO (read only). SO_REUSEPORT is refused (ENOPROTOOPT): one
@@ -17,7 +17,7 @@ import struct
 from typing import Any
 
 from stack.socket_base import (
-    IP_TTL, IPPROTO_IP, IPPROTO_TCP, KEEPALIVE_LIMITS, SO_ERROR, SO_LINGER, SO_RCVBUF,
+    IP_TTL, IPPROTO_IP, IPPROTO_TCP, KEEPALIVE_LIMITS, SO_ERROR, SO_LINGER, SO_OOBINLINE, SO_RCVBUF,
     SO_REUSEPORT, SO_SNDBUF, SO_TYPE, SOCK_STREAM, SOL_SOCKET, Endpoint, c_int, error,
 )
 
@@ -83,6 +83,8 @@ def set_option(ep: Endpoint, level: int, option: int, value: Any, optlen: int | 
                 ep.rcvbuf_set = True
             else:
                 ep.sndbuf_set = True
+        if key == (SOL_SOCKET, SO_OOBINLINE):
+            ival = 1 if ival else 0  # a flag: Linux reads back 0 or 1
         ep.opts[key] = ival
     ep.apply_options()
 

@@ -15,8 +15,8 @@ import errno
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from stack.socket_base import (
-    CA_NAME_MAX, IPPROTO_TCP, MSG_PEEK, MSG_WAITALL, SHUT_RD, SHUT_RDWR, SHUT_WR,
-    SO_KEEPALIVE, SO_RCVBUF, SO_SNDBUF, SOCK_STREAM, SOL_SOCKET, TCP_CONGESTION, TCP_INFO,
+    CA_NAME_MAX, IPPROTO_TCP, MSG_OOB, MSG_PEEK, MSG_WAITALL, SHUT_RD, SHUT_RDWR, SHUT_WR,
+    SO_KEEPALIVE, SO_OOBINLINE, SO_RCVBUF, SO_SNDBUF, SOCK_STREAM, SOL_SOCKET, TCP_CONGESTION, TCP_INFO,
     TCP_KEEPCNT, TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_MAXSEG, TCP_NODELAY, SO_REUSEADDR,
     Endpoint, error, timeout_error,
 )
@@ -125,6 +125,7 @@ class StreamEndpoint(Endpoint):
         conn.set_buffers(sndbuf=opts[(SOL_SOCKET, SO_SNDBUF)] // 2 if self.sndbuf_set else None,
                          rcvbuf=self.rcvbuf())
         conn.ttl = self.ttl
+        conn.receiver.set_oob_inline(bool(opts[(SOL_SOCKET, SO_OOBINLINE)]))
         self.net.kick()
 
     def get_option(self, level: int, option: int, buflen: int | None) -> Any:
@@ -274,14 +275,15 @@ class StreamEndpoint(Endpoint):
         timeout = self.op_timeout(flags)
         while True:
             self.wait(lambda: conn.writable, timeout)
-            n = self.send_some(conn, mv)
+            n = self.send_some(conn, mv, flags)
             if n:
                 return n
 
-    def send_some(self, conn: TcpConnection, mv: memoryview) -> int:
+    def send_some(self, conn: TcpConnection, mv: memoryview, flags: int = 0) -> int:
+        """What fits of ``mv``; MSG_OOB puts the urgent pointer after it."""
         net = self.net
         try:
-            n = conn.send(mv, net.clock())
+            n = conn.send(mv, net.clock(), bool(flags & MSG_OOB))
         except OSError as e:
             if e.errno == errno.EPIPE or self.error_taken:
                 raise error(errno.EPIPE) from None
@@ -303,7 +305,7 @@ class StreamEndpoint(Endpoint):
             if remaining is not None and remaining <= 0 and timeout != 0.0:
                 raise timeout_error()
             self.wait(lambda: conn.writable, remaining if timeout != 0.0 else 0.0)
-            n = self.send_some(conn, mv)
+            n = self.send_some(conn, mv, flags)
             mv = mv[n:]
 
     def read_once(self, conn: TcpConnection, timeout: float | None,
@@ -330,7 +332,27 @@ class StreamEndpoint(Endpoint):
         self.refresh()
         return result
 
+    def recv_urgent(self, conn: TcpConnection, bufsize: int, flags: int) -> bytes:
+        """recv(MSG_OOB): the urgent byte (``Receiver.read_urgent``), never
+        waiting for it, as Linux; only CPython's wait for readability, with
+        a timeout, comes first. Even a read of 0 bytes takes it."""
+        timeout = self.op_timeout(flags)
+        if timeout:
+            self.wait(lambda: conn.readable or self.shut_rd, timeout)
+        byte = conn.receiver.read_urgent(bool(flags & MSG_PEEK),
+                                         conn.state == CLOSED or self.shut_rd)
+        return byte[:bufsize]
+
+    def pass_mark(self, conn: TcpConnection, flags: int) -> None:
+        """A read that reaches the kernel at once (no timeout: CPython polls
+        first) skips an out-of-band urgent byte next in line, even when it
+        then finds nothing (Linux's tcp_recvmsg)."""
+        if not self.op_timeout(flags) and not flags & MSG_PEEK:
+            conn.receiver.pass_mark()
+
     def recv(self, bufsize: int, flags: int) -> bytes:
+        if flags & MSG_OOB:
+            return self.recv_urgent(self.connected(), bufsize, flags)
         if flags & MSG_WAITALL and not flags & MSG_PEEK:
             buf = bytearray(bufsize)
             n = self.recv_into(memoryview(buf), flags)
@@ -339,6 +361,7 @@ class StreamEndpoint(Endpoint):
         conn = self.connected()
         if bufsize == 0:
             return b""
+        self.pass_mark(conn, flags)
         now = self.net.clock
         read: Callable[[], bytes | None]
         if flags & MSG_PEEK:
@@ -355,8 +378,13 @@ class StreamEndpoint(Endpoint):
 
     def recv_into(self, mv: memoryview, flags: int) -> int:
         conn = self.connected()
+        if flags & MSG_OOB:
+            byte = self.recv_urgent(conn, len(mv), flags)
+            mv[:len(byte)] = byte
+            return len(byte)
         if not len(mv):
             return 0
+        self.pass_mark(conn, flags)
         timeout = self.op_timeout(flags)
         now = self.net.clock
         if flags & MSG_PEEK:

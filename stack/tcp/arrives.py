@@ -15,7 +15,7 @@ from stack.tcp.seq import seq_add, seq_between, seq_diff, seq_gt, seq_in, seq_le
 from stack.tcp.states import CLOSED, CLOSING, FIN_WAIT_1, LAST_ACK, RECEIVING, SYN_RECEIVED
 from stack.tcp.states import FIN_WAIT_2, TIME_WAIT
 
-from stack.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpSegment
+from stack.wire.tcp import ACK, FIN, PSH, RST, SYN, URG, TcpSegment
 
 if TYPE_CHECKING:
     from stack.tcp.conn import TcpConnection
@@ -48,7 +48,7 @@ def predicted(conn: TcpConnection, seg: TcpSegment, now: float) -> bool:
     n = len(payload)
     if n:
         if (ack != snd.snd_una or rcv.ooo is not None or rcv.ooo_fin is not None
-                or conn.user_closed or seg.window << snd.wscale != snd.snd_wnd
+                or rcv.urgent is not None or conn.user_closed or seg.window << snd.wscale != snd.snd_wnd
                 or n > seq_diff(rcv.rcv_adv, rcv.rcv_nxt)
                 or conn.timers.at[T.PERSIST] is not None):  # (its window update restarts it)
             return False
@@ -98,7 +98,11 @@ def process(conn: TcpConnection, seg: TcpSegment, now: float) -> None:
         return
     if not _ack(conn, seg, now, ts_invalid):
         return
-    # Sixth (URG) is not supported: urgent data is delivered inline.
+    rcv = conn.receiver
+    if (seg.flags & URG or rcv.urgent is not None) and conn.state in RECEIVING:
+        # Sixth: the urgent mark and its byte (urgent.py), from the whole segment.
+        rcv.urgent_arrives(seg.seq, seg.urgent if seg.flags & URG else None,
+                           seq_add(seg.seq, 1) if seg.flags & SYN else seg.seq, seg.payload)
     # Seventh: text. Eighth: FIN.
     fin = flags & FIN
     if payload or fin:

@@ -31,19 +31,19 @@ from stack.tcp.receiver import Receiver
 from stack.tcp.recovery import Recovery
 from stack.tcp.rtt import Rtt
 from stack.tcp.sender import Sender
-from stack.tcp.seq import seq_between, tsval
+from stack.tcp.seq import seq_add, seq_between, seq_lt, tsval
 from stack.tcp.challenge import ChallengeBudget
 from stack.tcp.states import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2,
                               LAST_ACK, LISTEN, RECEIVING, SYN_RECEIVED, SYN_SENT,
                               SYNCHRONIZED, TIME_WAIT, Endpoint, KEEPALIVE_STATES, entry,
                               os_error)
 from stack.tcp.timers import Timers
-from stack.wire.tcp import ACK, FIN, RST, TcpSegment
+from stack.tcp.urgent import urgent_pointer
+from stack.wire.tcp import ACK, FIN, RST, URG, TcpSegment
 
 if TYPE_CHECKING:
     from stack.tcp.layer import TcpLayer
     from stack.tcp.listener import Listener
-
 
 
 class TcpConnection(Endpoint):
@@ -70,6 +70,7 @@ class TcpConnection(Endpoint):
         self._dirty = False
         self._shut_wr = False
         self.read_shut = False  # shutdown(SHUT_RD): later data in FIN_WAIT is reset
+        self.snd_up: int | None = None  # send(MSG_OOB)'s urgent pointer (urgent.py)
         self._close_deferred = False
         self._fast_path = cfg.header_prediction
         self.challenges = ChallengeBudget(self.cfg.challenge_ack_limit,  # RFC 5961 7
@@ -97,7 +98,7 @@ class TcpConnection(Endpoint):
     @property
     def readable(self) -> bool:
         """recv() would return data, EOF or an error without waiting."""
-        return (bool(self.receiver.buf) or self.receiver.fin_received or self.error is not None
+        return (self.receiver.has_data or self.receiver.fin_received or self.error is not None
                 or self.state == CLOSED)
 
     @property
@@ -113,7 +114,7 @@ class TcpConnection(Endpoint):
     @property
     def at_eof(self) -> bool:
         """Everything up to the peer's FIN has been read."""
-        return self.receiver.fin_received and not self.receiver.buf
+        return self.receiver.fin_received and not self.receiver.has_data
 
     @property
     def sndbuf_size(self) -> int:
@@ -195,6 +196,11 @@ class TcpConnection(Endpoint):
         rcv = self.receiver
         hs = self.handshake
         ack = win = 0
+        up = urgent_pointer(self.snd_up, seq) if self.snd_up is not None and not syn else 0
+        if up:
+            flags |= URG
+        elif self.snd_up is not None and not seq_lt(self.sender.snd_una, self.snd_up):
+            self.snd_up = None  # acknowledged: urgent mode ends
         if flags & ACK:
             ack, win = rcv.ack_fields(syn)
         elif syn:
@@ -220,7 +226,7 @@ class TcpConnection(Endpoint):
                 room = min(room, hs.mss_wire - (36 - room) - len(payload) - 4)
             blocks = rcv.sack_blocks(room >> 3)
         emit(laddr, lport, raddr, rport, seq, ack, flags, win, payload, None, ts, blocks,
-             self.name, False, self.ttl)
+             self.name, False, self.ttl, up)
 
     def send_ack(self, now: float) -> None:
         self.transmit(self.sender.snd_max, ACK, b"", now)
@@ -391,21 +397,23 @@ class TcpConnection(Endpoint):
     # ---- user calls ------------------------------------------------------------------
 
     @entry
-    def send(self, data: bytes | bytearray | memoryview, now: float) -> int:
-        """SEND: copy what fits into the send buffer; returns the count (0 when full)."""
+    def send(self, data: bytes | bytearray | memoryview, now: float, urgent: bool = False) -> int:
+        """SEND: copy what fits into the send buffer (``urgent``: MSG_OOB); the count (0: full)."""
         self.now = now
         if self.error is not None:
             raise os_error(self.error)
         if self._shut_wr or self.state not in (SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT):
             raise os_error(errno.EPIPE)
         n = self.sender.write(data)
+        if n and urgent:
+            self.snd_up = seq_add(self.sender.data_seq, len(self.sender.buf))
         if n:
             self.sender.output(now)
         return n
 
     def recv(self, n: int, now: float | None = None) -> bytes | None:
         """RECEIVE: up to ``n`` bytes; ``b""`` at EOF; None when nothing yet."""
-        if self.receiver.buf:
+        if self.receiver.has_data:
             out = self.receiver.read(n)
             self._after_read(now)
             return out
@@ -418,7 +426,7 @@ class TcpConnection(Endpoint):
     def recv_into(self, buffer: Any, nbytes: int = 0, now: float | None = None) -> int | None:
         """Like :meth:`recv` into a writable buffer; 0 at EOF, None when nothing yet."""
         mv = memoryview(buffer).cast("B")
-        if self.receiver.buf:
+        if self.receiver.has_data:
             k = self.receiver.read_into(mv, nbytes or len(mv))
             self._after_read(now)
             return k

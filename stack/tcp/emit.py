@@ -44,14 +44,15 @@ class Emitter:
              flags: int, win: int, payload: bytes | memoryview = b"",
              syn: SynOffers | None = None, ts: tuple[int, int] | None = None,
              sack: list[tuple[int, int]] | None = None, name: str | None = None,
-             cookie: bool = False, ttl: int | None = None) -> None:
+             cookie: bool = False, ttl: int | None = None, urgent: int = 0) -> None:
         """One segment from ``(laddr, lport)`` to ``(raddr, rport)``.
 
         ``syn``: the options of a SYN (then ``ts`` and ``sack`` are not
         used); otherwise ``ts`` is the (TSval, TSecr) pair and ``sack`` the
         SACK blocks, when the segment carries them. ``name`` (the
         connection's) and ``cookie`` (a SYN cookie answer) are for the trace;
-        ``ttl`` is the connection's IP_TTL (None: IP's default).
+        ``ttl`` is the connection's IP_TTL (None: IP's default); ``urgent``
+        the urgent pointer of a segment with URG.
         Positional arguments only on the hot path: the connection calls
         this for every segment."""
         if syn is not None:
@@ -67,7 +68,7 @@ class Emitter:
         trace = self.trace
         try:
             segment = build_tcp(laddr, raddr, lport, rport, seq, ack, flags, win, payload,
-                                options=options)
+                                options=options, urgent=urgent)
             if ttl is None:
                 self.ip_send(laddr, raddr, PROTO_TCP, segment)
             else:
@@ -90,4 +91,5 @@ class Emitter:
                     opts.append("sack " + " ".join(f"{a}:{b}" for a, b in sack))
             trace.event("tcp", "seg", conn=name or conn_name(laddr, lport, raddr, rport),
                         dir="out", flags=flags_str(flags), seq=seq, ack=ack, win=win,
-                        len=len(payload), options=opts, **({"cookie": True} if cookie else {}))
+                        len=len(payload), options=opts, **({"cookie": True} if cookie else {}),
+                        **({"urg": urgent} if urgent else {}))

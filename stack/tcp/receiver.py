@@ -3,18 +3,21 @@ space).
 
 :class:`Receiver` owns RCV.NXT and the advertised window's right edge, the
 receive buffer the user reads from, the out-of-order queue with the SACK
-blocks that describe it (RFC 2018), TS.Recent (RFC 7323), and the decision
-to ACK now, later (delayed ACK) or not at all.
+blocks that describe it (RFC 2018), TS.Recent (RFC 7323), the urgent mark
+(``urgent.py``), and the decision to ACK now, later (delayed ACK) or not at all.
 """
 
 from __future__ import annotations
 
+import errno
 from typing import TYPE_CHECKING
 
 from stack.native import Reassembly
 from stack.tcp import timers as T
+from stack.tcp.states import os_error
 from stack.tcp.timers import DELACK
-from stack.tcp.seq import seq_add, seq_diff, seq_le, seq_lt
+from stack.tcp.seq import seq_add, seq_diff, seq_gt, seq_le, seq_lt
+from stack.tcp.urgent import UrgentMark
 
 if TYPE_CHECKING:
     from stack.tcp.conn import TcpConnection
@@ -52,6 +55,8 @@ class Receiver:
         self.quick = 0
         self.pingpong = False
         self.data_at: float | None = None  # when in-order data last arrived
+        self.urgent: UrgentMark | None = None  # the latest urgent mark, until read past
+        self.oob_inline = False       # SO_OOBINLINE: the urgent byte stays in the stream
 
     # ---- the handshake ------------------------------------------------------------
 
@@ -254,9 +259,78 @@ class Receiver:
                 chosen.append(r)
         return [(seq_add(nxt, lo), seq_add(nxt, hi)) for lo, hi in chosen]
 
+    # ---- urgent data (RFC 9293 3.8.5, sixth step; urgent.py) ----------------------------
+
+    @property
+    def copied_seq(self) -> int:
+        """The sequence number of the next byte the user reads."""
+        return seq_add(self.rcv_nxt, -len(self.buf) - self.fin_received)
+
+    def urgent_arrives(self, seq: int, ptr: int | None, data_seq: int,
+                       payload: bytes | memoryview) -> None:
+        """A segment at ``seq`` (its data from ``data_seq``), with URG set
+        (``ptr``, its urgent pointer) or not (None), before its text is
+        taken (Linux's ``tcp_urg``). A new mark replaces the old one, unless
+        it marks a byte already read or before RCV.NXT, or is not newer."""
+        mark = self.urgent
+        if ptr is not None:
+            at = seq_add(seq, ptr - 1 if ptr else 0)
+            copied = self.copied_seq
+            if (not seq_gt(copied, at) and not seq_lt(at, self.rcv_nxt)
+                    and (mark is None or seq_gt(at, mark.seq))):
+                if (mark is not None and mark.seq == copied and self.buf
+                        and not self.oob_inline):
+                    del self.buf[:1]  # the old urgent byte, next to read, leaves the stream
+                mark = self.urgent = UrgentMark(at)
+                self.conn.trace.count("tcp", "urgent_marks")
+        if mark is not None and mark.catch(data_seq, payload):
+            self.conn.changed()
+
+    def pass_mark(self) -> None:
+        """A read begins (Linux's ``tcp_recvmsg``, even one that then finds
+        nothing): an out-of-band urgent byte next in line is skipped."""
+        mark = self.urgent
+        if mark is not None and not self.oob_inline and self.buf and \
+                mark.seq == self.copied_seq:
+            del self.buf[:1]
+            self.urgent = None
+
+    def _upto(self, n: int) -> int:
+        """How much of ``n`` a read takes: it stops before the mark; one
+        that starts at the mark (SO_OOBINLINE) reads past it, ending it."""
+        self.pass_mark()
+        mark = self.urgent
+        if mark is not None and self.buf:
+            off = seq_diff(mark.seq, self.copied_seq)
+            if off > 0:
+                return n if n < off else off
+            self.urgent = None
+        return n
+
+    @property
+    def has_data(self) -> bool:
+        """A read would return bytes: the buffer holds more than an
+        out-of-band urgent byte next in line (Linux's ``tcp_poll`` target)."""
+        buf = self.buf
+        mark = self.urgent
+        if mark is None or self.oob_inline or len(buf) != 1:
+            return bool(buf)
+        return mark.seq != self.copied_seq
+
+    def read_urgent(self, peek: bool, done: bool) -> bytes:
+        """``recv(MSG_OOB)``: see :meth:`UrgentMark.read`; EINVAL when there
+        is no mark, or with SO_OOBINLINE."""
+        if self.urgent is None or self.oob_inline:
+            raise os_error(errno.EINVAL)
+        return self.urgent.read(peek, done or self.fin_received)
+
+    def set_oob_inline(self, on: bool) -> None:
+        self.oob_inline = on
+
     # ---- the user reads ---------------------------------------------------------------
 
     def read(self, n: int) -> bytes:
+        n = self._upto(n)
         buf = self.buf
         if n >= len(buf):
             out = bytes(buf)
@@ -268,13 +342,23 @@ class Receiver:
 
     def read_into(self, mv: memoryview, n: int) -> int:
         buf = self.buf
-        k = min(n, len(buf))
+        k = min(self._upto(n), len(buf))
         mv[:k] = buf[:k]
         del buf[:k]
         return k
 
     def peek(self, n: int) -> bytes:
-        return bytes(self.buf[:n])
+        """Up to ``n`` bytes left in the buffer, stopping at the mark and
+        skipping an out-of-band urgent byte next in line."""
+        mark = self.urgent
+        start = 0
+        if mark is not None and self.buf:
+            off = seq_diff(mark.seq, self.copied_seq)
+            if off > 0:
+                n = min(n, off)
+            elif not self.oob_inline:
+                start = 1
+        return bytes(self.buf[start:start + n])
 
     # ---- the advertised window --------------------------------------------------------
 
