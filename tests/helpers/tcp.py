@@ -10,7 +10,7 @@ import random
 
 from stack.tcp import TcpConfig, TcpLayer
 from stack.trace import Trace
-from stack.wire.tcp import ACK, FIN, PSH, RST, SYN, build_tcp, parse_tcp
+from stack.wire.tcp import ACK, FIN, PSH, RST, SYN, URG, build_tcp, parse_tcp
 
 US = 0xC6336401      # 198.51.100.1, the stack under test
 PEER = 0xC6336402    # 198.51.100.2, the test speaking for the other end
@@ -19,7 +19,7 @@ PEER_PORT = 5555
 ISS = 1000           # the stack's initial sequence number in conversations
 IRS = 5000           # the test peer's initial sequence number
 
-FLAGS = {"S": SYN, "F": FIN, "R": RST, "P": PSH, ".": ACK}
+FLAGS = {"S": SYN, "F": FIN, "R": RST, "P": PSH, ".": ACK, "U": URG}
 
 
 def syn_options(config: TcpConfig | None = None, now: float = 0.0) -> str:
