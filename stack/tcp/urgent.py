@@ -60,8 +60,8 @@ class UrgentMark:
 def urgent_pointer(snd_up: int, seq: int) -> int:
     """The urgent pointer field of a segment starting at ``seq`` while
     ``snd_up`` is our urgent pointer: 0 (no URG) from ``snd_up`` on, and
-    65535 when it is further than the field can say (Linux's
-    ``tcp_options_write`` caller, ``__tcp_transmit_skb``)."""
+    65535 when it is further than the field can say (as Linux's
+    ``__tcp_transmit_skb``, without its check against SND.NXT)."""
     off = seq_diff(snd_up, seq)
     if off <= 0:
         return 0
