@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from stack.names_dns import DnsClient
 from stack.names_gai import (AI_KNOWN, H_ERRNO, HOST_NOT_FOUND, NI_KNOWN, NO_RECOVERY, address_info,
-                             c_int, gaierror, herror, host_arg, hostname_ok, inet_aton,
+                             c_int, digits_dots, gaierror, herror, host_arg, hostname_ok, inet_aton,
                              inet_pton4, ipv6_literal, name_arg, numeric_service, port_arg,
                              service_name, socket_entries, v4_mapped)
 from stack.names_hosts import SYSTEM_HOSTS, HostsTable
@@ -110,6 +110,10 @@ class Names:
             return [mapped], name
         if flags & socket.AI_NUMERICHOST or family == AF_INET6:
             raise gaierror(socket.EAI_NONAME)
+        if family == AF_INET and not flags & socket.AI_CANONNAME and digits_dots(name):
+            # glibc takes gethostbyname2_r's path for these requests (what
+            # CPython's bind/connect ask), with its digits-and-dots shortcut.
+            raise gaierror(socket.EAI_NONAME)
         found = self.hosts.addresses(name)
         if found is not None:
             return found
@@ -144,8 +148,7 @@ class Names:
         """(canonical name, aliases, addresses), as glibc's gethostbyname_r."""
         text = name_arg("gethostbyname_ex", name)
         self._setipaddr(text)
-        if text and text.isascii() and text.isascii() and all(c.isdigit() or c == "." for c in text) \
-                and not text.endswith("."):
+        if digits_dots(text):
             literal = inet_aton(text)  # glibc's digits-and-dots shortcut
             if literal is None:
                 raise herror(HOST_NOT_FOUND)

@@ -278,6 +278,14 @@ def service_name(port: int, dgram: bool) -> str:
 # ---- names DNS may be asked about -----------------------------------------------------------
 
 
+def digits_dots(name: str) -> bool:
+    """Only digits and dots, not ending in a dot: glibc's gethostbyname
+    family answers such a name itself (``__nss_hostname_digits_dots``): an
+    address if inet_aton takes it, else "not found", without asking DNS."""
+    return bool(name) and name.isascii() and all(c.isdigit() or c == "." for c in name) \
+        and not name.endswith(".")
+
+
 def hostname_ok(name: str) -> bool:
     """glibc's ``res_hnok``, which a name must pass before it goes to DNS:
     printable, labels of letters, digits, ``-`` and ``_`` (1 to 63 bytes,

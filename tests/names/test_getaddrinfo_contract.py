@@ -31,6 +31,9 @@ GAI_CASES = [
     ("1.2.3.4 ", 80, 0, 0, 0, S.AI_NUMERICHOST), ("1.16777216", 80), ("256.1", 80),
     ("1.2.3.4.5", 80), ("1.2.65536", 80), (" 1.2.3.4", 80), ("1.2.3.4%lo", 80),
     ("18446744073709551616", 80, 0, 0, 0, S.AI_NUMERICHOST),
+    # digits and dots that are no address, asked for as AF_INET (what bind()
+    # and connect() ask): glibc says "not found" without asking DNS
+    ("256.1.1.1", 80, S.AF_INET), ("1.2.3.4.5", 80, S.AF_INET), ("1.2.3.256", None, S.AF_INET),
     (b"127.0.0.1", 80), ("127.0.0.1\0junk", 80), (b"127.0.0.1\0junk", 80),
     # IPv6 literals asked for as IPv4
     ("::1", 80, S.AF_INET), ("fe80::1%lo", 80, S.AF_INET), ("::ffff:1.2.3.4", 80, S.AF_INET),
