@@ -24,7 +24,7 @@ import xmlrpc.server
 import pytest
 
 import stack
-from tests.helpers.dropin import established
+from tests.helpers.dropin import echo_once, established
 
 LO = "127.0.0.1"
 
@@ -139,15 +139,8 @@ def test_asyncio_200_connections(net):
             await writer.drain()
         writer.close()
 
-    async def client(i):
-        reader, writer = await asyncio.open_connection(LO, 8002)
-        line = f"line {i}\n".encode()
-        writer.write(line)
-        await writer.drain()
-        got = await reader.readline()
-        writer.close()
-        await writer.wait_closed()
-        return got == line
+    def client(i):
+        return echo_once(LO, 8002, i)
 
     async def main():
         server = await asyncio.start_server(echo, LO, 8002, backlog=512)

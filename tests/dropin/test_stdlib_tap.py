@@ -20,7 +20,7 @@ import xmlrpc.server
 
 import pytest
 
-from tests.helpers.dropin import KERNEL, STACK, established, run_peer
+from tests.helpers.dropin import KERNEL, STACK, echo_once, established, run_peer
 from tests.helpers.tap import sh
 
 
@@ -112,15 +112,8 @@ N = 200
 def test_asyncio_client_with_200_connections(net, peer):
     peer("echo", KERNEL, 8083)
 
-    async def one(i):
-        reader, writer = await asyncio.open_connection(KERNEL, 8083)
-        line = f"line {i}\n".encode()
-        writer.write(line)
-        await writer.drain()
-        got = await reader.readline()
-        writer.close()
-        await writer.wait_closed()
-        return got == line
+    def one(i):
+        return echo_once(KERNEL, 8083, i)
 
     async def main():
         return await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(N))), 60)

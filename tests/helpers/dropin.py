@@ -39,3 +39,17 @@ def established(events: list[dict], port: int) -> list[str]:
     return sorted({e["conn"] for e in events if e.get("event") == "state"
                    and e.get("to") == "ESTABLISHED"
                    and any(end.endswith(f":{port}") for end in e["conn"].split("-"))})
+
+
+async def echo_once(host: str, port: int, i: int) -> bool:
+    """One asyncio connection to an echo server: a line out, the same line back."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection(host, port)
+    line = f"line {i}\n".encode()
+    writer.write(line)
+    await writer.drain()
+    got = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    return got == line
