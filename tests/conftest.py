@@ -82,7 +82,7 @@ def tap_stack(netns, tmp_path):
 
 # Fixtures that only work as root in the private namespace: a test using one
 # (directly or through another fixture) is a TAP test.
-TAP_FIXTURES = {"netns", "tap_stack"}
+TAP_FIXTURES = {"netns", "tap_stack", "devices", "differ"}  # (the last two: tests/conformance)
 
 
 def pytest_collection_modifyitems(config, items):
