@@ -158,10 +158,7 @@ class Resolver:
             q.server = q.tries.pop(0)
             q.tcp = False
             q.deadline = now + self.config.timeout
-            self.trace.count("dns", "queries")
-            if self.trace.on:
-                self.trace.event("dns", "query", name=q.name, type=_TYPES.get(q.qtype, q.qtype),
-                                 id=q.ident, server=int2ip(q.server), via="udp")
+            self._count_query(q, "queries", "udp")
             try:
                 self.send(q.server, q.payload)
                 return
@@ -169,14 +166,17 @@ class Resolver:
                 self.trace.drop("dns", "send_failed", server=int2ip(q.server), error=e.errno)
         self._finish(q, Lookup(q.name, error=socket.EAI_AGAIN), None, now)
 
+    def _count_query(self, q: _Query, counter: str, via: str) -> None:
+        self.trace.count("dns", counter)
+        if self.trace.on:
+            self.trace.event("dns", "query", name=q.name, type=_TYPES.get(q.qtype, q.qtype),
+                             id=q.ident, server=int2ip(q.server), via=via)
+
     def _ask_tcp(self, q: _Query, now: float) -> None:
         assert self.send_tcp is not None
         q.tcp = True
         q.deadline = now + self.config.timeout
-        self.trace.count("dns", "tcp_queries")
-        if self.trace.on:
-            self.trace.event("dns", "query", name=q.name, type=_TYPES.get(q.qtype, q.qtype),
-                             id=q.ident, server=int2ip(q.server), via="tcp")
+        self._count_query(q, "tcp_queries", "tcp")
         try:
             self.send_tcp(q.server, q.ident, q.payload)
         except OSError as e:
