@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 # Which of a connection's timers ``ss -o`` would show, in the order Linux
 # reports them (the retransmission or probe timer before the socket timer).
-SS_TIMERS = (("rto", "on"), ("persist", "persist"), ("time_wait", "timewait"),
+SS_TIMERS = (("reo", "on"), ("rto", "on"), ("persist", "persist"), ("time_wait", "timewait"),
              ("fin_wait_2", "timewait"), ("keepalive", "keepalive"))
 
 

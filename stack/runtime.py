@@ -459,6 +459,7 @@ class Stack:
     def step(self, now: float | None = None, max_frames: int = 4096) -> int:
         """Process the frames the link holds and the timers due; return frames handled."""
         with self.lock:
+            fresh = now is None  # the real clock: read again for every batch
             if now is None:
                 now = self.clock()
             self.link.poll(now)
@@ -467,6 +468,8 @@ class Stack:
                 frames = self.link.recv_batch(64)
                 if not frames:
                     break
+                if fresh and handled:
+                    now = self.clock()
                 for frame in frames:
                     self.receive_frame(frame, now)
                 handled += len(frames)

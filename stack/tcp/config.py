@@ -69,6 +69,10 @@ class TcpConfig:
     # Tail loss probes (RFC 8985 7, as Linux's default): with SACK, the first
     # timeout of a flight resends its last segment instead of backing off.
     tlp: bool = True
+    # RACK (RFC 8985 6, Linux's default): with SACK, a segment is lost when
+    # one sent after it arrived and its RTT plus a reordering window passed;
+    # off, losses are found by counting duplicate ACKs (RFC 6675).
+    rack: bool = True
     synack_retries: int = 5
 
     header_prediction: bool = True  # the fast path for in-order bulk segments (RFC 7323 D)

@@ -73,8 +73,7 @@ class TcpConnection(Endpoint):
         self.snd_up: int | None = None  # send(MSG_OOB)'s urgent pointer (urgent.py)
         self._close_deferred = False
         self._fast_path = cfg.header_prediction
-        self.challenges = ChallengeBudget(self.cfg.challenge_ack_limit,  # RFC 5961 7
-                                          self.cfg.challenge_ack_interval)
+        self.challenges = ChallengeBudget(cfg.challenge_ack_limit, cfg.challenge_ack_interval)
         self.segs_in = self.segs_out = self.retrans_total = 0  # (ss -i's segs_in, segs_out, retrans)
         self.keepalive = cfg.keepalive      # SO_KEEPALIVE and its TCP_KEEP* options
         self.keepalive_idle = cfg.keepalive_idle
@@ -142,22 +141,21 @@ class TcpConnection(Endpoint):
         trace = self.trace
         if new == ESTABLISHED:
             trace.count("tcp", "passive_opens" if self.passive else "active_opens")
-        elif new == CLOSED:
-            if old in (SYN_SENT, SYN_RECEIVED):
-                trace.count("tcp", "attempt_fails")
-            elif old in (ESTABLISHED, CLOSE_WAIT) and self.error is not None:
-                trace.count("tcp", "estab_resets")
-            self.timers.stop_all()
-            self.sender.discard()
-            self.receiver.clear_queue()
-            if self.user_closed:
-                self.receiver.discard()
-            self.layer.release(self)
-        elif new == TIME_WAIT:
-            self.timers.stop_all()
-            self.sender.discard()
-            self.receiver.clear_queue()
+        if new != CLOSED and new != TIME_WAIT:
+            return
+        self.timers.stop_all()
+        self.sender.discard()
+        self.receiver.clear_queue()
+        if new == TIME_WAIT:
             self.timers.start(T.TIME_WAIT, now + self.cfg.time_wait)
+            return
+        if old in (SYN_SENT, SYN_RECEIVED):
+            trace.count("tcp", "attempt_fails")
+        elif old in (ESTABLISHED, CLOSE_WAIT) and self.error is not None:
+            trace.count("tcp", "estab_resets")
+        if self.user_closed:
+            self.receiver.discard()
+        self.layer.release(self)
 
     def _finish(self) -> None:
         """End of every entry point: re-arm the layer's timer, tell the user."""
@@ -354,6 +352,8 @@ class TcpConnection(Endpoint):
         if t.due(T.FIN_WAIT_2, now):
             self.set_state(CLOSED, "timer FIN_WAIT_2", now)
             return
+        if t.due(T.REO, now):
+            self.recovery.on_reo_timeout(now)
         if t.due(T.RTO, now):
             self.sender.on_rto(now)
         if t.due(T.PERSIST, now) and self.state != CLOSED:

@@ -1,12 +1,17 @@
 """Loss detection and recovery: duplicate ACKs and fast retransmit (RFC
 5681), NewReno's fast recovery without SACK (RFC 6582), SACK-based loss
-recovery with SACK (RFC 6675) and what the RTO does to both.
+recovery (RFC 6675), RACK's loss detection by time (RFC 8985 6, ``rack.py``)
+and what the RTO does to all of them.
 
-:class:`Recovery` owns the SACK scoreboard (``sack.py``), the duplicate ACK
-count, ``RecoveryPoint``, HighRxt and RescueRxt, and the congestion
-controller ``cc``, which it tells about every ACK, loss and timeout (the
-controller alone changes the window). Retransmissions go out through the
-sender, which owns the bytes.
+With SACK and ``rack`` on (the default, as Linux), RACK alone decides what
+is lost and recovery resends it as the window allows; otherwise the
+duplicate ACK count and RFC 6675's IsLost/NextSeg do.
+
+:class:`Recovery` owns the SACK scoreboard (``sack.py``), RACK's records,
+the duplicate ACK count, ``RecoveryPoint``, HighRxt and RescueRxt, and the
+congestion controller ``cc``, which it tells about every ACK, loss and
+timeout (the controller alone changes the window). Retransmissions go out
+through the sender, which owns the bytes.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from typing import TYPE_CHECKING
 
 from stack.tcp import timers as T
 from stack.tcp.congestion import ALGORITHMS, CongestionControl
+from stack.tcp.rack import Rack
 from stack.tcp.sack import Scoreboard
-from stack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt
+from stack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le
 from stack.wire.tcp import TcpSegment
 
 if TYPE_CHECKING:
@@ -39,6 +45,12 @@ class Recovery:
         self.partial_acks = 0
         self.high_rxt = iss                # RFC 6675 HighRxt (one past), RescueRxt
         self.rescue_rxt = iss
+        self.rack: Rack | None = None      # once SACK is agreed (cfg.rack)
+
+    def synchronized(self, una: int) -> None:
+        """The handshake is over, with SND.UNA at ``una``."""
+        if self.cfg.rack and self.hs.sack_ok:
+            self.rack = Rack(una)
 
     # ---- what the sender asks ---------------------------------------------------------
 
@@ -101,15 +113,26 @@ class Recovery:
         # outside what we sent are ignored (RFC 2883, RFC 6675 Update()).
         newly = 0
         sb = self.sb
-        if sack_ok and seg.sack and acked >= 0:
+        rack = self.rack
+        if rack is not None and acked > 0:
+            rack.acked(ack, now)
+        blocks = seg.sack
+        if sack_ok and blocks and acked >= 0:
             if sb is None:
                 sb = self.sb = Scoreboard(self.cfg.sack_max_ranges)
             end = seq_diff(snd.snd_max, ack)
-            for left, right in seg.sack:
+            for left, right in blocks:
                 lo = seq_diff(left, ack)
                 hi = seq_diff(right, ack)
                 if 0 < hi <= end and lo < hi:
                     newly += sb.add(lo, hi)
+                    if rack is not None:
+                        rack.sacked_block(left, right, now)
+            if rack is not None:
+                left, right = blocks[0]
+                if seq_le(right, ack) or (len(blocks) > 1 and seq_ge(left, blocks[1][0])
+                                          and seq_le(right, blocks[1][1])):
+                    rack.dsack(snd.snd_max)  # RFC 2883's two kinds of D-SACK
 
         restart_timer = True
         if acked > 0:
@@ -151,7 +174,7 @@ class Recovery:
                 if not sack_ok:
                     cc.on_dupack_in_recovery()
                     why = "dupack"
-            else:
+            elif rack is None:
                 self.dupacks += 1
                 dt = self.cfg.dupack_threshold
                 if sack_ok:
@@ -159,12 +182,27 @@ class Recovery:
                     go = self.dupacks >= dt or sb.is_lost(0, mss, dt)
                 else:
                     go = self.dupacks == dt
-                if go and (self.recover == snd.iss or seq_gt(snd.snd_una, self.recover)):
+                if go and self._may_enter():
                     self._enter(now)
                     why = "fast_retransmit"
+            else:
+                self.dupacks += 1
+        if rack is not None and (blocks or self.in_recovery or rack.lost
+                                 or self.timers.armed(T.REO)):
+            if self.rack_detect(now):
+                why = "fast_retransmit"
 
         if self.conn.trace.on and (cc.cwnd != cwnd0 or cc.ssthresh != ssthresh0):
             self.trace_cwnd(why)
+
+    def _may_enter(self) -> bool:
+        """Not twice for one flight: without SACK only once SND.UNA passed
+        ``recover`` (RFC 6582 4.1); with SACK once it reached it (the
+        scoreboard tells a new loss from an old one, as Linux)."""
+        una = self.snd.snd_una
+        if self.recover == self.snd.iss or seq_gt(una, self.recover):
+            return True
+        return una == self.recover and self.hs.sack_ok
 
     def _enter(self, now: float) -> None:
         """Fast retransmit; fast recovery (RFC 6582) or SACK loss recovery
@@ -178,7 +216,14 @@ class Recovery:
         self.partial_acks = 0
         self.cc.enter_fast_recovery(flight, now, sack)
         sb = self.sb
-        if sack and sb is not None:
+        rack = self.rack
+        if rack is not None:
+            lost = rack.first_lost()
+            if lost is not None:
+                off, n = lost
+                snd.retransmit(seq_add(una, off), n if n < self.hs.mss else self.hs.mss, now,
+                               "fast")
+        elif sack and sb is not None:
             if seq_gt(self.high_rxt, una):
                 # The last recovery resent these bytes already (new data it
                 # sent was lost and resent); this one started on ACKs sent
@@ -201,6 +246,41 @@ class Recovery:
         self.in_recovery = False
         self.dupacks = 0
         self.cc.exit_recovery(self.snd.flight(), now, self.hs.sack_ok)
+        if self.rack is not None:
+            self.rack.recovery_over()
+
+    # ---- RACK (RFC 8985 6) ------------------------------------------------------------
+
+    def rack_detect(self, now: float) -> bool:
+        """Mark what RACK finds lost, (re)arm the reordering timer for what
+        may soon be, and start recovery on a loss. True if it started."""
+        rack = self.rack
+        assert rack is not None
+        rtt = self.conn.rtt
+        wnd = rack.reo_wnd(self.in_recovery, rtt.srtt, rtt.min_rtt, self.hs.mss,
+                           self.cfg.dupack_threshold)
+        wait = rack.detect(now, wnd)
+        if wait:
+            # Linux waits 2 ms more (TCP_TIMEOUT_MIN), so that a timer
+            # never fires a hair too early.
+            self.timers.start(T.REO, now + wait + 0.002)
+        else:
+            self.timers.stop(T.REO)
+        if rack.lost and not self.in_recovery and self._may_enter():
+            self._enter(now)
+            return True
+        return False
+
+    def on_reo_timeout(self, now: float) -> None:
+        """The reordering window passed (RFC 8985 6.3): look again, and
+        resend what is now lost."""
+        self.timers.stop(T.REO)
+        if self.rack is None or self.snd.snd_max == self.snd.snd_una:
+            return
+        self.conn.trace_timer("reo")
+        if self.rack_detect(now) and self.conn.trace.on:
+            self.trace_cwnd("fast_retransmit")
+        self.snd.output(now)
 
     def on_timeout(self, now: float) -> None:
         """The RTO fired on data: the loss window, and recovery starts over."""
@@ -216,6 +296,9 @@ class Recovery:
             # RFC 2018 8: after a timeout, prior SACK information is not
             # trusted (the receiver may have discarded it); ACKs rebuild it.
             self.sb.clear()
+        if self.rack is not None:
+            self.rack.timed_out()
+            self.timers.stop(T.REO)
 
     def trace_cwnd(self, why: str) -> None:
         self.conn.trace.event("tcp", "cwnd", conn=self.conn.name, cwnd=self.cc.cwnd,
@@ -226,7 +309,11 @@ class Recovery:
     def sack_output(self, now: float, force: bool) -> None:
         """RFC 6675 step (C): while ``cw - pipe >= SMSS``, send what
         NextSeg picks: lost holes (1), new data (2), other holes (3), and
-        once per recovery the rescue retransmission (4)."""
+        once per recovery the rescue retransmission (4). With RACK, as
+        Linux: what RACK marked lost, then new data."""
+        if self.rack is not None:
+            self._rack_output(now, force)
+            return
         sb = self.sb
         assert sb is not None
         snd = self.snd
@@ -271,3 +358,23 @@ class Recovery:
                 start = hr
             snd.retransmit(seq_add(una, start), hi - start, now, "rescue")
             self.rescue_rxt = self.recover
+
+    def _rack_output(self, now: float, force: bool) -> None:
+        rack = self.rack
+        assert rack is not None
+        snd = self.snd
+        una = snd.snd_una
+        mss = self.hs.mss
+        cw = self.cc.cwnd
+        pipe = rack.in_flight()
+        while cw - pipe >= mss:
+            lost = rack.first_lost()
+            if lost is None:
+                break
+            off, n = lost
+            sent = snd.retransmit(seq_add(una, off), n if n < mss else mss, now, "rack")
+            if not sent:
+                break
+            pipe += sent
+        if cw - pipe >= mss:
+            snd.send_data(now, force, pipe - seq_diff(snd.snd_nxt, una))

@@ -17,7 +17,7 @@ from stack.trace import Trace
 class Rtt:
     """SRTT, RTTVAR and RTO, and the segment being timed."""
 
-    __slots__ = ("srtt", "rttvar", "rto", "timed_seq", "timed_at", "karn", "_cfg", "_trace",
+    __slots__ = ("srtt", "rttvar", "rto", "min_rtt", "timed_seq", "timed_at", "karn", "_cfg", "_trace",
                  "_name")
 
     def __init__(self, cfg: TcpConfig, trace: Trace, name: str) -> None:
@@ -27,6 +27,7 @@ class Rtt:
         self.srtt: float | None = None
         self.rttvar = 0.0
         self.rto = cfg.rto_initial
+        self.min_rtt: float | None = None  # the smallest clock sample (RACK's window)
         self.timed_seq: int | None = None  # the ACK that ends the timed segment
         self.timed_at = 0.0
         self.karn = False                  # retransmitted since the last timed sample
@@ -60,6 +61,8 @@ class Rtt:
         """RFC 6298 section 2. ``ticks``: measured in timestamp milliseconds
         (so a LAN's sub-millisecond RTT reads 0); the trace says so."""
         cfg = self._cfg
+        if not ticks and (self.min_rtt is None or r < self.min_rtt):
+            self.min_rtt = r
         if self.srtt is None:
             self.srtt = r
             self.rttvar = r / 2

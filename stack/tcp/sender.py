@@ -52,6 +52,7 @@ class Sender:
         self.nodelay = cfg.nodelay
         self.retries = 0              # RTO expiries since the last new ACK
         self.probe_due = False        # the RTO slot holds a tail loss probe's timeout
+        self.rto_at = 0.0             # ... and the RTO's own deadline then
         self.tlp_high: int | None = None  # SND.MAX when a probe went, until ACKed past
         self.tail_start = 0           # where the last new segment sent began
         self.probes = 0               # window probes unanswered
@@ -99,6 +100,7 @@ class Sender:
         self.snd_wl1 = seg.seq
         self.snd_wl2 = seg.ack
         self.retries = 0
+        self.rec.synchronized(una)
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Copy what fits into the buffer; the count (0 when full)."""
@@ -167,6 +169,7 @@ class Sender:
         nxt = self.snd_nxt
         snd_max = self.snd_max
         xmit = self.conn.transmit
+        rack = rec.rack
         total = 0
         remaining = 0
         behind = seq_lt(nxt, snd_max)  # going back after an RTO
@@ -217,6 +220,11 @@ class Sender:
                 end = seq_add(nxt, n + fin)
                 xmit(nxt, flags, memoryview(buf)[off:off + n], now)
                 total += n
+                if rack is not None:
+                    if behind:
+                        rack.resent(nxt, n + fin, now)
+                    else:
+                        rack.sent(n + fin, now)
                 if behind:
                     self.bytes_retrans += n
                     self.conn.count_retransmit("rto", nxt, n)
@@ -243,6 +251,8 @@ class Sender:
                 end = seq_add(nxt, 1)
                 if behind:
                     self.conn.count_retransmit("rto", nxt, 0)
+                if rack is not None:
+                    rack.resent(nxt, 1, now)  # (new at the top: recorded as sent)
                 self.snd_nxt = end
                 if seq_gt(end, snd_max):
                     self.tail_start = nxt
@@ -266,13 +276,14 @@ class Sender:
 
     # ---- retransmission -------------------------------------------------------------
 
-    def retransmit(self, seq: int, n: int, now: float, reason: str) -> None:
+    def retransmit(self, seq: int, n: int, now: float, reason: str) -> int:
         """Resend ``n`` bytes of sequence space from ``seq`` (data, and the
-        FIN when the range covers it) without moving SND.NXT."""
+        FIN when the range covers it) without moving SND.NXT; returns the
+        sequence space sent."""
         self.rtt.retransmitted()
         off = seq_diff(seq, self.data_seq)
         if off < 0:
-            return
+            return 0
         avail = len(self.buf) - off
         k = n if n < avail else avail
         if k < 0:
@@ -280,13 +291,16 @@ class Sender:
         fin = (k < n and self.fin_pending and seq_gt(self.snd_max, self.fin_seq)
                and seq_add(seq, k) == self.fin_seq)
         if k == 0 and not fin:
-            return
+            return 0
         flags = ACK | FIN if fin else (ACK | PSH if k == avail else ACK)
         self.conn.transmit(seq, flags, memoryview(self.buf)[off:off + k], now)
         self.bytes_sent += k
         self.bytes_retrans += k
         self.conn.count_retransmit(reason, seq, k)
+        if self.rec.rack is not None:
+            self.rec.rack.resent(seq, k + fin, now)
         self.timers.start_if_idle(T.RTO, now + self.rtt.rto)
+        return k + fin
 
     def retransmit_head(self, now: float, reason: str) -> None:
         """Resend one segment from SND.UNA (fast retransmit, RTO, partial ACK)."""
@@ -313,6 +327,8 @@ class Sender:
         self.bytes_sent += n
         self.bytes_retrans += n
         self.conn.count_retransmit(reason, una, n, rto=round(self.rtt.rto, 6))
+        if self.rec.rack is not None:
+            self.rec.rack.resent(una, n + fin, now)
         end = seq_add(una, n + fin)
         if seq_gt(end, self.snd_nxt):
             self.snd_nxt = end
@@ -328,6 +344,7 @@ class Sender:
         sample, and never later than the RTO would fire (Linux's
         ``tcp_schedule_loss_probe``)."""
         rto = self.rtt.rto
+        self.rto_at = now + rto
         self.probe_due = self._may_probe()
         if self.probe_due:
             srtt = self.rtt.srtt
@@ -340,11 +357,12 @@ class Sender:
         self.timers.start(T.RTO, now + rto)
 
     def _may_probe(self) -> bool:
-        """A probe only with SACK (its ACK tells what arrived), outside
-        recovery, before any RTO of this flight, one per flight."""
+        """A probe only with SACK (its ACK tells what arrived), while nothing
+        is SACKed or in recovery (Linux's Open state: RACK watches a flight
+        with holes), before any RTO of this flight, one per flight."""
         return (self.cfg.tlp and self.hs.sack_ok and self.conn.synchronized
                 and not self.rec.in_recovery and not self.retries and self.tlp_high is None
-                and self.snd_max != self.snd_una)
+                and self.snd_max != self.snd_una and not self.rec.sacked())
 
     def _send_probe(self, now: float) -> None:
         """The probe: the flight's last segment again (RFC 8985 7.3; the
@@ -368,6 +386,10 @@ class Sender:
             self.probe_due = False
             if self._may_probe():
                 self._send_probe(now)
+                return
+            if now < self.rto_at:
+                # No probe may go now (a SACK came since): wait for the RTO.
+                self.timers.start(T.RTO, self.rto_at)
                 return
         self.tlp_high = None
         self.retries += 1

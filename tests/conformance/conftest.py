@@ -1,7 +1,12 @@
 """The two devices of the differential suite, made once per module and removed
 after it (later TAP tests use the same addresses; see
 tests/helpers/conformance.py): the Linux kernel behind one TAP, the stack
-behind another, both at 192.0.2.1 in the test's private namespace."""
+behind another, both at 192.0.2.1 in the test's private namespace.
+
+With ``STACK_CONFORMANCE_LINUX_TWICE=1`` in the environment the second run of
+every case is the kernel's again, and the suite checks that Linux agrees with
+itself (no case is flaky): ``STACK_CONFORMANCE_LINUX_TWICE=1 scripts/test
+tests/conformance``."""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import itertools
 import os
 
 import pytest
+
+from tests.helpers.conformance import LINUX_TWICE
 
 _ports = itertools.count(20000)
 
@@ -28,12 +35,18 @@ def devices():
 
 @pytest.fixture
 def differ(devices):
-    """``differ(script)`` → (linux transcript, stack transcript), on fresh ports."""
+    """``differ(script)`` → (linux transcript, stack transcript), on fresh ports
+    (with LINUX_TWICE, the second transcript is the kernel's again)."""
     from tests.helpers.conformance import run_case
+
+    second = devices[0] if LINUX_TWICE else devices[1]
 
     def run(script: str) -> tuple[list[str], list[str]]:
         port = next(_ports)
         tport = port + 20000
-        return run_case(devices[0], script, port, tport), run_case(devices[1], script, port, tport)
+        first = run_case(devices[0], script, port, tport)
+        if LINUX_TWICE:
+            port, tport = next(_ports), next(_ports) + 20000
+        return first, run_case(second, script, port, tport)
 
     return run

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import os
 import re
 import select
 import socket
@@ -67,6 +68,8 @@ TESTER_MAC = "02:00:00:00:00:02"
 TESTER_ISN = 1_000_000
 SETTLE = 0.06          # seconds listened to after every step
 TAIL = 0.3             # ... and after the last one
+# The second run of every case is the kernel's again (tests/conformance/conftest.py).
+LINUX_TWICE = os.environ.get("STACK_CONFORMANCE_LINUX_TWICE") == "1"
 # When the device answered, as the gap since the event before (the tester's
 # segment, the call, or the device's own previous segment): immediately, a
 # delayed ACK (Linux: 40 ms and up), about an RTO floor (200 ms), and so on.

@@ -18,6 +18,9 @@ from stack.tcp.congestion import Cubic
 from tests.helpers.tcp import IRS, Conversation, LossyNet
 
 MSS = 1448
+# RFC 6675's own loss detection (duplicate ACKs and IsLost): RACK, the
+# default, decides by time instead (tests/tcp/test_rack.py).
+RFC6675 = TcpConfig(rack=False)
 WIN = 4000  # the peer's window field: 4000 << 7 = 512000 bytes
 
 
@@ -59,7 +62,7 @@ def retransmits(c: Conversation) -> list[tuple[str, int]]:
 
 
 def test_sack_recovery_resends_only_the_holes():
-    c = sender()
+    c = sender(RFC6675)
     c.now = 0.2
     # Segments 1 and 4 are lost; the receiver SACKs everything else.
     assert ack(c, S(1)) == []
@@ -101,7 +104,7 @@ def test_two_sacked_segments_are_not_yet_a_loss():
 
 
 def test_sacked_segments_make_room_for_new_data_before_and_during_recovery():
-    c = sender(segments=30)  # 10 in flight, 20 more waiting
+    c = sender(RFC6675, segments=30)  # 10 in flight, 20 more waiting
     c.now = 0.2
     # Before recovery each SACKed segment has left the network: one new
     # segment for each (RFC 6675 5 step 3, limited transmit governed by pipe).
@@ -154,7 +157,7 @@ def test_scoreboard_is_bounded_against_a_peer_sacking_every_other_byte():
 
 
 def test_rescue_retransmission_for_a_lost_tail():
-    c = sender()
+    c = sender(RFC6675)
     c.now = 0.2
     # Segment 1 lost, 2..7 arrive, 8 and 9 (the tail) lost too.
     ack(c, S(1), (S(2), S(3)))
@@ -172,7 +175,8 @@ def test_rescue_retransmission_for_a_lost_tail():
 
 
 def test_rto_forgets_sacks_then_go_back_skips_what_is_sacked_again():
-    c = sender(TcpConfig(tlp=False))  # the RTO itself, not the tail loss probe before it
+    # The RTO itself, not the tail loss probe or RACK's timer before it.
+    c = sender(TcpConfig(tlp=False, rack=False))
     c.now = 0.2
     ack(c, S(0), (S(2), S(3)))  # one duplicate ACK, no recovery
     c.run_until(c.conn.status()["timers"].get("rto"))
@@ -287,7 +291,7 @@ def test_cubic_window_follows_the_rfc_9438_curve():
     segments, RTT 0.1 s): cwnd tracks W_cubic(t) = C (t - K)^3 + W_max with
     K = cbrt((W_max - cwnd_epoch) / C), through the concave plateau and beyond."""
     rtt = 0.1
-    cfg = TcpConfig(initial_cwnd=100, sndbuf=1 << 30)
+    cfg = TcpConfig(initial_cwnd=100, sndbuf=1 << 30, rack=False)
     c = sender(cfg, segments=0, rtt=rtt)
     conn = c.conn
     cc = conn.recovery.cc

@@ -1,0 +1,119 @@
+"""RACK (RFC 8985 6), conversations on a manual clock.
+
+The stack sends ten full segments at t = 0.1 (an RTT of 0.1 s measured in
+the handshake); the peer's ACKs come at t = 0.2, so RACK's RTT is 0.1 s and
+its reordering window a quarter of the minimum RTT, 25 ms, until recovery
+starts or three segments are SACKed (Linux's ``tcp_rack_reo_wnd``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from stack.tcp import TcpConfig
+
+from tests.tcp.test_recovery import MSS, S, ack, retransmits, sender
+
+
+def reo_timer(c) -> float | None:
+    return c.conn.status()["timers"].get("reo")
+
+
+def test_one_sacked_segment_marks_the_hole_lost_after_the_reordering_window():
+    c = sender()
+    c.now = 0.2
+    assert ack(c, S(0), (S(1), S(2))) == []
+    assert not c.conn.status()["in_recovery"]
+    # Lost once it has been out RACK.rtt + reo_wnd = 0.1 + 0.025 s, plus
+    # Linux's 2 ms of slack: at 0.227.
+    assert reo_timer(c) == pytest.approx(0.227)
+    c.run_until(0.226)
+    assert c.sent_segments() == []
+    c.run_until(0.2275)
+    assert [(s.seq, len(s.payload)) for s in c.sent_segments()] == [(S(0), MSS)]
+    assert c.conn.status()["in_recovery"]
+    assert retransmits(c) == [("fast", S(0))]
+    assert reo_timer(c) is None
+
+
+def test_three_sacked_segments_make_the_hole_lost_at_once():
+    c = sender()
+    c.now = 0.2
+    # Without reordering seen, DupThresh SACKed segments leave no window.
+    assert ack(c, S(0), (S(1), S(4))) == [(S(0), MSS)]
+    assert c.conn.status()["in_recovery"]
+
+
+def test_a_hole_filled_before_the_window_passes_is_reordering_not_loss():
+    c = sender()
+    c.now = 0.2
+    ack(c, S(0), (S(1), S(2)))
+    assert reo_timer(c) is not None
+    c.now = 0.21
+    assert ack(c, S(2)) == []  # the original arrived late
+    assert reo_timer(c) is None
+    c.run_until(0.25)  # past where the timer was
+    assert retransmits(c) == []
+    # Reordering seen: from now on three SACKed segments wait for the window.
+    c.now = 0.3
+    assert ack(c, S(2), (S(3), S(6))) == []
+    assert not c.conn.status()["in_recovery"]
+    assert reo_timer(c) is not None
+
+
+def test_a_lost_retransmission_is_found_without_waiting_for_the_rto():
+    c = sender(segments=30)  # 10 in flight, 20 more waiting
+    c.now = 0.2
+    assert ack(c, S(0), (S(1), S(4))) == [(S(0), MSS)]  # lost at once
+    # Each further SACK lets out new data, sent after the retransmission.
+    sent = []
+    for i in range(5, 11):
+        c.now = 0.2 + i / 1000
+        sent += ack(c, S(0), (S(1), S(i)))
+    assert sent and all(seq >= S(10) for seq, _ in sent)
+    rto = c.conn.status()["timers"]["rto"]
+    # New data sent at 0.205 arrives while S(0)'s second copy (sent at 0.2)
+    # does not: lost too, once out RACK.rtt, with no window in recovery.
+    c.now = 0.31
+    got = ack(c, S(0), (S(10), S(11)), (S(1), S(10)))
+    assert (S(0), MSS) in got
+    assert c.now < rto
+    assert retransmits(c)[0] == ("fast", S(0))
+    assert ("rack", S(0)) in retransmits(c)[1:]
+
+
+def test_a_dsack_widens_the_window():
+    c = sender()
+    c.now = 0.2
+    assert ack(c, S(0), (S(1), S(4))) == [(S(0), MSS)]
+    # Both copies of segment 0 arrive: the ACK of the second carries a
+    # D-SACK (RFC 2883). The retransmission was not needed.
+    c.now = 0.25
+    ack(c, S(10), (S(0), S(1)))
+    assert not c.conn.status()["in_recovery"]
+    # The next hole now waits two steps of min_rtt / 4: 50 ms, not 25.
+    c.conn.send(b"y" * (MSS * 4), c.now)
+    c.sent()
+    c.now = 0.35
+    ack(c, S(10), (S(11), S(12)))
+    assert reo_timer(c) == pytest.approx(0.35 + 0.05 + 0.002)
+
+
+def test_no_tail_loss_probe_while_sacked_data_is_outstanding():
+    c = sender(TcpConfig(rack=False))  # only the probe's rule, not RACK's timer
+    c.now = 0.2
+    probe_at = c.conn.status()["timers"]["rto"]  # 2 SRTT + 2 ms after the flight
+    rto_at = 0.1 + c.conn.status()["rto"]
+    assert probe_at < rto_at
+    ack(c, S(0), (S(1), S(2)))
+    c.run_until(rto_at - 0.001)
+    assert retransmits(c) == []  # no probe: the SACK says a hole exists
+    c.run_until(rto_at + 0.001)
+    assert retransmits(c) == [("rto", S(0))]
+
+
+def test_without_rack_the_duplicate_acks_decide():
+    c = sender(TcpConfig(rack=False))
+    c.now = 0.2
+    ack(c, S(0), (S(1), S(2)))
+    assert reo_timer(c) is None
