@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from stack import cli_checks, cliargs, livecmd, native
+from stack.lab import command as lab_command
 from stack.cliargs import RESOURCE, CliError, report
 from stack.trace import LAYERS, Trace, group_counters, parse_layers
 
@@ -401,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     _run_parser(sub)
     _trace_parser(sub)
     livecmd.add_parsers(sub)  # stack ss, stats, neigh, route (stack/livecmd.py)
+    lab_command.add_parser(sub)  # stack lab (stack/lab/command.py)
     _finish_help(sub)
     try:
         args = parser.parse_args(argv)
@@ -410,6 +412,8 @@ def main(argv: list[str] | None = None) -> int:
             code = cmd_run(args)
         elif args.command in livecmd.COMMANDS:
             code = livecmd.run(args)
+        elif args.command == "lab":
+            code = lab_command.run(args)
         else:
             code = cmd_trace(args)
         sys.stdout.flush()  # here, where a closed pipe can still be caught
