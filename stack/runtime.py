@@ -404,7 +404,8 @@ class Stack:
                     self.trace.drop("link", "send_failed", error=repr(e))
 
     def _tcp_send(self, src: int, dst: int, proto: int, payload: bytes, ttl=None) -> None:
-        self.ip.send(src, dst, proto, payload, self.clock(), ttl=ttl)
+        # DF on every segment: path MTU discovery (RFC 1191), as Linux.
+        self.ip.send(src, dst, proto, payload, self.clock(), df=True, ttl=ttl)
 
     def _tcp_receive(self, h, payload, now) -> None:
         self.tcp.receive(h.src, h.dst, payload, now)

@@ -46,7 +46,7 @@ def mininet() -> ModuleType:
         sys.path.append(DIST_PACKAGES)
     try:
         mn = importlib.import_module("mininet")
-        for sub in ("log", "net", "node", "nodelib"):  # nodelib: LinuxBridge
+        for sub in ("log", "net", "node", "nodelib", "topo"):  # nodelib: LinuxBridge
             importlib.import_module(f"mininet.{sub}")
     except ImportError:
         raise RuntimeError("Mininet is not installed (apt-get install mininet "
@@ -104,8 +104,7 @@ def make_stack_host_class() -> type:
                 return
             intf = self.defaultIntf().name
             for cmd in (f"ip addr flush dev {intf}",
-                        "sysctl -qw net.ipv6.conf.all.disable_ipv6=1",
-                        "sysctl -qw net.ipv6.conf.default.disable_ipv6=1",
+                        "for f in /proc/sys/net/ipv6/conf/*/disable_ipv6; do echo 1 > $f; done",
                         f"ip tuntap add dev {TAP} mode tap",
                         "ip link add stkbr type bridge",
                         f"ip link set {intf} master stkbr",
@@ -113,6 +112,7 @@ def make_stack_host_class() -> type:
                         f"ip link set {intf} mtu {mtu}",
                         f"ip link set {TAP} mtu {mtu}",
                         f"ip link set {TAP} up",
+                        "for f in /proc/sys/net/ipv6/conf/*/disable_ipv6; do echo 1 > $f; done",
                         "ip link set stkbr up"):
                 self.cmd(cmd)
             self.bridged = True

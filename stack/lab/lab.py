@@ -80,8 +80,8 @@ class Lab:
                 end.node.cmd(f"ip link set dev {end.name} mtu {mtu}")
 
     def _quiet(self, node: Any) -> None:
-        node.cmd("sysctl -qw net.ipv6.conf.all.disable_ipv6=1")
-        node.cmd("sysctl -qw net.ipv6.conf.default.disable_ipv6=1")
+        """No IPv6 (its router solicitations would only add noise to the captures)."""
+        node.cmd("for f in /proc/sys/net/ipv6/conf/*/disable_ipv6; do echo 1 > $f; done")
 
     def _kernel_host(self, h: Host) -> None:
         node = self.net[h.name]
@@ -100,11 +100,10 @@ class Lab:
                 f"--pid-file={self.out}/{h.name}-dnsmasq.pid", "--log-queries",
                 f"--log-facility={self.out}/{h.name}-dnsmasq.log"]
         for name, value in h.dns.items():
-            if value.startswith("txt:"):
-                argv.append(f"--txt-record={name},{value[4:]}")
-            else:
-                for addr in value.split(","):
-                    argv.append(f"--host-record={name},{addr.strip()}")
+            for addr in value.split(","):
+                argv.append(f"--host-record={name},{addr.strip()}")
+        for domain in sorted({name.split(".", 1)[1] for name in h.dns if "." in name}):
+            argv.append(f"--local=/{domain}/")  # other names there: NXDOMAIN
         if not h.dns:
             argv.append("--port=0")
         if h.dhcp:
@@ -123,10 +122,12 @@ class Lab:
         for link, cidr in r.interfaces.items():
             node.cmd(f"ip addr add {cidr} dev {r.name}-{link}")
             node.cmd(f"ip link set {r.name}-{link} up")
+        for net, via in r.routes.items():
+            node.cmd(f"ip route add {net} via {via}")
         node.cmd(f"nft -f {self._ruleset(r)}")
         for link in r.interfaces:
             intf = f"{r.name}-{link}"
-            self.start(r.name, ["tcpdump", "-q", "-n", "-U", "-i", intf, "-w",
+            self.start(r.name, ["tcpdump", "-q", "-n", "-U", "--immediate-mode", "-i", intf, "-w",
                                 f"{self.out}/{intf}.pcap"], f"{intf}-tcpdump.out")
 
     def _ruleset(self, r: Router) -> str:
@@ -231,6 +232,11 @@ class Lab:
                 pass
             time.sleep(0.05)
         return False
+
+    def finish(self) -> None:
+        """The scenario is over: stop the background programs and the
+        captures, so that every capture file is complete before it is read."""
+        self.bg.stop_all()
 
     # ---- tearing down -------------------------------------------------------------------
 

@@ -20,6 +20,7 @@
     interfaces = { lan = "198.51.100.1/24", wan = "203.0.113.1/24" }
     nat = "wan"                       # masquerade what leaves by this link
     mss_clamp = true                  # clamp the MSS of forwarded SYNs to the path
+    routes = { "192.0.2.0/24" = "203.0.113.9" }   # more networks, by next hop
     rules = ["ip protocol icmp icmp type destination-unreachable drop"]  # nftables, forward
 
     [links.wan]
@@ -78,7 +79,8 @@ class Router:
     interfaces: dict[str, str]        # link -> CIDR
     nat: str | None = None
     mss_clamp: bool = False
-    rules: list[str] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)    # nftables; "output ..." for its own
+    routes: dict[str, str] = field(default_factory=dict)  # network -> next hop
 
 
 @dataclass
@@ -210,7 +212,8 @@ def _host(name: str, spec: dict[str, Any]) -> Host:
 
 def _router(name: str, spec: dict[str, Any]) -> Router:
     what = f"routers.{name}"
-    _fields(what, spec, {"interfaces": dict, "nat": str, "mss_clamp": bool, "rules": list})
+    _fields(what, spec, {"interfaces": dict, "nat": str, "mss_clamp": bool, "rules": list,
+                         "routes": dict})
     ifaces = spec.get("interfaces", {})
     if len(ifaces) < 2:
         raise TopologyError(f"{what}: a router needs interfaces on two links at least")
@@ -219,7 +222,14 @@ def _router(name: str, spec: dict[str, Any]) -> Router:
             raise TopologyError(f"{what}: interfaces.{link} is not an address")
         _cidr(f"{what}.interfaces.{link}", cidr)
     router = Router(name, dict(ifaces), spec.get("nat"), spec.get("mss_clamp", False),
-                    [str(r) for r in spec.get("rules", [])])
+                    [str(r) for r in spec.get("rules", [])], dict(spec.get("routes", {})))
+    for net, via in router.routes.items():
+        try:
+            ipaddress.IPv4Network(net)
+            ipaddress.IPv4Address(via)
+        except ValueError:
+            raise TopologyError(f"{what}: routes: {net} via {via} is not a network and an "
+                                "address") from None
     if router.nat is not None and router.nat not in ifaces:
         raise TopologyError(f"{what}: nat {router.nat!r} is not one of its links")
     return router

@@ -57,7 +57,12 @@ def lesson(name: str, title: str, topology: str, stack_flags: tuple[str, ...] = 
     return register
 
 
+ORDER = ("handshake", "refused", "closewait", "timewait", "mtu", "fragments", "nat", "dns",
+         "traceroute", "loss", "dhcp")
+
+
 def load_all() -> dict[str, Lesson]:
     """Every lesson, in the order the seed articles teach them."""
-    from stack.lab.lessons import basics  # noqa: F401  (they register)
-    return LESSONS
+    from stack.lab.lessons import basics, names, paths  # noqa: F401  (they register)
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return dict(sorted(LESSONS.items(), key=lambda kv: rank.get(kv[0], len(rank))))

@@ -140,6 +140,7 @@ def _results(text: str) -> dict[str, list]:
 def refused(lab: Lab) -> Report:
     stack = _results(lab.stack_run("client", "refused", CONNECTS, timeout=40).stdout)
     linux = _results(lab.run("linux", [PY, "-c", CONNECTS], timeout=40).stdout)
+    lab.finish()
     r = Report(
         "Four connects from the stack, and the same four from a kernel host beside it. Port "
         "80 on the server is closed: the server's kernel answers the SYN with RST,ACK and "

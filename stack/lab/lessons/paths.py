@@ -1,0 +1,286 @@
+"""Lessons on the path between hosts: MTU and MSS with path MTU discovery,
+its black hole and the MSS clamp, fragmentation, NAT, and loss."""
+
+from __future__ import annotations
+
+import sys
+
+from stack.lab import evidence as ev
+from stack.lab.lab import Lab
+from stack.lab.lessons import Report, lesson
+
+PY = sys.executable
+
+# The stack serves; a kernel client two routers away; the link between the
+# routers has an MTU of 1400, the others 1500.
+NARROW = """
+[hosts.server]
+kind = "stack"
+address = "198.51.100.2/24"
+gateway = "198.51.100.1"
+link = "lan"
+
+[hosts.client]
+address = "203.0.113.2/24"
+gateway = "203.0.113.1"
+link = "wan"
+
+[routers.r1]
+interfaces = { lan = "198.51.100.1/24", mid = "192.0.2.1/24" }
+routes = { "203.0.113.0/24" = "192.0.2.2" }
+
+[routers.r2]
+interfaces = { mid = "192.0.2.2/24", wan = "203.0.113.1/24" }
+routes = { "198.51.100.0/24" = "192.0.2.1" }
+
+[links.mid]
+mtu = 1400
+"""
+
+SIZE = 400_000
+CURL = f"curl -s -o /dev/null -w '%{{http_code}} %{{size_download}}' --max-time 6 " \
+       f"http://198.51.100.2/bytes/{SIZE}"
+NO_FRAG_NEEDED = "nft add rule ip lab output icmp type destination-unreachable " \
+                 "icmp code frag-needed drop"
+CLAMP = "nft add rule ip lab forward tcp flags syn tcp option maxseg size set rt mtu"
+
+
+def _download(lab: Lab, step: str) -> tuple[str, list[ev.Packet], list[dict]]:
+    lab.stack_up("server", step, ["--serve", "http:80"])
+    got = lab.sh("client", CURL, timeout=15).stdout.strip()
+    lab.stack_down("server")
+    return got, ev.pcap(f"{lab.out}/{step}.pcap"), ev.trace(f"{lab.out}/{step}.jsonl")
+
+
+def _data_from_stack(packets: list[ev.Packet]) -> list[ev.Packet]:
+    return [p for p in packets if p.proto == 6 and p.src == "198.51.100.2" and p.payload]
+
+
+@lesson("mtu", "MTU and MSS: path MTU discovery, the black hole, the MSS clamp", NARROW)
+def mtu(lab: Lab) -> Report:
+    found, pkts, _ = _download(lab, "pmtud")
+    lab.sh("r1", NO_FRAG_NEEDED)
+    hole, hole_pkts, hole_trace = _download(lab, "blackhole")
+    lab.sh("r1", "nft flush chain ip lab output")
+    for router in ("r1", "r2"):
+        lab.sh(router, CLAMP)
+    clamped, clamp_pkts, _ = _download(lab, "clamped")
+    lab.finish()
+    r = Report(
+        "A kernel client downloads 400 kB from the stack across a 1400-byte link between "
+        "two routers; both ends sit on 1500-byte links, so both announce an MSS of 1460. "
+        "First (pmtud): the stack sends full 1500-byte packets with DF set; r1 cannot "
+        "forward them and answers ICMP fragmentation needed, next-hop MTU 1400; the stack "
+        "lowers its segments to fit (1400 - 40 bytes of headers) and resends. Then "
+        "(blackhole) r1 is told to drop those ICMP messages, as misconfigured firewalls "
+        "do: the handshake and the request are small and pass, but every full-size "
+        "segment vanishes, the stack retransmits it again and again after RTOs, and the "
+        "download stalls. Last (clamped) both routers rewrite the MSS option of the SYNs "
+        "they forward to fit their outgoing link (MSS clamping): the stack learns 1360 "
+        "from the client's SYN and never sends a packet too big.",
+        ["pmtud.pcap: the ICMP 'fragmentation needed' (mtu 1400) and the smaller "
+         "segments after it; pmtud-timeline.txt: the icmp event in the connection",
+         "blackhole-timeline.txt: retransmissions of 1448-byte segments, no ICMP; "
+         "r1-mid.pcap: none of them crossed",
+         "clamped.pcap: the client's SYN arrives with mss 1360"])
+    icmp = [p for p in pkts if p.icmp == (3, 4)]
+    r.check("pmtud: an ICMP fragmentation needed with MTU 1400 reached the stack",
+            bool(icmp) and icmp[0].mtu == 1400, [p.mtu for p in icmp])
+    after = [p.length for p in _data_from_stack(pkts) if icmp and p.t > icmp[0].t]
+    r.check("pmtud: every segment after it fits 1400 bytes", bool(after) and max(after) <= 1400,
+            max(after) if after else None)
+    r.check("pmtud: the download completed", found == f"200 {SIZE}", found)
+    r.check("blackhole: no ICMP reached the stack",
+            not [p for p in hole_pkts if p.icmp == (3, 4)], "")
+    full = [e for e in ev.events(hole_trace, "tcp", "retransmit") if e.get("len") == 1448]
+    r.check("blackhole: full-size segments retransmitted", len(full) >= 2, len(full))
+    r.check("blackhole: the download stalled", not hole.endswith(f" {SIZE}"), hole)
+    syn = [p for p in clamp_pkts if p.proto == 6 and p.flags == "S"]
+    r.check("clamped: the client's SYN arrived with MSS 1360",
+            bool(syn) and syn[0].mss == 1360, syn[0].mss if syn else None)
+    big = [p.length for p in _data_from_stack(clamp_pkts)]
+    r.check("clamped: no packet over 1400 bytes, and the download completed",
+            bool(big) and max(big) <= 1400 and clamped == f"200 {SIZE}",
+            f"{max(big) if big else None} bytes, {clamped}")
+    return r
+
+
+UDP_SINK = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("203.0.113.2", 9000))
+data, peer = s.recvfrom(65535)
+print("got", len(data), "bytes from", peer[0], flush=True)
+"""
+
+SEND_BIG = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(bytes(2000), ("203.0.113.2", 9000))
+"""
+
+
+@lesson("fragments", "Fragmentation: a big UDP datagram, and a DF ping that is too big", NARROW)
+def fragments(lab: Lab) -> Report:
+    lab.start("client", [PY, "-c", UDP_SINK], "fragments-sink.out")
+    lab.wait(0.3)
+    lab.stack_run("server", "fragments", SEND_BIG)
+    lab.wait(0.3)
+    lab.stack_up("server", "fragments-ping")
+    df = lab.sh("client", "ping -c 2 -i 0.3 -W 1 -M do -s 1472 198.51.100.2")
+    big = lab.sh("client", "ping -c 1 -W 2 -M dont -s 3000 198.51.100.2")
+    lab.stack_down("server")
+    lab.finish()
+    with open(f"{lab.out}/fragments-ping.txt", "w") as f:
+        f.write(df.stdout + "\n" + big.stdout)
+    r = Report(
+        "The stack sends one 2000-byte UDP datagram: too big for its 1500-byte link, so it "
+        "leaves in two IP fragments (same id, offsets 0 and 1480, more-fragments on the "
+        "first). r1 forwards them onto the 1400-byte link, cutting the first again: the "
+        "client receives three fragments and its kernel reassembles 2000 bytes. Then the "
+        "client pings the stack with DF set and 1500-byte packets: r2 cannot forward them "
+        "and answers 'fragmentation needed' (mtu 1400); the client's kernel remembers the "
+        "path MTU, so its next try fails locally with 'message too long'. Without DF, a "
+        "3000-byte ping crosses in fragments both ways.",
+        ["fragments.pcap: the stack's two fragments", "r2-wan.pcap: three fragments reach "
+         "the client; the ICMP fragmentation needed to the client",
+         "fragments-ping.pcap: the big ping's fragments, reassembled and answered in fragments",
+         "fragments-ping.txt: ping's own words"])
+    out = [p for p in ev.pcap(f"{lab.out}/fragments.pcap")
+           if p.proto == 17 and p.src == "198.51.100.2" or p.fragment and p.src == "198.51.100.2"]
+    frags = [p for p in out if p.fragment]
+    r.check("the stack sent the datagram in two fragments",
+            len(frags) == 2 and sorted(p.frag_offset for p in frags) == [0, 1480],
+            [(p.frag_offset, p.length) for p in frags])
+    wan = ev.pcap(f"{lab.out}/r2-wan.pcap")
+    crossed = [p for p in wan if p.fragment and p.src == "198.51.100.2" and p.proto == 17]
+    r.check("three fragments, none over 1400 bytes, reached the client",
+            len(crossed) == 3 and max(p.length for p in crossed) <= 1400,
+            [(p.frag_offset, p.length) for p in crossed])
+    with open(f"{lab.out}/fragments-sink.out") as f:
+        sink = f.read()
+    r.check("the client's kernel reassembled 2000 bytes", "got 2000 bytes" in sink, sink.strip())
+    needed = [p for p in wan if p.icmp == (3, 4) and p.dst == "203.0.113.2"]
+    r.check("the DF ping got 'fragmentation needed', mtu 1400",
+            bool(needed) and needed[0].mtu == 1400 and df.returncode != 0,
+            [p.mtu for p in needed])
+    r.check("the 3000-byte ping without DF was answered", big.returncode == 0, big.returncode)
+    return r
+
+
+BEHIND_NAT = """
+[hosts.client]
+kind = "stack"
+address = "198.51.100.2/24"
+gateway = "198.51.100.1"
+link = "lan"
+
+[hosts.server]
+address = "203.0.113.2/24"
+link = "wan"                      # no route back to 198.51.100.0/24: only NAT works
+
+[routers.r1]
+interfaces = { lan = "198.51.100.1/24", wan = "203.0.113.1/24" }
+nat = "wan"
+"""
+
+HOLD_OPEN = """
+import socket, time
+s = socket.create_connection(("203.0.113.2", 8000), timeout=5)
+s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
+print("open", s.getsockname()[1], flush=True)
+time.sleep(1.5)
+print("answer", len(s.recv(65536)), flush=True)
+s.close()
+print("done", flush=True)
+time.sleep(0.5)
+"""
+
+
+@lesson("nat", "NAT: the stack behind a masquerading router", BEHIND_NAT)
+def nat(lab: Lab) -> Report:
+    lab.start("server", [PY, "-m", "http.server", "-b", "203.0.113.2", "8000"], "nat-server.out")
+    lab.wait(0.5)
+    lab.stack_up("client", "nat", code=HOLD_OPEN)
+    lab.wait_for(f"{lab.out}/nat.log", "open", 10)
+    conntrack = lab.sh("r1", "cat /proc/net/nf_conntrack 2>/dev/null | grep dport=8000 "
+                             "|| conntrack -L -p tcp --dport 8000 2>/dev/null").stdout
+    with open(f"{lab.out}/nat-conntrack.txt", "w") as f:
+        f.write(conntrack)
+    lab.wait_for(f"{lab.out}/nat.log", "done", 10)
+    lab.stack_down("client")
+    lab.finish()
+    r = Report(
+        "The stack (198.51.100.2) fetches a page from a server that has no route back to "
+        "it. The router masquerades: it rewrites the source address of what leaves by "
+        "its wan link to its own, 203.0.113.1 (and the port, if needed), remembers the "
+        "mapping in its connection tracking table, and rewrites the answers back. The "
+        "server never sees the stack's address.",
+        ["r1-lan.pcap: 198.51.100.2 talking to 203.0.113.2",
+         "r1-wan.pcap: the same segments from 203.0.113.1",
+         "nat-conntrack.txt: the router's entry, both directions of the mapping",
+         "nat-server.out: the server logged the router's address"])
+    lan = [p for p in ev.pcap(f"{lab.out}/r1-lan.pcap") if p.proto == 6 and p.dport == 8000]
+    wan = [p for p in ev.pcap(f"{lab.out}/r1-wan.pcap") if p.proto == 6 and p.dport == 8000]
+    r.check("inside, the segments come from the stack's address",
+            bool(lan) and {p.src for p in lan} == {"198.51.100.2"}, {p.src for p in lan})
+    r.check("outside, the same segments come from the router's address",
+            bool(wan) and {p.src for p in wan} == {"203.0.113.1"}, {p.src for p in wan})
+    r.check("the same number of segments on both sides", len(lan) == len(wan),
+            f"{len(lan)} inside, {len(wan)} outside")
+    r.check("the router tracked the connection with both addresses",
+            "198.51.100.2" in conntrack and "203.0.113.1" in conntrack, conntrack.strip()[:160])
+    with open(f"{lab.out}/nat.log") as f:
+        log = f.read()
+    r.check("the page came back through the mapping", "answer 0" not in log and "answer" in log,
+            [line for line in log.splitlines() if line.startswith("answer")])
+    return r
+
+
+LOSSY = """
+[hosts.server]
+kind = "stack"
+address = "198.51.100.2/24"
+gateway = "198.51.100.1"
+link = "lan"
+impair = "loss=0.02,seed=7"       # the stack's fault injector: 2 % of frames, both ways
+
+[hosts.client]
+address = "203.0.113.2/24"
+gateway = "203.0.113.1"
+link = "wan"
+
+[routers.r1]
+interfaces = { lan = "198.51.100.1/24", wan = "203.0.113.1/24" }
+"""
+
+
+@lesson("loss", "Loss and recovery: fast retransmit, SACK, RTO and the cwnd sawtooth", LOSSY)
+def loss(lab: Lab) -> Report:
+    size = 3_000_000
+    lab.stack_up("server", "loss", ["--serve", "http:80"])
+    got = lab.sh("client", f"curl -s -o /dev/null -w '%{{size_download}}' --max-time 60 "
+                           f"http://198.51.100.2/bytes/{size}", timeout=70).stdout.strip()
+    lab.stack_down("server")
+    trace = ev.trace(f"{lab.out}/loss.jsonl")
+    r = Report(
+        "A 3 MB download from the stack across a link that loses 2 % of frames. Each loss "
+        "leaves a hole: the client's ACKs stop at it and carry SACK blocks for what came "
+        "after. The stack marks the hole lost (RACK: something sent after it arrived, and "
+        "a little more than a round trip passed) and resends just that segment (fast "
+        "retransmit), halving nothing but cutting its window to 0.7 of what was in flight "
+        "(CUBIC), then grows it again: the sawtooth. A lost retransmission, or a loss at "
+        "the very end, waits for a tail loss probe or the RTO.",
+        ["loss.png: sequence numbers over time (retransmissions marked), cwnd and RTT",
+         "loss-timeline.txt: the summary counts retransmissions by kind",
+         "loss.jsonl: retransmit events (reason fast, rack, tlp, rto) and cwnd events"])
+    r.check("the download completed", got == str(size), got)
+    reasons = [e.get("reason") for e in ev.events(trace, "tcp", "retransmit")]
+    r.check("holes were repaired by fast retransmit / RACK",
+            reasons.count("fast") + reasons.count("rack") >= 3, reasons[:12])
+    sacked = [e for e in ev.events(trace, "tcp", "seg", dir="in")
+              if any(o.startswith("sack ") for o in e.get("options", []))]
+    r.check("the client's ACKs carried SACK blocks", len(sacked) >= 3, len(sacked))
+    cuts = [e for e in ev.events(trace, "tcp", "cwnd") if e.get("why") == "fast_retransmit"]
+    r.check("the window was cut at several losses (the sawtooth)", len(cuts) >= 2, len(cuts))
+    return r

@@ -1,0 +1,125 @@
+"""Every lesson, run as a learner runs it (``stack lab NAME --out DIR``), and
+its behaviour checked here again from the traces and captures it left, not
+from what it printed."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from stack.lab import evidence as ev
+
+from tests.helpers.cli import run_stack
+
+
+def lesson(name: str, out) -> str:
+    r = run_stack("lab", name, "--out", str(out), timeout=150)
+    assert "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "lesson seen." in r.stdout
+    # The views a learner reads are there beside every trace.
+    for f in os.listdir(out):
+        if f.endswith(".jsonl"):
+            base = str(out / f[:-len(".jsonl")])
+            assert os.path.getsize(base + "-timeline.txt") > 0
+            assert os.path.exists(base + "-ladder.txt")
+    return r.stdout
+
+
+def conn_states(trace, port):
+    return [(t, to, cause) for t, conn, _, to, cause in ev.states(trace) if f":{port}" in conn]
+
+
+def test_handshake(tmp_path):
+    lesson("handshake", tmp_path)
+    tcp = [p for p in ev.pcap(str(tmp_path / "handshake.pcap")) if p.proto == 6]
+    assert [p.flags for p in tcp[:3]] == ["S", "S.", "."]
+    states = conn_states(ev.trace(str(tmp_path / "handshake.jsonl")), 7000)
+    at = {to: t for t, to, _ in states}
+    assert [to for _, to, _ in states][-3:] == ["FIN_WAIT_2", "TIME_WAIT", "CLOSED"]
+    assert 1.9 <= at["CLOSED"] - at["TIME_WAIT"] <= 2.5  # 2 MSL with --msl 1
+    assert os.path.getsize(tmp_path / "handshake-ladder.txt") > 0
+
+
+def test_refused(tmp_path):
+    lesson("refused", tmp_path)
+    trace = ev.trace(str(tmp_path / "refused.jsonl"))
+    refused = [s for s in conn_states(trace, 80) if s[1] == "CLOSED"]
+    opened = [s for s in conn_states(trace, 80) if s[1] == "SYN_SENT"]
+    # Refused by the server's RST well within 100 ms of the SYN.
+    assert refused and opened and refused[0][0] - opened[0][0] < 0.1
+    assert "RST" in refused[0][2]
+    syns = [e for e in ev.events(trace, "tcp", "seg", dir="out", flags="S") if ":81" in e["conn"]]
+    assert len(syns) == 3 and 1.5 < syns[-1]["t"] - syns[0]["t"] < 2.5  # 0 s, 1 s, 2 s
+    icmp = [p for p in ev.pcap(str(tmp_path / "r1-lan.pcap")) if p.icmp == (3, 1)]
+    assert icmp and icmp[0].dst == "198.51.100.2"
+    asked = [e for e in ev.events(trace, "arp", "request") if e["target"] == "198.51.100.77"]
+    failed = [e for e in ev.events(trace, "arp", "failed") if e["ip"] == "198.51.100.77"]
+    # Three requests a second apart, then no route to host.
+    assert failed and failed[0]["tries"] == 3
+    before = [e for e in asked if e["t"] < failed[0]["t"]]
+    assert len(before) == 3 and 1.5 < failed[0]["t"] - before[0]["t"] - 1 < 2.5
+
+
+def test_closewait(tmp_path):
+    lesson("closewait", tmp_path)
+    sockets = json.loads((tmp_path / "closewait-ss.json").read_text().strip().splitlines()[-1])
+    assert [s["state"] for s in sockets if s["local"][1] == 8080].count("CLOSE_WAIT") == 5
+    assert len((tmp_path / "closewait-kernel-ss.txt").read_text().splitlines()) == 5
+
+
+def test_timewait(tmp_path):
+    lesson("timewait", tmp_path)
+    trace = ev.trace(str(tmp_path / "timewait.jsonl"))
+    waits = {conn for _, conn, _, to, _ in ev.states(trace) if to == "TIME_WAIT"}
+    assert len([c for c in waits if c.endswith(":8000")]) == 20
+    assert len([c for c in waits if c.endswith(":8001")]) == 1
+
+
+def test_mtu(tmp_path):
+    lesson("mtu", tmp_path)
+    pkts = ev.pcap(str(tmp_path / "pmtud.pcap"))
+    icmp = [p for p in pkts if p.icmp == (3, 4)]
+    assert icmp and icmp[0].mtu == 1400
+    after = [p.length for p in pkts if p.src == "198.51.100.2" and p.payload and p.t > icmp[0].t]
+    assert after and max(after) <= 1400            # the new MTU: segments of MTU - 40 and less
+    hole = ev.trace(str(tmp_path / "blackhole.jsonl"))
+    assert not [p for p in ev.pcap(str(tmp_path / "blackhole.pcap")) if p.icmp]
+    assert len([e for e in ev.events(hole, "tcp", "retransmit") if e["len"] == 1448]) >= 2
+    crossed = [p for p in ev.pcap(str(tmp_path / "r1-mid.pcap")) if p.length > 1400]
+    assert not crossed
+    clamped = [p for p in ev.pcap(str(tmp_path / "clamped.pcap")) if p.flags == "S"]
+    assert clamped and clamped[0].mss == 1360
+
+
+def test_fragments(tmp_path):
+    lesson("fragments", tmp_path)
+    mine = [p for p in ev.pcap(str(tmp_path / "fragments.pcap")) if p.fragment]
+    assert sorted(p.frag_offset for p in mine if p.src == "198.51.100.2")[:2] == [0, 1480]
+    far = [p for p in ev.pcap(str(tmp_path / "r2-wan.pcap"))
+           if p.fragment and p.src == "198.51.100.2" and p.proto == 17]
+    assert len(far) == 3 and max(p.length for p in far) <= 1400
+    # The 3000-byte ping without DF came in fragments and went back in fragments.
+    ping = ev.pcap(str(tmp_path / "fragments-ping.pcap"))
+    assert [p for p in ping if p.fragment and p.src == "203.0.113.2"]
+    assert [p for p in ping if p.fragment and p.src == "198.51.100.2" and p.proto == 1]
+
+
+def test_nat(tmp_path):
+    lesson("nat", tmp_path)
+    lan = [p for p in ev.pcap(str(tmp_path / "r1-lan.pcap")) if p.proto == 6 and p.dport == 8000]
+    wan = [p for p in ev.pcap(str(tmp_path / "r1-wan.pcap")) if p.proto == 6 and p.dport == 8000]
+    assert {p.src for p in lan} == {"198.51.100.2"}
+    assert {p.src for p in wan} == {"203.0.113.1"}   # the far side sees the router's address
+    assert "203.0.113.1" in (tmp_path / "nat-server.out").read_text()
+
+
+@pytest.mark.parametrize("name", ["loss"])
+def test_loss(tmp_path, name):
+    lesson(name, tmp_path)
+    trace = ev.trace(str(tmp_path / "loss.jsonl"))
+    reasons = [e["reason"] for e in ev.events(trace, "tcp", "retransmit")]
+    assert reasons.count("fast") + reasons.count("rack") >= 3
+    assert os.path.getsize(tmp_path / "loss.png") > 0
