@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from stack import cli_checks, cliargs, livecmd, native
 from stack.cliargs import RESOURCE, CliError, report
+from stack.dhcp import DHCP_TIMEOUT
 from stack.trace import LAYERS, Trace, group_counters, parse_layers
 
 if TYPE_CHECKING:
@@ -72,8 +73,14 @@ def _up_parser(sub: Subparsers) -> None:
                     "stderr when ready.")
     p.add_argument("--tap", default="tap0", type=cliargs.tap_name, metavar="NAME",
                    help="TAP device, opened if it exists, else created (default: %(default)s)")
-    p.add_argument("--address", default="192.0.2.2/24", type=cliargs.cidr, metavar="CIDR",
-                   help="the stack's IPv4 address/prefix (default: %(default)s)")
+    p.add_argument("--address", default="192.0.2.2/24", type=cliargs.address, metavar="CIDR",
+                   help="the stack's IPv4 address/prefix, or 'dhcp': lease one (with its "
+                        "gateway and DNS servers) from a DHCP server on the link "
+                        "(default: %(default)s)")
+    p.add_argument("--dhcp-timeout", type=cliargs.seconds, default=DHCP_TIMEOUT,
+                   metavar="SECONDS",
+                   help="with --address dhcp: give up when no lease came within this time "
+                        "(default: %(default)g)")
     p.add_argument("--host-address", type=cliargs.cidr, metavar="CIDR",
                    help="give the kernel side of the TAP this address/prefix and bring it up "
                         "(default: leave the kernel side as it is)")
@@ -303,6 +310,8 @@ def _start(args: argparse.Namespace) -> tuple[Stack, ControlServer, list]:
     cli_checks.check_writable("--pcap", args.pcap)
     net = _open_stack(args, _open_trace(args))
     try:
+        if net.dhcp is not None:
+            _wait_for_lease(args, net)
         ctl = _open_control(args, net)
         try:
             return net, ctl, cli_checks.start_services(net, args.serve)
@@ -312,6 +321,17 @@ def _start(args: argparse.Namespace) -> tuple[Stack, ControlServer, list]:
     except BaseException:
         net.close()
         raise
+
+
+def _wait_for_lease(args: argparse.Namespace, net: Stack) -> None:
+    """``--address dhcp``: until the lease is bound (its address is then
+    ``args.address``), or a ``CliError`` after ``--dhcp-timeout``."""
+    assert net.dhcp is not None
+    lease = net.dhcp.wait(args.dhcp_timeout)
+    if lease is None:
+        raise CliError(f"--address dhcp: no DHCP lease on {args.tap} within "
+                       f"{args.dhcp_timeout:g} s (is a DHCP server on the link?)", RESOURCE)
+    args.address = f"{net.address_str}/{net.prefix_len}"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -339,8 +359,12 @@ def _up_line(args: argparse.Namespace, net: Stack) -> str:
     seed = net.injector.seed if net.injector is not None else None
     extra = f" impair={args.impair} seed={seed}" if args.impair else ""
     served = f" serve={','.join(map(str, args.serve))}" if args.serve else ""
+    lease = net.dhcp.lease if net.dhcp is not None else None
+    leased = "" if lease is None else " dhcp " + " ".join(
+        f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in lease.describe().items()
+        if k in ("router", "dns", "server", "lease"))
     return (f"stack: up tap={args.tap} address={args.address} mac={_mac(net.mac)} "
-            f"mtu={args.mtu} checksum={native.IMPL}{served}{extra}")
+            f"mtu={args.mtu} checksum={native.IMPL}{served}{extra}{leased}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
