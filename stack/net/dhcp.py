@@ -278,8 +278,9 @@ class DhcpClient:
             lease_time = seconds
             t2_opt, t1_opt = m.seconds(OPT_T2), m.seconds(OPT_T1)
             t2 = float(t2_opt) if t2_opt is not None and 0 < t2_opt < seconds else 0.875 * seconds
+            half = 0.5 * seconds
             t1 = (float(t1_opt) if t1_opt is not None and 0 < t1_opt < t2
-                  else min(0.5 * seconds, t2 / 2))
+                  else half if half < t2 else t2 / 2)
         lease = Lease(m.yiaddr, prefix, m.server_id, routers[0] if routers else None, dns,
                       lease_time, t1, t2, self.asked_at)
         renewal = self.lease is not None
