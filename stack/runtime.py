@@ -543,10 +543,10 @@ class Stack:
         ``grace`` seconds), stop the thread, flush the trace, close the link."""
         if self._closed:
             return
-        if self.dhcp is not None:  # RELEASE (a moment for ARP to find the server)
-            self.dhcp.release(self.clock(), linger=1.0 if self._thread is not None else 0.0)
         if self._thread is not None and grace > 0:
             self._close_gracefully(grace)
+        if self.dhcp is not None:  # RELEASE (a moment for ARP to find the server)
+            self.dhcp.release(self.clock(), linger=1.0 if self._thread is not None else 0.0)
         with self.lock:
             self.tcp.close_all(self.clock())
             self._closed = True

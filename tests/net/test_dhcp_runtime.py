@@ -194,3 +194,19 @@ def test_hostile_replies_through_the_stack_are_counted(host):
     assert (h.stat("dhcp.drop.bad_address"), h.stat("dhcp.drop.wrong_port"),
             h.stat("dhcp.drop.malformed"), h.stat("dhcp.drop.not_reply")) == (1, 1, 1, 1)
     assert h.net.dhcp.status()["state"] == "SELECTING" and h.net.address_str == "0.0.0.0"
+
+
+def test_an_expired_lease_takes_the_address_away_and_discovery_starts_again(host):
+    h = host()
+    h.bind(lease=40, t1=10, t2=20)
+    assert h.net.address_str == "198.51.100.50"
+    h.at(110.0)                                   # T1: renewing (the server never answers)
+    rebind = dhcp_out(h.at(120.0))                # T2: a broadcast REQUEST
+    assert [(m.msg_type, ip["dst"], m.ciaddr) for m, ip, _ in rebind] == [
+        (REQUEST, 0xFFFFFFFF, OFFERED)]
+    assert h.net.dhcp.status()["state"] == "REBINDING"
+    assert h.net.address_str == "198.51.100.50"
+    out = dhcp_out(h.at(140.0))                   # the lease's end
+    assert h.net.address_str == "0.0.0.0"
+    assert [(m.msg_type, ip["src"]) for m, ip, _ in out] == [(DISCOVER, 0)]
+    assert "default" not in [r["dst"] for r in h.net.routes()]
