@@ -37,7 +37,7 @@ def test_a_lease_from_dnsmasq_renewed_and_released(netns, tmp_path):
             started = time.monotonic()
             lease = net.dhcp.wait(20)
             assert lease is not None, net.dhcp.status()
-            assert time.monotonic() - started < 5  # no lost DISCOVER, no retransmission
+            assert time.monotonic() - started < 2.5  # the first DISCOVER answered
             address = net.address_str
             assert in_range(address) and net.prefix_len == 24
             status = net.dhcp.status()
