@@ -5,6 +5,7 @@
   address; SIGTERM sends RELEASE (seen in dnsmasq's log) and exits 0.
 * Without one: one ``stack: error:`` line after ``--dhcp-timeout``, exit 1,
   and no TAP left behind.
+* ``stack run --address dhcp``: the program's lookups go to the lease's DNS server.
 """
 
 from __future__ import annotations
@@ -66,3 +67,13 @@ def test_no_lease_in_time_is_one_error_line(netns):
     assert "lease" in line
     assert 1.5 <= took < 10
     assert not interface_exists(tap)
+
+
+def test_stack_run_address_dhcp_resolves_through_the_leased_dns_server(netns, tmp_path):
+    tap = "tcdhcp2"
+    with dhcp_link(tap, tmp_path, dns=True):
+        r = run_stack("run", "--tap", tap, "--address", "dhcp", "--", "-c",
+                      "import socket; print(socket.gethostbyname('www.lab.test'))", timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{KERNEL}\n"
+    assert r.stderr.startswith("stack: up") and f"dns={KERNEL}" in r.stderr.splitlines()[0]
