@@ -1,4 +1,7 @@
-"""Debian's dnsmasq as a DHCP server on the kernel side of a TAP, for tests.
+"""DHCP for tests: replies built by hand, and dnsmasq on a TAP.
+
+:func:`reply` builds the bytes of a server's OFFER/ACK/NAK (any field or
+option made wrong on request) for the client's unit tests.
 
 :func:`dhcp_link` makes the TAP first (the kernel side at 198.51.100.1/24,
 up), starts dnsmasq bound to it with a lease file and a log of every DHCP
@@ -19,10 +22,41 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from stack.wire.dhcp import (
+    BOOTREPLY, OPT_DNS, OPT_LEASE_TIME, OPT_ROUTER, OPT_SERVER_ID, OPT_SUBNET_MASK, OPT_T1,
+    OPT_T2, DhcpMessage, build_dhcp,
+)
+from stack.wire.ipv4 import ip2int
 from tests.helpers.dns import DNSMASQ
 
 KERNEL = "198.51.100.1"
 RANGE = ("198.51.100.50", "198.51.100.60")
+MAC = bytes.fromhex("0253dc000001")   # the client's, in the unit tests
+SERVER = "198.51.100.1"
+OFFERED = "198.51.100.50"
+
+
+def reply(kind: int | None, xid: int, yiaddr: str = OFFERED, server: str | None = SERVER,
+          lease: int | None = 120, t1: int | None = None, t2: int | None = None,
+          mask: str | None = "255.255.255.0", routers=(SERVER,), dns=(SERVER,),
+          chaddr: bytes = MAC, op: int = BOOTREPLY, extra: dict | None = None) -> bytes:
+    opts: dict[int, bytes] = {}
+    if server is not None:
+        opts[OPT_SERVER_ID] = ip2int(server).to_bytes(4, "big")
+    if lease is not None:
+        opts[OPT_LEASE_TIME] = lease.to_bytes(4, "big")
+    if t1 is not None:
+        opts[OPT_T1] = t1.to_bytes(4, "big")
+    if t2 is not None:
+        opts[OPT_T2] = t2.to_bytes(4, "big")
+    if mask is not None:
+        opts[OPT_SUBNET_MASK] = ip2int(mask).to_bytes(4, "big")
+    if routers:
+        opts[OPT_ROUTER] = b"".join(ip2int(r).to_bytes(4, "big") for r in routers)
+    if dns:
+        opts[OPT_DNS] = b"".join(ip2int(d).to_bytes(4, "big") for d in dns)
+    opts.update(extra or {})
+    return build_dhcp(DhcpMessage(op, xid, chaddr, kind, yiaddr=ip2int(yiaddr), options=opts))
 
 
 @dataclass

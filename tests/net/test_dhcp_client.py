@@ -15,15 +15,13 @@ import pytest
 from stack.net.dhcp import DhcpClient, DhcpConfig
 from stack.trace import Trace
 from stack.wire.dhcp import (
-    ACK, BOOTREPLY, BOOTREQUEST, DISCOVER, FLAG_BROADCAST, NAK, OFFER, OPT_CLIENT_ID, OPT_DNS,
-    OPT_LEASE_TIME, OPT_MESSAGE, OPT_PARAMETER_LIST, OPT_REQUESTED_IP, OPT_ROUTER, OPT_SERVER_ID,
-    OPT_SUBNET_MASK, OPT_T1, OPT_T2, RELEASE, REQUEST, DhcpMessage, build_dhcp, parse_dhcp,
+    ACK, BOOTREQUEST, DISCOVER, FLAG_BROADCAST, NAK, OFFER, OPT_CLIENT_ID, OPT_DNS,
+    OPT_MESSAGE, OPT_PARAMETER_LIST, OPT_REQUESTED_IP, OPT_ROUTER, OPT_SERVER_ID,
+    OPT_SUBNET_MASK, RELEASE, REQUEST, DhcpMessage, parse_dhcp,
 )
 from stack.wire.ipv4 import int2ip, ip2int
+from tests.helpers.dhcp import MAC, OFFERED, SERVER, reply
 
-MAC = bytes.fromhex("0253dc000001")
-SERVER = "198.51.100.1"
-OFFERED = "198.51.100.50"
 BCAST = 0xFFFFFFFF
 
 
@@ -95,29 +93,6 @@ class Harness:
         self.feed(reply(OFFER, self.last().xid))
         self.feed(reply(ACK, self.last().xid, **kw))
         assert self.state == "BOUND"
-
-
-def reply(kind: int | None, xid: int, yiaddr: str = OFFERED, server: str | None = SERVER,
-          lease: int | None = 120, t1: int | None = None, t2: int | None = None,
-          mask: str | None = "255.255.255.0", routers=(SERVER,), dns=(SERVER,),
-          chaddr: bytes = MAC, op: int = BOOTREPLY, extra: dict | None = None) -> bytes:
-    opts: dict[int, bytes] = {}
-    if server is not None:
-        opts[OPT_SERVER_ID] = ip2int(server).to_bytes(4, "big")
-    if lease is not None:
-        opts[OPT_LEASE_TIME] = lease.to_bytes(4, "big")
-    if t1 is not None:
-        opts[OPT_T1] = t1.to_bytes(4, "big")
-    if t2 is not None:
-        opts[OPT_T2] = t2.to_bytes(4, "big")
-    if mask is not None:
-        opts[OPT_SUBNET_MASK] = ip2int(mask).to_bytes(4, "big")
-    if routers:
-        opts[OPT_ROUTER] = b"".join(ip2int(r).to_bytes(4, "big") for r in routers)
-    if dns:
-        opts[OPT_DNS] = b"".join(ip2int(d).to_bytes(4, "big") for d in dns)
-    opts.update(extra or {})
-    return build_dhcp(DhcpMessage(op, xid, chaddr, kind, yiaddr=ip2int(yiaddr), options=opts))
 
 
 # ---- the exchange -------------------------------------------------------------------

@@ -15,9 +15,8 @@ from stack.wire.dhcp import (ACK, DISCOVER, NAK, OFFER, RELEASE, REQUEST, DhcpMe
                              build_dhcp, parse_dhcp)
 from stack.wire.ipv4 import int2ip, ip2int
 from tests.helpers.frames import BCAST, arp, echo, eth, ipv4, split, udp
-from tests.net.test_dhcp_client import reply
+from tests.helpers.dhcp import MAC, reply
 
-MAC = bytes.fromhex("0253dc000001")
 SERVER_MAC = bytes.fromhex("525400000001")
 SERVER, OFFERED = ip2int("198.51.100.1"), ip2int("198.51.100.50")
 
