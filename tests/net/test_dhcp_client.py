@@ -426,3 +426,25 @@ def test_a_flood_of_hostile_replies_does_not_grow_memory():
     assert h.state == "SELECTING"
     assert sum(v for k, v in h.trace.counters.items() if k.startswith("dhcp.drop.")) == \
         len(batch) * 570
+
+
+def test_mutated_offers_never_raise_and_each_is_taken_or_counted():
+    rng = random.Random(2131)
+    good = reply(OFFER, 1, t1=30, t2=90, dns=(SERVER, "198.51.100.2"))
+    taken = 0
+    for i in range(3000):
+        data = bytearray(good)
+        for _ in range(rng.randint(1, 6)):
+            data[rng.randrange(236, len(data))] = rng.randrange(256)  # cookie, options
+        if i % 5 == 0:
+            data = data[:rng.randrange(len(data))]
+        h = Harness()
+        h.client.start(h.t)
+        h.client.receive(bytes(data), h.t)
+        drops = sum(v for k, v in h.trace.counters.items() if k.startswith("dhcp.drop."))
+        if h.state == "REQUESTING":
+            taken += 1
+            assert drops == 0
+        else:
+            assert h.state == "SELECTING" and drops == 1
+    assert 300 < taken < 2700, taken  # both kinds, many times
