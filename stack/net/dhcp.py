@@ -176,7 +176,8 @@ class DhcpClient:
                              yiaddr=int2ip(m.yiaddr),
                              server=int2ip(m.server_id) if m.server_id is not None else None)
         if m.msg_type == NAK:
-            text = m.options.get(OPT_MESSAGE, b"").decode("utf-8", "replace")[:255]
+            text = "".join(c if c.isprintable() else "?"  # (it goes into the trace's lines)
+                           for c in m.options.get(OPT_MESSAGE, b"").decode("utf-8", "replace"))
             self._lost(now, "NAK" + (f": {text}" if text else ""))
         elif m.msg_type == OFFER:
             self.offer = m

@@ -284,10 +284,11 @@ def test_a_nak_while_requesting_means_init_and_a_new_discover_after_the_pause():
     h.client.start(h.t)
     h.feed(reply(OFFER, 1))
     h.feed(reply(NAK, 1, yiaddr="0.0.0.0", lease=None, mask=None, routers=(), dns=(),
-                 extra={OPT_MESSAGE: b"address taken"}))
+                 extra={OPT_MESSAGE: b"address taken\n0.0 tcp state fake"}))
     assert h.state == "INIT" and h.unbound == [] and h.deadline == h.t + 2.0
     assert h.states()[-1] == ("REQUESTING", "INIT")
-    assert "address taken" in [e for e in h.events if e["event"] == "state"][-1]["cause"]
+    cause = [e for e in h.events if e["event"] == "state"][-1]["cause"]
+    assert cause == "NAK: address taken?0.0 tcp state fake"  # no line break into the trace
     assert [(m.msg_type, m.xid) for m, _ in h.at(h.t + 2.0)] == [(DISCOVER, 2)]
 
 
