@@ -171,10 +171,10 @@ def _trace_parser(sub: Subparsers) -> None:
     p.add_argument("--format", choices=("timeline", "ladder", "text"), default="timeline",
                    help="timeline (default), a two-column message-sequence chart, or the "
                         "events as the text format's lines")
-    p.add_argument("--layer", choices=("ip", "arp", "icmp", "udp"),
+    p.add_argument("--layer", choices=("ip", "arp", "icmp", "udp", "dhcp"),
                    help="that layer's view instead of TCP's: fragments and reassembly, ARP "
-                        "resolutions, ICMP messages by name, UDP datagrams per socket "
-                        "(default: TCP's)")
+                        "resolutions, ICMP messages by name, UDP datagrams per socket, the "
+                        "DHCP client's messages and leases (default: TCP's)")
     p.add_argument("--from", dest="t_from", type=float, metavar="T",
                    help="only events from T (seconds since the stack started); the ladder then "
                         "draws every segment (default: from the start)")

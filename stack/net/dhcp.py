@@ -194,6 +194,7 @@ class DhcpClient:
         lease = self.lease
         if lease is not None:
             self.xid = self.rng.getrandbits(32)
+            self.tries = 0
             self._send(RELEASE, lease.server, now, ciaddr=lease.address,
                        options={OPT_SERVER_ID: lease.server.to_bytes(4, "big")})
             self.lease = None
