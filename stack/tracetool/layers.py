@@ -1,4 +1,4 @@
-"""``stack trace --layer ip|arp|icmp|udp``: what the layers below TCP did.
+"""``stack trace --layer ip|arp|icmp|udp|dhcp``: what the layers below TCP did.
 
 * ip — datagrams fragmented on the way out (id, size, fragments and their
   offsets) and reassembled on the way in (fragments, offsets, the time from
