@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import textwrap
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -244,6 +245,7 @@ class StopSignals:
 
     def __init__(self, *signals: int) -> None:
         self._signals = frozenset(signals)
+        self._stopped = False
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)  # many signals waiting: the rest are dropped
@@ -258,14 +260,18 @@ class StopSignals:
     def wait(self) -> None:
         """Until one of the signals arrives (others, SIGUSR1's report, run their
         handlers and the wait goes on)."""
-        while True:
-            select.select([self._r], [], [])
+        while not self.arrived(None):
+            pass
+
+    def arrived(self, timeout: float | None = 0.0) -> bool:
+        """Has one of the signals come (waiting up to ``timeout`` seconds for
+        news, None: until some signal comes)? Once true, always true."""
+        if not self._stopped and select.select([self._r], [], [], timeout)[0]:
             try:
-                arrived = os.read(self._r, 512)
+                self._stopped = bool(self._signals.intersection(os.read(self._r, 512)))
             except BlockingIOError:
-                continue
-            if self._signals.intersection(arrived):
-                return
+                pass
+        return self._stopped
 
 
 def _open_stack(args: argparse.Namespace, trace: Trace | None) -> Stack:
@@ -301,7 +307,8 @@ def _open_control(args: argparse.Namespace, net: Stack) -> ControlServer:
                        "this TAP?)", RESOURCE) from None
 
 
-def _start(args: argparse.Namespace) -> tuple[Stack, ControlServer, list]:
+def _start(args: argparse.Namespace,
+           stop: StopSignals | None = None) -> tuple[Stack, ControlServer, list]:
     """What ``stack up`` and ``stack run`` start: the checks, the trace, the
     stack, its control socket and services. A failure closes what was opened
     (before the one error line, and without the exit report)."""
@@ -311,7 +318,7 @@ def _start(args: argparse.Namespace) -> tuple[Stack, ControlServer, list]:
     net = _open_stack(args, _open_trace(args))
     try:
         if net.dhcp is not None:
-            _wait_for_lease(args, net)
+            _wait_for_lease(args, net, stop)
         ctl = _open_control(args, net)
         try:
             return net, ctl, cli_checks.start_services(net, args.serve)
@@ -323,11 +330,21 @@ def _start(args: argparse.Namespace) -> tuple[Stack, ControlServer, list]:
         raise
 
 
-def _wait_for_lease(args: argparse.Namespace, net: Stack) -> None:
+class Stopped(Exception):
+    """SIGINT or SIGTERM came while ``stack up`` was still starting."""
+
+
+def _wait_for_lease(args: argparse.Namespace, net: Stack, stop: StopSignals | None) -> None:
     """``--address dhcp``: until the lease is bound (its address is then
-    ``args.address``), or a ``CliError`` after ``--dhcp-timeout``."""
+    ``args.address``), or a ``CliError`` after ``--dhcp-timeout``; ``Stopped``
+    if a stop signal comes first."""
     assert net.dhcp is not None
-    lease = net.dhcp.wait(args.dhcp_timeout)
+    end = time.monotonic() + args.dhcp_timeout
+    lease = None
+    while lease is None and time.monotonic() < end:
+        lease = net.dhcp.wait(min(0.1, max(0.0, end - time.monotonic())))
+        if lease is None and stop is not None and stop.arrived():
+            raise Stopped
     if lease is None:
         raise CliError(f"--address dhcp: no DHCP lease on {args.tap} within "
                        f"{args.dhcp_timeout:g} s (is a DHCP server on the link?)", RESOURCE)
@@ -336,7 +353,10 @@ def _wait_for_lease(args: argparse.Namespace, net: Stack) -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     stop = StopSignals(signal.SIGINT, signal.SIGTERM)
-    net, ctl, services = _start(args)
+    try:
+        net, ctl, services = _start(args, stop)
+    except Stopped:  # (still waiting for a DHCP lease): closed, as a stop after up is
+        return 0
     try:
         signal.signal(signal.SIGUSR1, lambda *_: _quietly(_print_counters, net, "now", True))
         print(_up_line(args, net), file=sys.stderr, flush=True)

@@ -6,6 +6,7 @@
 * Without one: one ``stack: error:`` line after ``--dhcp-timeout``, exit 1,
   and no TAP left behind.
 * ``stack run --address dhcp``: the program's lookups go to the lease's DNS server.
+* SIGTERM before a lease came: exit 0 at once, without the ``stack: up`` line.
 """
 
 from __future__ import annotations
@@ -77,3 +78,23 @@ def test_stack_run_address_dhcp_resolves_through_the_leased_dns_server(netns, tm
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"{KERNEL}\n"
     assert r.stderr.startswith("stack: up") and f"dns={KERNEL}" in r.stderr.splitlines()[0]
+
+
+def test_sigterm_while_waiting_for_a_lease_ends_it_at_once(netns):
+    tap = "tcdhcp3"
+    subprocess.run(["ip", "link", "del", tap], capture_output=True)
+    p = subprocess.Popen([sys.executable, "-m", "stack", "up", "--tap", tap, "--address", "dhcp",
+                          "--host-address", "198.51.100.1/24"],
+                         stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    try:
+        assert wait_for(lambda: interface_exists(tap), timeout=10)
+        time.sleep(0.3)
+        p.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        err = p.communicate(timeout=10)[1]
+        assert time.monotonic() - started < 3
+        assert p.returncode == 0, err
+        assert "Traceback" not in err and "stack: up" not in err
+    finally:
+        kill(p)
+    assert not interface_exists(tap)
