@@ -5,7 +5,8 @@ server (which then answers its lookups); the kernel pings the leased
 address; a renewal happens (dnsmasq's shortest lease is 2 minutes, so T1
 is made short with option 58: ``--dhcp-option=option:T1,3``) and is seen
 both in the stack's trace and in dnsmasq's log; close() sends RELEASE and
-the lease leaves dnsmasq's lease file.
+the lease leaves dnsmasq's lease file. Without the broadcast flag dnsmasq
+answers unicast to the offered address, and the stack takes that too.
 """
 
 from __future__ import annotations
@@ -78,3 +79,23 @@ def test_a_lease_from_dnsmasq_renewed_and_released(netns, tmp_path):
     bound = [e for e in trace_events if e["event"] == "bound"]
     assert bound[0]["address"] == f"{address}/24" and bound[0]["router"] == KERNEL
     assert [e["reason"] for e in trace_events if e["event"] == "unbound"] == ["released"]
+
+
+def test_unicast_replies_before_an_address_exists(netns, tmp_path):
+    """Without the broadcast flag dnsmasq sends OFFER and ACK to the offered
+    address and our MAC; the stack, still at 0.0.0.0, takes them."""
+    from stack.net.dhcp import DhcpConfig
+
+    tap, trace = "tdhcp1", tmp_path / "trace.jsonl"
+    with dhcp_link(tap, tmp_path) as server:
+        net = Stack.tap(tap, address="dhcp", trace=str(trace),
+                        dhcp_config=DhcpConfig(broadcast_flag=False))
+        try:
+            assert net.dhcp.wait(10) is not None, net.dhcp.status()
+            assert in_range(net.address_str)
+        finally:
+            net.close()
+        assert not server.logged("broadcast response")
+    udp_in = [e for e in events(trace) if e["layer"] == "udp" and e["event"] == "in"]
+    assert len(udp_in) == 2 and all(e["dst"].endswith(":68") for e in udp_in)
+    assert all(in_range(e["dst"].split(":")[0]) for e in udp_in)  # unicast to the offer
