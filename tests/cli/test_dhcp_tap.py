@@ -92,7 +92,7 @@ def test_sigterm_while_waiting_for_a_lease_ends_it_at_once(netns):
         p.send_signal(signal.SIGTERM)
         started = time.monotonic()
         err = p.communicate(timeout=10)[1]
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 5  # (the lease wait was 30 s)
         assert p.returncode == 0, err
         assert "Traceback" not in err and "stack: up" not in err
     finally:
