@@ -44,7 +44,8 @@ def dhcp_mac(name: str) -> str:
 
 
 def _to_port_68(h: Ipv4Header, payload: memoryview) -> bool:
-    return h.proto == PROTO_UDP and len(payload) >= 4 and (payload[2] << 8 | payload[3]) == CLIENT_PORT
+    return (h.proto == PROTO_UDP and len(payload) >= 4
+            and (payload[2] << 8 | payload[3]) == CLIENT_PORT)
 
 
 class DhcpAgent:

@@ -308,8 +308,8 @@ class DhcpClient:
     def _unbound(self, lease: Lease, reason: str) -> None:
         self.trace.count("dhcp", "addresses_given_up")
         if self.trace.on:
-            self.trace.event("dhcp", "unbound", address=f"{int2ip(lease.address)}/{lease.prefix_len}",
-                             reason=reason)
+            self.trace.event("dhcp", "unbound", reason=reason,
+                             address=f"{int2ip(lease.address)}/{lease.prefix_len}")
         if self.on_unbound is not None:
             self.on_unbound(lease, reason)
 

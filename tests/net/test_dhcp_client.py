@@ -357,7 +357,8 @@ def hostile_messages(xid: int) -> list[tuple[str, bytes]]:
     return out
 
 
-@pytest.mark.parametrize("why, data", hostile_messages(1), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize("why, data", hostile_messages(1),
+                         ids=lambda x: x if isinstance(x, str) else "")
 def test_a_hostile_offer_is_dropped_counted_and_traced(why, data):
     h = Harness()
     h.client.start(h.t)

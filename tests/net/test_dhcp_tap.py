@@ -62,7 +62,8 @@ def test_a_lease_from_dnsmasq_renewed_and_released(netns, tmp_path):
         assert wait_for(lambda: not any(address in line for line in server.lease_lines()),
                         timeout=5)
     trace_events = [e for e in events(trace) if e["layer"] == "dhcp"]
-    messages = [(e["event"], e["message"]) for e in trace_events if e["event"] in ("send", "receive")]
+    messages = [(e["event"], e["message"]) for e in trace_events
+                if e["event"] in ("send", "receive")]
     assert messages[:4] == [("send", "DISCOVER"), ("receive", "OFFER"), ("send", "REQUEST"),
                             ("receive", "ACK")]
     renew = [e for e in trace_events if e["event"] == "send" and e["ciaddr"] == address
