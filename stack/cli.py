@@ -16,12 +16,14 @@ import shutil
 import signal
 import sys
 import textwrap
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from stack import cli_checks, cliargs, livecmd, native
 from stack.lab import command as lab_command
 from stack.cliargs import RESOURCE, CliError, report
+from stack.dhcp import DHCP_TIMEOUT
 from stack.trace import LAYERS, Trace, group_counters, parse_layers
 
 if TYPE_CHECKING:
@@ -73,8 +75,14 @@ def _up_parser(sub: Subparsers) -> None:
                     "stderr when ready.")
     p.add_argument("--tap", default="tap0", type=cliargs.tap_name, metavar="NAME",
                    help="TAP device, opened if it exists, else created (default: %(default)s)")
-    p.add_argument("--address", default="192.0.2.2/24", type=cliargs.cidr, metavar="CIDR",
-                   help="the stack's IPv4 address/prefix (default: %(default)s)")
+    p.add_argument("--address", default="192.0.2.2/24", type=cliargs.address, metavar="CIDR",
+                   help="the stack's IPv4 address/prefix, or 'dhcp': lease one (with its "
+                        "gateway and DNS servers) from a DHCP server on the link "
+                        "(default: %(default)s)")
+    p.add_argument("--dhcp-timeout", type=cliargs.seconds, default=DHCP_TIMEOUT,
+                   metavar="SECONDS",
+                   help="with --address dhcp: give up when no lease came within this time "
+                        "(default: %(default)g)")
     p.add_argument("--host-address", type=cliargs.cidr, metavar="CIDR",
                    help="give the kernel side of the TAP this address/prefix and bring it up "
                         "(default: leave the kernel side as it is)")
@@ -165,10 +173,10 @@ def _trace_parser(sub: Subparsers) -> None:
     p.add_argument("--format", choices=("timeline", "ladder", "text"), default="timeline",
                    help="timeline (default), a two-column message-sequence chart, or the "
                         "events as the text format's lines")
-    p.add_argument("--layer", choices=("ip", "arp", "icmp", "udp"),
+    p.add_argument("--layer", choices=("ip", "arp", "icmp", "udp", "dhcp"),
                    help="that layer's view instead of TCP's: fragments and reassembly, ARP "
-                        "resolutions, ICMP messages by name, UDP datagrams per socket "
-                        "(default: TCP's)")
+                        "resolutions, ICMP messages by name, UDP datagrams per socket, the "
+                        "DHCP client's messages and leases (default: TCP's)")
     p.add_argument("--from", dest="t_from", type=float, metavar="T",
                    help="only events from T (seconds since the stack started); the ladder then "
                         "draws every segment (default: from the start)")
@@ -238,6 +246,7 @@ class StopSignals:
 
     def __init__(self, *signals: int) -> None:
         self._signals = frozenset(signals)
+        self._stopped = False
         self._r, self._w = os.pipe()
         os.set_blocking(self._r, False)
         os.set_blocking(self._w, False)  # many signals waiting: the rest are dropped
@@ -252,14 +261,18 @@ class StopSignals:
     def wait(self) -> None:
         """Until one of the signals arrives (others, SIGUSR1's report, run their
         handlers and the wait goes on)."""
-        while True:
-            select.select([self._r], [], [])
+        while not self.arrived(None):
+            pass
+
+    def arrived(self, timeout: float | None = 0.0) -> bool:
+        """Has one of the signals come (waiting up to ``timeout`` seconds for
+        news, None: until some signal comes)? Once true, always true."""
+        if not self._stopped and select.select([self._r], [], [], timeout)[0]:
             try:
-                arrived = os.read(self._r, 512)
+                self._stopped = bool(self._signals.intersection(os.read(self._r, 512)))
             except BlockingIOError:
-                continue
-            if self._signals.intersection(arrived):
-                return
+                pass
+        return self._stopped
 
 
 def _open_stack(args: argparse.Namespace, trace: Trace | None) -> Stack:
@@ -295,7 +308,8 @@ def _open_control(args: argparse.Namespace, net: Stack) -> ControlServer:
                        "this TAP?)", RESOURCE) from None
 
 
-def _start(args: argparse.Namespace) -> tuple[Stack, ControlServer, list]:
+def _start(args: argparse.Namespace,
+           stop: StopSignals | None = None) -> tuple[Stack, ControlServer, list]:
     """What ``stack up`` and ``stack run`` start: the checks, the trace, the
     stack, its control socket and services. A failure closes what was opened
     (before the one error line, and without the exit report)."""
@@ -304,6 +318,8 @@ def _start(args: argparse.Namespace) -> tuple[Stack, ControlServer, list]:
     cli_checks.check_writable("--pcap", args.pcap)
     net = _open_stack(args, _open_trace(args))
     try:
+        if net.dhcp is not None:
+            _wait_for_lease(args, net, stop)
         ctl = _open_control(args, net)
         try:
             return net, ctl, cli_checks.start_services(net, args.serve)
@@ -315,9 +331,33 @@ def _start(args: argparse.Namespace) -> tuple[Stack, ControlServer, list]:
         raise
 
 
+class Stopped(Exception):
+    """SIGINT or SIGTERM came while ``stack up`` was still starting."""
+
+
+def _wait_for_lease(args: argparse.Namespace, net: Stack, stop: StopSignals | None) -> None:
+    """``--address dhcp``: until the lease is bound (its address is then
+    ``args.address``), or a ``CliError`` after ``--dhcp-timeout``; ``Stopped``
+    if a stop signal comes first."""
+    assert net.dhcp is not None
+    end = time.monotonic() + args.dhcp_timeout
+    lease = None
+    while lease is None and time.monotonic() < end:
+        lease = net.dhcp.wait(min(0.1, max(0.0, end - time.monotonic())))
+        if lease is None and stop is not None and stop.arrived():
+            raise Stopped
+    if lease is None:
+        raise CliError(f"--address dhcp: no DHCP lease on {args.tap} within "
+                       f"{args.dhcp_timeout:g} s (is a DHCP server on the link?)", RESOURCE)
+    args.address = f"{net.address_str}/{net.prefix_len}"
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     stop = StopSignals(signal.SIGINT, signal.SIGTERM)
-    net, ctl, services = _start(args)
+    try:
+        net, ctl, services = _start(args, stop)
+    except Stopped:  # (still waiting for a DHCP lease): closed, as a stop after up is
+        return 0
     try:
         signal.signal(signal.SIGUSR1, lambda *_: _quietly(_print_counters, net, "now", True))
         print(_up_line(args, net), file=sys.stderr, flush=True)
@@ -340,8 +380,12 @@ def _up_line(args: argparse.Namespace, net: Stack) -> str:
     seed = net.injector.seed if net.injector is not None else None
     extra = f" impair={args.impair} seed={seed}" if args.impair else ""
     served = f" serve={','.join(map(str, args.serve))}" if args.serve else ""
+    lease = net.dhcp.lease if net.dhcp is not None else None
+    leased = "" if lease is None else " dhcp " + " ".join(
+        f"{k}={','.join(v) if isinstance(v, list) else v}" for k, v in lease.describe().items()
+        if k in ("router", "dns", "server", "lease"))
     return (f"stack: up tap={args.tap} address={args.address} mac={_mac(net.mac)} "
-            f"mtu={args.mtu} checksum={native.IMPL}{served}{extra}")
+            f"mtu={args.mtu} checksum={native.IMPL}{served}{extra}{leased}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -55,7 +55,15 @@ def _usable(flag: str, iface: ipaddress.IPv4Interface) -> None:
 
 def check_addresses(address: str, host_address: str | None, gateway: str | None) -> None:
     """The stack's address, the kernel side's and the gateway fit together (CIDRs
-    as :func:`stack.cliargs.cidr` returns them, the gateway a plain address)."""
+    as :func:`stack.cliargs.cidr` returns them, the gateway a plain address).
+    With ``--address dhcp`` the lease brings the subnet and the gateway."""
+    if address == "dhcp":
+        if gateway is not None:
+            raise CliError(f"--gateway {gateway}: with --address dhcp the lease brings the "
+                           "gateway (leave --gateway out)")
+        if host_address is not None:
+            _usable("--host-address", ipaddress.IPv4Interface(host_address))
+        return
     mine = ipaddress.IPv4Interface(address)
     _usable("--address", mine)
     subnet = mine.network
@@ -183,7 +191,7 @@ def kernel_side_warning(tap: str, address: str, host_address: str | None) -> str
     """The warning for a TAP whose kernel side nobody configured, or None."""
     from stack.link.tap import interface_up
 
-    if host_address is not None or interface_up(tap):
+    if host_address is not None or address == "dhcp" or interface_up(tap):
         return None
     mine = ipaddress.IPv4Interface(address)
     peer = next((h for h in mine.network.hosts() if h != mine.ip), None)

@@ -19,6 +19,7 @@ Bounds chosen here (README, "Running the stack", lists them):
 * ``--msl`` more than 0 and at most 3600 seconds (TIME_WAIT lasts twice that;
   Linux's is fixed at 30 s, so 60 s of TIME_WAIT).
 * ``--busy-poll`` 0 to 1,000,000 microseconds (one second of spinning).
+* ``--dhcp-timeout`` more than 0 and at most 3600 seconds.
 * ``--tap``: 1 to 15 characters (IFNAMSIZ less the NUL), no ``/``, ``:`` or
   white space, not ``.`` or ``..`` (what the kernel refuses).
 """
@@ -98,6 +99,22 @@ def cidr(text: str) -> str:
     except ValueError as e:
         _bad(f"{text!r} is not an IPv4 address/prefix ({e})")
     return iface.with_prefixlen
+
+
+def address(text: str) -> str:
+    """``--address``: a CIDR (:func:`cidr`), or ``dhcp`` for a leased one."""
+    return "dhcp" if text.strip().lower() == "dhcp" else cidr(text)
+
+
+def seconds(text: str) -> float:
+    """A time in seconds, more than 0 and at most an hour."""
+    try:
+        value = float(text)
+    except ValueError:
+        _bad(f"{text!r} is not a number of seconds")
+    if not math.isfinite(value) or not 0 < value <= 3600:
+        _bad(f"{text} is out of range: more than 0 and at most 3600 seconds")
+    return value
 
 
 def ipv4(text: str) -> str:

@@ -85,7 +85,8 @@ class ControlServer:
         self.errors = 0
         self._handlers: dict[str, Callable[[], dict[str, Any]]] = {
             "ss": lambda: {"sockets": net.connections()},
-            "stats": lambda: {"counters": net.stats(), "t": net.clock() - net.started},
+            "stats": lambda: {"counters": net.stats(), "t": net.clock() - net.started,
+                              "dhcp": net.dhcp.status() if net.dhcp is not None else None},
             "neigh": lambda: {"neighbours": net.neighbour_table()},
             "route": lambda: {"routes": net.routes()},
             "hello": self._hello,

@@ -61,6 +61,10 @@ def add_parsers(sub: Subparsers) -> None:
         _target(q)
 
 
+def _value(v: Any) -> str:
+    return ",".join(map(str, v)) if isinstance(v, list) else "-" if v is None else str(v)
+
+
 def _address(args: argparse.Namespace) -> tuple[str, str]:
     if args.control:
         return args.control, f"at {args.control}"
@@ -108,6 +112,8 @@ def run(args: argparse.Namespace) -> int:
         from stack.cli import format_counters
 
         lines = [format_counters(answer["counters"])]
+        if answer.get("dhcp"):  # --address dhcp: the lease and its timers
+            lines += ["dhcp lease:"] + [f"    {k}: {_value(v)}" for k, v in answer["dhcp"].items()]
     elif args.command == "neigh":
         lines = [neigh_line(n) for n in answer["neighbours"]]
     else:

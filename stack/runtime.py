@@ -27,6 +27,7 @@ from collections import deque
 from typing import Any, Callable
 
 from stack import native
+from stack.dhcp import DhcpAgent, dhcp_mac
 from stack.link.base import Link
 from stack.link.impair import ImpairLink
 from stack.net.arp import ArpConfig, EthernetArp, describe_frame
@@ -106,15 +107,16 @@ class Stack:
                  clock: Callable[[], float] = time.monotonic, thread: bool = True,
                  seed: int | None = None, tcp_config=None, arp_config: ArpConfig | None = None,
                  close_link: bool = True, busy_poll: float = 0.0,
-                 dns: list[str] | None = None, hosts: dict[str, str] | None = None) -> None:
+                 dns: list[str] | None = None, hosts: dict[str, str] | None = None,
+                 dhcp_config=None) -> None:
         self.link = link
         self.clock = clock
         self.started = clock()
-        self.address, self.prefix_len = parse_cidr(address)
-        self.gateway = ip2int(gateway) if gateway else None
+        dhcp = address == "dhcp"  # no address until a lease binds (stack/dhcp.py)
+        addr, prefix_len = parse_cidr("0.0.0.0/32" if dhcp else address)
         if isinstance(mac, str):
             mac = str2mac(mac)
-        self.mac: bytes = mac or default_mac(self.address)
+        self.mac: bytes = mac or default_mac(addr)
         self.trace = trace or Trace()
         self.trace.clock = lambda: self.clock() - self.started
         self.rng = random.Random(seed)
@@ -131,9 +133,9 @@ class Stack:
         self.busy_poll = busy_poll
         self._closed = False
 
-        self.eth = EthernetArp(self.mac, self.address, self._send_frame, self.trace, arp_config)
-        self.ip = Ipv4Layer(self.eth, self.address, self.prefix_len, self.gateway, link.mtu,
-                            self.trace, ident_seed=self.rng.getrandbits(16))
+        self.eth = EthernetArp(self.mac, addr, self._send_frame, self.trace, arp_config)
+        self.ip = Ipv4Layer(self.eth, addr, prefix_len, ip2int(gateway) if gateway else None,
+                            link.mtu, self.trace, ident_seed=self.rng.getrandbits(16))
         self.eth.ipv4_receive = self.ip.receive
         self.icmp = IcmpLayer(self.ip, self.trace, utc_offset=time.time() - clock())
         self.udp = UdpLayer(self.ip, self.icmp, self.trace, rng=self.rng)
@@ -170,6 +172,7 @@ class Stack:
             self._watch_injector(self.injector)
         with self.lock:
             self.eth.announce()
+        self.dhcp = DhcpAgent(self, dhcp_config) if dhcp else None
         if thread:
             self._thread = threading.Thread(target=self._loop, name="stack-net", daemon=True)
             self._thread.start()
@@ -190,6 +193,7 @@ class Stack:
         from stack.link.tap import TapLink
 
         link: Link = TapLink(name, host_address=host_address, mtu=mtu, offload=offload)
+        mac = mac or (dhcp_mac(name) if address == "dhcp" else None)  # stable per TAP
         return cls._on_link(link, address=address, gateway=gateway, mac=mac, trace=trace,
                             trace_format=trace_format, pcap=pcap, impair=impair,
                             trace_level=trace_level, **kwargs)
@@ -365,6 +369,9 @@ class Stack:
 
         return live.routes(self)
 
+    address = property(lambda self: self.ip.address, doc="Our address (0 without: DHCP).")
+    prefix_len = property(lambda self: self.ip.prefix_len)
+
     @property
     def address_str(self) -> str:
         return int2ip(self.address)
@@ -404,8 +411,7 @@ class Stack:
                     self.trace.drop("link", "send_failed", error=repr(e))
 
     def _tcp_send(self, src: int, dst: int, proto: int, payload: bytes, ttl=None) -> None:
-        # DF on every segment: path MTU discovery (RFC 1191), as Linux.
-        self.ip.send(src, dst, proto, payload, self.clock(), df=True, ttl=ttl)
+        self.ip.send(src, dst, proto, payload, self.clock(), df=True, ttl=ttl)  # PMTUD, RFC 1191
 
     def _tcp_receive(self, h, payload, now) -> None:
         self.tcp.receive(h.src, h.dst, payload, now)
@@ -443,7 +449,7 @@ class Stack:
     def next_deadline(self) -> float | None:
         best = None
         for d in (self.eth.next_deadline(), self.ip.next_deadline(), self.tcp.next_deadline(),
-                  self.link.next_deadline()):
+                  self.link.next_deadline(), self.dhcp.next_deadline() if self.dhcp else None):
             if d is not None and (best is None or d < best):
                 best = d
         return best
@@ -493,6 +499,8 @@ class Stack:
         d = self.tcp.next_deadline()
         if d is not None and d <= now:
             self.tcp.on_timer(now)
+        if self.dhcp is not None:
+            self.dhcp.on_timer(now)  # (nothing before its deadline)
         if self.ip.local:
             self.ip.deliver_local(now)
 
@@ -537,6 +545,8 @@ class Stack:
             return
         if self._thread is not None and grace > 0:
             self._close_gracefully(grace)
+        if self.dhcp is not None:  # RELEASE (a moment for ARP to find the server)
+            self.dhcp.release(self.clock(), linger=1.0 if self._thread is not None else 0.0)
         with self.lock:
             self.tcp.close_all(self.clock())
             self._closed = True

@@ -26,14 +26,16 @@ from typing import IO, Callable, Iterable, overload
 # loop asks next_flush() when to wake and calls flush_due() (no flush per event).
 FLUSH_DELAY = 0.1
 
-LAYERS = ("link", "eth", "arp", "ip", "icmp", "udp", "tcp", "socket", "dns")
+LAYERS = ("link", "eth", "arp", "ip", "icmp", "udp", "tcp", "socket", "dns", "dhcp")
 LEVELS = ("all", "state")
 
 # Events written when the trace is at level "state": the ones a person reads
 # to follow a connection's life (state changes, drops, retransmissions) and
-# the link's own state (up, down, the impairment and its seed). Everything
-# else (segments, RTT and cwnd samples, timers, ARP, ...) needs level "all".
-STATE_EVENTS = frozenset({"state", "drop", "retransmit", "up", "down", "impair"})
+# the link's own state (up, down, the impairment and its seed, a DHCP lease
+# bound or given up). Everything else (segments, RTT and cwnd samples,
+# timers, ARP, ...) needs level "all".
+STATE_EVENTS = frozenset({"state", "drop", "retransmit", "up", "down", "impair", "bound",
+                          "unbound"})
 
 # One encoder for every line: json.dumps(..., default=str) would build a new
 # encoder per call.

@@ -115,6 +115,10 @@ class EthernetArp:
         # Told about every packet given up on (set by the IPv4 layer).
         self.on_unresolved: Unresolved | None = None
 
+    def set_address(self, address: int) -> None:
+        """Our IPv4 address changed (0: none, a DHCP client without a lease)."""
+        self.address = address
+
     # -- receiving frames ----------------------------------------------------
 
     def receive(self, frame: bytes | memoryview, now: float) -> None:
@@ -182,7 +186,9 @@ class EthernetArp:
         self.send_frame(ETH_HEADER.pack(eth_dst, self.mac, ETHERTYPE_ARP) + build_arp(pkt))
 
     def announce(self) -> None:
-        """Gratuitous ARP: tell the link our address is at our MAC."""
+        """Gratuitous ARP: tell the link our address is at our MAC (none without one)."""
+        if not self.address:
+            return
         if self.trace.on:
             self.trace.event("arp", "gratuitous", ip=int2ip(self.address), mac=mac2str(self.mac))
         self._send_arp(OP_REQUEST, BROADCAST, b"\x00" * 6, self.address)

@@ -107,6 +107,11 @@ class Resolver:
         self._pending: dict[tuple[int, str], _Query] = {}
         self._cache: OrderedDict[tuple[int, str], tuple[float, Lookup]] = OrderedDict()
 
+    def set_servers(self, servers: list[int]) -> None:
+        """The servers asked from now on (a DHCP lease brings them); queries
+        on their way keep the servers they had."""
+        self.servers = list(servers)
+
     # ---- asking ------------------------------------------------------------------
 
     def resolve(self, name: str, now: float, done: Callable[[Lookup], None],

@@ -39,12 +39,7 @@ class Ipv4Layer:
                  mtu: int, trace: Trace, reassembly: ReassemblyConfig | None = None,
                  ident_seed: int = 0) -> None:
         self.eth = eth
-        self.address = address
-        self.prefix_len = prefix_len
-        self.netmask = (0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF if prefix_len else 0
-        self.network = address & self.netmask
-        self.broadcast = self.network | (~self.netmask & 0xFFFFFFFF)
-        self.gateway = gateway
+        self.configure(address, prefix_len, gateway)
         self.mtu = mtu
         self.trace = trace
         self.handlers: dict[int, Handler] = {}
@@ -65,6 +60,21 @@ class Ipv4Layer:
         eth.on_unresolved = self._unresolved
         # Packets to ourselves; the runtime loop delivers them (deliver_local).
         self.lo = Loopback(trace, self._receive_lo)
+        # While the address is 0.0.0.0 (a DHCP client waiting for a lease):
+        # which unicast packets to other addresses are ours all the same
+        # (the replies a server sends to the address it offers).
+        self.accept_unconfigured: Callable[[Ipv4Header, memoryview], bool] | None = None
+
+    def configure(self, address: int, prefix_len: int, gateway: int | None) -> None:
+        """Our address, subnet and default gateway (at start, and when DHCP
+        binds or gives a lease up: 0.0.0.0/32 is no address)."""
+        self.address = address
+        self.prefix_len = prefix_len
+        self.netmask = (0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF if prefix_len else 0
+        self.network = address & self.netmask
+        self.broadcast = self.network | (~self.netmask & 0xFFFFFFFF)
+        self.gateway = gateway
+        self.eth.set_address(address)
 
     @property
     def local(self) -> bool:
@@ -252,7 +262,8 @@ class Ipv4Layer:
             self.trace.drop("ip", "malformed", field=e.field, detail=str(e))
             return
         dst = h.dst
-        if dst != self.address and not self.is_broadcast(dst):
+        if ((dst != self.address or not dst) and not self.is_broadcast(dst)
+                and not self._unconfigured_accepts(h, payload)):
             if (dst >> 24) != 127:
                 self.trace.drop("ip", "not_for_us", dst=int2ip(dst))
                 return
@@ -286,6 +297,10 @@ class Ipv4Layer:
                 self.on_unknown_protocol(h, payload, now)
             return
         handler(h, payload, now)
+
+    def _unconfigured_accepts(self, h: Ipv4Header, payload: memoryview) -> bool:
+        return (not self.address and self.accept_unconfigured is not None
+                and self.accept_unconfigured(h, payload))
 
     def _options_pass(self, h: Ipv4Header, payload: memoryview, now: float) -> bool:
         """Check a received header's options: a malformed one is dropped and

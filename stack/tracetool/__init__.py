@@ -15,8 +15,8 @@ incarnation. Then, per connection:
   with ACKs, window and retransmissions, and cwnd, ssthresh and smoothed RTT
   beneath.
 
-Below TCP, :func:`layer_view` (``layers.py``) shows the ip, arp, icmp and
-udp layers; :func:`follow` (``follow.py``) shows a trace as it is written.
+Below TCP, :func:`layer_view` (``layers.py``) shows the ip, arp, icmp,
+udp and dhcp layers; :func:`follow` (``follow.py``) shows a trace as it is written.
 
 The functions return text or data; only :func:`main` (``command.py``) writes
 to the terminal.

@@ -1,4 +1,4 @@
-"""``stack trace --layer ip|arp|icmp|udp``: what the layers below TCP did.
+"""``stack trace --layer ip|arp|icmp|udp|dhcp``: what the layers below TCP did.
 
 * ip — datagrams fragmented on the way out (id, size, fragments and their
   offsets) and reassembled on the way in (fragments, offsets, the time from
@@ -8,7 +8,9 @@
 * icmp — each message by name, errors with the datagram they quote, echo
   replies matched to their requests;
 * udp — datagrams per socket (this stack's address and port), and those
-  sent to a closed port.
+  sent to a closed port;
+* dhcp — the client's messages (DISCOVER, OFFER, REQUEST, ACK, ...), its
+  state changes, the leases bound and given up, and the replies dropped.
 
 Each view is a list of lines followed by a one-line summary; :func:`summary`
 gives that line alone for the default view.
@@ -22,7 +24,7 @@ from typing import Callable
 from stack.tracetool.read import duration, plural
 from stack.tracetool.timeline import quote_text
 
-VIEWS = ("ip", "arp", "icmp", "udp")
+VIEWS = ("ip", "arp", "icmp", "udp", "dhcp")
 
 
 def _t(e: dict) -> float:
@@ -230,10 +232,53 @@ def udp_view(events: list[dict]) -> tuple[list[str], str]:
     return lines, total
 
 
-_VIEWS: dict[str, Callable[[list[dict]], tuple[list[str], str]]] = {
-    "ip": ip_view, "arp": arp_view, "icmp": icmp_view, "udp": udp_view}
+# -- dhcp ---------------------------------------------------------------------------
 
-_LAYERS_OF = {"ip": ("ip",), "arp": ("arp",), "icmp": ("icmp",), "udp": ("udp",)}
+
+def dhcp_view(events: list[dict]) -> tuple[list[str], str]:
+    lines: list[str] = []
+    messages: Counter[str] = Counter()
+    drops: Counter[str] = Counter()
+    last = "no lease"
+    for e in events:
+        if e["layer"] != "dhcp":
+            continue
+        kind, t = e["event"], _t(e)
+        if kind in ("send", "receive"):
+            messages[str(e.get("message"))] += 1
+            arrow = "->" if kind == "send" else "<-"
+            where = (f"to {e.get('dst')}" + (f" ciaddr {e['ciaddr']}" if e.get("ciaddr") not in
+                                              (None, "0.0.0.0") else "")
+                     + (f" asking {e['requested']}" if "requested" in e else "")
+                     if kind == "send" else
+                     f"yiaddr {e.get('yiaddr')} from {e.get('server')}")
+            lines.append(f"{t:12.6f}  {arrow} {e.get('message'):<8} xid {e.get('xid')}  {where}")
+        elif kind == "state":
+            lines.append(f"{t:12.6f}  {e.get('from')} -> {e.get('to')} ({e.get('cause')})")
+        elif kind == "bound":
+            last = f"bound {e.get('address')}"
+            dns = ",".join(map(str, e.get("dns") or [])) or "-"
+            lines.append(f"{t:12.6f}  {'renewed' if e.get('renewal') else 'bound'} "
+                         f"{e.get('address')} router {e.get('router')} dns {dns} "
+                         f"lease {e.get('lease')} s (T1 {e.get('t1')}, T2 {e.get('t2')})")
+        elif kind == "unbound":
+            last = f"gave up {e.get('address')} ({e.get('reason')})"
+            lines.append(f"{t:12.6f}  gave up {e.get('address')}: {e.get('reason')}")
+        elif kind == "drop":
+            drops[str(e.get("reason"))] += 1
+            lines.append(f"{t:12.6f}  drop {e.get('reason')}"
+                         + (f" ({e['message']} xid {e.get('xid')})" if "message" in e else ""))
+    sent = ", ".join(f"{n} {name}" for name, n in messages.items()) or "no messages"
+    n = sum(drops.values())
+    total = f"dhcp: {sent}; {last}; {n} {'reply' if n == 1 else 'replies'} dropped"
+    return lines, total
+
+
+_VIEWS: dict[str, Callable[[list[dict]], tuple[list[str], str]]] = {
+    "ip": ip_view, "arp": arp_view, "icmp": icmp_view, "udp": udp_view, "dhcp": dhcp_view}
+
+_LAYERS_OF = {"ip": ("ip",), "arp": ("arp",), "icmp": ("icmp",), "udp": ("udp",),
+              "dhcp": ("dhcp",)}
 
 
 def has_events(events: list[dict], layer: str) -> bool:

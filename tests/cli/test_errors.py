@@ -35,6 +35,14 @@ UP_CASES = [
     ("address-multicast", ["--address", "224.0.0.5/24"], 2, ["--address", "unicast"]),
     ("address-loopback", ["--address", "127.0.0.2/8"], 2, ["--address", "loopback"]),
     ("address-zero", ["--address", "0.0.0.0/24"], 2, ["--address"]),
+    # --address dhcp: the lease brings the gateway; a timeout in range
+    ("dhcp-gateway", ["--address", "dhcp", "--gateway", "198.51.100.1"], 2,
+     ["--gateway", "dhcp"]),
+    ("dhcp-host-multicast", ["--address", "dhcp", "--host-address", "224.0.0.5/24"], 2,
+     ["--host-address", "unicast"]),
+    ("dhcp-timeout-zero", ["--address", "dhcp", "--dhcp-timeout", "0"], 2, ["--dhcp-timeout"]),
+    ("dhcp-timeout-garbage", ["--address", "dhcp", "--dhcp-timeout", "soon"], 2,
+     ["--dhcp-timeout"]),
     # --host-address: a different address on the same subnet
     ("host-no-prefix", ["--host-address", "192.0.2.1"], 2, ["--host-address", "prefix"]),
     ("host-same-as-stack", ["--host-address", "192.0.2.2/24"], 2, ["--host-address", "same"]),
