@@ -55,6 +55,11 @@ examples:
   stack trace trace.jsonl --conn :80 --format ladder --from 1.2 --to 1.3
   stack trace trace.jsonl --layer ip           # fragments and reassembly
   stack trace --follow trace.jsonl             # while the stack runs""",
+    "lab": """\
+examples (as root; the lab makes its own namespaces):
+  stack lab --list
+  stack lab handshake --out handshake     # then read handshake/handshake-ladder.txt
+  stack lab --topology my.toml --shell    # README, "Lessons", shows a topology file""",
 }
 
 

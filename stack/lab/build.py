@@ -59,7 +59,7 @@ def _host_class() -> type:
     return mininet().node.Host
 
 
-class _Stopper:
+class Stopper:
     """Processes started in nodes, stopped in reverse order by PID."""
 
     def __init__(self) -> None:
@@ -94,7 +94,7 @@ def make_stack_host_class() -> type:
 
         def __init__(self, name: str, **params: Any) -> None:
             super().__init__(name, **params)
-            self.stopper = _Stopper()
+            self.stopper = Stopper()
             self.stack_proc: subprocess.Popen[bytes] | None = None
             self.bridged = False
 

@@ -21,7 +21,7 @@ import subprocess
 import time
 from typing import Any
 
-from stack.lab.build import _Stopper, make_stack_host_class, mininet
+from stack.lab.build import Stopper, make_stack_host_class, mininet
 from stack.lab.topology import Host, Router, Topology
 
 
@@ -31,7 +31,7 @@ class Lab:
         self.out = out
         self.stack_flags = list(stack_flags or [])   # given to every stack (e.g. --msl)
         self.net: Any = None
-        self.bg = _Stopper()
+        self.bg = Stopper()
         os.makedirs(out, exist_ok=True)
 
     # ---- building -----------------------------------------------------------------------
