@@ -218,27 +218,27 @@ class TcpLayer:
         self.emitter.send(dst, seg.dst_port, src, seg.src_port, seq, ack, flags, 0)
 
     def icmp_error(self, kind: str, src: int, dst: int, quoted: bytes | memoryview, now: float,
-                   mtu: int | None = None) -> None:
+                   mtu: int | None = None) -> bool:
         """An ICMP error from ``src`` quoting one of our datagrams (its IP
-        header and at least 8 bytes). ``kind``: ``port_unreachable``,
-        ``host_unreachable``, ``net_unreachable``, ``protocol_unreachable``
-        or ``frag_needed`` (with ``mtu``)."""
+        header and at least 8 bytes). ``kind``: a name from
+        :mod:`stack.wire.icmp_errors` (``frag_needed`` with ``mtu``). True
+        when it quotes a segment a connection of ours has in flight."""
         q = memoryview(quoted).cast("B")
         trace = self.trace
         if len(q) < 28 or q[0] >> 4 != 4:
             trace.drop("icmp", "tcp_quote_short")
-            return
+            return False
         ihl = (q[0] & 15) * 4
         if ihl < 20 or len(q) < ihl + 8 or q[9] != PROTO_TCP:
             trace.drop("icmp", "tcp_quote_bad")
-            return
+            return False
         osrc, odst = struct.unpack_from("!II", q, 12)
         sport, dport, seq = _ICMP_QUOTE.unpack_from(q, ihl)
         conn = self._conns.get((osrc, sport, odst, dport))
         if conn is None:
             trace.drop("tcp", "icmp_no_conn")
-            return
-        conn.icmp_error(kind, seq, mtu, now)
+            return False
+        return conn.icmp_error(kind, seq, mtu, now)
 
     # ---- user calls ---------------------------------------------------------------
 
