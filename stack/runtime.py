@@ -404,13 +404,13 @@ class Stack:
                     self.trace.drop("link", "send_failed", error=repr(e))
 
     def _tcp_send(self, src: int, dst: int, proto: int, payload: bytes, ttl=None) -> None:
-        self.ip.send(src, dst, proto, payload, self.clock(), ttl=ttl)
+        self.ip.send(src, dst, proto, payload, self.clock(), ttl=ttl, df=True)  # (PMTUD, as Linux)
 
     def _tcp_receive(self, h, payload, now) -> None:
         self.tcp.receive(h.src, h.dst, payload, now)
 
-    def _tcp_icmp_error(self, kind, src, dst, quoted, mtu, now) -> None:
-        self.tcp.icmp_error(kind, src, dst, quoted, now, mtu=mtu or None)
+    def _tcp_icmp_error(self, kind, src, dst, quoted, mtu, now) -> bool:
+        return self.tcp.icmp_error(kind, src, dst, quoted, now, mtu=mtu or None)
 
     # -- the loop --------------------------------------------------------------
 

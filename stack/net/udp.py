@@ -133,7 +133,7 @@ class UdpLayer:
     # -- sending ---------------------------------------------------------------
 
     def send(self, ep: UdpEndpoint, data: bytes | memoryview, dst: tuple[int, int],
-             now: float, ttl: int | None = None) -> int:
+             now: float, ttl: int | None = None, df: bool = False) -> int:
         if ep.local is None:
             self.bind(ep, 0, 0)
         assert ep.local is not None
@@ -148,7 +148,7 @@ class UdpLayer:
         if not src or self.ip.is_broadcast(src):
             src = self.ip.source_for(addr)  # 127.0.0.1 towards 127/8, as Linux
         segment = build_udp(src, addr, ep.local[1], port, data)
-        self.ip.send(src, addr, PROTO_UDP, segment, now, ttl=ttl)
+        self.ip.send(src, addr, PROTO_UDP, segment, now, ttl=ttl, df=df)
         self.trace.count("udp", "datagrams_out")
         if self.trace.on:
             self.trace.event("udp", "out", src=f"{int2ip(src)}:{ep.local[1]}",

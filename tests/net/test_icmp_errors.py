@@ -15,8 +15,8 @@ import struct
 import pytest
 
 from stack.tcp import TcpConfig
-from tests.helpers.frames import GATEWAY, GW_MAC, US, eth, icmp, ipv4
 from tests.helpers.hosts import IpHost
+from tests.helpers.icmp import from_router, routed_host
 from tests.helpers.tcp import PEER, PEER_PORT, US_PORT, Conversation
 from tests.helpers.tcp import US as TCP_US
 
@@ -42,20 +42,6 @@ def quote(src: int, dst: int, sport: int, dport: int, seq: int) -> bytes:
     """What an error quotes of a TCP segment: its IP header and first 8 bytes."""
     ip = struct.pack("!BBHHHBBHII", 0x45, 0, 40, 0, 0, 64, 6, 0, src, dst)
     return ip + struct.pack("!HHI", sport, dport, seq)
-
-
-def routed_host() -> IpHost:
-    """A stack whose route to FAR (198.51.100.7) goes through GATEWAY, the router."""
-    x = IpHost(gateway="192.0.2.254")
-    x.learn(GATEWAY, GW_MAC)
-    x.events = []
-    x.net.trace.subscribe(x.events.append)
-    return x
-
-
-def from_router(x: IpHost, type_: int, code: int, about: bytes, rest: bytes = bytes(4)) -> None:
-    """An ICMP error from the router quoting ``about`` (an IP packet we sent)."""
-    x.feed(eth(ipv4(GATEWAY, US, 1, icmp(type_, code, rest, about[:28])), src=GW_MAC))
 
 
 def syn_sent(x: IpHost):
