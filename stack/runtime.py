@@ -332,6 +332,13 @@ class Stack:
                 self.icmp.echo_waiters.pop((dst, ident), None)
         return result["rtt"]
 
+    def traceroute(self, host: str, max_hops: int = 30, probes: int = 3, timeout: float = 5.0,
+                   port: int = 33434) -> list:
+        """The hops to ``host`` by UDP probes, as traceroute(8) (stack/traceroute.py)."""
+        from stack import traceroute
+
+        return traceroute.traceroute(self, host, max_hops, probes, timeout, port)
+
     def stats(self) -> dict[str, int]:
         """Counters by layer (like ``netstat -s``), every drop reason included."""
         with self.lock:

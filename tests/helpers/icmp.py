@@ -19,12 +19,14 @@ def routed_host(mtu: int = 1500) -> IpHost:
 
 
 def from_router(x: IpHost, type_: int, code: int, about: bytes, rest: bytes = bytes(4),
-                src: int = GATEWAY) -> None:
+                src: int = GATEWAY) -> list[bytes]:
     """An ICMP error from the router quoting ``about`` (an IP packet), its
-    header and first 8 bytes (under the stack's lock, as its thread would)."""
+    header and first 8 bytes (under the stack's lock, as its thread would);
+    the frames the stack sent at once."""
     with x.net.lock:
-        x.feed(eth(ipv4(src, US, 1, icmp(type_, code, rest, about[:28])), src=GW_MAC))
+        sent = x.feed(eth(ipv4(src, US, 1, icmp(type_, code, rest, about[:28])), src=GW_MAC))
     assert "eth.drop.internal_error" not in x.net.stats()
+    return sent
 
 
 def frag_needed(x: IpHost, about: bytes, mtu: int) -> None:
