@@ -7,7 +7,7 @@ Like Linux's ``__ip_rt_update_pmtu``: an MTU below ``min_pmtu`` (552,
 ``net.ipv4.route.min_pmtu``) counts as ``min_pmtu`` (a forged ICMP cannot
 cut segments to nothing); an MTU that is not smaller than the path's
 current one changes nothing (one above the link's is dropped and counted);
-the same MTU again renews the entry. The table is bounded: the entry
+the same MTU again renews the entry once it is past half its life. The table is bounded: the entry
 learnt longest ago goes first. Sans-IO: ``now`` comes in; the entry that
 expires first is :meth:`PmtuCache.next_deadline`.
 """
@@ -51,9 +51,13 @@ class PmtuCache:
         if mtu < cfg.min_pmtu:
             self.trace.count("ip", "pmtu_clamped")
             mtu = cfg.min_pmtu
-        current = self.get(dst) or link_mtu
-        if mtu > current or (mtu == current and dst not in self.entries):
+        entry = self.entries.get(dst)
+        current = entry[0] if entry is not None else link_mtu
+        if mtu > current or (mtu == current and entry is None):
             self.trace.count("ip", "pmtu_not_smaller")
+            return None
+        if entry is not None and mtu == current and now < entry[1] - cfg.expires / 2:
+            self.trace.count("ip", "pmtu_same")  # (renewed only in its second half, as Linux)
             return None
         self.entries.pop(dst, None)
         while len(self.entries) >= cfg.max_entries:

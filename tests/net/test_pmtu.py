@@ -172,3 +172,18 @@ def test_a_tcp_connection_s_frag_needed_is_recorded_too():
     assert syn[6] & 0x40  # TCP segments carry DF (PMTUD, as Linux)
     frag_needed(x, syn, 1280)
     assert [r["cache"]["mtu"] for r in x.net.routes() if r.get("cache")] == [1280]
+
+
+def test_the_same_mtu_again_renews_the_entry_only_in_its_second_half():
+    x = routed_host()
+    _, dgram = udp_to_far(x)
+    frag_needed(x, dgram, 1400)
+    start = x.t
+    x.t = start + 299.0
+    frag_needed(x, dgram, 1400)
+    assert x.counter("ip.pmtu_same") == 1 and x.counter("ip.pmtu_learnt") == 1
+    x.t = start + 301.0
+    frag_needed(x, dgram, 1400)
+    assert x.counter("ip.pmtu_learnt") == 2
+    x.at(start + 600.0)
+    assert cached(x) == [f"{FAR_STR} via 192.0.2.254 dev mem0 src 192.0.2.2 cache expires 301sec mtu 1400"]
