@@ -25,7 +25,7 @@ from stack.tcp.handshake import rcv_cause
 from stack.tcp.listener import Listener
 from stack.tcp.ports import Ports
 from stack.tcp.seq import seq_add, seq_gt
-from stack.tcp.states import LISTEN, TIME_WAIT, os_error
+from stack.tcp.states import LISTEN, SYN_RECEIVED, TIME_WAIT, os_error
 from stack.tcp.syncookies import SynCookies
 from stack.trace import Trace
 from stack.wire import WireError
@@ -34,6 +34,9 @@ from stack.wire.tcp import ACK, FIN, PROTO_TCP, RST, SYN, TcpSegment, flags_str,
 
 _TUPLE = struct.Struct("!IHIH")
 _ICMP_QUOTE = struct.Struct("!HHI")
+# The errors that drop a half-open passive connection (Linux's tcp_v4_err → tcp_req_err).
+_HALF_OPEN_ABORTS = frozenset({"net_unreachable", "host_unreachable", "time_exceeded",
+                               "parameter_problem"})
 Key = tuple[int, int, int, int]
 
 
@@ -238,6 +241,18 @@ class TcpLayer:
         if conn is None:
             trace.drop("tcp", "icmp_no_conn")
             return False
+        if conn.passive and conn.state == SYN_RECEIVED and kind != "frag_needed":
+            # Linux's tcp_req_err: a half-open connection is dropped for these
+            # (LISTENDROPS), and hears nothing of the others.
+            if seq != conn.sender.iss:
+                trace.drop("tcp", "icmp_stale", conn=conn.name)
+                return False
+            if kind in _HALF_OPEN_ABORTS:
+                trace.count("tcp", "listen_drops")
+                conn.drop(f"icmp {kind}", now)
+            else:
+                trace.drop("tcp", "icmp_half_open_ignored", conn=conn.name, kind=kind)
+            return True
         return conn.icmp_error(kind, seq, mtu, now)
 
     # ---- user calls ---------------------------------------------------------------

@@ -5,6 +5,9 @@ unreachable code an errno and says whether it is *fatal* (a hard error);
 ``tcp_v4_err`` and ``__udp4_lib_err`` add time exceeded (EHOSTUNREACH, soft)
 and parameter problem (EPROTO, hard). What the transports do with them:
 
+- TCP, a half-open passive connection (SYN_RECEIVED from a listener): net
+  or host unreachable, time exceeded and parameter problem drop it
+  (``tcp_req_err``, counted as ``tcp.listen_drops``); the others are ignored.
 - TCP in SYN_SENT: any of them (but "fragmentation needed", which is path
   MTU discovery) aborts the connect at once with the errno, fatal or not.
   An established connection keeps it as its soft error, which a timeout

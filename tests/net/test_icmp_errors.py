@@ -135,3 +135,41 @@ def test_an_unconnected_udp_socket_hears_nothing():
     from_router(x, 3, 3, dgram)
     assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
     assert x.counter("udp.drop.icmp_error_unconnected") == 1
+
+
+def half_open():
+    c = Conversation()
+    listener = c.layer.listen((0, US_PORT), 5, c.now)
+    c.feed("S", 7000)
+    [synack] = c.sent_segments()
+    return c, listener, synack.seq
+
+
+@pytest.mark.parametrize("kind", ["net_unreachable", "host_unreachable", "time_exceeded",
+                                  "parameter_problem"])
+def test_a_half_open_passive_connection_is_dropped_for_these_as_linux_s_tcp_req_err(kind):
+    c, listener, iss = half_open()
+    c.layer.icmp_error(kind, PEER, TCP_US, quote(TCP_US, PEER, US_PORT, PEER_PORT, iss), c.now)
+    assert c.states(f"198.51.100.1:{US_PORT}-198.51.100.2:{PEER_PORT}")[-1] == ("SYN_RECEIVED", "CLOSED")
+    assert c.trace.counters["tcp.listen_drops"] == 1
+    c.feed(".", 7001, iss + 1)  # the handshake's ACK now finds no connection
+    assert listener.accept() is None
+
+
+@pytest.mark.parametrize("kind", ["port_unreachable", "admin_prohibited", "protocol_unreachable"])
+def test_a_half_open_passive_connection_ignores_the_others(kind):
+    c, listener, iss = half_open()
+    c.layer.icmp_error(kind, PEER, TCP_US, quote(TCP_US, PEER, US_PORT, PEER_PORT, iss), c.now)
+    assert c.drops()["tcp.drop.icmp_half_open_ignored"] == 1
+    c.feed(".", 7001, iss + 1)
+    conn = listener.accept()
+    assert conn is not None and conn.status()["state"] == "ESTABLISHED" and conn.error is None
+
+
+def test_a_half_open_connection_ignores_an_error_quoting_another_sequence_number():
+    c, listener, iss = half_open()
+    c.layer.icmp_error("host_unreachable", PEER, TCP_US,
+                       quote(TCP_US, PEER, US_PORT, PEER_PORT, iss + 1), c.now)
+    assert c.drops()["tcp.drop.icmp_stale"] == 1
+    c.feed(".", 7001, iss + 1)
+    assert listener.accept() is not None
