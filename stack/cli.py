@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from stack import cli_checks, cliargs, livecmd, native
+from stack import cli_checks, cliargs, livecmd, native, traceroute
 from stack.lab import command as lab_command
 from stack.cliargs import RESOURCE, CliError, report
 from stack.dhcp import DHCP_TIMEOUT
@@ -416,6 +416,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_traceroute(args: argparse.Namespace) -> int:
+    """``stack traceroute``: a stack of its own (stack/traceroute.py says why), the trace."""
+    for flag, given in (("--serve", args.serve), ("--control", args.control)):
+        if given:
+            raise CliError(f"{flag}: stack traceroute serves nothing (use stack up)")
+    cli_checks.check_addresses(args.address, args.host_address, args.gateway)
+    cli_checks.check_writable("--pcap", args.pcap)
+    net = _open_stack(args, _open_trace(args))
+    try:
+        return traceroute.run(net, args)
+    finally:
+        net.close()
+
+
 def _mac(mac: bytes) -> str:
     return ":".join(f"{b:02x}" for b in mac)
 
@@ -452,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     _trace_parser(sub)
     livecmd.add_parsers(sub)  # stack ss, stats, neigh, route (stack/livecmd.py)
     lab_command.add_parser(sub)  # stack lab (stack/lab/command.py)
+    traceroute.add_parser(sub)
     _finish_help(sub)
     try:
         args = parser.parse_args(argv)
@@ -463,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
             code = livecmd.run(args)
         elif args.command == "lab":
             code = lab_command.run(args)
+        elif args.command == "traceroute":
+            code = cmd_traceroute(args)
         else:
             code = cmd_trace(args)
         sys.stdout.flush()  # here, where a closed pipe can still be caught

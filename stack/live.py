@@ -130,7 +130,9 @@ def routes(net: Stack) -> list[dict[str, Any]]:
     """The routing table as ``ip route show table all`` shows it: the default
     route (when there is a gateway), the connected subnet, and the local
     route of 127.0.0.0/8 on ``lo`` (``type`` and ``table`` "local"), through
-    which every packet to one of our own addresses goes."""
+    which every packet to one of our own addresses goes; then one entry per
+    destination with a learnt path MTU (``cache``: ``mtu`` and the seconds
+    until it ``expires``), as ``ip route get`` shows it."""
     dev = device(net)
     ip = net.ip
     out: list[dict[str, Any]] = []
@@ -140,6 +142,13 @@ def routes(net: Stack) -> list[dict[str, Any]]:
                 "proto": "kernel", "scope": "link", "src": int2ip(ip.address)})
     out.append({"type": "local", "dst": "127.0.0.0/8", "dev": ip.lo.name, "table": "local",
                 "proto": "kernel", "scope": "host", "src": "127.0.0.1"})
+    with net.lock:
+        cached = ip.pmtu.view(net.clock())
+    for dst, mtu, left in cached:
+        # As ``ip route get`` shows a route exception: the path MTU learnt and its time left.
+        out.append({"dst": int2ip(dst), "via": None if ip.on_link(dst) else int2ip(ip.gateway or 0),
+                    "dev": dev, "src": int2ip(ip.address),
+                    "cache": {"mtu": mtu, "expires": int(left)}})
     return out
 
 

@@ -141,6 +141,8 @@ def route_line(r: dict[str, Any]) -> str:
     for key in ("via", "dev", "table", "proto", "scope", "src"):
         if r.get(key):
             out.append(f"{key} {r[key]}")
+    if r.get("cache"):
+        out.append(f"cache expires {r['cache']['expires']}sec mtu {r['cache']['mtu']}")
     return " ".join(out)
 
 

@@ -14,7 +14,6 @@ test calls ``net.step()`` to process what the link holds and due timers.
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import os
 import random
@@ -34,6 +33,7 @@ from stack.net.arp import ArpConfig, EthernetArp, describe_frame
 from stack.net.icmp import IcmpLayer
 from stack.net.ipv4 import Ipv4Layer
 from stack.net.udp import UdpLayer
+from stack.ping import Pinger
 from stack.tcp.layer import TcpLayer
 from stack.trace import FLUSH_DELAY, Trace
 from stack.wire.eth import mac2str, str2mac
@@ -157,8 +157,7 @@ class Stack:
         from stack.names import Names
 
         self.names = Names(self, dns, hosts)  # getaddrinfo and friends (stack/names.py)
-        self._ping_seq = 0
-        self._ping_ident = self.rng.getrandbits(16)
+        self.pinger = Pinger(self, self.rng.getrandbits(16))
 
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -302,39 +301,15 @@ class Stack:
         return dropin.patched(self)
 
     def ping(self, host: str, size: int = 56, timeout: float = 2.0, df: bool = False) -> float:
-        """Send one ICMP echo request; return the round-trip time in seconds.
+        """One ICMP echo request; its round-trip time in seconds (stack/ping.py)."""
+        return self.pinger.ping(host, size, timeout, df)
 
-        Raises TimeoutError when no reply arrives in time."""
-        dst = ip2int(host)
-        data = bytes(i & 0xFF for i in range(size))
-        done = threading.Event()
-        result: dict = {}
-        with self.lock:
-            self._ping_seq = (self._ping_seq + 1) & 0xFFFF
-            seq = self._ping_seq
-            self._ping_ident = (self._ping_ident + 1) & 0xFFFF
-            ident = self._ping_ident
-            sent = self.clock()
+    def traceroute(self, host: str, max_hops: int = 30, probes: int = 3, timeout: float = 5.0,
+                   port: int = 33434) -> list:
+        """The hops to ``host`` by UDP probes, as traceroute(8) (stack/traceroute.py)."""
+        from stack import traceroute
 
-            def on_reply(rseq: int, payload: bytes, now: float) -> None:
-                if rseq == seq and payload == data:
-                    result["rtt"] = now - sent
-                    done.set()
-
-            self.icmp.echo_waiters[(dst, ident)] = on_reply
-            try:
-                self.icmp.send_echo(dst, ident, seq, data, sent, df=df)
-            except OSError:
-                del self.icmp.echo_waiters[(dst, ident)]
-                raise
-            self.kick()
-        try:
-            if not done.wait(timeout):
-                raise TimeoutError(errno.ETIMEDOUT, f"no echo reply from {host}")
-        finally:
-            with self.lock:
-                self.icmp.echo_waiters.pop((dst, ident), None)
-        return result["rtt"]
+        return traceroute.traceroute(self, host, max_hops, probes, timeout, port)
 
     def stats(self) -> dict[str, int]:
         """Counters by layer (like ``netstat -s``), every drop reason included."""
@@ -416,8 +391,8 @@ class Stack:
     def _tcp_receive(self, h, payload, now) -> None:
         self.tcp.receive(h.src, h.dst, payload, now)
 
-    def _tcp_icmp_error(self, kind, src, dst, quoted, mtu, now) -> None:
-        self.tcp.icmp_error(kind, src, dst, quoted, now, mtu=mtu or None)
+    def _tcp_icmp_error(self, kind, src, dst, quoted, mtu, now) -> bool:
+        return self.tcp.icmp_error(kind, src, dst, quoted, now, mtu=mtu or None)
 
     # -- the loop --------------------------------------------------------------
 

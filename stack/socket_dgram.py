@@ -6,6 +6,12 @@ method set of :class:`~stack.socket_base.Endpoint` for ``SOCK_DGRAM`` with
 Linux's semantics: connect() only fixes the peer, an ICMP error about a
 datagram sent to the connected peer is the next call's error, sending to
 a broadcast address needs SO_BROADCAST (EACCES as Linux).
+
+Path MTU, as Linux: ``IP_MTU_DISCOVER`` (10) takes IP_PMTUDISC_DONT (0),
+WANT (1, the default: no DF, datagrams fragmented to the path's MTU), DO
+(2) and PROBE (3) (DF set: a datagram bigger than the path MTU is
+EMSGSIZE; PROBE is treated as DO here), up to OMIT (5); ``IP_MTU`` (14)
+reads a connected socket's path MTU (ENOTCONN unconnected).
 """
 
 from __future__ import annotations
@@ -20,6 +26,12 @@ from stack.socket_base import (
 )
 
 
+IPPROTO_IP = 0
+IP_MTU_DISCOVER = 10   # Linux's, absent from Python's socket module
+IP_MTU = 14
+IP_PMTUDISC_DONT, IP_PMTUDISC_WANT, IP_PMTUDISC_DO, IP_PMTUDISC_PROBE = 0, 1, 2, 3
+
+
 class DatagramEndpoint(Endpoint):
     kind = SOCK_DGRAM
     proto = IPPROTO_UDP
@@ -28,6 +40,7 @@ class DatagramEndpoint(Endpoint):
         super().__init__(net)
         self.udp = UdpEndpoint(self.opts[(SOL_SOCKET, SO_RCVBUF)])
         self.udp.on_change = self.changed
+        self.pmtudisc = IP_PMTUDISC_WANT
 
     # -- what the socket asks (lock held) ------------------------------------------------
 
@@ -50,6 +63,27 @@ class DatagramEndpoint(Endpoint):
     def apply_options(self) -> None:
         self.udp.rcvbuf = self.opts[(SOL_SOCKET, SO_RCVBUF)]
         self.udp.broadcast = bool(self.opts[(SOL_SOCKET, SO_BROADCAST)])
+
+    def set_option(self, level: int, option: int, value: Any) -> bool:
+        if (level, option) != (IPPROTO_IP, IP_MTU_DISCOVER):
+            return False
+        if not isinstance(value, int):  # (a buffer: its int, as Linux reads it)
+            value = int.from_bytes(bytes(memoryview(value))[:4], "little", signed=True)
+        if not 0 <= value <= 5:
+            raise error(errno.EINVAL)
+        self.pmtudisc = value
+        return True
+
+    def get_option(self, level: int, option: int, buflen: int | None) -> Any:
+        if level != IPPROTO_IP or option not in (IP_MTU_DISCOVER, IP_MTU):
+            return NotImplemented
+        if option == IP_MTU_DISCOVER:
+            value = self.pmtudisc
+        elif self.udp.remote is None:
+            raise error(errno.ENOTCONN)
+        else:
+            value = self.net.ip.path_mtu(self.udp.remote[0])
+        return value if buflen is None else value.to_bytes(4, "little")[:buflen]
 
     def status(self) -> dict[str, Any]:
         ep = self.udp
@@ -86,7 +120,8 @@ class DatagramEndpoint(Endpoint):
         self.raise_pending()
         net = self.net
         try:
-            n = net.udp.send(ep, mv, dst, net.clock(), ttl=self.ttl)
+            n = net.udp.send(ep, mv, dst, net.clock(), ttl=self.ttl,
+                             df=self.pmtudisc in (IP_PMTUDISC_DO, IP_PMTUDISC_PROBE))
         except OSError as e:
             raise error(e.errno or errno.EINVAL) from None
         net.kick()

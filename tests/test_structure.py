@@ -58,7 +58,7 @@ ABOVE_PROTOCOL = ("stack.runtime", "stack.socket", "stack.socket_base", "stack.s
                   "stack.socket_tcpinfo", "stack.services",
                   "stack.names", "stack.tls", "stack.tls_plain", "stack.dropin", "stack.program",
                   "stack.cli", "stack.tracetool", "stack.live", "stack.control", "stack.ss",
-                  "stack.livecmd", "stack.lab", "stack.dhcp")
+                  "stack.livecmd", "stack.lab", "stack.dhcp", "stack.traceroute", "stack.ping")
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=rel)

@@ -27,6 +27,7 @@ from stack.native import checksum
 from stack.net.ipv4 import Ipv4Layer
 from stack.trace import Trace
 from stack.wire import WireError
+from stack.wire.icmp_errors import classify
 from stack.wire.icmp import (
     DEST_UNREACHABLE, ECHO_REPLY, ECHO_REQUEST, TIMESTAMP, TIMESTAMP_REPLY, ERROR_TYPES, FRAG_NEEDED, HOST_UNREACHABLE,
     PARAMETER_PROBLEM, PORT_UNREACHABLE,
@@ -40,8 +41,11 @@ from stack.wire.ipv4 import (
 
 _PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
 
-# An error quoted back to a transport: (kind, our address, their address, quoted IP header + 8 bytes, extra)
-ErrorHandler = Callable[[str, int, int, bytes, int, float], None]
+# An error quoted back to a transport: (kind, our address, their address, quoted IP header +
+# 8 bytes, the MTU of a "fragmentation needed", now); True when a socket of ours sent it.
+ErrorHandler = Callable[[str, int, int, bytes, int, float], bool]
+# An error about a probe (traceroute): (type, code, the error's sender, quoted, now).
+ProbeWatcher = Callable[[int, int, int, bytes, float], None]
 
 
 @dataclass
@@ -70,6 +74,9 @@ class IcmpLayer:
         self.error_budgets: dict[int, tuple[float, float]] = {}
         self.error_handlers: dict[int, ErrorHandler] = {}   # by quoted protocol
         self.echo_waiters: dict[tuple[int, int], Callable[[int, bytes, float], None]] = {}
+        # By (quoted protocol, our quoted port): errors about probes, before any socket hears them.
+        self.probe_watchers: dict[tuple[int, int], ProbeWatcher] = {}
+        self.error_handlers[PROTO_ICMP] = self._echo_error
         ip.handlers[PROTO_ICMP] = self.receive
         ip.on_unknown_protocol = self._protocol_unreachable
         ip.on_reassembly_timeout = self._reassembly_timeout
@@ -142,13 +149,40 @@ class IcmpLayer:
                 or not self.ip.is_local(qsrc)):
             self.trace.drop("icmp", "bad_quote", type=m.type)
             return
-        kind = _error_kind(m.type, m.code)
+        if self.probe_watchers:
+            watcher = self.probe_watchers.get((proto, int.from_bytes(quoted[qhlen:qhlen + 2], "big")))
+            if watcher is not None:
+                watcher(m.type, m.code, h.src, quoted[:qhlen + 8], now)
+                return
+        row = classify(m.type, m.code)
+        if row is None:  # (a destination unreachable code above 15: Linux ignores it)
+            self.trace.drop("icmp", "unknown_code", type=m.type, code=m.code)
+            return
         handler = self.error_handlers.get(proto)
         if handler is None:
             self.trace.drop("icmp", "error_for_unknown_protocol", proto=proto)
             return
-        mtu = m.rest & 0xFFFF if kind == "frag_needed" else 0
-        handler(kind, qsrc, qdst, quoted[:qhlen + 8], mtu, now)
+        mtu = m.rest & 0xFFFF if row.kind == "frag_needed" else 0
+        ours = handler(row.kind, qsrc, qdst, quoted[:qhlen + 8], mtu, now)
+        if row.kind == "frag_needed":
+            if ours:
+                self.ip.learn_pmtu(qdst, mtu, now)
+            else:
+                self.trace.drop("icmp", "pmtu_not_ours", mtu=mtu, dst=int2ip(qdst))
+
+    def _echo_error(self, kind: str, src: int, dst: int, quoted: bytes, mtu: int,
+                    now: float) -> bool:
+        """An error quoting an ICMP message: ours when it is an echo request
+        we are waiting on the reply to (Linux's ping_err); none hears it."""
+        hlen = (quoted[0] & 0x0F) * 4
+        if quoted[hlen] != ECHO_REQUEST:
+            self.trace.drop("icmp", "error_about_icmp", kind=kind)
+            return False
+        ident = int.from_bytes(quoted[hlen + 4:hlen + 6], "big")
+        if (dst, ident) not in self.echo_waiters:
+            self.trace.drop("icmp", "error_about_unknown_echo", kind=kind, id=ident)
+            return False
+        return True
 
     # -- errors we send -------------------------------------------------------
 
@@ -172,8 +206,8 @@ class IcmpLayer:
         """ARP gave up on the next hop of our packet (h, payload): a host
         unreachable to its sender, ourselves, over ``lo`` (Linux's
         arp_error_report → icmp_send). A SYN_SENT connection then fails
-        with EHOSTUNREACH, a connected one keeps it as its soft error, a
-        connected UDP socket reports it on its next call."""
+        with EHOSTUNREACH, a connected one keeps it as its soft error; a UDP
+        socket is not told (a soft error, stack/wire/icmp_errors.py)."""
         self.trace.count("icmp", "neighbour_unreachable")
         if self._may_answer(h, payload) and self.ip.is_local(h.src):
             self._send_error(DEST_UNREACHABLE, HOST_UNREACHABLE, h, payload, now,
@@ -332,15 +366,6 @@ class IcmpLayer:
         if self.trace.on:
             self.trace.event("icmp", "out", dst=int2ip(dst), type=ECHO_REQUEST, code=0,
                              name="echo request", id=ident, seq=seq, length=len(data))
-
-
-def _error_kind(type_: int, code: int) -> str:
-    if type_ == DEST_UNREACHABLE:
-        return {PORT_UNREACHABLE: "port_unreachable", PROTO_UNREACHABLE: "protocol_unreachable",
-                FRAG_NEEDED: "frag_needed"}.get(code, "host_unreachable")
-    if type_ == TIME_EXCEEDED:
-        return "time_exceeded"
-    return "parameter_problem"
 
 
 def describe_quote(quoted: bytes | memoryview) -> dict[str, object]:

@@ -19,6 +19,7 @@ from typing import Callable
 
 from stack.net.arp import EthernetArp
 from stack.net.loopback import Loopback
+from stack.net.pmtu import PmtuCache
 from stack.net.reassembly import FragmentReassembler, ReassemblyConfig
 from stack.trace import Trace
 from stack.wire import WireError
@@ -64,6 +65,8 @@ class Ipv4Layer:
         # which unicast packets to other addresses are ours all the same
         # (the replies a server sends to the address it offers).
         self.accept_unconfigured: Callable[[Ipv4Header, memoryview], bool] | None = None
+        # Path MTUs learnt from "fragmentation needed" (learn_pmtu), per destination.
+        self.pmtu = PmtuCache(trace)
 
     def configure(self, address: int, prefix_len: int, gateway: int | None) -> None:
         """Our address, subnet and default gateway (at start, and when DHCP
@@ -125,7 +128,17 @@ class Ipv4Layer:
         40), so TCP to ourselves moves 64 KB segments as Linux does."""
         if self.is_local(dst):
             return min(self.lo.mtu, 65535) - 40
-        return None
+        mtu = self.pmtu.get(dst)
+        return mtu - 40 if mtu is not None else None
+
+    def path_mtu(self, dst: int) -> int:
+        """The MTU of the path to ``dst``: a learnt one, else the link's."""
+        return self.pmtu.get(dst) or self.mtu
+
+    def learn_pmtu(self, dst: int, mtu: int, now: float) -> int | None:
+        """A "fragmentation needed" with ``mtu`` about a datagram one of our
+        sockets sent to ``dst`` (:class:`stack.net.pmtu.PmtuCache`)."""
+        return self.pmtu.learn(dst, mtu, self.mtu, now)
 
     def has_route(self, dst: int) -> bool:
         """Could a packet to ``dst`` leave (ourselves, on-link, or a gateway
@@ -168,7 +181,10 @@ class Ipv4Layer:
         ident = self.next_ident()
         ttl = self.default_ttl if ttl is None else ttl
         src = src or self.address
-        if total <= self.mtu or (proto == 6 and total <= self.tcp_gso_max):
+        mtu = self.mtu
+        if self.pmtu.entries and proto != 6:  # (TCP sizes its segments by the path's MSS itself)
+            mtu = self.pmtu.get(dst) or mtu
+        if total <= mtu or (proto == 6 and total <= self.tcp_gso_max):
             self.trace.counters["ip.packets_out"] += 1  # (per packet: no key formatting)
             self.eth.send_ipv4(hop, _header(total, ident, FLAG_DF if df else 0, ttl, proto, src,
                                             dst, tos) + payload, now, broadcast)
@@ -176,7 +192,7 @@ class Ipv4Layer:
         if df:
             raise OSError(errno.EMSGSIZE, "Message too long")
         # Fragment: every piece but the last carries a multiple of 8 bytes.
-        step = (self.mtu - IPV4_MIN_LEN) & ~7
+        step = (mtu - IPV4_MIN_LEN) & ~7
         mv = memoryview(payload)
         count = 0
         for off in range(0, len(mv), step):
@@ -189,7 +205,7 @@ class Ipv4Layer:
         self.trace.count("ip", "fragmented")
         if self.trace.on:
             self.trace.event("ip", "fragmented", dst=int2ip(dst), id=ident, length=len(mv),
-                             fragments=count, offsets=list(range(0, len(mv), step)), mtu=self.mtu)
+                             fragments=count, offsets=list(range(0, len(mv), step)), mtu=mtu)
 
     def _send_with_options(self, src: int, dst: int, proto: int, payload: bytes | memoryview,
                            now: float, df: bool, ttl: int | None, tos: int, options: bytes) -> None:
@@ -211,9 +227,10 @@ class Ipv4Layer:
         hop = self.next_hop(dst)
         broadcast = self.is_broadcast(dst)
         src = src or self.address
-        if hlen + len(payload) > self.mtu and df:
+        mtu = self.path_mtu(dst) if proto != 6 else self.mtu
+        if hlen + len(payload) > mtu and df:
             raise OSError(errno.EMSGSIZE, "Message too long")
-        step = (self.mtu - hlen) & ~7
+        step = (mtu - hlen) & ~7
         mv = memoryview(payload)
         later = fragment_options(options)
         count = 0
@@ -332,9 +349,13 @@ class Ipv4Layer:
     def next_deadline(self) -> float | None:
         if self.lo.queue:
             return 0.0  # packets to ourselves are due now
-        return self.reassembler.next_deadline()
+        d = self.reassembler.next_deadline()
+        p = self.pmtu.next_deadline()
+        return p if d is None else d if p is None else min(d, p)
 
     def on_timer(self, now: float) -> None:
+        if self.pmtu.entries:
+            self.pmtu.expire(now)
         for first, head in self.reassembler.expire(now):
             if self.on_reassembly_timeout is not None:
                 self.on_reassembly_timeout(first, head, now)

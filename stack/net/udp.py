@@ -3,7 +3,11 @@
 An endpoint is the protocol half of a datagram socket. Datagrams for a port
 nobody has bound are answered with ICMP port unreachable; an ICMP error about
 a datagram a connected endpoint sent becomes that endpoint's pending error
-(ECONNREFUSED for port unreachable), as Linux reports it.
+when Linux calls it hard (ECONNREFUSED for port unreachable, EHOSTUNREACH for
+admin prohibited, EMSGSIZE for fragmentation needed; the table is
+:mod:`stack.wire.icmp_errors`); soft ones (host unreachable, time exceeded)
+and errors for unconnected endpoints are dropped and counted, as on Linux
+without IP_RECVERR.
 """
 
 from __future__ import annotations
@@ -18,14 +22,12 @@ from stack.net.icmp import IcmpLayer
 from stack.net.ipv4 import LOOPBACK, Ipv4Layer
 from stack.trace import Trace
 from stack.wire import WireError
+from stack.wire.icmp_errors import BY_KIND
 from stack.wire.ipv4 import PROTO_UDP, Ipv4Header, int2ip
 from stack.wire.udp import build_udp, parse_udp
 
 EPHEMERAL = (32768, 60999)  # Linux's ip_local_port_range
 _PORTS = struct.Struct("!HH")
-ICMP_ERRNO = {"port_unreachable": errno.ECONNREFUSED, "host_unreachable": errno.EHOSTUNREACH,
-              "protocol_unreachable": errno.ENOPROTOOPT, "frag_needed": errno.EMSGSIZE,
-              "time_exceeded": errno.EHOSTUNREACH, "parameter_problem": errno.EPROTO}
 
 
 class UdpEndpoint:
@@ -131,7 +133,7 @@ class UdpLayer:
     # -- sending ---------------------------------------------------------------
 
     def send(self, ep: UdpEndpoint, data: bytes | memoryview, dst: tuple[int, int],
-             now: float, ttl: int | None = None) -> int:
+             now: float, ttl: int | None = None, df: bool = False) -> int:
         if ep.local is None:
             self.bind(ep, 0, 0)
         assert ep.local is not None
@@ -146,7 +148,7 @@ class UdpLayer:
         if not src or self.ip.is_broadcast(src):
             src = self.ip.source_for(addr)  # 127.0.0.1 towards 127/8, as Linux
         segment = build_udp(src, addr, ep.local[1], port, data)
-        self.ip.send(src, addr, PROTO_UDP, segment, now, ttl=ttl)
+        self.ip.send(src, addr, PROTO_UDP, segment, now, ttl=ttl, df=df)
         self.trace.count("udp", "datagrams_out")
         if self.trace.on:
             self.trace.event("udp", "out", src=f"{int2ip(src)}:{ep.local[1]}",
@@ -181,15 +183,26 @@ class UdpLayer:
         ep._changed()
 
     def icmp_error(self, kind: str, src: int, dst: int, quoted: bytes, mtu: int,
-                   now: float) -> None:
+                   now: float) -> bool:
+        """An ICMP error about a datagram from ``src`` to ``dst``; True when an
+        endpoint of ours is bound to its source (its path MTU is then
+        learnt), whether or not the endpoint hears of the error."""
         hlen = (quoted[0] & 0x0F) * 4
         sport, dport = _PORTS.unpack_from(quoted, hlen)
         ep = self.bound.get((src, sport)) or self.bound.get((0, sport))
-        if ep is None or ep.remote != (dst, dport):
-            # Linux reports errors only to connected sockets (without IP_RECVERR).
+        if ep is None or (ep.remote is not None and ep.remote != (dst, dport)):
             self.trace.drop("udp", "icmp_error_unmatched", kind=kind)
-            return
-        ep.error = ICMP_ERRNO.get(kind, errno.EHOSTUNREACH)
+            return False
+        row = BY_KIND[kind]
+        if ep.remote is None:
+            # Linux reports errors only to connected sockets (without IP_RECVERR).
+            self.trace.drop("udp", "icmp_error_unconnected", kind=kind)
+            return True
+        if not row.udp_hard:
+            self.trace.drop("udp", "icmp_error_soft", kind=kind, port=sport)
+            return True
+        ep.error = row.errno
         if self.trace.on:
             self.trace.event("udp", "icmp_error", kind=kind, port=sport)
         ep._changed()
+        return True

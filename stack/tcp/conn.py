@@ -39,6 +39,7 @@ from stack.tcp.states import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT
                               os_error)
 from stack.tcp.timers import Timers
 from stack.tcp.urgent import urgent_pointer
+from stack.wire.icmp_errors import errno_for
 from stack.wire.tcp import ACK, FIN, RST, URG, TcpSegment
 
 if TYPE_CHECKING:
@@ -372,12 +373,13 @@ class TcpConnection(Endpoint):
     # ---- ICMP -----------------------------------------------------------------------------
 
     @entry
-    def icmp_error(self, kind: str, seq: int, mtu: int | None, now: float) -> None:
-        """An ICMP error quoting one of our segments (RFC 1122 4.2.3.9, RFC 5927)."""
+    def icmp_error(self, kind: str, seq: int, mtu: int | None, now: float) -> bool:
+        """An ICMP error quoting one of our segments (RFC 1122 4.2.3.9, RFC 5927;
+        errnos: stack/wire/icmp_errors.py); False for a sequence number not in flight."""
         snd = self.sender
         if seq != snd.snd_una and not (seq_between(seq, snd.snd_una, snd.snd_max) and seq != snd.snd_max):
             self.trace.drop("tcp", "icmp_stale", conn=self.name)
-            return
+            return False
         if self.trace.on:  # the timeline shows every error that reached the connection
             self.trace.event("tcp", "icmp", conn=self.name, kind=kind, seq=seq,
                              **({"mtu": mtu} if mtu else {}))
@@ -385,14 +387,12 @@ class TcpConnection(Endpoint):
             if mtu and self.handshake.path_mtu(mtu) and self.synchronized:
                 snd.go_back()
                 snd.output(now, force=True)
-            return
-        err = {"port_unreachable": errno.ECONNREFUSED, "host_unreachable": errno.EHOSTUNREACH,
-               "net_unreachable": errno.ENETUNREACH,
-               "protocol_unreachable": errno.ENOPROTOOPT}.get(kind, errno.EHOSTUNREACH)
+            return True
         if self.state == SYN_SENT or (self.state == SYN_RECEIVED and not self.passive):
-            self.fail(err, f"icmp {kind}", now)  # Linux aborts a connection attempt
+            self.fail(errno_for(kind), f"icmp {kind}", now)  # Linux aborts a connection attempt
         else:
-            self.soft_error = err
+            self.soft_error = errno_for(kind)
+        return True
 
     # ---- user calls ------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from stack.tcp.handshake import rcv_cause
 from stack.tcp.listener import Listener
 from stack.tcp.ports import Ports
 from stack.tcp.seq import seq_add, seq_gt
-from stack.tcp.states import LISTEN, TIME_WAIT, os_error
+from stack.tcp.states import LISTEN, SYN_RECEIVED, TIME_WAIT, os_error
 from stack.tcp.syncookies import SynCookies
 from stack.trace import Trace
 from stack.wire import WireError
@@ -34,6 +34,9 @@ from stack.wire.tcp import ACK, FIN, PROTO_TCP, RST, SYN, TcpSegment, flags_str,
 
 _TUPLE = struct.Struct("!IHIH")
 _ICMP_QUOTE = struct.Struct("!HHI")
+# The errors that drop a half-open passive connection (Linux's tcp_v4_err → tcp_req_err).
+_HALF_OPEN_ABORTS = frozenset({"net_unreachable", "host_unreachable", "time_exceeded",
+                               "parameter_problem"})
 Key = tuple[int, int, int, int]
 
 
@@ -218,27 +221,39 @@ class TcpLayer:
         self.emitter.send(dst, seg.dst_port, src, seg.src_port, seq, ack, flags, 0)
 
     def icmp_error(self, kind: str, src: int, dst: int, quoted: bytes | memoryview, now: float,
-                   mtu: int | None = None) -> None:
+                   mtu: int | None = None) -> bool:
         """An ICMP error from ``src`` quoting one of our datagrams (its IP
-        header and at least 8 bytes). ``kind``: ``port_unreachable``,
-        ``host_unreachable``, ``net_unreachable``, ``protocol_unreachable``
-        or ``frag_needed`` (with ``mtu``)."""
+        header and at least 8 bytes). ``kind``: a name from
+        :mod:`stack.wire.icmp_errors` (``frag_needed`` with ``mtu``). True
+        when it quotes a segment a connection of ours has in flight."""
         q = memoryview(quoted).cast("B")
         trace = self.trace
         if len(q) < 28 or q[0] >> 4 != 4:
             trace.drop("icmp", "tcp_quote_short")
-            return
+            return False
         ihl = (q[0] & 15) * 4
         if ihl < 20 or len(q) < ihl + 8 or q[9] != PROTO_TCP:
             trace.drop("icmp", "tcp_quote_bad")
-            return
+            return False
         osrc, odst = struct.unpack_from("!II", q, 12)
         sport, dport, seq = _ICMP_QUOTE.unpack_from(q, ihl)
         conn = self._conns.get((osrc, sport, odst, dport))
         if conn is None:
             trace.drop("tcp", "icmp_no_conn")
-            return
-        conn.icmp_error(kind, seq, mtu, now)
+            return False
+        if conn.passive and conn.state == SYN_RECEIVED and kind != "frag_needed":
+            # Linux's tcp_req_err: a half-open connection is dropped for these
+            # (LISTENDROPS), and hears nothing of the others.
+            if seq != conn.sender.iss:
+                trace.drop("tcp", "icmp_stale", conn=conn.name)
+                return False
+            if kind in _HALF_OPEN_ABORTS:
+                trace.count("tcp", "listen_drops")
+                conn.drop(f"icmp {kind}", now)
+            else:
+                trace.drop("tcp", "icmp_half_open_ignored", conn=conn.name, kind=kind)
+            return True
+        return conn.icmp_error(kind, seq, mtu, now)
 
     # ---- user calls ---------------------------------------------------------------
 

@@ -294,7 +294,7 @@ def test_port_unreachable_is_not_delivered_to_an_unconnected_endpoint(host):
     ep = _bound(x, 40000)
     x.feed(_unreachable_about(40000, 53))
     assert ep.error is None
-    assert x.counter("udp.drop.icmp_error_unmatched") == 1
+    assert x.counter("udp.drop.icmp_error_unconnected") == 1
 
 
 def test_port_unreachable_for_another_peer_port_is_not_delivered(host):
@@ -322,14 +322,35 @@ def test_error_with_a_short_quote_is_dropped(host):
     assert x.counter("icmp.drop.short_quote") == 1
 
 
-@pytest.mark.parametrize("type_,code,err", [(3, 1, errno.EHOSTUNREACH), (3, 2, errno.ENOPROTOOPT),
-                                            (11, 0, errno.EHOSTUNREACH), (12, 0, errno.EPROTO)])
-def test_other_errors_map_to_errno(host, type_, code, err):
+@pytest.mark.parametrize("type_,code,err", [(3, 2, errno.ENOPROTOOPT), (3, 13, errno.EHOSTUNREACH),
+                                            (3, 10, errno.EHOSTUNREACH), (3, 7, errno.EHOSTDOWN),
+                                            (3, 4, errno.EMSGSIZE), (12, 0, errno.EPROTO)])
+def test_hard_errors_map_to_errno(host, type_, code, err):
+    x = host()
+    ep = _bound(x, 40000, remote=(PEER, 53))
+    quoted = ipv4(US, PEER, 17, udp(US, PEER, 40000, 53, b"q"))[:28]
+    x.feed(eth(ipv4(PEER, US, 1, icmp(type_, code, bytes.fromhex("00000240"), quoted))))
+    assert ep.error == err
+
+
+@pytest.mark.parametrize("type_,code", [(3, 0), (3, 1), (3, 5), (3, 11), (3, 12), (11, 0)])
+def test_soft_errors_are_not_reported_to_a_connected_endpoint(host, type_, code):
+    """Linux's udp_err without IP_RECVERR: only a fatal error reaches the socket."""
     x = host()
     ep = _bound(x, 40000, remote=(PEER, 53))
     quoted = ipv4(US, PEER, 17, udp(US, PEER, 40000, 53, b"q"))[:28]
     x.feed(eth(ipv4(PEER, US, 1, icmp(type_, code, bytes(4), quoted))))
-    assert ep.error == err
+    assert ep.error is None
+    assert x.counter("udp.drop.icmp_error_soft") == 1
+
+
+def test_an_unreachable_code_above_15_is_ignored(host):
+    x = host()
+    ep = _bound(x, 40000, remote=(PEER, 53))
+    quoted = ipv4(US, PEER, 17, udp(US, PEER, 40000, 53, b"q"))[:28]
+    x.feed(eth(ipv4(PEER, US, 1, icmp(3, 16, bytes(4), quoted))))
+    assert ep.error is None
+    assert x.counter("icmp.drop.unknown_code") == 1
 
 
 # ------------------------------------------------------------------ UDP

@@ -18,6 +18,7 @@ import pytest
 from stack.link.memory import CaptureLink
 from stack.net.arp import ArpConfig
 from stack.net.icmp import IcmpConfig
+from stack.net.pmtu import PmtuConfig
 from stack.net.reassembly import FragmentReassembler, ReassemblyConfig
 from stack.runtime import Stack
 from stack.tcp import TcpConfig, TcpLayer
@@ -515,7 +516,7 @@ def test_zero_window_probes_go_on_while_the_application_owns_the_connection():
 # ---- the documented limits ----------------------------------------------------------
 
 CONFIGS = {"ArpConfig": ArpConfig, "IcmpConfig": IcmpConfig, "ReassemblyConfig": ReassemblyConfig,
-           "TcpConfig": TcpConfig}
+           "TcpConfig": TcpConfig, "PmtuConfig": PmtuConfig}
 
 
 def documented_limits() -> dict[tuple[str, str], str]:
@@ -548,6 +549,8 @@ def test_limits_doc_matches_the_code_defaults():
     ("TcpConfig", "syn_backlog", 16, 1 << 16),
     ("TcpConfig", "max_connections", 256, 1 << 20),
     ("TcpConfig", "challenge_ack_limit", 1, 10000),
+    ("PmtuConfig", "max_entries", 16, 1 << 16),
+    ("PmtuConfig", "expires", 60, 3600),
 ])
 def test_limit_exists_with_a_sane_default_and_is_documented(cls, name, low, high):
     default = {f.name: f.default for f in dataclasses.fields(CONFIGS[cls])}[name]
