@@ -98,7 +98,7 @@ def make_stack_host_class() -> type:
             self.stack_proc: subprocess.Popen[bytes] | None = None
             self.bridged = False
 
-        def _bridge(self, mtu: int) -> None:
+        def bridge(self, mtu: int) -> None:
             """tap0 and the Mininet interface on one bridge, no address on either."""
             if self.bridged:
                 return
@@ -136,7 +136,7 @@ def make_stack_host_class() -> type:
             program), in the background, its output to ``log``; returns once
             it printed ``stack: up``."""
             self.stack_down()
-            self._bridge(mtu)
+            self.bridge(mtu)
             argv = self.stack_command("up" if program is None else "run", address, gateway, mtu,
                                       flags, program)
             with open(log, "wb") as f:
@@ -150,7 +150,7 @@ def make_stack_host_class() -> type:
             """``stack run ... -- PROGRAM`` in this host, to its end (killed
             after ``timeout``)."""
             self.stack_down()
-            self._bridge(mtu)
+            self.bridge(mtu)
             argv = self.stack_command("run", address, gateway, mtu, flags, program)
             proc = self.stopper.add(f"stack run in {self.name}",
                                     self.popen(argv, stdin=subprocess.DEVNULL,

@@ -13,6 +13,7 @@ import argparse
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -70,21 +71,41 @@ def run(args: argparse.Namespace) -> int:
                            "bridge-utils, nftables and tcpdump)", RESOURCE)
     if os.environ.get(ENV) != os.readlink("/proc/self/ns/net"):
         return _reexec()
+    _stop_on_signals()
     if args.shell:
         return _shell(args.topology)
     return _lesson(lessons[args.lesson], args.out)
 
 
 def _reexec() -> int:
-    """This command again, in a network and mount namespace of its own."""
+    """This command again, in a network and mount namespace of its own; a
+    SIGINT or SIGTERM here is passed on, so that the lab inside tears down."""
     inner = ("mount --make-rprivate / && ip link set lo up && "
              f'export {ENV}="$(readlink /proc/self/ns/net)" && exec "$@"')
     argv = ["unshare", "--net", "--mount", "--", "sh", "-c", inner, "sh",
             sys.executable, "-m", "stack", *sys.argv[1:]]
-    try:
-        return subprocess.call(argv)
-    except KeyboardInterrupt:
-        return 130
+    child = subprocess.Popen(argv)
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, forward)
+    while True:
+        try:
+            return child.wait()
+        except KeyboardInterrupt:  # (a second Ctrl-C while the lab tears down)
+            continue
+
+
+def _stop_on_signals() -> None:
+    """Inside: SIGTERM (and SIGINT) end the lesson like an error, so that
+    ``with Lab`` tears everything down."""
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def _lesson(lesson: Any, out: str | None) -> int:
@@ -158,5 +179,6 @@ def _shell(path: str) -> int:
         print(f"lab: '{helper} NODE CMD' runs CMD in NODE (stack ss in a stack host: "
               f"'{helper} client {sys.executable} -m stack ss'); exit the shell to tear down")
         env = dict(os.environ, PATH=os.path.abspath(out) + os.pathsep + os.environ["PATH"])
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the shell's
         subprocess.call([os.environ.get("SHELL", "/bin/sh")], env=env)
     return 0

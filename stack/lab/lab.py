@@ -89,7 +89,7 @@ class Lab:
         intf = f"{h.name}-{h.link}"
         node.cmd(f"ip addr add {h.address} dev {intf}")
         node.cmd(f"ip link set {intf} up")
-        if h.gateway:
+        if h.gateway and h.gateway != h.ip:  # (a DHCP server may name itself the router)
             node.cmd(f"ip route add default via {h.gateway}")
         if h.dns or h.dhcp:
             self._dnsmasq(h, intf)
@@ -108,7 +108,7 @@ class Lab:
             argv.append("--port=0")
         if h.dhcp:
             net = ipaddress.IPv4Interface(h.address).network
-            argv += [f"--dhcp-range={h.dhcp},{net.netmask},2m",
+            argv += [f"--dhcp-range={h.dhcp},{net.netmask},2m", "--no-ping",
                      f"--dhcp-leasefile={self.out}/{h.name}-leases",
                      f"--dhcp-option=6,{h.ip}"]
             if h.gateway:
@@ -215,6 +215,20 @@ class Lab:
                                            base + list(flags or []), timeout)
         with open(f"{self.out}/{step}.log", "w") as f:
             f.write(result.stdout + result.stderr)
+        return result
+
+    def stack_tool(self, name: str, step: str, command: str, args: list[str],
+                   timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+        """Another ``stack`` command with a stack of its own (``stack
+        traceroute``) in stack host ``name``, to its end."""
+        h, base = self.stack_flags_for(name, step)
+        node = self.node(name)
+        mtu = self.topo.links[h.link].mtu
+        node.bridge(mtu)
+        result = self.run(name, node.stack_command(command, h.address, h.gateway, mtu, base)
+                          + args, timeout)
+        with open(f"{self.out}/{step}.log", "w") as f:
+            f.write(result.stdout)
         return result
 
     def wait(self, seconds: float) -> None:

@@ -123,3 +123,39 @@ def test_loss(tmp_path, name):
     reasons = [e["reason"] for e in ev.events(trace, "tcp", "retransmit")]
     assert reasons.count("fast") + reasons.count("rack") >= 3
     assert os.path.getsize(tmp_path / "loss.png") > 0
+
+
+def test_dns(tmp_path):
+    lesson("dns", tmp_path)
+    trace = ev.trace(str(tmp_path / "dns.jsonl"))
+    big = list(ev.events(trace, "dns", "answer", name="big.example.test"))
+    assert [e["via"] for e in big] == ["udp", "tcp"] and big[0]["truncated"]
+    assert big[1]["answers"] == 40
+    assert [e["rcode"] for e in ev.events(trace, "dns", "answer", name="nosuch.example.test")] == [3]
+    assert any(e["server"] == "198.51.100.9" for e in ev.events(trace, "dns", "unreachable"))
+    tcp53 = [p for p in ev.pcap(str(tmp_path / "dns.pcap")) if p.proto == 6 and p.dport == 53]
+    assert tcp53 and tcp53[0].flags == "S"
+
+
+def test_traceroute(tmp_path):
+    lesson("traceroute", tmp_path)
+    probes = [p for p in ev.pcap(str(tmp_path / "traceroute.pcap"))
+              if p.proto == 17 and p.src == "198.51.100.2"]
+    assert sorted({p.ttl for p in probes}) == [1, 2, 3, 4]
+    answers = [p.src for p in ev.pcap(str(tmp_path / "traceroute.pcap")) if p.icmp == (11, 0)]
+    order = list(dict.fromkeys(answers))
+    assert order == ["198.51.100.1", "192.0.2.2", "192.0.2.66"]   # the routers, in order
+    filtered = [p.src for p in ev.pcap(str(tmp_path / "traceroute-filtered.pcap"))
+                if p.icmp == (11, 0)]
+    assert "192.0.2.2" not in filtered and "192.0.2.66" in filtered
+
+
+def test_dhcp(tmp_path):
+    lesson("dhcp", tmp_path)
+    trace = ev.trace(str(tmp_path / "dhcp.jsonl"))
+    assert [e["message"] for e in ev.events(trace, "dhcp", "send")] == \
+        ["DISCOVER", "REQUEST", "RELEASE"]
+    (bound,) = ev.events(trace, "dhcp", "bound")
+    assert bound["router"] == "198.51.100.1" and bound["dns"] == ["198.51.100.1"]
+    udp = [p for p in ev.pcap(str(tmp_path / "dhcp.pcap")) if p.proto == 17 and p.dport == 67]
+    assert udp[0].src == "0.0.0.0" and udp[0].dst == "255.255.255.255"

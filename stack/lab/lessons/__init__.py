@@ -63,6 +63,6 @@ ORDER = ("handshake", "refused", "closewait", "timewait", "mtu", "fragments", "n
 
 def load_all() -> dict[str, Lesson]:
     """Every lesson, in the order the seed articles teach them."""
-    from stack.lab.lessons import basics, names, paths  # noqa: F401  (they register)
+    from stack.lab.lessons import basics, names, paths, routing  # noqa: F401  (they register)
     rank = {name: i for i, name in enumerate(ORDER)}
     return dict(sorted(LESSONS.items(), key=lambda kv: rank.get(kv[0], len(rank))))
