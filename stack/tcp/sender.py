@@ -209,10 +209,12 @@ class Sender:
                         if usable_c <= usable_w or n < (self.max_snd_wnd >> 1):
                             break
                     elif (avail == remaining and not self.nodelay and not self.fin_pending
-                          and seq_gt(self.sml, una) and seq_ge(nxt, self.sml)):
+                          and seq_gt(self.sml, una) and seq_ge(nxt, self.sml)
+                          and self.conn.snd_up is None):
                         # Nagle, Minshall's variant (as Linux): at most one
-                        # unacknowledged small segment. (After an RTO's go
-                        # back, bytes past nxt are not in flight.)
+                        # unacknowledged small segment, unless urgent data
+                        # waits. (After an RTO's go back, bytes past nxt are
+                        # not in flight.)
                         break
                 force = False
                 fin = self.fin_pending and n == remaining

@@ -123,6 +123,8 @@ def test_loss(tmp_path, name):
     reasons = [e["reason"] for e in ev.events(trace, "tcp", "retransmit")]
     assert reasons.count("fast") + reasons.count("rack") >= 3
     assert os.path.getsize(tmp_path / "loss.png") > 0
+    heavy = ev.trace(str(tmp_path / "heavy-loss.jsonl"))
+    assert [e for e in ev.events(heavy, "tcp", "retransmit") if e["reason"] == "rto"]
 
 
 def test_dns(tmp_path):

@@ -155,3 +155,15 @@ def test_an_urgent_send_behind_unsent_data_points_past_all_of_it():
     c.feed(".", IRS + 1, 1001 + 1000, win=65535)
     segs = [s for s in c.sent_segments() if s.payload]
     assert len(segs) >= 2 and all(s.urgent == 1001 + 3002 - s.seq for s in segs)
+
+
+def test_urgent_data_is_not_held_back_by_nagle():
+    """Linux's tcp_nagle_test: in urgent mode a small segment goes at once,
+    though another small one is still unacknowledged."""
+    c = opened()
+    c.conn.send(b"abc", c.now)
+    c.expect("Flags [P.], seq 1001:1004, ack 5001, win 65535, length 3")
+    c.conn.send(b"de", c.now)
+    assert c.sent() == []                              # Nagle: wait for the ACK
+    c.conn.send(b"!", c.now, True)
+    c.expect("Flags [P.U], seq 1004:1007, ack 5001, win 65535, urg 3, length 3")

@@ -262,18 +262,28 @@ def loss(lab: Lab) -> Report:
     got = lab.sh("client", f"curl -s -o /dev/null -w '%{{size_download}}' --max-time 60 "
                            f"http://198.51.100.2/bytes/{size}", timeout=70).stdout.strip()
     lab.stack_down("server")
+    # A worse link, where whole flights and retransmissions are lost too.
+    lab.stack_up("server", "heavy-loss", ["--serve", "http:80", "--impair", "loss=0.2,seed=3"])
+    heavy = lab.sh("client", "curl -s -o /dev/null -w '%{size_download}' --max-time 60 "
+                             "http://198.51.100.2/bytes/200000", timeout=70).stdout.strip()
+    lab.stack_down("server")
     trace = ev.trace(f"{lab.out}/loss.jsonl")
+    heavy_trace = ev.trace(f"{lab.out}/heavy-loss.jsonl")
     r = Report(
         "A 3 MB download from the stack across a link that loses 2 % of frames. Each loss "
         "leaves a hole: the client's ACKs stop at it and carry SACK blocks for what came "
         "after. The stack marks the hole lost (RACK: something sent after it arrived, and "
         "a little more than a round trip passed) and resends just that segment (fast "
         "retransmit), halving nothing but cutting its window to 0.7 of what was in flight "
-        "(CUBIC), then grows it again: the sawtooth. A lost retransmission, or a loss at "
-        "the very end, waits for a tail loss probe or the RTO.",
+        "(CUBIC), then grows it again: the sawtooth. Then (heavy-loss) a link losing 20 % "
+        "of frames: there, whole flights and retransmissions vanish, nothing comes back to "
+        "show a hole, and only a timer helps: a tail loss probe resends the last segment, "
+        "the RTO resends from the first unacknowledged byte and doubles for the next time, "
+        "and the window falls to one segment.",
         ["loss.png: sequence numbers over time (retransmissions marked), cwnd and RTT",
          "loss-timeline.txt: the summary counts retransmissions by kind",
-         "loss.jsonl: retransmit events (reason fast, rack, tlp, rto) and cwnd events"])
+         "loss.jsonl: retransmit events (reason fast, rack, tlp, rto) and cwnd events",
+         "heavy-loss-timeline.txt and heavy-loss.png: the timeouts and their backoff"])
     r.check("the download completed", got == str(size), got)
     reasons = [e.get("reason") for e in ev.events(trace, "tcp", "retransmit")]
     r.check("holes were repaired by fast retransmit / RACK",
@@ -283,4 +293,8 @@ def loss(lab: Lab) -> Report:
     r.check("the client's ACKs carried SACK blocks", len(sacked) >= 3, len(sacked))
     cuts = [e for e in ev.events(trace, "tcp", "cwnd") if e.get("why") == "fast_retransmit"]
     r.check("the window was cut at several losses (the sawtooth)", len(cuts) >= 2, len(cuts))
+    r.check("heavy loss: the download completed all the same", heavy == "200000", heavy)
+    rtos = [e for e in ev.events(heavy_trace, "tcp", "timer") if e.get("timer") == "rto"]
+    r.check("heavy loss: the retransmission timer fired", len(rtos) >= 1,
+            [(e.get("retries"), e.get("rto")) for e in rtos][:6])
     return r
