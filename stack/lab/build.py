@@ -26,6 +26,7 @@ and veths then live and die with it.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -36,6 +37,19 @@ from typing import Any
 
 DIST_PACKAGES = "/usr/lib/python3/dist-packages"   # where Debian puts Mininet
 TAP = "tap0"
+
+
+class LabError(RuntimeError):
+    """A lab that could not be built or run (``stack lab`` reports it in one line)."""
+
+
+def must(node: Any, cmd: str) -> str:
+    """Run a set-up command in a node; a failure is a :class:`LabError` with its output."""
+    out = node.cmd(f"{cmd} 2>&1; echo lab-status=$?")
+    text, _, status = out.rpartition("lab-status=")
+    if status.strip() != "0":
+        raise LabError(f"{node.name}: {cmd!r} failed: {text.strip()[-300:]}")
+    return text
 
 
 def mininet() -> ModuleType:
@@ -49,8 +63,8 @@ def mininet() -> ModuleType:
         for sub in ("log", "net", "node", "nodelib", "topo"):  # nodelib: LinuxBridge
             importlib.import_module(f"mininet.{sub}")
     except ImportError:
-        raise RuntimeError("Mininet is not installed (apt-get install mininet "
-                           "bridge-utils; scripts/setup does)") from None
+        raise LabError("Mininet is not installed (apt-get install mininet "
+                       "bridge-utils; scripts/setup does)") from None
     mn.log.setLogLevel("error")
     return mn
 
@@ -114,7 +128,7 @@ def make_stack_host_class() -> type:
                         f"ip link set {TAP} up",
                         "for f in /proc/sys/net/ipv6/conf/*/disable_ipv6; do echo 1 > $f; done",
                         "ip link set stkbr up"):
-                self.cmd(cmd)
+                must(self, cmd)
             self.bridged = True
 
         def stack_command(self, command: str, address: str, gateway: str | None = None,
@@ -158,7 +172,7 @@ def make_stack_host_class() -> type:
             try:
                 out, err = proc.communicate(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.stopper.stop(proc)
+                kill_group(proc)
                 out, err = proc.communicate()
             self.stopper.stop(proc)
             return subprocess.CompletedProcess(argv, proc.returncode, out.decode(errors="replace"),
@@ -190,4 +204,13 @@ def wait_for_line(proc: subprocess.Popen[bytes], log: str, marker: str, timeout:
         if proc.poll() is not None:
             break
         time.sleep(0.05)
-    raise RuntimeError(f"{what} did not start: {text.strip()[-400:] or '(no output)'}")
+    raise LabError(f"{what} did not start: {text.strip()[-400:] or '(no output)'}")
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """End ``proc`` and whatever it started: Mininet's ``mnexec -d`` makes
+    every program run in a node the leader of a process group of its own."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()

@@ -20,6 +20,7 @@ import time
 from typing import Any, Protocol
 
 from stack.cliargs import RESOURCE, CliError
+from stack.lab.build import LabError
 
 ENV = "STACK_LAB_NETNS"
 
@@ -72,9 +73,12 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get(ENV) != os.readlink("/proc/self/ns/net"):
         return _reexec()
     _stop_on_signals()
-    if args.shell:
-        return _shell(args.topology)
-    return _lesson(lessons[args.lesson], args.out)
+    try:
+        if args.shell:
+            return _shell(args.topology)
+        return _lesson(lessons[args.lesson], args.out)
+    except LabError as e:
+        raise CliError(str(e), RESOURCE) from None
 
 
 def _reexec() -> int:
@@ -102,6 +106,9 @@ def _stop_on_signals() -> None:
     """Inside: SIGTERM (and SIGINT) end the lesson like an error, so that
     ``with Lab`` tears everything down."""
     def stop(signum: int, _frame: object) -> None:
+        # Once: a second Ctrl-C must not cut the teardown short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, stop)

@@ -21,7 +21,7 @@ import subprocess
 import time
 from typing import Any
 
-from stack.lab.build import Stopper, make_stack_host_class, mininet
+from stack.lab.build import LabError, Stopper, kill_group, make_stack_host_class, mininet, must
 from stack.lab.topology import Host, Router, Topology
 
 
@@ -87,10 +87,10 @@ class Lab:
         node = self.net[h.name]
         self._quiet(node)
         intf = f"{h.name}-{h.link}"
-        node.cmd(f"ip addr add {h.address} dev {intf}")
-        node.cmd(f"ip link set {intf} up")
+        must(node, f"ip addr add {h.address} dev {intf}")
+        must(node, f"ip link set {intf} up")
         if h.gateway and h.gateway != h.ip:  # (a DHCP server may name itself the router)
-            node.cmd(f"ip route add default via {h.gateway}")
+            must(node, f"ip route add default via {h.gateway}")
         if h.dns or h.dhcp:
             self._dnsmasq(h, intf)
 
@@ -113,18 +113,22 @@ class Lab:
                      f"--dhcp-option=6,{h.ip}"]
             if h.gateway:
                 argv.append(f"--dhcp-option=3,{h.gateway}")
-        self.start(h.name, argv, f"{h.name}-dnsmasq.out")
+        proc = self.start(h.name, argv, f"{h.name}-dnsmasq.out")
+        time.sleep(0.2)
+        if proc.poll() is not None:
+            with open(f"{self.out}/{h.name}-dnsmasq.out", errors="replace") as f:
+                raise LabError(f"{h.name}: dnsmasq did not start: {f.read().strip()[-300:]}")
 
     def _router(self, r: Router) -> None:
         node = self.net[r.name]
         self._quiet(node)
-        node.cmd("sysctl -qw net.ipv4.ip_forward=1")
+        must(node, "sysctl -qw net.ipv4.ip_forward=1")
         for link, cidr in r.interfaces.items():
-            node.cmd(f"ip addr add {cidr} dev {r.name}-{link}")
-            node.cmd(f"ip link set {r.name}-{link} up")
+            must(node, f"ip addr add {cidr} dev {r.name}-{link}")
+            must(node, f"ip link set {r.name}-{link} up")
         for net, via in r.routes.items():
-            node.cmd(f"ip route add {net} via {via}")
-        node.cmd(f"nft -f {self._ruleset(r)}")
+            must(node, f"ip route add {net} via {via}")
+        must(node, f"nft -f {self._ruleset(r)}")
         for link in r.interfaces:
             intf = f"{r.name}-{link}"
             self.start(r.name, ["tcpdump", "-q", "-n", "-U", "--immediate-mode", "-i", intf, "-w",
@@ -163,6 +167,11 @@ class Lab:
     def node(self, name: str) -> Any:
         return self.net[name]
 
+    def nft(self, router: str, rule: str) -> None:
+        """Add one rule to a router's ``lab`` table ("forward ..." or "output ...")."""
+        chain, _, text = rule.partition(" ")
+        must(self.node(router), f"nft add rule ip lab {chain} {text}")
+
     def sh(self, name: str, cmd: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         """A shell command in a node, to its end (killed after ``timeout``)."""
         return self.run(name, ["sh", "-c", cmd], timeout)
@@ -175,7 +184,7 @@ class Lab:
         try:
             out, _ = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            kill_group(proc)
             out, _ = proc.communicate()
         return subprocess.CompletedProcess(argv, proc.returncode, out.decode(errors="replace"),
                                            "")

@@ -146,6 +146,8 @@ def _table(doc: dict[str, Any], key: str) -> dict[str, Any]:
         if not NAME.match(name):
             raise TopologyError(f"{key}.{name}: a name is a lowercase letter, then up to 6 "
                                 "letters or digits")
+        if re.fullmatch(r"sw\d+", name):
+            raise TopologyError(f"{key}.{name}: names sw0, sw1, ... are the lab's own bridges")
     return value
 
 
@@ -193,6 +195,18 @@ def _host(name: str, spec: dict[str, Any]) -> Host:
     host = Host(name, spec["link"], spec["address"], spec.get("kind", "kernel"),
                 spec.get("gateway"), spec.get("impair"), dict(spec.get("dns", {})),
                 spec.get("dhcp"), [str(a) for a in spec.get("args", [])])
+    for key in ("dns", "args"):
+        items = spec.get(key, {} if key == "dns" else [])
+        values = list(items.values()) if key == "dns" else items
+        if not all(isinstance(v, str) for v in values):
+            raise TopologyError(f"{what}: {key} takes strings")
+    for name, addrs in host.dns.items():
+        for addr in addrs.split(","):
+            try:
+                ipaddress.IPv4Address(addr.strip())
+            except ValueError:
+                raise TopologyError(f"{what}: dns {name}: {addr.strip()!r} is not an "
+                                    "address") from None
     if host.kind not in KINDS:
         raise TopologyError(f"{what}: kind {host.kind!r} is not one of {', '.join(KINDS)}")
     if host.address == "dhcp":
@@ -207,6 +221,18 @@ def _host(name: str, spec: dict[str, Any]) -> Host:
             raise TopologyError(f"{what}: gateway {host.gateway!r} is not an address") from None
     if host.kind == "kernel" and host.impair:
         raise TopologyError(f"{what}: impair is the stack's; give the link a loss instead")
+    if host.address != "dhcp":
+        net = ipaddress.IPv4Interface(host.address).network
+        if host.gateway is not None and ipaddress.IPv4Address(host.gateway) not in net:
+            raise TopologyError(f"{what}: gateway {host.gateway} is not on {net}")
+        if host.dhcp is not None:
+            ends = host.dhcp.split(",")
+            try:
+                first, last = (ipaddress.IPv4Address(e.strip()) for e in ends)
+            except ValueError:
+                raise TopologyError(f"{what}: dhcp is \"FIRST,LAST\", two addresses") from None
+            if first not in net or last not in net or first > last:
+                raise TopologyError(f"{what}: dhcp range {host.dhcp} is not a range in {net}")
     return host
 
 
@@ -221,6 +247,8 @@ def _router(name: str, spec: dict[str, Any]) -> Router:
         if not isinstance(cidr, str):
             raise TopologyError(f"{what}: interfaces.{link} is not an address")
         _cidr(f"{what}.interfaces.{link}", cidr)
+    if not all(isinstance(rule, str) for rule in spec.get("rules", [])):
+        raise TopologyError(f"{what}: rules are strings (nftables rules)")
     router = Router(name, dict(ifaces), spec.get("nat"), spec.get("mss_clamp", False),
                     [str(r) for r in spec.get("rules", [])], dict(spec.get("routes", {})))
     for net, via in router.routes.items():

@@ -557,7 +557,7 @@ class TcpConnection(Endpoint):
             "snd_wscale": hs.snd_wscale if hs.ws_ok else None,
             "rcv_wscale": hs.rcv_wscale if hs.ws_ok else None,
             "timestamps": hs.ts_ok, "ts_recent": rcv.ts_recent if hs.ts_ok else None,
-            "sack": hs.sack_ok, "sacked": rec.sacked(), "timers": self.timers.pending(),
+            "sack": hs.sack_ok, "sacked": rec.sacked(), "timers": self.timers.pending(), **rec.rack_status(),
             "bytes_sent": snd.bytes_sent, "bytes_retrans": snd.bytes_retrans,
             "bytes_acked": snd.bytes_acked, "bytes_received": rcv.bytes_received,
             "segs_out": self.segs_out, "segs_in": self.segs_in, "retrans": self.retrans_total,

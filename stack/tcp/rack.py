@@ -19,8 +19,11 @@ what is known of it:
 * ``RETRANS``: sent again, and that copy is not known to be lost;
 * ``EVER``: sent more than once, so its round trip is ambiguous (Karn).
 
-A record is cut in two wherever a SACK block or a retransmission starts or
-ends inside it, so flags always hold for whole records. From the flags it
+A record is cut in two where a retransmission starts or ends inside it, and
+where a SACK block does, rounded inwards to whole MSS from the record's
+start (as Linux's ``tcp_match_skb_to_sack``): flags always hold for whole
+records, and a peer that SACKs odd bytes cannot make more records than there
+are segments in flight. From the flags it
 keeps the bytes SACKed, lost and retransmitted, and so the bytes in the
 network: Linux's ``packets_out - sacked_out - lost_out + retrans_out``.
 
@@ -131,11 +134,13 @@ class Rack:
             self.sent(hi - self.high, now)  # past SND.MAX: new bytes after all
 
     def timed_out(self) -> None:
-        """The RTO fired: nothing SACKed is trusted (RFC 2018 8), every
-        copy in flight counts as gone, and go-back-N resends it all."""
+        """The RTO fired: every copy in flight counts as gone and go-back-N
+        resends what is not SACKed. What was SACKed stays so (as Linux,
+        which forgets it only when the peer reneges): SACKed again, it must
+        not count as delivered a second time."""
         for r in self.segs:
-            r[3] &= EVER
-        self.sacked = self.lost = self.retrans = 0
+            r[3] &= SACKED | EVER
+        self.lost = self.retrans = 0
 
     # ---- what an ACK reports -------------------------------------------------------------
 
@@ -154,7 +159,22 @@ class Rack:
         self.una_pos = p
         self.una_seq = ack
 
-    def sacked_block(self, left: int, right: int, now: float) -> None:
+    def _cut(self, p: int, mss: int, up: bool) -> int:
+        """Where a SACK edge at ``p`` may cut: ``p`` itself at a record's
+        edge, else the nearest whole MSS from its record's start, inwards."""
+        segs = self.segs
+        i = bisect_right(segs, p, key=_start) - 1
+        if i < 0:
+            return p
+        start: int = segs[i][0]
+        end: int = segs[i][1]
+        if p == start or p >= end:
+            return p
+        k, part = divmod(p - start, mss)
+        q = start + (k + (1 if up and part else 0)) * mss
+        return q if q < end else end
+
+    def sacked_block(self, left: int, right: int, now: float, mss: int) -> None:
         """A SACK block (in window): its records are held by the receiver."""
         lo = self.pos(left)
         hi = self.pos(right)
@@ -162,6 +182,10 @@ class Rack:
             lo = self.una_pos
         if hi > self.high:
             hi = self.high
+        if lo >= hi:
+            return
+        lo = self._cut(lo, mss, True)
+        hi = self._cut(hi, mss, False)
         if lo >= hi:
             return
         segs = self.segs
@@ -178,8 +202,9 @@ class Rack:
 
     def dsack(self, flight_end: int) -> None:
         """A D-SACK (RFC 2883): a retransmission was not needed, so the path
-        reorders; widen the window, once per flight (RFC 8985 6.2 step 4)."""
-        self.reordering = True
+        reorders; widen the window, once per flight (RFC 8985 6.2 step 4).
+        (As Linux, this raises the step only: a probe's D-SACK is no sign
+        of reordering.)"""
         if self.una_pos >= self.dsack_high:
             if self.steps < STEPS_MAX:
                 self.steps += 1
@@ -192,6 +217,12 @@ class Rack:
             self.persist -= 1
             if not self.persist:
                 self.steps = 1
+
+    def path_rtt(self, rtt: float | None) -> None:
+        """The connection's smallest RTT sample so far (the handshake's too):
+        RACK's minimum never exceeds it (Linux's ``tcp_min_rtt``)."""
+        if rtt is not None and (self.min_rtt is None or rtt < self.min_rtt):
+            self.min_rtt = rtt
 
     def _forget(self, r: list[Any]) -> None:
         """Take a record out of the counts (acknowledged, or SACKed now)."""
@@ -227,17 +258,10 @@ class Rack:
 
     # ---- loss detection ---------------------------------------------------------------
 
-    def reo_wnd(self, in_recovery: bool, srtt: float | None, min_rtt: float | None,
-                mss: int, dupthresh: int) -> float:
-        """``min_rtt``: the connection's smallest RTT sample (the handshake's
-        too, as Linux's ``tcp_min_rtt``)."""
+    def reo_wnd(self, in_recovery: bool, srtt: float | None, mss: int, dupthresh: int) -> float:
         if not self.reordering and (in_recovery or self.sacked >= dupthresh * mss):
             return 0.0
-        base = self.min_rtt
-        if base is None or min_rtt is not None and min_rtt < base:
-            base = min_rtt
-        if base is None:
-            base = srtt or 0.0
+        base = self.min_rtt if self.min_rtt is not None else (srtt or 0.0)
         w = base / 4 * self.steps
         return w if srtt is None or w < srtt else srtt
 

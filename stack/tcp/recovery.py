@@ -57,6 +57,11 @@ class Recovery:
     def sacked(self) -> int:
         return self.sb.sacked if self.sb is not None else 0
 
+    def rack_status(self) -> dict[str, int]:
+        """For ``status()``: RACK's bytes marked lost and its records (none without RACK)."""
+        rack = self.rack
+        return {"lost": rack.lost if rack else 0, "rack_records": len(rack.segs) if rack else 0}
+
     def sacked_below(self, off: int) -> int:
         """SACKed bytes below ``off`` (from SND.UNA): out of the network."""
         sb = self.sb
@@ -114,8 +119,10 @@ class Recovery:
         newly = 0
         sb = self.sb
         rack = self.rack
-        if rack is not None and acked > 0:
-            rack.acked(ack, now)
+        if rack is not None:
+            rack.path_rtt(self.conn.rtt.min_rtt)
+            if acked > 0:
+                rack.acked(ack, now)
         blocks = seg.sack
         if sack_ok and blocks and acked >= 0:
             if sb is None:
@@ -127,7 +134,7 @@ class Recovery:
                 if 0 < hi <= end and lo < hi:
                     newly += sb.add(lo, hi)
                     if rack is not None:
-                        rack.sacked_block(left, right, now)
+                        rack.sacked_block(left, right, now, mss)
             if rack is not None:
                 left, right = blocks[0]
                 if seq_le(right, ack) or (len(blocks) > 1 and seq_ge(left, blocks[1][0])
@@ -256,8 +263,7 @@ class Recovery:
         may soon be, and start recovery on a loss. True if it started."""
         rack = self.rack
         assert rack is not None
-        rtt = self.conn.rtt
-        wnd = rack.reo_wnd(self.in_recovery, rtt.srtt, rtt.min_rtt, self.hs.mss,
+        wnd = rack.reo_wnd(self.in_recovery, self.conn.rtt.srtt, self.hs.mss,
                            self.cfg.dupack_threshold)
         wait = rack.detect(now, wnd)
         if wait:
@@ -266,9 +272,18 @@ class Recovery:
             self.timers.start(T.REO, now + wait + 0.002)
         else:
             self.timers.stop(T.REO)
-        if rack.lost and not self.in_recovery and self._may_enter():
-            self._enter(now)
-            return True
+        if rack.lost and not self.in_recovery:
+            if self._may_enter():
+                self._enter(now)
+                return True
+            # Recovering from an RTO (SND.UNA short of ``recover``): a
+            # go-back copy found lost goes again now, one per ACK, as
+            # Linux resends what RACK marks in its Loss state.
+            lost = rack.first_lost()
+            if lost is not None and lost[0] < seq_diff(self.snd.snd_nxt, self.snd.snd_una):
+                mss = self.hs.mss
+                self.snd.retransmit(seq_add(self.snd.snd_una, lost[0]),
+                                    lost[1] if lost[1] < mss else mss, now, "rack")
         return False
 
     def on_reo_timeout(self, now: float) -> None:

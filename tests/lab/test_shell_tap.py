@@ -66,7 +66,8 @@ def test_an_interrupted_lesson_leaves_nothing_running(tmp_path):
     out = tmp_path / "interrupted"
     shells_before = set(_ours("mininet:"))   # Mininet names each node's shell so
     proc = subprocess.Popen([sys.executable, "-m", "stack", "lab", "loss", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT,
+                            start_new_session=True)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not (out / "loss.log").exists():
         time.sleep(0.1)
@@ -74,7 +75,11 @@ def test_an_interrupted_lesson_leaves_nothing_running(tmp_path):
     time.sleep(1.0)
     assert _ours(str(out)), "nothing of the lab's was running to interrupt"
     assert set(_ours("mininet:")) - shells_before, "no node shells to end"
-    proc.send_signal(signal.SIGTERM)
+    # Ctrl-C at a terminal reaches the whole process group, and an impatient
+    # learner presses it twice.
+    os.killpg(proc.pid, signal.SIGINT)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)
     text = proc.communicate(timeout=60)[0].decode(errors="replace")
     assert proc.returncode != 0, text
     assert "Traceback" not in text, text

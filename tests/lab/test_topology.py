@@ -53,7 +53,7 @@ def test_a_topology_names_its_hosts_routers_and_links():
     (('address = "198.51.100.2/24"', 'address = "198.51.100.2"'), "needs a prefix"),
     (('address = "198.51.100.2/24"', 'address = "198.51.100.0/24"'), "network or broadcast"),
     (('address = "198.51.100.2/24"', 'address = "198.51.100.1/24"'), "both have the address"),
-    (('address = "198.51.100.2/24"', 'address = "198.51.101.2/24"'), "different subnets"),
+    (('lan = "198.51.100.1/24"', 'lan = "198.51.101.1/24"'), "different subnets"),
     (('kind = "stack"', 'kind = "bsd"'), "kind 'bsd'"),
     (('nat = "wan"', 'nat = "dmz"'), "nat 'dmz' is not one of its links"),
     (("mtu = 1400", "mtu = 100"), "outside 576..9000"),
@@ -66,6 +66,14 @@ def test_a_topology_names_its_hosts_routers_and_links():
       'interfaces = { lan = "198.51.100.1/24" }'), "two links at least"),
     (('"192.0.2.0/24" = "203.0.113.9"', '"192.0.2.0/33" = "x"'), "not a network"),
     (("[hosts.client]", "[hosts.client"), "topology: "),
+    (("[hosts.client]", "[hosts.sw0]"), "the lab's own bridges"),
+    (('"www.example.test" = "203.0.113.2"', '"www.example.test" = 5'), "dns takes strings"),
+    (('"www.example.test" = "203.0.113.2"', '"www.example.test" = "nowhere"'),
+     "'nowhere' is not an address"),
+    (('gateway = "198.51.100.1"', 'gateway = "192.0.2.1"'), "is not on 198.51.100.0/24"),
+    (('rules = ["tcp dport 81 drop"]', 'rules = [7]'), "rules are strings"),
+    (('dns = {', 'dhcp = "zzz"\ndns = {'), "two addresses"),
+    (('dns = {', 'dhcp = "203.0.113.60,203.0.113.50"\ndns = {'), "is not a range"),
 ])
 def test_every_mistake_is_named(change, words):
     old, new = change

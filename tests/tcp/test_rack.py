@@ -71,15 +71,14 @@ def test_a_lost_retransmission_is_found_without_waiting_for_the_rto():
         c.now = 0.2 + i / 1000
         sent += ack(c, S(0), (S(1), S(i)))
     assert sent and all(seq >= S(10) for seq, _ in sent)
-    rto = c.conn.status()["timers"]["rto"]
     # New data sent at 0.205 arrives while S(0)'s second copy (sent at 0.2)
     # does not: lost too, once out RACK.rtt, with no window in recovery.
     c.now = 0.31
     got = ack(c, S(0), (S(10), S(11)), (S(1), S(10)))
     assert (S(0), MSS) in got
-    assert c.now < rto
-    assert retransmits(c)[0] == ("fast", S(0))
-    assert ("rack", S(0)) in retransmits(c)[1:]
+    reasons = retransmits(c)
+    assert reasons[0] == ("fast", S(0)) and ("rack", S(0)) in reasons[1:]
+    assert "rto" not in [r for r, _ in reasons]         # the timer never had to fire
 
 
 def test_a_dsack_widens_the_window():
@@ -117,3 +116,36 @@ def test_without_rack_the_duplicate_acks_decide():
     c.now = 0.2
     ack(c, S(0), (S(1), S(2)))
     assert reo_timer(c) is None
+
+
+def test_sack_blocks_that_split_segments_mark_only_whole_ones():
+    """A peer that SACKs odd bytes (or half segments) marks nothing SACKed
+    below a whole MSS, so it cannot make the stack keep a record per byte,
+    and such a block is no evidence of loss either."""
+    c = sender()
+    c.now = 0.2
+    for i in range(200):
+        lo = S(1) + 3 + 5 * i
+        ack(c, S(0), (lo, lo + 1))
+    assert c.conn.status()["rack_records"] <= 10         # one a segment, as sent
+    c.run_until(0.5)
+    assert [r for r, _ in retransmits(c) if r in ("fast", "rack")] == []
+    ack(c, S(0), (S(1) + 100, S(3) + 7))                 # whole segments 2 inside it
+    assert c.conn.status()["rack_records"] <= 12
+
+
+def test_a_go_back_copy_lost_after_an_rto_goes_again_before_the_next_rto():
+    """Linux's Loss state: while the RTO's go-back-N is under way, a copy
+    RACK finds lost is sent again at once, not after a backed-off RTO."""
+    c = sender(TcpConfig(tlp=False), segments=10)
+    c.now = 0.2
+    c.run_until(c.conn.status()["timers"]["rto"])        # nothing ACKed: the RTO
+    assert [r for r, _ in retransmits(c)] == ["rto"]
+    c.now += 0.1
+    ack(c, S(1))                                         # S(0)'s copy arrived; S(1), S(2) go
+    c.now += 0.2
+    ack(c, S(1), (S(2), S(3)))                           # S(2)'s copy arrived, S(1)'s did not
+    c.run_until(c.now + 0.1)                             # RACK's window passes
+    assert ("rack", S(1)) in retransmits(c)
+    fired = [e for e in c.events if e["event"] == "timer" and e["timer"] == "rto"]
+    assert len(fired) == 1                               # the RTO fired once only

@@ -52,7 +52,7 @@ def traceroute(lab: Lab) -> Report:
     lab.stack_down("client")
     first = lab.stack_tool("client", "traceroute", "traceroute",
                            ["-w", "1", "-q", "2", "203.0.113.2"], timeout=60)
-    lab.sh("r2", "nft add rule ip lab output icmp type time-exceeded drop")
+    lab.nft("r2", "output icmp type time-exceeded drop")
     second = lab.stack_tool("client", "traceroute-filtered", "traceroute",
                             ["-w", "1", "-q", "2", "203.0.113.2"], timeout=60)
     with open(f"{lab.out}/ttl-ping.txt", "w") as f:
