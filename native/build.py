@@ -18,7 +18,7 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(HERE, "native.h")
-SOURCES = ("checksum.c", "reasm.c")
+SOURCES = ("checksum.c", "reasm.c", "gso.c")
 
 
 def _rel(path: str) -> str:

@@ -75,6 +75,21 @@ int64_t reasm_buffered(const reasm *r);
 /* Forget everything and release the memory held. */
 void reasm_clear(reasm *r);
 
+/*
+ * Software GSO (stack/native_py.py gso_segment is the twin): cut the
+ * Ethernet + IPv4 + TCP frame in[0, len), whose TCP payload is longer than
+ * mss, into frames of mss payload bytes (the last one shorter), written one
+ * after another into out[0, cap), the length of frame i in lens[i]. Each
+ * frame's IP total length, identification (one more each) and checksum,
+ * and TCP sequence number, flags (FIN and PSH on the last only, CWR on the
+ * first only, URG while the pointer is ahead), urgent pointer and checksum
+ * are set. Returns the count of frames; 0 when the frame is not one to cut
+ * (not IPv4 without options, not TCP, a fragment, short, or a payload of
+ * mss or less: send it as it is); -1 when cap or max_frames is too small.
+ */
+int64_t gso_segment(const uint8_t *in, size_t len, uint32_t mss, uint8_t *out, size_t cap,
+                    uint32_t *lens, size_t max_frames);
+
 /* cdef-end */
 
 #endif

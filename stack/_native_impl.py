@@ -15,7 +15,7 @@ from stack._native import lib as _lib
 if TYPE_CHECKING:
     from stack.native_py import BytesLike
 
-__all__ = ["Reassembly", "checksum", "csum_partial"]
+__all__ = ["Reassembly", "checksum", "csum_partial", "gso_segment"]
 
 try:
     _csum = _lib.csum_partial
@@ -31,6 +31,7 @@ try:
     _buffered = _lib.reasm_buffered
     _clear = _lib.reasm_clear
     _NO_MEMORY = _lib.REASM_NO_MEMORY
+    _gso = _lib.gso_segment
 except AttributeError as exc:  # a stale build: let stack.native fall back to Python
     raise ImportError(f"stack._native is out of date, rebuild it ({exc})") from exc
 
@@ -125,3 +126,30 @@ class Reassembly:
 
     def clear(self) -> None:
         _clear(self._r)
+
+
+# Most header bytes one frame can have: Ethernet 14, IPv4 20, TCP 60.
+_MAX_HEADERS = 94
+
+
+def gso_segment(frame: BytesLike, mss: int) -> list[bytes]:
+    """Software GSO (stack.native_py.gso_segment says what it does): one C
+    call cuts the frame, copying and adjusting the headers and checksums."""
+    if mss <= 0:
+        raise ValueError("mss must be positive")
+    data = frame if type(frame) is _bytes else _bytes(frame)
+    n = len(data)
+    most = n // mss + 1
+    cap = n + most * _MAX_HEADERS
+    out = bytearray(cap)
+    lens = _ffi.new("uint32_t[]", most)
+    count = _gso(data, n, mss, _from_buffer(out), cap, lens, most)
+    if count <= 0:  # (-1 cannot happen: ``out`` and ``lens`` are made big enough)
+        return [data]
+    frames = []
+    at = 0
+    for i in range(count):
+        k = lens[i]
+        frames.append(_bytes(out[at:at + k]))
+        at += k
+    return frames
