@@ -169,14 +169,9 @@ def make_stack_host_class() -> type:
             proc = self.stopper.add(f"stack run in {self.name}",
                                     self.popen(argv, stdin=subprocess.DEVNULL,
                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-            try:
-                out, err = proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                kill_group(proc)
-                out, err = proc.communicate()
+            result = finish(proc, argv, timeout)
             self.stopper.stop(proc)
-            return subprocess.CompletedProcess(argv, proc.returncode, out.decode(errors="replace"),
-                                               err.decode(errors="replace"))
+            return result
 
         def stack_down(self) -> int | None:
             proc, self.stack_proc = self.stack_proc, None
@@ -205,6 +200,18 @@ def wait_for_line(proc: subprocess.Popen[bytes], log: str, marker: str, timeout:
             break
         time.sleep(0.05)
     raise LabError(f"{what} did not start: {text.strip()[-400:] or '(no output)'}")
+
+
+def finish(proc: subprocess.Popen[bytes], argv: list[str], timeout: float
+           ) -> subprocess.CompletedProcess[str]:
+    """``proc``'s output to its end, its whole process group killed after ``timeout``."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        out, err = proc.communicate()
+    return subprocess.CompletedProcess(argv, proc.returncode, out.decode(errors="replace"),
+                                       (err or b"").decode(errors="replace"))
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -21,7 +21,7 @@ import subprocess
 import time
 from typing import Any
 
-from stack.lab.build import LabError, Stopper, kill_group, make_stack_host_class, mininet, must
+from stack.lab.build import LabError, Stopper, finish, make_stack_host_class, mininet, must
 from stack.lab.topology import Host, Router, Topology
 
 
@@ -181,13 +181,7 @@ class Lab:
         """A program in a node, to its end (killed after ``timeout``)."""
         proc = self.node(name).popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            kill_group(proc)
-            out, _ = proc.communicate()
-        return subprocess.CompletedProcess(argv, proc.returncode, out.decode(errors="replace"),
-                                           "")
+        return finish(proc, argv, timeout)
 
     def start(self, name: str, argv: list[str], log: str) -> subprocess.Popen[bytes]:
         """A program in the background in a node (stopped by :meth:`stop`)."""

@@ -223,13 +223,8 @@ class Recovery:
         self.partial_acks = 0
         self.cc.enter_fast_recovery(flight, now, sack)
         sb = self.sb
-        rack = self.rack
-        if rack is not None:
-            lost = rack.first_lost()
-            if lost is not None:
-                off, n = lost
-                snd.retransmit(seq_add(una, off), n if n < self.hs.mss else self.hs.mss, now,
-                               "fast")
+        if self.rack is not None:
+            self._resend_lost(now, "fast")
         elif sack and sb is not None:
             if seq_gt(self.high_rxt, una):
                 # The last recovery resent these bytes already (new data it
@@ -279,12 +274,21 @@ class Recovery:
             # Recovering from an RTO (SND.UNA short of ``recover``): a
             # go-back copy found lost goes again now, one per ACK, as
             # Linux resends what RACK marks in its Loss state.
-            lost = rack.first_lost()
-            if lost is not None and lost[0] < seq_diff(self.snd.snd_nxt, self.snd.snd_una):
-                mss = self.hs.mss
-                self.snd.retransmit(seq_add(self.snd.snd_una, lost[0]),
-                                    lost[1] if lost[1] < mss else mss, now, "rack")
+            self._resend_lost(now, "rack", below_nxt=True)
         return False
+
+    def _resend_lost(self, now: float, reason: str, below_nxt: bool = False) -> int:
+        """Send again (at most one MSS of) the first segment RACK marked lost
+        and not yet resent; ``below_nxt``: only one SND.NXT has passed (go-back
+        N sends the rest). Returns the sequence space sent (0: nothing)."""
+        assert self.rack is not None
+        lost = self.rack.first_lost()
+        snd = self.snd
+        if lost is None or below_nxt and lost[0] >= seq_diff(snd.snd_nxt, snd.snd_una):
+            return 0
+        off, n = lost
+        mss = self.hs.mss
+        return snd.retransmit(seq_add(snd.snd_una, off), n if n < mss else mss, now, reason)
 
     def on_reo_timeout(self, now: float) -> None:
         """The reordering window passed (RFC 8985 6.3): look again, and
@@ -383,11 +387,7 @@ class Recovery:
         cw = self.cc.cwnd
         pipe = rack.in_flight()
         while cw - pipe >= mss:
-            lost = rack.first_lost()
-            if lost is None:
-                break
-            off, n = lost
-            sent = snd.retransmit(seq_add(una, off), n if n < mss else mss, now, "rack")
+            sent = self._resend_lost(now, "rack")
             if not sent:
                 break
             pipe += sent

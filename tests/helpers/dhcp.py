@@ -15,9 +15,7 @@ exists (``Stack.tap(name, address="dhcp")`` or ``stack up --tap name
 from __future__ import annotations
 
 import contextlib
-import os
 import pathlib
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -28,6 +26,7 @@ from stack.wire.dhcp import (
 )
 from stack.wire.ipv4 import ip2int
 from tests.helpers.dns import DNSMASQ
+from tests.helpers.tap import stop
 
 KERNEL = "198.51.100.1"
 RANGE = ("198.51.100.50", "198.51.100.60")
@@ -107,13 +106,5 @@ def dhcp_link(tap: str, tmp_path: pathlib.Path, lease: str = "2m", extra: tuple[
         yield Dnsmasq(proc, leases, log)
     finally:
         if proc is not None:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait()
-            if proc.stderr is not None:
-                proc.stderr.close()
+            stop(proc)
         subprocess.run(["ip", "link", "del", tap], capture_output=True)

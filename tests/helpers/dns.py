@@ -16,8 +16,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
 import struct
 import subprocess
@@ -27,6 +25,8 @@ from dataclasses import dataclass, field
 
 from stack.wire.dns import (CLASS_IN, QR, RA, RD, TC, TYPE_A, TYPE_CNAME, TYPE_PTR, encode_name,
                             parse_message)
+
+from tests.helpers.tap import stop
 
 DNSMASQ = "/usr/sbin/dnsmasq"
 
@@ -231,12 +231,4 @@ def dnsmasq(listen: str = "192.0.2.1", records: dict[str, str] | None = None,
             time.sleep(0.05)
         yield proc
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        stop(proc)

@@ -45,6 +45,19 @@ def stop_stack_up(p: subprocess.Popen, timeout: float = 15) -> str:
     return rest
 
 
+def stop(proc: subprocess.Popen, grace: float = 5) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; reaped, its stderr closed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stderr is not None:
+        proc.stderr.close()
+
+
 def kill(*procs: subprocess.Popen | None) -> None:
     """Kill (and reap) each process this test started that is still running."""
     for p in procs:
