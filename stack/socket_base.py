@@ -11,9 +11,9 @@ in a :class:`~stack.socket.Socket`. Nothing here imports those modules.
 from __future__ import annotations
 
 import errno
-import math
 import os
 import socket as _socket
+import _socket as _c_socket
 import threading
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Callable
@@ -142,22 +142,20 @@ def data_view(data: Any) -> memoryview:
             from None
 
 
+# A socket object of CPython's own with no file descriptor: its settimeout()
+# parses the value with the interpreter's own checks and messages (they
+# differ between CPython releases), then fails with EBADF for a good one.
+_TIMEOUT_PARSER = _c_socket.socket.__new__(_c_socket.socket)
+
+
 def timeout_value(value: Any) -> float | None:
-    """``settimeout``'s argument: None, or seconds >= 0 (CPython's checks)."""
-    if value is None:
-        return None
-    if not isinstance(value, (int, float)):
-        if not hasattr(value, "__float__"):
-            _not_int(value)
-        value = float(value)
-    value = float(value)
-    if math.isnan(value):
-        raise ValueError("Invalid value NaN (not a number)")
-    if value < 0:
-        raise ValueError("Timeout value out of range")
-    if value > 9.2e9:
-        raise OverflowError("timestamp out of range for platform time_t")
-    return value
+    """``settimeout``'s argument: None, or seconds >= 0, checked by CPython itself."""
+    try:
+        _TIMEOUT_PARSER.settimeout(value)
+    except OSError as e:
+        if e.errno != errno.EBADF:
+            raise
+    return None if value is None else float(value)
 
 
 # -- addresses ---------------------------------------------------------------------------
