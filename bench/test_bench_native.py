@@ -59,3 +59,42 @@ def test_reassembly_64k_from_45_fragments(benchmark, impl):
         return r.pop(r.contiguous())
 
     assert benchmark(reassemble) == payload
+
+
+def _super_frame(payload: bytes, sport: int = 80) -> bytes:
+    """One Ethernet + IPv4 + TCP frame (timestamps) carrying ``payload``."""
+    from stack.wire.eth import build_eth
+    from stack.wire.ipv4 import Ipv4Header, build_ipv4
+    from stack.wire.tcp import ACK, PSH, build_tcp
+
+    src, dst = 0xC0000202, 0xC0000201
+    tcp = build_tcp(src, dst, sport, 40000, 1, 1, ACK | PSH, 500, payload, timestamps=(7, 9))
+    ip = build_ipv4(Ipv4Header(src, dst, 6, ident=1, df=True), tcp)
+    return build_eth(bytes(6), bytes(6), 0x0800, ip)
+
+
+# A 64 KB TCP segment as the stack builds it (45 MSS of 1,448 bytes with
+# timestamps), and the 45 frames GSO cuts it into for MTU 1500.
+SEGMENT = 45 * 1448
+
+
+def test_gso_segment_64k(benchmark, impl):
+    benchmark.group = "gso: one 64 KB segment cut into 45 frames"
+    frame = _super_frame(random.Random(1).randbytes(SEGMENT))
+    frames = benchmark(impl.gso_segment, frame, 1448)
+    assert len(frames) == 45 and frames == native_py.gso_segment(frame, 1448)
+
+
+def test_gro_coalesce_45_frames(benchmark, impl):
+    benchmark.group = "gro: 45 frames merged into one 64 KB segment"
+    frame = _super_frame(random.Random(2).randbytes(SEGMENT))
+    frames = native_py.gso_segment(frame, 1448)
+    assert benchmark(impl.gro_coalesce, frames) == [frame]
+
+
+def test_gro_coalesce_64_unmergeable_frames(benchmark, impl):
+    """What GRO costs a batch it cannot merge (64 frames of 64 flows)."""
+    benchmark.group = "gro: 64 frames of 64 flows, nothing merged"
+    frames = [_super_frame(bytes(1448), 1000 + i) for i in range(64)]
+    out = benchmark(impl.gro_coalesce, frames)
+    assert out == frames

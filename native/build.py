@@ -18,7 +18,7 @@ from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 HEADER = os.path.join(HERE, "native.h")
-SOURCES = ("checksum.c", "reasm.c", "gso.c")
+SOURCES = ("checksum.c", "reasm.c", "gso.c", "gro.c", "tapio.c")
 
 
 def _rel(path: str) -> str:
@@ -51,6 +51,25 @@ _PREAMBLE = """\
 #undef Py_END_ALLOW_THREADS
 #define Py_BEGIN_ALLOW_THREADS {
 #define Py_END_ALLOW_THREADS }
+
+/* The system calls do let go of the GIL: other threads run meanwhile. */
+int64_t tap_read_batch(int fd, uint8_t *buf, size_t cap, size_t frame_max, uint32_t *lens,
+                       size_t max_frames)
+{
+    PyThreadState *saved = PyEval_SaveThread();
+    int64_t r = tap_read_batch_io(fd, buf, cap, frame_max, lens, max_frames);
+    PyEval_RestoreThread(saved);
+    return r;
+}
+
+int64_t tap_gso_write(int fd, const uint8_t *in, size_t len, uint32_t mtu, uint8_t *scratch,
+                      size_t cap, uint32_t *lens, size_t max_frames, uint32_t *dropped)
+{
+    PyThreadState *saved = PyEval_SaveThread();
+    int64_t r = tap_gso_write_io(fd, in, len, mtu, scratch, cap, lens, max_frames, dropped);
+    PyEval_RestoreThread(saved);
+    return r;
+}
 """
 
 

@@ -90,6 +90,57 @@ void reasm_clear(reasm *r);
 int64_t gso_segment(const uint8_t *in, size_t len, uint32_t mss, uint8_t *out, size_t cap,
                     uint32_t *lens, size_t max_frames);
 
+/*
+ * Software GRO (stack/native_py.py gro_coalesce is the twin): the frames
+ * in[0, ...), frame i lens[i] bytes, one after another. Consecutive frames
+ * that are in-order TCP segments of one flow merge into one frame: IPv4
+ * without options or fragments, both checksums right, flags ACK or ACK+PSH
+ * (PSH on the last only), a payload, no urgent pointer; the same Ethernet
+ * header, TOS, DF, TTL, addresses, ports, acknowledgment, window and header
+ * length; each segment's sequence number where the last one ended; every
+ * segment but the last as long as the first and the last no longer; the
+ * same options, or both exactly NOP, NOP, timestamps with neither value
+ * going back; at most 65,535 bytes of IP packet. A merged frame has the
+ * first frame's headers with the IP total length and both checksums
+ * recomputed and PSH when the last had it. which[k] says what output frame
+ * k is: >= 0, frame which[k] of the input as it came; < 0, merged frame
+ * -1 - which[k], written to out[0, cap) one after another, out_lens its
+ * length. Returns the count of output frames (which[] needs count places),
+ * or -1 when cap or max_merged is too small.
+ */
+int64_t gro_coalesce(const uint8_t *in, const uint32_t *lens, size_t count, uint8_t *out,
+                     size_t cap, int32_t *which, uint32_t *out_lens, size_t max_merged);
+
+/*
+ * The TAP's batched system calls (native/tapio.c; they let go of the GIL
+ * while they run, so Python threads go on meanwhile).
+ *
+ * tap_read_batch: read(2) frames from the non-blocking fd into buf[0, cap),
+ * one after another, frame i's length in lens[i], until EAGAIN, max_frames
+ * frames, or less than frame_max bytes of room is left. Returns the count
+ * (0: nothing was waiting), or -errno when the first read fails otherwise.
+ *
+ * tap_gso_write: software GSO and the writes in one call: cut the TCP
+ * super-frame in[0, len) with gso_segment into frames that fit mtu (IP
+ * header, TCP header and payload), using scratch[0, cap) and lens[0,
+ * max_frames), and write(2) each to fd. A write the queue refuses (EAGAIN,
+ * ENOBUFS) loses that frame only, counted in *dropped. Returns the frames
+ * written, 0 when the frame is not one to cut (write it as it is), -EMSGSIZE
+ * when cap or max_frames is too small, or -errno when a write fails otherwise.
+ */
+int64_t tap_read_batch(int fd, uint8_t *buf, size_t cap, size_t frame_max, uint32_t *lens,
+                       size_t max_frames);
+int64_t tap_gso_write(int fd, const uint8_t *in, size_t len, uint32_t mtu, uint8_t *scratch,
+                      size_t cap, uint32_t *lens, size_t max_frames, uint32_t *dropped);
+
 /* cdef-end */
+
+/* The same calls with the GIL held (the wrappers above are cffi's preamble). */
+int64_t tap_read_batch_io(int fd, uint8_t *buf, size_t cap, size_t frame_max, uint32_t *lens,
+                          size_t max_frames);
+int64_t tap_write_frames_io(int fd, const uint8_t *buf, const uint32_t *lens, size_t count,
+                            uint32_t *dropped);
+int64_t tap_gso_write_io(int fd, const uint8_t *in, size_t len, uint32_t mtu, uint8_t *scratch,
+                         size_t cap, uint32_t *lens, size_t max_frames, uint32_t *dropped);
 
 #endif

@@ -7,6 +7,7 @@ import fails (``stack._native`` not built).
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 from stack._native import ffi as _ffi
@@ -15,7 +16,8 @@ from stack._native import lib as _lib
 if TYPE_CHECKING:
     from stack.native_py import BytesLike
 
-__all__ = ["Reassembly", "checksum", "csum_partial", "gso_segment"]
+__all__ = ["FrameReader", "GsoWriter", "Reassembly", "checksum", "csum_partial", "gro_coalesce",
+           "gso_segment"]
 
 try:
     _csum = _lib.csum_partial
@@ -32,6 +34,9 @@ try:
     _clear = _lib.reasm_clear
     _NO_MEMORY = _lib.REASM_NO_MEMORY
     _gso = _lib.gso_segment
+    _read_batch = _lib.tap_read_batch
+    _gro = _lib.gro_coalesce
+    _gso_write = _lib.tap_gso_write
 except AttributeError as exc:  # a stale build: let stack.native fall back to Python
     raise ImportError(f"stack._native is out of date, rebuild it ({exc})") from exc
 
@@ -153,3 +158,106 @@ def gso_segment(frame: BytesLike, mss: int) -> list[bytes]:
         frames.append(_bytes(out[at:at + k]))
         at += k
     return frames
+
+
+class FrameReader:
+    """A batch of frames from a non-blocking fd in one C call
+    (stack.native_py.FrameReader says what it does); the buffer is the
+    reader's own, so one reader serves one thread at a time."""
+
+    __slots__ = ("frame_max", "_buf", "_cbuf", "_lens", "_most")
+
+    def __init__(self, frame_max: int, most: int = 64, room: int | None = None) -> None:
+        if frame_max <= 0 or most <= 0:
+            raise ValueError("frame_max and most must be positive")
+        if room is not None and room < frame_max:
+            raise ValueError("room must hold one frame of frame_max bytes")
+        self.frame_max = frame_max
+        self._most = most
+        self._buf = bytearray(frame_max * most if room is None else room)
+        self._cbuf = _from_buffer(self._buf)
+        self._lens = _ffi.new("uint32_t[]", most)
+
+    def read(self, fd: int, limit: int) -> list[bytes]:
+        limit = min(limit, self._most)
+        if limit <= 0:
+            return []
+        count = _read_batch(fd, self._cbuf, len(self._buf), self.frame_max, self._lens, limit)
+        if count <= 0:
+            if count < 0:
+                raise OSError(-count, os.strerror(-count))
+            return []
+        buf = self._buf
+        lens = self._lens
+        frames = []
+        at = 0
+        for i in range(count):
+            k = lens[i]
+            frames.append(_bytes(buf[at:at + k]))
+            at += k
+        return frames
+
+
+class GsoWriter:
+    """Software GSO at the device: one C call cuts a TCP super-frame and
+    writes the frames (stack.native_py.GsoWriter says what it does); the
+    scratch buffer is the writer's own, one writer at a time."""
+
+    __slots__ = ("mtu", "_scratch", "_cscratch", "_lens", "_dropped", "_most")
+
+    def __init__(self, mtu: int) -> None:
+        if mtu <= 40:
+            raise ValueError("mtu must be more than 40")
+        self.mtu = mtu
+        # A 64 KB segment (the largest IPv4 packet) in frames of 8 bytes at the least.
+        self._most = 65536 // 8 + 1
+        self._scratch = bytearray(65536 + self._most * _MAX_HEADERS)
+        self._cscratch = _from_buffer(self._scratch)
+        self._lens = _ffi.new("uint32_t[]", self._most)
+        self._dropped = _ffi.new("uint32_t *")
+
+    def write(self, fd: int, frame: BytesLike) -> tuple[int, int]:
+        data = frame if type(frame) is _bytes else _from_buffer(frame)
+        n = len(data)
+        if n > 65535 + 14:
+            return 0, 0
+        got = _gso_write(fd, data, n, self.mtu, self._cscratch, len(self._scratch), self._lens,
+                         self._most, self._dropped)
+        if got < 0:
+            raise OSError(-got, os.strerror(-got))
+        if got == 0 and not self._dropped[0]:
+            return 0, 0
+        return got, self._dropped[0]
+
+
+def gro_coalesce(frames: list[bytes]) -> list[bytes]:
+    """Software GRO (stack.native_py.gro_coalesce says what merges): one C
+    call over the whole batch; frames that do not merge come back as the
+    same objects."""
+    n = len(frames)
+    if n < 2:
+        return list(frames)
+    joined = _bytes().join(frames)
+    lens = _ffi.new("uint32_t[]", [len(f) for f in frames])
+    cap = len(joined)
+    out = bytearray(cap)
+    which = _ffi.new("int32_t[]", n)
+    most = n // 2 + 1
+    out_lens = _ffi.new("uint32_t[]", most)
+    count = _gro(joined, lens, n, _from_buffer(out), cap, which, out_lens, most)
+    if count < 0:  # (cannot happen: merged frames are shorter than their parts)
+        return list(frames)
+    result = []
+    starts = [0] * most
+    at = 0
+    for k in range(most):
+        starts[k] = at
+        at += out_lens[k]
+    for k in range(count):
+        w = which[k]
+        if w >= 0:
+            result.append(frames[w])
+        else:
+            m = -1 - w
+            result.append(_bytes(out[starts[m]:starts[m] + out_lens[m]]))
+    return result

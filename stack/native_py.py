@@ -6,6 +6,8 @@ two agree. The stack falls back to these when the C module is not built.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 
 _BIG = sys.byteorder == "big"
@@ -215,4 +217,195 @@ def gso_segment(frame: BytesLike, mss: int) -> list[bytes]:
         tcp[16:18] = checksum(piece, csum_partial(tcp, pseudo + thl + len(piece))
                               ).to_bytes(2, "big")
         out.append(eth + bytes(ip) + bytes(tcp) + piece)
+    return out
+
+
+# The errors that lose one frame without anything being broken (a full
+# queue, no buffers, the interface down): dropped and counted, never raised
+# (as the C twin, native/tapio.c).
+DROPPED_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM, errno.EIO, errno.ENETDOWN})
+
+
+class FrameReader:
+    """Reads a batch of frames from a non-blocking fd in one call (the C
+    twin reads them with one trip into C): ``read(fd, limit)`` returns up to
+    ``limit`` frames (``most`` at the most) of at most ``frame_max`` bytes
+    each, ``[]`` when none is waiting. ``room`` is the C twin's buffer (all
+    frames of one batch together; default ``frame_max * most``): a batch
+    also ends when less than ``frame_max`` of it is left. An error on the
+    first read raises OSError; one after frames were read ends the batch
+    (the next call sees it)."""
+
+    __slots__ = ("frame_max", "most", "room")
+
+    def __init__(self, frame_max: int, most: int = 64, room: int | None = None) -> None:
+        if frame_max <= 0 or most <= 0:
+            raise ValueError("frame_max and most must be positive")
+        if room is not None and room < frame_max:
+            raise ValueError("room must hold one frame of frame_max bytes")
+        self.frame_max = frame_max
+        self.most = most
+        self.room = frame_max * most if room is None else room
+
+    def read(self, fd: int, limit: int) -> list[bytes]:
+        limit = min(limit, self.most)
+        frames: list[bytes] = []
+        read = os.read
+        frame_max = self.frame_max
+        left = self.room
+        while len(frames) < limit and left >= frame_max:
+            try:
+                frame = read(fd, frame_max)
+            except InterruptedError:
+                continue
+            except OSError as e:
+                if isinstance(e, BlockingIOError) or frames:
+                    break
+                raise
+            if not frame:
+                break
+            frames.append(frame)
+            left -= len(frame)
+        return frames
+
+
+class GsoWriter:
+    """Software GSO at the device (the C twin cuts and writes in one call):
+    ``write(fd, frame)`` cuts a TCP super-frame into frames whose IP packets
+    fit ``mtu`` (:func:`gso_segment`) and writes each to ``fd``. Returns
+    ``(written, dropped)``: frames written, frames the device queue refused
+    (EAGAIN, ENOBUFS: lost, as a full queue loses them). ``(0, 0)`` when the
+    frame is not one to cut (the caller writes it whole); other write errors
+    raise OSError."""
+
+    __slots__ = ("mtu",)
+
+    def __init__(self, mtu: int) -> None:
+        if mtu <= 40:
+            raise ValueError("mtu must be more than 40")
+        self.mtu = mtu
+
+    def write(self, fd: int, frame: BytesLike) -> tuple[int, int]:
+        if len(frame) < 54:
+            return 0, 0
+        thl = (frame[46] >> 4) * 4
+        if self.mtu <= 20 + thl:
+            return 0, 0
+        frames = gso_segment(frame, self.mtu - 20 - thl)
+        if len(frames) == 1:
+            return 0, 0
+        written = dropped = 0
+        for piece in frames:
+            while True:
+                try:
+                    os.write(fd, piece)
+                    written += 1
+                except InterruptedError:
+                    continue
+                except OSError as e:
+                    if e.errno not in DROPPED_ERRNOS:
+                        raise
+                    dropped += 1
+                break
+        return written, dropped
+
+
+def _gro_parse(f: bytes) -> tuple[int, int, int, bool] | None:
+    """(TCP header length, payload length, sequence number, timestamps-only
+    options) of a frame that may merge, or None (gro_coalesce's rules)."""
+    if len(f) < 54 or f[12:14] != b"\x08\x00" or f[14] != 0x45 or f[23] != 6:
+        return None
+    total = int.from_bytes(f[16:18], "big")
+    if int.from_bytes(f[20:22], "big") & 0xBFFF or total < 40 or 14 + total > len(f):
+        return None
+    thl = (f[46] >> 4) * 4
+    if thl < 20 or 20 + thl >= total or f[46] & 0x0F:
+        return None
+    if f[47] not in (0x10, 0x18) or f[52:54] != b"\x00\x00":
+        return None
+    if checksum(f[14:34]) != 0:
+        return None
+    pseudo = (int.from_bytes(f[26:28], "big") + int.from_bytes(f[28:30], "big")
+              + int.from_bytes(f[30:32], "big") + int.from_bytes(f[32:34], "big") + 6
+              + total - 20)
+    if checksum(f[34:14 + total], pseudo) != 0:
+        return None
+    return (thl, total - 20 - thl, int.from_bytes(f[38:42], "big"),
+            thl == 32 and f[54:58] == b"\x01\x01\x08\x0a")
+
+
+def _gro_follows(head: tuple[int, int, int, bool], a: bytes, pa: tuple[int, int, int, bool],
+                 b: bytes, pb: tuple[int, int, int, bool], total: int) -> bool:
+    """Whether ``b`` may follow ``a``, the last of a group that began with
+    ``head`` and has ``total`` bytes of IP packet so far."""
+    if pb[0] != pa[0] or pa[1] != head[1] or pb[1] > head[1] or total + pb[1] > 65535:
+        return False
+    if a[47] & 0x08:
+        return False                                    # PSH ends a group
+    if a[:14] != b[:14] or a[15] != b[15] or a[20:23] != b[20:23] or a[26:34] != b[26:34]:
+        return False
+    if a[34:38] != b[34:38] or a[42:46] != b[42:46] or a[48:50] != b[48:50]:
+        return False
+    if pb[2] != (pa[2] + pa[1]) & 0xFFFFFFFF:
+        return False
+    if pa[3] and pb[3]:
+        for at in (58, 62):                             # TSval, TSecr: never back
+            step = (int.from_bytes(b[at:at + 4], "big") - int.from_bytes(a[at:at + 4], "big"))
+            if step & 0xFFFFFFFF >= 0x80000000:
+                return False
+        return True
+    return a[54:34 + pa[0]] == b[54:34 + pb[0]]
+
+
+def gro_coalesce(frames: list[bytes]) -> list[bytes]:
+    """Software GRO: merge consecutive in-order TCP segments of one flow.
+
+    The rules (the C twin's, native/native.h): IPv4 without options or
+    fragments, both checksums right, flags ACK or ACK+PSH (PSH on the last
+    only), a payload, no urgent pointer; the same Ethernet header, TOS, DF,
+    TTL, addresses, ports, acknowledgment, window and header length; each
+    segment starting where the last one ended; every segment but the last as
+    long as the first and the last no longer; the same options, or both
+    exactly NOP, NOP, timestamps with neither value going back; at most
+    65,535 bytes of IP packet. A merged frame keeps the first frame's
+    headers with the IP total length and both checksums recomputed, and PSH
+    when the last had it. Every other frame comes back as the same object,
+    in order.
+    """
+    out: list[bytes] = []
+    i = 0
+    n = len(frames)
+    while i < n:
+        f = frames[i]
+        head = _gro_parse(f)
+        j = i
+        if head is not None:
+            total = 20 + head[0] + head[1]
+            last, plast = f, head
+            while j + 1 < n:
+                g = frames[j + 1]
+                pg = _gro_parse(g)
+                if pg is None or not _gro_follows(head, last, plast, g, pg, total):
+                    break
+                total += pg[1]
+                last, plast = g, pg
+                j += 1
+        if j == i:
+            out.append(f)
+        else:
+            hdr = 34 + head[0]                          # type: ignore[index]
+            merged = bytearray(f[:hdr])
+            for g in frames[i:j + 1]:
+                merged += g[hdr:14 + int.from_bytes(g[16:18], "big")]
+            merged[16:18] = total.to_bytes(2, "big")
+            merged[24:26] = b"\x00\x00"
+            merged[24:26] = checksum(merged[14:34]).to_bytes(2, "big")
+            merged[47] = f[47] | (frames[j][47] & 0x08)
+            merged[50:52] = b"\x00\x00"
+            pseudo = (int.from_bytes(f[26:28], "big") + int.from_bytes(f[28:30], "big")
+                      + int.from_bytes(f[30:32], "big") + int.from_bytes(f[32:34], "big") + 6
+                      + total - 20)
+            merged[50:52] = checksum(memoryview(merged)[34:], pseudo).to_bytes(2, "big")
+            out.append(bytes(merged))
+        i = j + 1
     return out

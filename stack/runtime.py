@@ -108,8 +108,12 @@ class Stack:
                  seed: int | None = None, tcp_config=None, arp_config: ArpConfig | None = None,
                  close_link: bool = True, busy_poll: float = 0.0,
                  dns: list[str] | None = None, hosts: dict[str, str] | None = None,
-                 dhcp_config=None) -> None:
+                 dhcp_config=None, gro: bool | None = None) -> None:
         self.link = link
+        # Software GRO (stack.native.gro_coalesce): each batch read from the
+        # link has its in-order segments of a flow merged before TCP sees
+        # them. On by default where the link does software GSO (a TAP).
+        self.gro = link.gso if gro is None else gro
         self.clock = clock
         self.started = clock()
         dhcp = address == "dhcp"  # no address until a lease binds (stack/dhcp.py)
@@ -142,12 +146,13 @@ class Stack:
         self.tcp = TcpLayer(self._tcp_send, self.trace, _tcp_config_for(tcp_config, link.mtu),
                             rng=self.rng, is_broadcast=self.ip.is_broadcast,
                             reachable=self.ip.has_route, route_mss=self.ip.route_mss)
-        segment_max = link.segment_max if link.offload else None
+        segment_max = link.segment_max if link.offload or link.gso else None
         if segment_max is not None:
-            # TSO: TCP hands down segments of many MSS, IP sends them whole
-            # (a 20-byte header: TCP sends no IP options), the link cuts them.
+            # TSO or software GSO: TCP hands down segments of many MSS, IP
+            # sends them whole (a 20-byte header: TCP sends no IP options),
+            # the link cuts them.
             self.ip.tcp_gso_max = segment_max + 20
-            self.tcp.segment_max = segment_max
+            self.tcp.set_segmentation(segment_max, link.mtu - 40)
         self.ip.handlers[PROTO_TCP] = self._tcp_receive
         self.icmp.error_handlers[PROTO_TCP] = self._tcp_icmp_error
         # The fault injector somewhere in the link chain, if any (its seed is
@@ -184,14 +189,17 @@ class Stack:
             host_address: str | None = None, mtu: int = 1500, mac: str | None = None,
             trace: str | None = None, trace_format: str = "jsonl", pcap: str | None = None,
             impair: str | None = None, trace_level: str = "all", offload: bool = False,
-            **kwargs) -> "Stack":
+            gso: bool = True, **kwargs) -> "Stack":
         """Open (or create) a TAP device and run a stack on it (SPEC's Python API).
 
         ``offload=True`` opens the TAP with the virtio-net header and TSO/checksum
-        offloads: the kernel hands over TCP super-frames and cuts ours."""
+        offloads: the kernel hands over TCP super-frames and cuts ours. Without
+        it the TAP does software GSO and the stack software GRO (``gso=False``:
+        neither; ``gro=`` alone turns GRO on or off)."""
         from stack.link.tap import TapLink
 
-        link: Link = TapLink(name, host_address=host_address, mtu=mtu, offload=offload)
+        link: Link = TapLink(name, host_address=host_address, mtu=mtu, offload=offload, gso=gso)
+        kwargs.setdefault("gro", link.gso)
         mac = mac or (dhcp_mac(name) if address == "dhcp" else None)  # stable per TAP
         return cls._on_link(link, address=address, gateway=gateway, mac=mac, trace=trace,
                             trace_format=trace_format, pcap=pcap, impair=impair,
@@ -452,9 +460,15 @@ class Stack:
                     break
                 if fresh and handled:
                     now = self.clock()
-                for frame in frames:
-                    self.receive_frame(frame, now)
                 handled += len(frames)
+                if self.gro and len(frames) > 1:
+                    merged = native.gro_coalesce(frames)
+                    if len(merged) < len(frames):  # (segments folded into others)
+                        self.trace.counters["tcp.gro_merged"] += len(frames) - len(merged)
+                else:
+                    merged = frames
+                for frame in merged:
+                    self.receive_frame(frame, now)
                 if self.ip.local:
                     self.ip.deliver_local(now)
                 if len(frames) < 64:

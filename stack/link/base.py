@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 
+from stack.native import gso_segment
+
 
 # The largest IPv4 packet, and so the largest TCP segment (header and data)
 # after a 20-byte IP header, that a link with TCP segmentation offload takes.
@@ -36,8 +38,13 @@ class Link:
       fill in the TCP checksum of such a frame itself (a TAP does), so bytes
       changed above the device after the stack checksummed them can go
       unnoticed. It may also hand up super-frames, every checksum complete.
+    * ``gso``: software GSO. Without offload, the link still takes IPv4/TCP
+      frames larger than the MTU and cuts them into MTU-sized frames itself
+      (headers and checksums set) before they leave; what leaves is exactly
+      what the stack would have sent one segment at a time.
     * ``segment_max``: the largest TCP segment (header and data) the link
-      takes in one frame; None: what fits the MTU (one MSS).
+      takes in one frame (with offload or gso); None: what fits the MTU
+      (one MSS).
     * ``defer_writes``: :meth:`send` may run outside the stack lock, from any
       thread, one writer at a time (the runtime then writes after releasing
       its lock).
@@ -49,6 +56,7 @@ class Link:
 
     mtu: int = 1500
     offload: bool = False
+    gso: bool = False
     segment_max: int | None = None
     defer_writes: bool = False
     inner: Link | None = None
@@ -102,7 +110,7 @@ def queue_full(link: Link, dropped: int) -> dict[str, int]:
 class LinkWrapper(Link):
     """A link that forwards everything to ``inner``; wrappers override parts.
 
-    The capabilities (``mtu``, ``offload``, ``segment_max``,
+    The capabilities (``mtu``, ``offload``, ``gso``, ``segment_max``,
     ``defer_writes``) are the inner link's. A wrapper that cannot keep one of
     them (one that is not safe outside the stack lock, say) overrides it.
     """
@@ -119,6 +127,10 @@ class LinkWrapper(Link):
     @property
     def offload(self) -> bool:  # type: ignore[override]
         return self.inner.offload
+
+    @property
+    def gso(self) -> bool:  # type: ignore[override]
+        return self.inner.gso
 
     @property
     def segment_max(self) -> int | None:  # type: ignore[override]
@@ -145,6 +157,15 @@ class LinkWrapper(Link):
 
     def close(self) -> None:
         self.inner.close()
+
+
+def gso_cut(frame: bytes, mtu: int) -> list[bytes]:
+    """The frames software GSO cuts a TCP super-frame into for a link of
+    ``mtu`` (each IP packet at most ``mtu``); ``[frame]`` for anything else."""
+    if len(frame) < 54:
+        return [frame]
+    thl = (frame[46] >> 4) * 4
+    return gso_segment(frame, mtu - 20 - thl) if mtu > 20 + thl else [frame]
 
 
 def earliest(*deadlines: float | None) -> float | None:

@@ -19,7 +19,9 @@ direction no matter how the two directions interleave. Per frame, in order:
   ``next_deadline``/``poll`` release it). One frame at most is held.
 * delay: every frame is held ``delay`` milliseconds.
 
-Over a link with offload (``inner.offload``) a frame the stack sends may be
+Over a link with software GSO (``inner.gso``) a TCP super-frame the stack
+sends is cut here first, and every frame is impaired on its own, as on the
+wire. Over a link with offload (``inner.offload``) a frame the stack sends may be
 a TCP super-frame of up to 64 KB, and it is impaired as one frame, as a lossy
 wire behind a NIC with TSO would lose its segments together: loss or delay
 hit all of them at once. The device below fills in the TCP checksum of such
@@ -62,7 +64,7 @@ from collections import deque
 from dataclasses import dataclass, fields, replace
 from typing import Callable
 
-from stack.link.base import Link, LinkWrapper, ReadySignal, earliest
+from stack.link.base import Link, LinkWrapper, ReadySignal, earliest, gso_cut
 
 ETH_HEADER = 14
 DIRECTIONS = ("tx", "rx")
@@ -217,6 +219,9 @@ class ImpairLink(LinkWrapper):
         # Frames the stack sends larger than this are TCP super-frames whose
         # checksum the device below fills in (see the module docstring).
         self._offload_above = inner.mtu + ETH_HEADER if inner.offload else None
+        # Frames larger than this are TCP super-frames the link below cuts in
+        # software; they are cut here, before the impairments.
+        self._cut_above = inner.mtu + ETH_HEADER if inner.gso else None
         self._signal: ReadySignal | None = None
         self._epoll: select.epoll | None = None
         if self._active:
@@ -245,7 +250,13 @@ class ImpairLink(LinkWrapper):
             return
         now = self.clock()
         with self._lock:
-            self._process(self._tx, frame, now)
+            if self._cut_above is not None and len(frame) > self._cut_above:
+                # Software GSO below: the wire carries the cut frames, each
+                # impaired on its own.
+                for piece in gso_cut(frame, self.inner.mtu):
+                    self._process(self._tx, piece, now)
+            else:
+                self._process(self._tx, frame, now)
 
     def recv_batch(self, limit: int = 64) -> list[bytes]:
         if not self._active:

@@ -15,7 +15,9 @@ classic format has no direction flag.
 The wrapper keeps every capability of the link it wraps. With offload, TCP
 super-frames are captured whole as they pass (up to 64 KB, IP total length
 and checksums complete: the capture sits above the device that cuts them),
-which tcpdump and tshark read like any frame. Writes to the file take the
+which tcpdump and tshark read like any frame. Over software GSO
+(``inner.gso``) the capture holds the frames the link cuts them into, as
+they go on the wire. Writes to the file take the
 wrapper's own lock, so ``defer_writes`` stays the inner link's.
 """
 
@@ -26,7 +28,7 @@ import threading
 import time
 from typing import IO, Callable
 
-from stack.link.base import Link, LinkWrapper
+from stack.link.base import Link, LinkWrapper, gso_cut
 
 PCAP_MAGIC = 0xA1B2C3D4
 PCAP_VERSION = (2, 4)
@@ -93,7 +95,10 @@ class PcapLink(LinkWrapper):
         return frames
 
     def send(self, frame: bytes) -> None:
-        self._write((frame,))
+        if self.inner.gso and len(frame) > self.inner.mtu + 14:
+            self._write(gso_cut(frame, self.inner.mtu))  # the frames on the wire
+        else:
+            self._write((frame,))
         self.inner.send(frame)
 
     def flush(self) -> None:

@@ -21,10 +21,18 @@ MTU that the stack sends goes out as a GSO frame the kernel cuts into
 MTU-sized segments (TSO). The stack above cannot tell the difference, except
 that it may send (and will receive) TCP segments larger than the MTU.
 
+Without offload the TAP does software GSO (``gso=True``, the default): the
+stack hands it TCP segments of up to 64 KB, as to a device with TSO, and
+:meth:`send` cuts each one into MTU-sized frames and writes them in one C
+call (:class:`stack.native.GsoWriter`), never returning to Python between
+frames. What reaches the kernel is the same frames the stack would have
+built one by one. ``gso=False`` sends MTU-sized segments only.
+
 The fd is non-blocking. ``recv_batch`` reads until the kernel queue is empty
-or ``limit`` frames were read; ``send`` writes one frame and counts, rather
-than raises, the errors that mean "not now" (full queue, no buffers, the
-interface is down) in ``dropped``.
+or ``limit`` frames were read, in one C call (:class:`stack.native.FrameReader`);
+``send`` writes one frame (or the frames of one cut super-frame) and counts,
+rather than raises, the errors that mean "not now" (full queue, no buffers,
+the interface is down) in ``dropped``.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import subprocess
 import time
 
 from stack.link.base import TSO_SEGMENT_MAX, Link, queue_full
-from stack.native import checksum, csum_partial
+from stack.native import FrameReader, GsoWriter, checksum, csum_partial
 
 MAX_FRAME = 65535 + 14
 VNET_HDR = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
@@ -118,7 +126,7 @@ class TapLink(Link):
 
     def __init__(
         self, name: str = "tap0", host_address: str | None = None, mtu: int | None = 1500,
-        offload: bool = False,
+        offload: bool = False, gso: bool = True,
     ) -> None:
         import pytun  # here: stack.link works without it
 
@@ -129,9 +137,12 @@ class TapLink(Link):
             raise ValueError(f"mtu must be between 68 and 65535, not {mtu}")
         self.name = name
         self.dropped = 0
+        self.gso_cut = 0      # super-frames software GSO cut
+        self.gso_frames = 0   # frames written from them
         self.created = not interface_exists(name)
         self.offload = offload
-        self.segment_max = TSO_SEGMENT_MAX if offload else None
+        self.gso = gso and not offload
+        self.segment_max = TSO_SEGMENT_MAX if offload or self.gso else None
         flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offload else 0)
         try:
             self._dev = pytun.TunTapDevice(name=name, flags=flags)
@@ -148,6 +159,9 @@ class TapLink(Link):
             if mtu is not None:
                 self._dev.mtu = mtu
             self.mtu = self._dev.mtu
+            # One batch: 64 frames of the MTU, or fewer when bigger ones come.
+            self._reader = FrameReader(MAX_FRAME, 64, MAX_FRAME + 64 * (self.mtu + 18))
+            self._gso_writer = GsoWriter(self.mtu) if self.gso else None
             if host_address is not None:
                 step = "host_address"
                 _ip("addr", "replace", host_address, "dev", name)
@@ -165,7 +179,11 @@ class TapLink(Link):
         return self._dev.hwaddr
 
     def counters(self) -> dict[str, int]:
-        return queue_full(self, self.dropped)
+        out = queue_full(self, self.dropped)
+        if self.gso_cut:
+            out["gso_cut"] = self.gso_cut
+            out["gso_frames"] = self.gso_frames
+        return out
 
     def fileno(self) -> int:
         if self._fd < 0:
@@ -175,19 +193,7 @@ class TapLink(Link):
     def recv_batch(self, limit: int = 64) -> list[bytes]:
         if self.offload:
             return self._recv_vnet(limit)
-        fd = self.fileno()
-        read = os.read
-        frames: list[bytes] = []
-        append = frames.append
-        try:
-            while len(frames) < limit:
-                frame = read(fd, MAX_FRAME)
-                if not frame:
-                    break
-                append(frame)
-        except BlockingIOError:
-            pass
-        return frames
+        return self._reader.read(self.fileno(), limit)
 
     def _recv_vnet(self, limit: int) -> list[bytes]:
         fd = self.fileno()
@@ -234,8 +240,15 @@ class TapLink(Link):
             if self.offload:
                 hdr, frame = self._vnet_header(frame)
                 os.writev(self.fileno(), (hdr, frame))
-            else:
-                os.write(self.fileno(), frame)
+                return
+            if self._gso_writer is not None and len(frame) > self.mtu + 14:
+                written, dropped = self._gso_writer.write(self.fileno(), frame)
+                if written or dropped:
+                    self.gso_cut += 1
+                    self.gso_frames += written
+                    self.dropped += dropped
+                    return
+            os.write(self.fileno(), frame)
         except OSError as e:
             if e.errno not in _DROP_ERRNOS:
                 raise

@@ -39,6 +39,11 @@ class Emitter:
     def __init__(self, ip_send: IpSend, trace: Trace) -> None:
         self.ip_send = ip_send
         self.trace = trace
+        # The MSS (data and options) the link cuts segments at when it takes
+        # super-segments (TSO, software GSO); None: it takes one MSS. A
+        # segment is counted as the segments it becomes on the wire, as
+        # Linux counts OutSegs.
+        self.cut_mss: int | None = None
 
     def send(self, laddr: int, lport: int, raddr: int, rport: int, seq: int, ack: int,
              flags: int, win: int, payload: bytes | memoryview = b"",
@@ -79,7 +84,11 @@ class Emitter:
             trace.drop("tcp", "unroutable", dst=int2ip(raddr), error=e.errno)
             return
         counters = trace.counters  # (per segment: no key formatting)
-        counters["tcp.out_segs"] += 1
+        cut = self.cut_mss
+        wire = 1
+        if cut is not None and len(payload) > cut - len(options):
+            wire = -(-len(payload) // (cut - len(options)))
+        counters["tcp.out_segs"] += wire
         if flags & RST:
             counters["tcp.out_rsts"] += 1
         if trace.on and trace.wants("tcp", "seg"):
@@ -92,4 +101,4 @@ class Emitter:
             trace.event("tcp", "seg", conn=name or conn_name(laddr, lport, raddr, rport),
                         dir="out", flags=flags_str(flags), seq=seq, ack=ack, win=win,
                         len=len(payload), options=opts, **({"cookie": True} if cookie else {}),
-                        **({"urg": urgent} if urgent else {}))
+                        **({"urg": urgent} if urgent else {}), **({"gso": wire} if wire > 1 else {}))

@@ -83,8 +83,19 @@ class TcpLayer:
         self._stale = 0
         self._cookies = SynCookies(self._secret)
         # The largest TCP segment (header and data) IP may be handed when the
-        # link cuts segments itself (TSO); None: one MSS. Set by the runtime.
+        # link cuts segments itself (TSO, software GSO); None: one MSS. Set by
+        # the runtime, with the MSS (data plus options) the link cuts them
+        # to: a connection whose MSS is smaller (a smaller path MTU, a peer's
+        # smaller MSS) sends one MSS per segment.
         self.segment_max: int | None = None
+        self.segment_mss: int | None = None
+
+    def set_segmentation(self, segment_max: int, segment_mss: int) -> None:
+        """The link takes TCP segments of up to ``segment_max`` bytes (header
+        and data) and cuts them at ``segment_mss`` (data and options)."""
+        self.segment_max = segment_max
+        self.segment_mss = segment_mss
+        self.emitter.cut_mss = segment_mss
 
     def mss_for(self, addr: int) -> int:
         """The MSS our SYN offers to ``addr``: its route's (``lo``'s is 65495,

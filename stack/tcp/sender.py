@@ -153,9 +153,10 @@ class Sender:
         hs = self.hs
         mss = hs.mss
         seg_max = mss
-        tso = self.conn.layer.segment_max
-        if tso is not None and tso > hs.mss_wire + 20:
-            # The link cuts segments (TSO): hand it whole MSS multiples.
+        layer = self.conn.layer
+        tso = layer.segment_max
+        if tso is not None and hs.mss_wire == layer.segment_mss and tso > hs.mss_wire + 20:
+            # The link cuts segments (TSO) at our MSS: hand it whole MSS multiples.
             k = (tso - 20 - (hs.mss_wire - mss)) // mss
             if k > 1:
                 seg_max = k * mss

@@ -22,11 +22,11 @@ from stack.wire.eth import ETHERTYPE_IPV4, build_eth
 from stack.wire.ipv4 import PROTO_TCP, Ipv4Header, build_ipv4, ip2int
 from stack.wire.tcp import ACK, build_tcp, parse_tcp
 
-CAPS = ("mtu", "offload", "segment_max", "defer_writes")
+CAPS = ("mtu", "offload", "gso", "segment_max", "defer_writes")
 
 
 def caps(link: Link) -> tuple:
-    return (link.mtu, link.offload, link.segment_max, link.defer_writes)
+    return (link.mtu, link.offload, link.gso, link.segment_max, link.defer_writes)
 
 
 class ThreadSafeDevice(CaptureLink):
@@ -56,9 +56,9 @@ def test_the_base_link_declares_a_plain_device():
             pass
 
     link = Bare()
-    assert caps(link) == (1500, False, None, False)
+    assert caps(link) == (1500, False, False, None, False)
     assert link.inner is None and link.chain() == [link] and link.counters() == {}
-    assert caps(CaptureLink(mtu=9000, offload=True)) == (9000, True, TSO_SEGMENT_MAX, False)
+    assert caps(CaptureLink(mtu=9000, offload=True)) == (9000, True, False, TSO_SEGMENT_MAX, False)
     assert TSO_SEGMENT_MAX == 65535 - 20
 
 

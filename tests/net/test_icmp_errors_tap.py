@@ -119,7 +119,9 @@ def test_connect_errors_through_a_rejecting_and_a_dropping_router_are_the_kernel
 
     c = net.stats()
     assert c["icmp.in.type3"] >= 6 and c["tcp.attempt_fails"] >= 3
-    assert c["udp.drop.icmp_error_soft"] == 1
+    # Port 91's first datagram's host unreachable, and its second's when that
+    # one beats close() (a race the client loses under load).
+    assert c["udp.drop.icmp_error_soft"] in (1, 2)
 
 
 def test_a_dropped_syn_is_retried_then_timed_out(lab, tap_stack):

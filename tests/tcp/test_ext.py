@@ -22,13 +22,14 @@ ALL = dict(wscale=7, sack_perm=True, timestamps=(777, 0))
 WIN_4MB = 4 * 1024 * 1024 >> 7     # our window field once scaled by 7: 32768
 
 
-def established(cfg: TcpConfig | None = None, peer_win: int = 65535, **peer_opts) -> Conversation:
+def established(cfg: TcpConfig | None = None, peer_win: int = 65535, peer_mss: int = 1460,
+                **peer_opts) -> Conversation:
     """Active open; the peer's SYN,ACK carries ``peer_opts`` (wscale,
     sack_perm, timestamps). The handshake's own segments are checked."""
     c = Conversation(cfg)
     c.conn = c.layer.connect(US, (PEER, PEER_PORT), 0.0, local_port=US_PORT)
     c.expect(f"Flags [S], seq 1000, win 65535, options [{syn_options(cfg)}], length 0")
-    c.feed("S.", IRS, 1001, win=peer_win, mss=1460, **peer_opts)
+    c.feed("S.", IRS, 1001, win=peer_win, mss=peer_mss, **peer_opts)
     assert c.conn.state == "ESTABLISHED"
     return c
 
@@ -436,10 +437,12 @@ def test_with_tso_the_sender_hands_over_whole_mss_multiples():
     c = established(TcpConfig(initial_cwnd=10), peer_win=65535, **ALL)
     c.feed(".", IRS + 1, 1001, win=4000, timestamps=(778, 0))  # 512000 bytes
     c.sent()
-    c.layer.segment_max = 65535 - 20  # the link takes IP packets up to 64 KB
+    c.layer.set_segmentation(65535 - 20, 1460)  # IP packets up to 64 KB, cut at MTU 1500
+    before = c.trace.counters["tcp.out_segs"]
     c.conn.send(b"t" * 400_000, c.now)
-    # cwnd (10 MSS) in one segment the link cuts into ten.
+    # cwnd (10 MSS) in one segment the link cuts into ten, counted as ten.
     assert [len(s.payload) for s in c.sent_segments()] == [10 * 1448]
+    assert c.trace.counters["tcp.out_segs"] - before == 10
     c.feed(".", IRS + 1, 1001 + 10 * 1448, win=4000, timestamps=(779, 0))
     assert [len(s.payload) for s in c.sent_segments()] == [12 * 1448]  # + 2 MSS (ABC)
     c.conn.recovery.cc.cwnd = 100 * 1448 + 700
@@ -447,3 +450,15 @@ def test_with_tso_the_sender_hands_over_whole_mss_multiples():
     # At most 45 MSS (65160 bytes of data, 65212 with the headers) per segment;
     # the window's odd 700 bytes are not cut off as a short segment.
     assert [len(s.payload) for s in c.sent_segments()] == [45 * 1448, 45 * 1448, 10 * 1448]
+
+
+@pytest.mark.parametrize("peer_mss", [1000, 1459])
+def test_with_tso_a_connection_whose_mss_the_link_does_not_cut_at_sends_one_mss(peer_mss):
+    """The link cuts super-segments at its own MSS (MTU less 40): a peer (or
+    a path) with a smaller one gets one MSS per segment, never more."""
+    c = established(TcpConfig(initial_cwnd=10), peer_mss=peer_mss, **ALL)
+    c.feed(".", IRS + 1, 1001, win=4000, timestamps=(778, 0))
+    c.sent()
+    c.layer.set_segmentation(65535 - 20, 1460)
+    c.conn.send(b"t" * 400_000, c.now)
+    assert [len(s.payload) for s in c.sent_segments()] == [peer_mss - 12] * 10
