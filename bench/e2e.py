@@ -1,35 +1,45 @@
-"""End-to-end benchmark: the stack against the Linux kernel, side by side.
+"""End-to-end benchmark: the stack against the Linux kernel and nginx, side by side.
 
 Run it through ``scripts/bench`` (which installs what it needs and enters a
 private network namespace first), or as root::
 
-    .venv/bin/python bench/e2e.py [--only download,upload,ping,rate,concurrent]
+    .venv/bin/python bench/e2e.py [--only download,upload,http,ping,rate,trace,concurrent]
                                   [--profile] [--json OUT]
 
 Every frame stays inside network namespaces this run creates and removes,
 even on error or SIGTERM:
 
 * ``stackbench-k1-PID`` and ``stackbench-k2-PID``: the kernel baseline, a
-  veth pair 198.51.100.1/24 (server) -- 198.51.100.2/24 (client). The server
-  is the project's own services on kernel sockets (``KernelNet``), so both
-  sides run the same HTTP and echo code.
+  veth pair 198.51.100.1/24 (servers) -- 198.51.100.2/24 (clients, and
+  .11-.30 for the held connections). The servers are the project's own
+  services on kernel sockets (``KernelNet``), so both sides run the same HTTP
+  and echo code, and nginx on port 8080 (its configuration and files in this
+  run's temporary folder).
 * ``stackbench-s-PID``: ``stack up`` on a TAP, 192.0.2.1/24 kernel side (the
-  client) and 192.0.2.2/24 the stack (the server).
+  clients, and .11-.30 for the held connections) and 192.0.2.2/24 the stack
+  (the server).
 
 Metrics (each one a bounded number of transfers or a bounded time):
 
 * download / upload: ``curl`` of ``/bytes/N`` and ``curl -T`` (PUT) of an
-  N-byte file, best of 3, at MTU 1500 without offloads and with offloads;
-* ping: ``ping -c 200 -i 0.002``, median and p99 of the per-packet times;
-* rate: new connections per second, a few client threads each opening a
-  connection, sending ``GET /bytes/1``, reading the answer and closing;
-* concurrent: K connections opened and held, then counted still open, with
-  the server process's RSS growth per connection; once against the echo
-  service of ``stack up`` and once against a bare listener that only accepts.
+  N-byte file, best of 3, at MTU 1500 without offloads and with offloads
+  (downloads from nginx too);
+* http: ``ab -c 20`` without and with keep-alive, ``wrk -t2 -c50 --latency``,
+  against all three servers;
+* ping: ``ping -c 200 -i 0.002``, median and p99 of the per-packet times,
+  plain and with ``--busy-poll``;
+* rate: new connections per second, a few Python client threads each opening
+  a connection, sending ``GET /bytes/1``, reading the answer and closing;
+* trace: the stack's download with ``--trace-level state`` and with
+  ``--trace`` (all) ``--pcap``, each against an untraced one next to it;
+* concurrent: K connections opened (non-blocking, from several client
+  addresses) and held, then counted still open, with the server process's
+  RSS growth per connection; once against the echo service and once against
+  a bare listener that only accepts (up to 100,000).
 
 The script is also its own helper: the underscore subcommands (``_serve-kernel``,
-``_hold-stack``, ``_rate-client``, ``_hold-client``) are the processes it starts
-inside the namespaces.
+``_hold-stack``, ``_rate-client``, ``_hold-client``, in ``bench/e2e_procs.py``)
+are the processes it starts inside the namespaces.
 """
 
 from __future__ import annotations
@@ -40,275 +50,30 @@ import json
 import os
 import platform
 import re
-import resource
 import select
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-SELF = str(Path(__file__).resolve())
-
-METRICS = ("download", "upload", "ping", "rate", "concurrent")
-NS_PREFIX = "stackbench-"
-KERNEL_SERVER, KERNEL_CLIENT = "198.51.100.1", "198.51.100.2"
-STACK_HOST, STACK_ADDR = "192.0.2.1", "192.0.2.2"
-HTTP_PORT, ECHO_PORT, HOLD_PORT = 80, 7, 9000
-MB = 1_000_000
-
-# (key, label, unit, target as (op, value) or None, whether stack/kernel means anything)
-ROWS = (
-    ("download_mtu1500", "download, MTU 1500", "Mbit/s", (">=", 600), True),
-    ("download_offload", "download, offloads", "Mbit/s", (">=", 3000), True),
-    ("upload_mtu1500", "upload, MTU 1500", "Mbit/s", (">=", 600), True),
-    ("upload_offload", "upload, offloads", "Mbit/s", (">=", 3000), True),
-    ("ping_median", "ping RTT median", "us", ("<=", 100), True),
-    ("ping_p99", "ping RTT p99", "us", None, True),
-    ("ping_median_busy", "ping RTT median, --busy-poll 5000", "us", ("<=", 100), True),
-    ("conn_rate", "new connections, http", "conn/s", (">=", 3000), True),
-    ("concurrent_echo", "concurrent held, echo service", "conns", None, True),
-    ("concurrent_listener", "concurrent held, bare listener", "conns", (">=", 10000), True),
-    # The kernel's socket memory is in no process's RSS: its figure is the
-    # server process's Python objects only, so no ratio.
-    ("rss_listener", "server RSS per held conn", "KiB", None, False),
+from e2e_lib import (
+    ECHO_PORT, HOLD_PORT, HTTP_PORT, KERNEL_CLIENT, KERNEL_SERVER, MB, NGINX_PORT, NS_PREFIX, PY,
+    ROOT, SELF, STACK_ADDR, STACK_HOST, client_addresses, in_ns, last_held, link_counters, log,
+    percentile, rss_kib, run,
 )
+from e2e_load import ab_cmd, nginx_cmd, nginx_conf, nginx_files, parse_ab, parse_wrk, wrk_cmd
+from e2e_procs import (
+    cmd_hold_client, cmd_hold_kernel, cmd_hold_stack, cmd_rate_client, cmd_serve_kernel,
+)
+from e2e_report import ROWS, SIDES, WAITS, parse_profile, profile_text, table
 
-
-# ---------------------------------------------------------------- small helpers
-
-
-def log(msg: str) -> None:
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
-
-
-def in_ns(ns: str | None) -> list[str]:
-    return ["ip", "netns", "exec", ns] if ns else []
-
-
-def run(cmd: list[str], timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.strip()}")
-    return r
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def raise_nofile(want: int) -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < want:
-        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
-        except (ValueError, OSError):
-            pass
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def link_counters(ns: str, dev: str) -> dict[str, int]:
-    """The interface's packet and byte counters, as the kernel counts them."""
-    r = run([*in_ns(ns), "ip", "-s", "-j", "link", "show", "dev", dev])
-    stats = json.loads(r.stdout)[0]["stats64"]
-    return {f"{way}_{what}": stats[way][what] for way in ("rx", "tx")
-            for what in ("packets", "bytes")}
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * p // 100))
-    return ordered[int(rank) - 1]
-
-
-def wait_stop() -> None:
-    """Block until SIGTERM or SIGINT."""
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.wait(3600):
-        pass
-
-
-class Holder:
-    """Accepts connections on ``listener`` in a thread and keeps every one open."""
-
-    def __init__(self, listener) -> None:
-        self.listener = listener
-        self.held: list = []
-        self._stop = threading.Event()
-        listener.settimeout(0.2)
-        self._thread = threading.Thread(target=self._loop, name="holder", daemon=True)
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                if self._stop.is_set():
-                    return
-                time.sleep(0.05)
-                continue
-            self.held.append(conn)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        for conn in self.held:
-            try:
-                conn.close()
-            except OSError:
-                pass
-        self.listener.close()
-
-
-# ---------------------------------------------------------------- helper processes
-
-
-def cmd_serve_kernel(args) -> int:
-    """The kernel baseline's server: http and echo on kernel sockets, plus a holder."""
-    from stack.services import KernelNet, parse_service, start_service
-
-    raise_nofile(65536)
-    net = KernelNet()
-    services = [start_service(net, parse_service(f"http:{HTTP_PORT}"), address=args.address),
-                start_service(net, parse_service(f"echo:{ECHO_PORT}"), address=args.address)]
-    holder = Holder(socket.create_server((args.address, HOLD_PORT), backlog=4096))
-    print("kernel-server: up", file=sys.stderr, flush=True)
-    try:
-        wait_stop()
-    finally:
-        holder.close()
-        for svc in services:
-            svc.close()
-    return 0
-
-
-def cmd_hold_stack(args) -> int:
-    """The stack on a TAP with one bare listener that accepts and holds connections."""
-    from stack.runtime import Stack
-
-    net = Stack.tap(args.tap, address=args.address, host_address=args.host_address)
-    holder = Holder(net.create_server(("0.0.0.0", HOLD_PORT), backlog=4096))
-    print("stack: up (hold server)", file=sys.stderr, flush=True)
-    try:
-        wait_stop()
-    finally:
-        holder.close()
-        net.close(grace=0)
-    return 0
-
-
-def cmd_rate_client(args) -> int:
-    """Open, request 1 byte, read, close, in a loop; print a JSON summary."""
-    request = f"GET /bytes/1 HTTP/1.1\r\nHost: {args.host}\r\n\r\n".encode()
-    linger0 = (1).to_bytes(4, "little") + (0).to_bytes(4, "little")
-    counts = [[0, Counter()] for _ in range(args.threads)]
-    start = time.monotonic()
-    deadline = start + args.seconds
-
-    def worker(slot):
-        while time.monotonic() < deadline:
-            try:
-                s = socket.create_connection((args.host, args.port), timeout=3)
-                try:
-                    s.sendall(request)
-                    buf = b""
-                    while True:
-                        chunk = s.recv(4096)
-                        if not chunk:
-                            raise ConnectionError("closed before the answer")
-                        buf += chunk
-                        end = buf.find(b"\r\n\r\n")
-                        if end >= 0 and len(buf) >= end + 5:
-                            break
-                    if not buf.startswith(b"HTTP/1.1 200"):
-                        raise ConnectionError("not 200")
-                    if args.linger0:
-                        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
-                finally:
-                    s.close()
-                slot[0] += 1
-            except OSError as e:
-                slot[1][type(e).__name__] += 1
-
-    threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in counts]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(args.seconds + 10)
-    elapsed = time.monotonic() - start
-    errors: Counter = Counter()
-    for _, e in counts:
-        errors.update(e)
-    done = sum(c for c, _ in counts)
-    print(json.dumps({"completed": done, "seconds": round(elapsed, 3),
-                      "per_second": round(done / elapsed, 1), "errors": dict(errors)}), flush=True)
-    return 0
-
-
-def cmd_hold_client(args) -> int:
-    """Open up to K connections, hold them, count the open ones; close on a line from stdin."""
-    limit = raise_nofile(args.conns + 256)
-    socks: list[socket.socket] = []
-    errors: Counter = Counter()
-    lock = threading.Lock()
-    start = time.monotonic()
-    deadline = start + args.connect_seconds
-    share = [args.conns // args.threads + (i < args.conns % args.threads)
-             for i in range(args.threads)]
-
-    def worker(n):
-        for _ in range(n):
-            if time.monotonic() > deadline:
-                return
-            try:
-                s = socket.create_connection((args.host, args.port), timeout=3)
-            except OSError as e:
-                with lock:
-                    errors[type(e).__name__] += 1
-                continue
-            with lock:
-                socks.append(s)
-
-    threads = [threading.Thread(target=worker, args=(n,), daemon=True) for n in share]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(args.connect_seconds + 5)
-    connect_s = time.monotonic() - start
-    time.sleep(args.hold)
-    # Still open = no data, no EOF, no error after the hold (neither service sends first).
-    poller = select.poll()
-    for s in socks:
-        poller.register(s, select.POLLIN | select.POLLPRI)
-    closed = len(poller.poll(0))
-    print(json.dumps({"attempted": args.conns, "established": len(socks),
-                      "open": len(socks) - closed, "connect_seconds": round(connect_s, 2),
-                      "nofile": limit, "errors": dict(errors)}), flush=True)
-    sys.stdin.readline()
-    for s in socks:
-        s.close()
-    return 0
-
+METRICS = ("download", "upload", "http", "ping", "rate", "trace", "concurrent")
 
 # ---------------------------------------------------------------- the orchestrator
 
@@ -327,6 +92,10 @@ class Bench:
         self.results: dict[str, dict] = {}
         self.notes: list[str] = []
         self.kernel_pid: int | None = None
+        self.nginx: subprocess.Popen | None = None
+        self.kernel_holders: list[tuple[str, int]] = []
+        self.sources = {"kernel": client_addresses(KERNEL_CLIENT, args.client_addresses),
+                        "stack": client_addresses(STACK_HOST, args.client_addresses)}
         self.has_ethtool = shutil.which("ethtool") is not None
         self.offload_flag = "--offload" in run([PY, "-m", "stack", "up", "--help"]).stdout
 
@@ -341,7 +110,7 @@ class Bench:
         run([*ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"], check=False)
         run([*ns, "sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"], check=False)
 
-    def setup(self) -> None:
+    def setup(self, metrics: list[str]) -> None:
         for name in (self.k1, self.k2, self.s):
             self.netns_add(name)
         va, vb = f"sbk1-{self.tag}"[:15], f"sbk2-{self.tag}"[:15]
@@ -351,11 +120,46 @@ class Bench:
             run([*in_ns(ns), "ip", "addr", "add", f"{addr}/24", "dev", dev])
             run([*in_ns(ns), "ip", "link", "set", dev, "mtu", "1500", "up"])
         self.veths = ((self.k1, va), (self.k2, vb))
+        if "concurrent" in metrics:
+            for addr in self.sources["kernel"]:
+                run([*in_ns(self.k2), "ip", "addr", "add", f"{addr}/24", "dev", vb])
         proc = self.start([*in_ns(self.k1), PY, SELF, "_serve-kernel", "--address", KERNEL_SERVER],
                           "kernel-server")
         self.wait_ready(proc, "kernel-server", "kernel-server: up")
         self.kernel_pid = proc.pid
+        if "concurrent" in metrics:
+            for i in range(self.processes()):
+                name = f"hold-kernel-{i}"
+                proc = self.start([*in_ns(self.k1), PY, SELF, "_hold-kernel", "--address",
+                                   KERNEL_SERVER], name)
+                self.wait_ready(proc, name, "hold-kernel: up")
+                self.kernel_holders.append((name, proc.pid))
+        if {"download", "http"} & set(metrics):
+            self.start_nginx()
         run([*in_ns(self.k2), "ping", "-c", "2", "-i", "0.05", "-W", "1", KERNEL_SERVER])
+
+    def start_nginx(self) -> None:
+        """nginx on the kernel server's address, port 8080, serving /bytes/N."""
+        if shutil.which("nginx") is None:
+            self.notes.append("nginx is not installed (apt-get install nginx-light): "
+                              "its column is n/a")
+            return
+        nginx_files(self.tmp, [1, self.args.kernel_mb * MB])
+        conf = nginx_conf(self.tmp, KERNEL_SERVER, NGINX_PORT)
+        proc = self.start([*in_ns(self.k1), *nginx_cmd(conf, self.tmp)], "nginx")
+        end = time.monotonic() + 10
+        url = f"http://{KERNEL_SERVER}:{NGINX_PORT}/bytes/1"
+        while time.monotonic() < end and proc.poll() is None:
+            r = run([*in_ns(self.k2), "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                     "--max-time", "1", url], check=False)
+            if r.stdout == "200":
+                self.nginx = proc
+                return
+            time.sleep(0.1)
+        log_text = (self.tmp / "nginx-error.log").read_text()[-500:] if (
+            self.tmp / "nginx-error.log").exists() else ""
+        self.stop(proc)
+        self.notes.append(f"nginx did not start: {log_text.strip()}")
 
     def close(self) -> None:
         for proc in reversed(self.procs):
@@ -403,7 +207,8 @@ class Bench:
         ns = in_ns(self.s)
         if hold:
             cmd = [*ns, PY, SELF, "_hold-stack", "--tap", "tap0", "--address",
-                   f"{STACK_ADDR}/24", "--host-address", f"{STACK_HOST}/24"]
+                   f"{STACK_ADDR}/24", "--host-address", f"{STACK_HOST}/24",
+                   "--max-connections", str(self.args.conns + 1024)]
         else:
             cmd = [*ns, PY, "-m", "stack", "up", "--tap", "tap0", "--host-address",
                    f"{STACK_HOST}/24", "--address", f"{STACK_ADDR}/24",
@@ -427,7 +232,7 @@ class Bench:
         return True
 
     def record(self, key: str, side: str, value, **detail) -> None:
-        row = self.results.setdefault(key, {"kernel": None, "stack": None, "detail": {}})
+        row = self.results.setdefault(key, {**dict.fromkeys(SIDES), "detail": {}})
         row[side] = value
         if detail:
             row["detail"][side] = detail
@@ -435,9 +240,10 @@ class Bench:
     # -- metrics --------------------------------------------------------------
 
     def curl_best(self, ns: str, host: str, size: int, upload: bool,
-                  dev: str | None = None) -> tuple[float, list]:
-        """Best of 3 curl transfers of ``size`` bytes, in Mbit/s. With ``dev``, each
-        run also notes the frames that crossed it each way and their mean size."""
+                  dev: str | None = None, tries: int = 3) -> tuple[float | None, list]:
+        """Best of ``tries`` curl transfers of ``size`` bytes, in Mbit/s. ``host``
+        may carry a port. With ``dev``, each run also notes the frames that
+        crossed it each way and their mean size."""
         ns_cmd = in_ns(ns)
         if upload:
             path = self.tmp / f"upload-{size}.bin"
@@ -453,7 +259,7 @@ class Bench:
                    "-w", "%{speed_download} %{size_download} %{http_code}",
                    f"http://{host}/bytes/{size}"]
         runs = []
-        for _ in range(3):
+        for _ in range(tries):
             before = link_counters(ns, dev) if dev else None
             r = run(cmd, timeout=70, check=False)
             frames = {}
@@ -486,6 +292,11 @@ class Bench:
                     best, runs = self.curl_best(self.k2, KERNEL_SERVER, k_size, kind == "upload")
                     self.record(f"{kind}_{suffix}", "kernel", best, runs=runs, bytes=k_size)
                     log(f"kernel {kind} {suffix}: {best} Mbit/s")
+                if "download" in kinds and self.nginx is not None:
+                    best, runs = self.curl_best(self.k2, f"{KERNEL_SERVER}:{NGINX_PORT}",
+                                                k_size, False)
+                    self.record(f"download_{suffix}", "nginx", best, runs=runs, bytes=k_size)
+                    log(f"nginx download {suffix}: {best} Mbit/s")
             else:
                 self.notes.append("ethtool missing: the kernel's MTU 1500 rows are not measured")
         self.set_kernel_offloads(True)
@@ -548,49 +359,178 @@ class Bench:
         self.record("conn_rate", "stack", svalue, **sdetail)
         log(f"new connections/s: kernel {value}, stack {svalue}")
 
-    def hold_side(self, ns: str, host: str, port: int, pid: int, conns: int) -> dict:
-        before = rss_kib(pid)
-        cmd = [*in_ns(ns), PY, SELF, "_hold-client", "--host", host, "--port", str(port),
-               "--conns", str(conns), "--connect-seconds",
-               str(self.args.connect_seconds), "--hold", "2"]
-        client = self.start(cmd, "hold-client", stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    def load_side(self, side: str, ns: str, host: str) -> None:
+        """``ab`` without and with keep-alive, then ``wrk``, against one server."""
+        a = self.args
+        url = f"http://{host}/bytes/1"
+        for key, keepalive in (("ab_close", False), ("ab_keepalive", True)):
+            r = run([*in_ns(ns), *ab_cmd(url, a.ab_requests, a.http_seconds, 20, keepalive)],
+                    timeout=a.http_seconds + 30, check=False)
+            out = parse_ab(r.stdout)
+            if out["rps"] is None:
+                out["error"] = (r.stderr or r.stdout)[-300:]
+            elif out["failed"] or out["non_2xx"]:
+                self.notes.append(f"{key} {side}: {out['failed']} failed, {out['non_2xx']} "
+                                  f"non-2xx of {out['complete']} requests")
+            self.record(key, side, out["rps"], **out)
+        r = run([*in_ns(ns), *wrk_cmd(url, a.http_seconds, 50, 2)],
+                timeout=a.http_seconds + 30, check=False)
+        out = parse_wrk(r.stdout)
+        if out["rps"] is None:
+            out["error"] = (r.stderr or r.stdout)[-300:]
+        elif any(out["errors"].values()) or out["non_2xx"]:
+            self.notes.append(f"wrk {side}: socket errors {out['errors']}, "
+                              f"{out['non_2xx']} non-2xx")
+        self.record("wrk_rps", side, out["rps"], **out)
+        self.record("wrk_p50", side, out["latency_us"].get("p50"))
+        self.record("wrk_p99", side, out["latency_us"].get("p99"))
+        log(f"{side}: ab {self.results['ab_close'][side]}, ab -k "
+            f"{self.results['ab_keepalive'][side]}, wrk {out['rps']} req/s "
+            f"(p50/p99 {out['latency_us'].get('p50')}/{out['latency_us'].get('p99')} us)")
+
+    def http(self) -> None:
+        missing = [tool for tool in ("ab", "wrk") if shutil.which(tool) is None]
+        if missing:
+            self.notes.append(f"http skipped: {', '.join(missing)} not installed "
+                              "(apt-get install apache2-utils wrk)")
+            return
+        self.load_side("kernel", self.k2, KERNEL_SERVER)
+        if self.nginx is not None:
+            self.load_side("nginx", self.k2, f"{KERNEL_SERVER}:{NGINX_PORT}")
+        with self.stack_up():
+            self.load_side("stack", self.s, STACK_ADDR)
+
+    def trace(self) -> None:
+        """The stack's download traced at level state, and at level all with a
+        capture, each against an untraced download in the same run."""
+        a = self.args
+        size = a.trace_mb * MB
+        trace_file, pcap_file = self.tmp / "trace.jsonl", self.tmp / "trace.pcap"
+        variants = (("untraced", ()),
+                    ("state", ("--trace", str(trace_file), "--trace-level", "state")),
+                    ("all", ("--trace", str(trace_file), "--pcap", str(pcap_file))))
+        best: dict[str, float | None] = {}
+        for name, extra in variants:
+            with self.stack_up(*extra):
+                best[name], runs = self.curl_best(self.s, STACK_ADDR, size, False,
+                                                  tries=a.trace_tries)
+            files = {}
+            for path in (trace_file, pcap_file):
+                if path.exists():
+                    files[f"{path.suffix[1:]}_bytes"] = path.stat().st_size
+                    path.unlink()
+            log(f"download {name}: {best[name]} Mbit/s {files}")
+            if name == "untraced":
+                self.record("trace_untraced_mbps", "stack", best[name], runs=runs, bytes=size)
+                continue
+            self.record(f"trace_{name}_mbps", "stack", best[name], runs=runs, bytes=size,
+                        untraced_mbps=best["untraced"], **files)
+            ratio = (round(best[name] / best["untraced"], 3)
+                     if best[name] is not None and best["untraced"] else None)
+            self.record(f"trace_{name}_ratio", "stack", ratio)
+
+    def processes(self) -> int:
+        """Processes to spread the held connections over, each holding at most
+        --per-process of them (below RLIMIT_NOFILE, which cannot be raised here)."""
+        return max(1, -(-self.args.conns // self.args.per_process))
+
+    def hold_side(self, side: str, ns: str, host: str, port: int, servers: list[tuple[str, int]],
+                  conns: int, count_held: bool) -> dict:
+        """Open ``conns`` connections from the side's client addresses (spread
+        over several client processes), hold them, and measure: the clients'
+        still-open count, the servers' held count (their ``holder: held N``
+        lines, with ``count_held``) and the servers' RSS growth."""
+        a = self.args
+        held_before = sum(last_held(self.tmp / f"{n}.err") or 0 for n, _ in servers)
+        before = sum(rss_kib(pid) for _, pid in servers)
+        nproc = self.processes() if port == HOLD_PORT else 1
+        clients = []
+        for i in range(nproc):
+            share = conns // nproc + (i < conns % nproc)
+            cmd = [*in_ns(ns), PY, SELF, "_hold-client", "--host", host, "--port", str(port),
+                   "--conns", str(share), "--connect-seconds", str(a.connect_seconds),
+                   "--hold", "2", "--window", str(max(1, a.connect_window // nproc))]
+            if port == HOLD_PORT:
+                cmd += ["--sources", ",".join(self.sources[side][i::nproc])]
+            clients.append(self.start(cmd, f"hold-client-{i}", stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE))
         try:
-            line = ""
-            ready, _, _ = select.select([client.stdout], [], [], self.args.connect_seconds + 30)
-            if ready:
-                line = client.stdout.readline()
-            after = rss_kib(pid)
-            try:
-                out = json.loads(line)
-            except ValueError:
-                return {"error": (self.tmp / "hold-client.err").read_text()[-500:]}
+            outs: dict[int, dict] = {}
+            end = time.monotonic() + a.connect_seconds + 30
+            while len(outs) < nproc and time.monotonic() < end:
+                waiting = [c.stdout for c in clients if id(c.stdout) not in outs]
+                ready, _, _ = select.select(waiting, [], [], max(0.0, end - time.monotonic()))
+                for f in ready:
+                    try:
+                        outs[id(f)] = json.loads(f.readline())
+                    except ValueError:
+                        outs[id(f)] = {"error": "no result"}
+            after = sum(rss_kib(pid) for _, pid in servers)
+            failed = [o for o in outs.values() if "error" in o]
+            if failed or len(outs) < nproc:
+                errs = [(self.tmp / f"hold-client-{i}.err").read_text()[-300:]
+                        for i in range(nproc)]
+                return {"error": " | ".join(e for e in errs if e.strip()) or "no result"}
+            res = list(outs.values())
+            out: dict = {k: sum(o[k] for o in res) for k in ("attempted", "established", "open")}
+            out["connect_seconds"] = max(o["connect_seconds"] for o in res)
+            out["per_second"] = (round(out["established"] / out["connect_seconds"], 1)
+                                 if out["connect_seconds"] else None)
+            out["processes"], out["sources"] = nproc, sum(o["sources"] for o in res)
+            out["nofile"] = min(o["nofile"] for o in res)
+            errors: Counter = Counter()
+            for o in res:
+                errors.update(o["errors"])
+            out["errors"] = dict(errors)
+            value = out["open"]
+            if count_held:
+                time.sleep(0.6)  # the holders log their counts every half second
+                out["server_held"] = sum(last_held(self.tmp / f"{n}.err") or 0
+                                         for n, _ in servers) - held_before
+                value = min(value, out["server_held"])
+            out["held"] = value
             out["rss_before_kib"], out["rss_after_kib"] = before, after
-            out["rss_per_conn_kib"] = (round((after - before) / out["open"], 2)
-                                       if out["open"] else None)
-            client.stdin.write("close\n")
-            client.stdin.flush()
-            client.wait(60)
+            out["rss_per_conn_kib"] = round((after - before) / value, 2) if value else None
+            for c in clients:
+                c.stdin.write("close\n")
+                c.stdin.flush()
+            for c in clients:
+                c.wait(60)
             return out
         finally:
-            self.stop(client)
+            for c in clients:
+                self.stop(c)
 
     def concurrent(self) -> None:
-        # The echo service serves at most MAX_CLIENTS (256) clients and closes
-        # the rest on accept, on either side: fewer attempts show that cap as
-        # well as 10,000 do, in a tenth of the time. The bare listener only
+        # The echo service serves at most MAX_CLIENTS clients and closes the
+        # rest on accept, on either side: fewer attempts show that cap as well
+        # as 100,000 do, in a fraction of the time. The bare listener only
         # accepts, so it measures the TCP layer and the socket facade.
         a = self.args
         for key, port, conns in (("concurrent_echo", ECHO_PORT, min(a.echo_conns, a.conns)),
                                  ("concurrent_listener", HOLD_PORT, a.conns)):
-            out = self.hold_side(self.k2, KERNEL_SERVER, port, self.kernel_pid, conns)
-            self.record(key, "kernel", out.get("open"), **out)
-            with self.stack_up(hold=port == HOLD_PORT) as pid:
-                sout = self.hold_side(self.s, STACK_ADDR, port, pid, conns)
-            self.record(key, "stack", sout.get("open"), **sout)
-            log(f"{key}: kernel {out.get('open')} open, stack {sout.get('open')} open "
-                f"({sout.get('rss_per_conn_kib')} KiB/conn)")
+            hold = port == HOLD_PORT
+            servers = self.kernel_holders if hold else [("kernel-server", self.kernel_pid)]
+            out = self.hold_side("kernel", self.k2, KERNEL_SERVER, port, servers, conns, hold)
+            self.record(key, "kernel", out.get("held"), **out)
+            with self.stack_up(hold=hold) as pid:
+                if hold:
+                    for addr in self.sources["stack"]:
+                        run([*in_ns(self.s), "ip", "addr", "add", f"{addr}/24", "dev", "tap0"])
+                sout = self.hold_side("stack", self.s, STACK_ADDR, port, [("stack", pid)], conns,
+                                      hold)
+            self.record(key, "stack", sout.get("held"), **sout)
+            log(f"{key}: kernel {out.get('held')} held, stack {sout.get('held')} held "
+                f"({sout.get('rss_per_conn_kib')} KiB/conn, {sout.get('per_second')} conn/s)")
+        self.record("hold_rate", "kernel", out.get("per_second"))
+        self.record("hold_rate", "stack", sout.get("per_second"))
         self.record("rss_listener", "kernel", out.get("rss_per_conn_kib"))
         self.record("rss_listener", "stack", sout.get("rss_per_conn_kib"))
+        if (sout.get("held") or 0) < a.conns:
+            self.notes.append(f"held connections: the stack held {sout.get('held')} of "
+                              f"{a.conns} within {a.connect_seconds:g} s "
+                              f"({sout.get('per_second')} established/s; "
+                              f"errors {sout.get('errors')})")
         self.notes.append("server RSS per held conn: the kernel's socket memory is in no RSS, "
                           "its figure is the Python server process's only")
 
@@ -632,7 +572,7 @@ class Bench:
         kinds = [m for m in ("download", "upload") if m in metrics]
         if kinds:
             steps.append(("transfers", lambda: self.transfers(kinds)))
-        for name in ("ping", "rate", "concurrent", "profile"):
+        for name in ("http", "ping", "rate", "trace", "concurrent", "profile"):
             if name in metrics:
                 steps.append((name, getattr(self, name)))
         for name, step in steps:
@@ -644,98 +584,6 @@ class Bench:
                 log(f"{name} failed: {e}")
             log(f"{name}: {time.monotonic() - t0:.1f} s")
 
-
-# Blocking calls that py-spy does not always see as idle: left out of the
-# "busy" view so that it ranks work, not waiting.
-WAITS = ("Condition.wait", "EpollSelector.select", "PollSelector.select", "Event.wait",
-         "Thread.join", "wait_stop")
-
-
-def parse_profile(text: str, top: int = 15, skip: tuple[str, ...] = ()) -> dict:
-    """py-spy raw (collapsed) stacks -> the functions with the most own samples.
-
-    Samples whose innermost frame is a function named in ``skip`` are dropped
-    (and counted in ``skipped``)."""
-    own: Counter = Counter()
-    skipped = 0
-    total_incl: Counter = Counter()
-    samples = 0
-    prefixes = (str(ROOT) + "/", str(Path(PY).parent.parent) + "/")
-    for line in text.splitlines():
-        stack_text, _, count = line.rpartition(" ")
-        if not stack_text or not count.isdigit():
-            continue
-        n = int(count)
-        frames = []
-        for frame in stack_text.split(";"):
-            for p in prefixes:
-                frame = frame.replace(p, "")
-            frames.append(re.sub(r"/usr/lib/python3[.0-9]*/|/usr/local/lib/python3[.0-9]*/",
-                                 "", frame))
-        if frames[-1].split(" (", 1)[0] in skip:
-            skipped += n
-            continue
-        samples += n
-        own[frames[-1]] += n
-        for frame in set(frames):
-            total_incl[frame] += n
-    return {
-        "samples": samples,
-        "skipped": skipped,
-        "own": [{"function": f, "samples": n, "percent": round(100 * n / samples, 1)}
-                for f, n in own.most_common(top)] if samples else [],
-        "inclusive": [{"function": f, "samples": n, "percent": round(100 * n / samples, 1)}
-                      for f, n in total_incl.most_common(top + 10)] if samples else [],
-    }
-
-
-def fmt(value, unit: str) -> str:
-    if value is None:
-        return "n/a"
-    if unit in ("conns", "conn/s", "Mbit/s"):
-        return f"{value:,.0f}"
-    return f"{value:,.1f}"
-
-
-def table(results: dict) -> str:
-    head = ("metric", "kernel", "stack", "ratio", "target", "met")
-    rows = []
-    for key, label, unit, target, comparable in ROWS:
-        if key not in results:
-            continue
-        r = results[key]
-        k, s = r["kernel"], r["stack"]
-        ratio = f"{s / k:.2f}" if comparable and k and s is not None else "n/a"
-        tgt, met = "", ""
-        if target is not None:
-            op, goal = target
-            tgt = f"{op.replace('>=', '≥').replace('<=', '≤')} {goal:,}"
-            if s is not None:
-                met = "yes" if (s >= goal if op == ">=" else s <= goal) else "no"
-        rows.append((f"{label} ({unit})", fmt(k, unit), fmt(s, unit), ratio, tgt, met))
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(head)]
-    out = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
-           "-|-".join("-" * w for w in widths)]
-    for r in rows:
-        out.append(" | ".join([r[0].ljust(widths[0])]
-                              + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]))
-    return "\n".join(out)
-
-
-PROFILE_VIEWS = {"busy": "busy threads, waits left out (system calls such as the TAP write in)",
-                 "gil": "the thread holding the GIL (the Python work)"}
-
-
-def profile_text(profiles: dict) -> str:
-    lines = []
-    for name, views in profiles.items():
-        for view, prof in views.items():
-            lines.append(f"\nstack up ({name}) during a download, top functions by own time, "
-                         f"{PROFILE_VIEWS[view]} ({prof['samples']} samples):")
-            for i, row in enumerate(prof["own"], 1):
-                lines.append(f"{i:3d}. {row['percent']:5.1f}%  {row['function']}")
-    return "\n".join(lines)
 
 
 def source_version() -> str:
@@ -755,6 +603,11 @@ def clean_stale() -> None:
         m = re.fullmatch(rf"{NS_PREFIX}(?:k1|k2|s)-(\d+)", name)
         if m and not os.path.exists(f"/proc/{m.group(1)}"):
             run(["ip", "netns", "del", name], check=False)
+
+
+SETTINGS = ("kernel_mb", "stack_mb", "pings", "rate_seconds", "rate_threads", "http_seconds",
+            "ab_requests", "trace_mb", "trace_tries", "conns", "echo_conns", "client_addresses",
+            "connect_seconds", "connect_window", "per_process")
 
 
 def cmd_main(args) -> int:
@@ -778,7 +631,7 @@ def cmd_main(args) -> int:
     started = time.monotonic()
     bench = Bench(args)
     try:
-        bench.setup()
+        bench.setup(metrics)
         bench.run(metrics)
     finally:
         bench.close()
@@ -788,10 +641,7 @@ def cmd_main(args) -> int:
         "machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
                     "python": platform.python_version(), "load_before": round(load, 2),
                     "load_after": round(os.getloadavg()[0], 2)},
-        "settings": {"kernel_mb": args.kernel_mb, "stack_mb": args.stack_mb,
-                     "pings": args.pings, "rate_seconds": args.rate_seconds,
-                     "rate_threads": args.rate_threads, "conns": args.conns,
-                     "echo_conns": args.echo_conns},
+        "settings": {k: getattr(args, k) for k in SETTINGS},
         "commit": source_version(),
         "seconds": round(time.monotonic() - started, 1),
         "metrics": {k: v for k, v in results.items() if k != "profile"},
@@ -825,21 +675,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pings", type=int, default=200)
     p.add_argument("--rate-seconds", type=float, default=5.0)
     p.add_argument("--rate-threads", type=int, default=4)
-    p.add_argument("--conns", type=int, default=10_000,
+    p.add_argument("--http-seconds", type=float, default=5.0,
+                   help="time limit of each ab run and the length of each wrk run")
+    p.add_argument("--ab-requests", type=int, default=200_000,
+                   help="request limit of each ab run (the time limit usually ends it first)")
+    p.add_argument("--trace-mb", type=int, default=50, help="traced download size (MB)")
+    p.add_argument("--trace-tries", type=int, default=2,
+                   help="downloads per trace variant (the best counts)")
+    p.add_argument("--conns", type=int, default=100_000,
                    help="connections to hold on the bare listener")
     p.add_argument("--echo-conns", type=int, default=1_000,
                    help="connections to open to the echo service")
-    p.add_argument("--connect-seconds", type=float, default=40.0,
+    p.add_argument("--client-addresses", type=int, default=20,
+                   help="extra client addresses (.11 up) the held connections come from")
+    p.add_argument("--connect-seconds", type=float, default=60.0,
                    help="time limit for opening the held connections")
+    p.add_argument("--connect-window", type=int, default=256,
+                   help="connects in flight at once (all client processes together) while "
+                        "opening the held connections")
+    p.add_argument("--per-process", type=int, default=15_000,
+                   help="held connections per client process and per kernel holder process "
+                        "(each process's fds stay below RLIMIT_NOFILE)")
     p.add_argument("--profile-seconds", type=int, default=8,
                    help="py-spy sampling time per view (two views per variant)")
     sub = p.add_subparsers(dest="helper")
     s = sub.add_parser("_serve-kernel")
     s.add_argument("--address", required=True)
+    s = sub.add_parser("_hold-kernel")
+    s.add_argument("--address", required=True)
     s = sub.add_parser("_hold-stack")
     s.add_argument("--tap", required=True)
     s.add_argument("--address", required=True)
     s.add_argument("--host-address", required=True)
+    s.add_argument("--max-connections", type=int, default=16384)
     s = sub.add_parser("_rate-client")
     s.add_argument("--host", required=True)
     s.add_argument("--port", type=int, required=True)
@@ -852,9 +720,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--conns", type=int, required=True)
     s.add_argument("--connect-seconds", type=float, default=40.0)
     s.add_argument("--hold", type=float, default=2.0)
-    s.add_argument("--threads", type=int, default=8)
+    s.add_argument("--window", type=int, default=256)
+    s.add_argument("--sources", default="", help="comma-separated client addresses to bind")
     args = p.parse_args(argv)
-    helpers = {"_serve-kernel": cmd_serve_kernel, "_hold-stack": cmd_hold_stack,
+    helpers = {"_serve-kernel": cmd_serve_kernel, "_hold-kernel": cmd_hold_kernel,
+               "_hold-stack": cmd_hold_stack,
                "_rate-client": cmd_rate_client, "_hold-client": cmd_hold_client}
     if args.helper:
         return helpers[args.helper](args)
