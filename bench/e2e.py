@@ -595,6 +595,19 @@ def source_version() -> str:
     return commit + ("+dirty" if dirty.stdout.strip() else "")
 
 
+def tool_versions() -> dict[str, str | None]:
+    """The first line each load generator and nginx print about their version."""
+    out: dict[str, str | None] = {}
+    for tool, flag in (("ab", "-V"), ("wrk", "-v"), ("nginx", "-v"), ("curl", "--version")):
+        if shutil.which(tool) is None:
+            out[tool] = None
+            continue
+        r = run([tool, flag], check=False)
+        lines = (r.stdout or r.stderr).strip().splitlines()
+        out[tool] = lines[0] if lines else None
+    return out
+
+
 def clean_stale() -> None:
     """Remove namespaces of earlier runs whose process no longer exists."""
     r = run(["ip", "netns", "list"], check=False)
@@ -643,6 +656,7 @@ def cmd_main(args) -> int:
                     "load_after": round(os.getloadavg()[0], 2)},
         "settings": {k: getattr(args, k) for k in SETTINGS},
         "commit": source_version(),
+        "tools": tool_versions(),
         "seconds": round(time.monotonic() - started, 1),
         "metrics": {k: v for k, v in results.items() if k != "profile"},
         "notes": bench.notes,
