@@ -91,7 +91,7 @@ def fmt(value, unit: str) -> str:
     if unit in ("conns", "conn/s", "Mbit/s", "req/s"):
         return f"{value:,.0f}"
     if unit == "ratio":
-        return f"{value:.2f}"
+        return f"{value:.3f}"
     if unit == "us" and value >= 1000:
         return f"{value:,.0f}"
     return f"{value:,.1f}"
