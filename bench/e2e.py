@@ -667,7 +667,7 @@ def cmd_main(args) -> int:
     if "profile" in results:
         report["profile"] = results["profile"]
     if any(key in results for key, *_ in ROWS):
-        print(table(results))
+        print(table(results, markdown=args.markdown))
     for note in bench.notes:
         print(f"note: {note}")
     if "profile" in results:
@@ -687,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true",
                    help="also profile `stack up` with py-spy during a download")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
+    p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--kernel-mb", type=int, default=200, help="kernel transfer size (MB)")
     p.add_argument("--stack-mb", type=int, default=100, help="stack transfer size (MB)")
     p.add_argument("--pings", type=int, default=200)

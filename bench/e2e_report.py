@@ -101,7 +101,8 @@ def _ratio(a, b, comparable: bool) -> str:
     return f"{a / b:.2f}" if comparable and a is not None and b else "n/a"
 
 
-def table(results: dict) -> str:
+def table(results: dict, markdown: bool = False) -> str:
+    """The rows measured, aligned for a terminal, or as a Markdown table."""
     head = ("metric", "stack", "kernel, same app", "nginx", "stack/kernel", "stack/nginx",
             "target", "met")
     rows = []
@@ -118,6 +119,10 @@ def table(results: dict) -> str:
                 met = "yes" if (s >= goal if op == ">=" else s <= goal) else "no"
         rows.append((f"{label} ({unit})", fmt(s, unit), fmt(k, unit), fmt(n, unit),
                      _ratio(s, k, comparable), _ratio(s, n, comparable), tgt, met))
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * 5 + "---:|:-:|"]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(out)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(head)]
     out = [" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)),
