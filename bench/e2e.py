@@ -178,14 +178,20 @@ class Bench:
         self.procs.append(proc)
         return proc
 
-    def stop(self, proc: subprocess.Popen) -> None:
+    def stop(self, proc: subprocess.Popen, wait: float = 15) -> None:
+        """SIGTERM, then SIGKILL (and a note) after ``wait`` seconds."""
+        name = getattr(proc, "log_name", "a process")
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+            t0 = time.monotonic()
             try:
-                proc.wait(15)
+                proc.wait(wait)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+                self.notes.append(f"{name} did not stop within {wait:g} s of SIGTERM: killed")
+            if time.monotonic() - t0 > 2:
+                log(f"{name} took {time.monotonic() - t0:.1f} s to stop")
         if proc in self.procs:
             self.procs.remove(proc)
 
@@ -220,7 +226,8 @@ class Bench:
             run([*ns, "ping", "-c", "2", "-i", "0.05", "-W", "1", STACK_ADDR], check=False)
             yield proc.pid
         finally:
-            self.stop(proc)
+            # Closing 100,000 held connections takes the stack a while.
+            self.stop(proc, wait=40 if hold else 15)
 
     def set_kernel_offloads(self, on: bool) -> bool:
         """Turn TSO/GSO/GRO on the veth pair on or off; False when ethtool is missing."""
