@@ -50,6 +50,7 @@ import json
 import os
 import platform
 import re
+import resource
 import select
 import shutil
 import signal
@@ -645,6 +646,17 @@ def cmd_main(args) -> int:
         print(f"bench: unknown metric(s) {', '.join(sorted(unknown))}; "
               f"choose from {', '.join(METRICS)}, profile", file=sys.stderr)
         return 2
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    problems = [msg for bad, msg in (
+        (not 0 <= args.client_addresses <= 200, "--client-addresses must be 0-200"),
+        (args.conns < 1 or args.per_process < 1, "--conns and --per-process must be >= 1"),
+        (hard != resource.RLIM_INFINITY and args.per_process > hard - 1024,
+         f"--per-process must stay 1,024 below the fd hard limit ({hard})"),
+        (args.http_seconds <= 0 or args.connect_seconds <= 0, "durations must be > 0"),
+    ) if bad]
+    if problems:
+        print(f"bench: {'; '.join(problems)}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     clean_stale()
     load = os.getloadavg()[0]
@@ -695,35 +707,37 @@ def main(argv: list[str] | None = None) -> int:
                    help="also profile `stack up` with py-spy during a download")
     p.add_argument("--json", metavar="OUT", help="write the results as JSON to OUT")
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
-    p.add_argument("--kernel-mb", type=int, default=200, help="kernel transfer size (MB)")
-    p.add_argument("--stack-mb", type=int, default=100, help="stack transfer size (MB)")
-    p.add_argument("--pings", type=int, default=200)
-    p.add_argument("--rate-seconds", type=float, default=5.0)
-    p.add_argument("--rate-threads", type=int, default=4)
+    p.add_argument("--kernel-mb", type=int, default=200, help="kernel transfer size (MB) (default: %(default)s)")
+    p.add_argument("--stack-mb", type=int, default=100, help="stack transfer size (MB) (default: %(default)s)")
+    p.add_argument("--pings", type=int, default=200, help="pings per train (default: %(default)s)")
+    p.add_argument("--rate-seconds", type=float, default=5.0,
+                   help="length of the Python connection-rate loop (default: %(default)s)")
+    p.add_argument("--rate-threads", type=int, default=4,
+                   help="its client threads (default: %(default)s)")
     p.add_argument("--http-seconds", type=float, default=5.0,
-                   help="time limit of each ab run and the length of each wrk run")
+                   help="time limit of each ab run and the length of each wrk run (default: %(default)s)")
     p.add_argument("--ab-requests", type=int, default=200_000,
-                   help="request limit of each ab run (the time limit usually ends it first)")
-    p.add_argument("--trace-mb", type=int, default=50, help="traced download size (MB)")
+                   help="request limit of each ab run (the time limit usually ends it first) (default: %(default)s)")
+    p.add_argument("--trace-mb", type=int, default=50, help="traced download size (MB) (default: %(default)s)")
     p.add_argument("--trace-tries", type=int, default=3,
                    help="rounds of the three trace variants, one download each (the best "
-                        "counts)")
+                        "counts) (default: %(default)s)")
     p.add_argument("--conns", type=int, default=100_000,
-                   help="connections to hold on the bare listener")
+                   help="connections to hold on the bare listener (default: %(default)s)")
     p.add_argument("--echo-conns", type=int, default=1_000,
-                   help="connections to open to the echo service")
+                   help="connections to open to the echo service (default: %(default)s)")
     p.add_argument("--client-addresses", type=int, default=20,
-                   help="extra client addresses (.11 up) the held connections come from")
+                   help="extra client addresses (.11 up) the held connections come from (default: %(default)s)")
     p.add_argument("--connect-seconds", type=float, default=60.0,
-                   help="time limit for opening the held connections")
+                   help="time limit for opening the held connections (default: %(default)s)")
     p.add_argument("--connect-window", type=int, default=256,
                    help="connects in flight at once (all client processes together) while "
-                        "opening the held connections")
+                        "opening the held connections (default: %(default)s)")
     p.add_argument("--per-process", type=int, default=15_000,
                    help="held connections per client process and per kernel holder process "
-                        "(each process's fds stay below RLIMIT_NOFILE)")
+                        "(each process's fds stay below RLIMIT_NOFILE) (default: %(default)s)")
     p.add_argument("--profile-seconds", type=int, default=8,
-                   help="py-spy sampling time per view (two views per variant)")
+                   help="py-spy sampling time per view (two views per variant) (default: %(default)s)")
     sub = p.add_subparsers(dest="helper")
     s = sub.add_parser("_serve-kernel")
     s.add_argument("--address", required=True)
