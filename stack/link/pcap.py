@@ -81,11 +81,19 @@ class PcapLink(LinkWrapper):
         with self._lock:   # senders may be other threads (defer_writes): keep time order
             if self._file is None:
                 return
-            now = self.clock()
-            write = self._file.write
+            # One timestamp and one write for the whole batch (a cut
+            # super-frame is 45 frames): the records are joined first.
+            sec, usec = divmod(round(self.clock() * 1_000_000), 1_000_000)
+            sec &= 0xFFFFFFFF
+            pack = _RECORD.pack
+            parts = []
             for frame in frames:
-                write(pcap_record(now, frame))
-                write(frame[:SNAPLEN])
+                n = len(frame)
+                if n <= SNAPLEN:
+                    parts += (pack(sec, usec, n, n), frame)
+                else:
+                    parts += (pack(sec, usec, SNAPLEN, n), frame[:SNAPLEN])
+            self._file.write(b"".join(parts))
             self.frames += len(frames)
 
     def recv_batch(self, limit: int = 64) -> list[bytes]:

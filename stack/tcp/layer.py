@@ -135,7 +135,9 @@ class TcpLayer:
             return
         conn = self._conns.get((dst, seg.dst_port, src, seg.src_port))
         if trace.on and trace.wants("tcp", "seg"):
-            trace.event("tcp", "seg", conn=conn_name(dst, seg.dst_port, src, seg.src_port),
+            name = conn.name if conn is not None else conn_name(dst, seg.dst_port, src,
+                                                                seg.src_port)
+            trace.event("tcp", "seg", conn=name,
                         dir="in", flags=flags_str(flags), seq=seg.seq, ack=seg.ack,
                         win=seg.window, len=len(seg.payload), options=seg.options_list())
         if conn is not None:
