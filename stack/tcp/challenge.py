@@ -16,6 +16,8 @@ class ChallengeBudget:
     none sooner than ``interval`` seconds after the last (Linux sends one
     per 500 ms per socket: ``tcp_invalid_ratelimit``)."""
 
+    __slots__ = ("_last", "_second", "_spent", "interval", "limit")
+
     def __init__(self, limit: int, interval: float = 0.0) -> None:
         self.limit = limit
         self.interval = interval

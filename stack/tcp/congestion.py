@@ -20,6 +20,8 @@ ABC_LIMIT = 2  # RFC 3465 L: at most 2 MSS of growth per ACK in slow start
 
 
 class CongestionControl:
+    __slots__ = ("_acked", "cwnd", "mss", "ssthresh")
+
     name = "base"
     # Without SACK, after a partial ACK in fast recovery: stay in recovery
     # (NewReno, RFC 6582) or leave it (Reno, RFC 5681).
@@ -113,12 +115,16 @@ class CongestionControl:
 class Reno(CongestionControl):
     """RFC 5681: a partial ACK ends fast recovery."""
 
+    __slots__ = ()
+
     name = "reno"
     partial_ack_stays = False
 
 
 class NewReno(CongestionControl):
     """RFC 6582: partial ACKs keep fast recovery going (see ``sender.py``)."""
+
+    __slots__ = ()
 
     name = "newreno"
 
@@ -127,6 +133,9 @@ class Cubic(CongestionControl):
     """RFC 9438. Within an epoch (a congestion avoidance stage, ``t`` seconds
     old) the window follows ``W_cubic(t) = C * (t - K)**3 + W_max`` segments,
     never below the Reno-friendly estimate ``W_est``."""
+
+    __slots__ = ("_after_rto", "_cwnd_f", "_cwnd_prior", "_origin", "_w_est", "epoch", "k",
+                 "w_max")
 
     name = "cubic"
     C = 0.4

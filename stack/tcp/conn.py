@@ -33,6 +33,7 @@ from stack.tcp.rtt import Rtt
 from stack.tcp.sender import Sender
 from stack.tcp.seq import seq_add, seq_between, seq_lt, tsval
 from stack.tcp.challenge import ChallengeBudget
+from stack.tcp.status import status_of
 from stack.tcp.states import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2,
                               LAST_ACK, LISTEN, RECEIVING, SYN_RECEIVED, SYN_SENT,
                               SYNCHRONIZED, TIME_WAIT, Endpoint, KEEPALIVE_STATES, entry,
@@ -50,6 +51,13 @@ if TYPE_CHECKING:
 class TcpConnection(Endpoint):
     """One connection. Created by :class:`~stack.tcp.layer.TcpLayer`
     (``connect`` or a listener), never directly by users."""
+
+    __slots__ = ("_close_deferred", "_dirty", "_fast_path", "_shut_wr", "cfg", "challenges",
+                 "error", "handshake", "keepalive", "keepalive_count", "keepalive_idle",
+                 "keepalive_interval", "last_rcv", "layer", "listener", "local", "name", "now",
+                 "on_change", "passive", "read_shut", "receiver", "recovery", "remote",
+                 "retrans_total", "rtt", "segs_in", "segs_out", "sender", "snd_up", "soft_error",
+                 "timers", "ttl", "user_closed")
 
     def __init__(self, layer: TcpLayer, local: tuple[int, int], remote: tuple[int, int],
                  iss: int, now: float, listener: Listener | None = None) -> None:
@@ -541,27 +549,8 @@ class TcpConnection(Endpoint):
             self.receiver.bufsize = rcvbuf
 
     def status(self) -> dict[str, Any]:
-        """STATUS: the sequence spaces, windows, options and timers."""
-        snd, rcv, hs, rec = self.sender, self.receiver, self.handshake, self.recovery
-        return {
-            "state": self.state, "local": self.local, "remote": self.remote,
-            "iss": snd.iss, "irs": rcv.irs, "snd_una": snd.snd_una, "snd_nxt": snd.snd_nxt, "snd_max": snd.snd_max, "snd_wnd": snd.snd_wnd,
-            "snd_wl1": snd.snd_wl1, "snd_wl2": snd.snd_wl2, "window_probes": snd.probes,
-            "rcv_nxt": rcv.rcv_nxt, "rcv_wnd": rcv.window(),
-            "send_buffered": len(snd.buf), "recv_buffered": len(rcv.buf),
-            "ooo_ranges": rcv.ooo.ranges() if rcv.ooo is not None else [],
-            "mss": hs.mss, "cwnd": rec.cc.cwnd, "ssthresh": rec.cc.ssthresh,
-            "srtt": self.rtt.srtt, "rttvar": self.rtt.rttvar, "rto": self.rtt.rto,
-            "error": self.error, "congestion": rec.cc.name, "in_recovery": rec.in_recovery,
-            "dupacks": rec.dupacks, "retransmit_retries": snd.retries,
-            "snd_wscale": hs.snd_wscale if hs.ws_ok else None,
-            "rcv_wscale": hs.rcv_wscale if hs.ws_ok else None,
-            "timestamps": hs.ts_ok, "ts_recent": rcv.ts_recent if hs.ts_ok else None,
-            "sack": hs.sack_ok, "sacked": rec.sacked(), "timers": self.timers.pending(), **rec.rack_status(),
-            "bytes_sent": snd.bytes_sent, "bytes_retrans": snd.bytes_retrans,
-            "bytes_acked": snd.bytes_acked, "bytes_received": rcv.bytes_received,
-            "segs_out": self.segs_out, "segs_in": self.segs_in, "retrans": self.retrans_total,
-        }
+        """STATUS: the sequence spaces, windows, options and timers (stack/tcp/status.py)."""
+        return status_of(self)
 
     @entry
     def set_nodelay(self, on: bool) -> None:

@@ -26,6 +26,10 @@ PAWS_IDLE = 24 * 24 * 3600.0          # RFC 7323 5.5: TS.Recent older than 24 da
 
 
 class Receiver:
+    __slots__ = ("ack_now", "buf", "bufsize", "bytes_received", "cfg", "conn", "data_at", "dsack",
+                 "fin_received", "irs", "last_ack_sent", "mss", "mss_cap", "oob_inline", "ooo",
+                 "ooo_fin", "pingpong", "quick", "rcv_adv", "rcv_nxt", "sack_recent", "timers",
+                 "ts_recent", "ts_recent_age", "unacked", "urgent", "wscale")
     def __init__(self, conn: TcpConnection, bufsize: int, now: float) -> None:
         self.conn = conn
         self.cfg = conn.cfg

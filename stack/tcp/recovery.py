@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 
 class Recovery:
+    __slots__ = ("cc", "cfg", "conn", "dupacks", "high_rxt", "hs", "in_recovery", "partial_acks",
+                 "rack", "recover", "rescue_rxt", "sb", "snd", "timers")
     def __init__(self, conn: TcpConnection, iss: int) -> None:
         self.conn = conn
         cfg = self.cfg = conn.cfg

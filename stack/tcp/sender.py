@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 
 
 class Sender:
+    __slots__ = ("buf", "bufsize", "bytes_acked", "bytes_retrans", "bytes_sent", "cfg", "conn",
+                 "data_seq", "fin_pending", "fin_seq", "hs", "iss", "ka_probes", "max_snd_wnd",
+                 "nodelay", "persist_backoff", "probe_due", "probes", "rec", "retries", "rto_at",
+                 "rtt", "sml", "snd_max", "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd",
+                 "tail_start", "timers", "tlp_high", "wscale")
     def __init__(self, conn: TcpConnection, iss: int, bufsize: int) -> None:
         self.conn = conn
         cfg = self.cfg = conn.cfg

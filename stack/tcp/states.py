@@ -45,7 +45,8 @@ class Endpoint:
     does the rest (counters, timers, releasing the endpoint).
     """
 
-    state: str = CLOSED
+    __slots__ = ("_depth", "state", "trace")
+
     name: str = ""
 
     def __init__(self, trace: Trace, state: str = CLOSED) -> None:
