@@ -86,7 +86,7 @@ class PcapLink(LinkWrapper):
             sec, usec = divmod(round(self.clock() * 1_000_000), 1_000_000)
             sec &= 0xFFFFFFFF
             pack = _RECORD.pack
-            parts = []
+            parts: list[bytes] = []
             for frame in frames:
                 n = len(frame)
                 if n <= SNAPLEN:

@@ -14,7 +14,7 @@ out; a single datagram larger than the whole budget is refused.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from stack.native import Reassembly
 from stack.trace import Trace
@@ -120,7 +120,7 @@ class FragmentReassembler:
         assert d.first is not None
         # The header now describes the whole datagram, as Linux's ip_frag_reasm
         # leaves it: no MF, the full length (ICMP errors quote it).
-        return replace(d.first, mf=False, total_length=d.first.header_length + d.total), data
+        return d.first._replace(mf=False, total_length=d.first.header_length + d.total), data
 
     @staticmethod
     def _covered(d: _Datagram, start: int, end: int) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from stack.native import checksum
 from stack.wire import WireError
@@ -45,8 +45,10 @@ def int2ip(value: int) -> str:
     return socket.inet_ntoa(value.to_bytes(4, "big"))
 
 
-@dataclass(frozen=True, slots=True)
-class Ipv4Header:
+class Ipv4Header(NamedTuple):
+    """An IPv4 header (a named tuple: built for every packet, it costs a
+    fraction of a frozen dataclass)."""
+
     src: int
     dst: int
     proto: int
