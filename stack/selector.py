@@ -111,7 +111,7 @@ class StackSelector(selectors.BaseSelector):
         if not events or events & ~(READ | WRITE):
             raise ValueError(f"Invalid events: {events!r}")
         old = self._keys[fileobj]
-        key = old._replace(events=events, data=data)
+        key = selectors.SelectorKey(old.fileobj, old.fd, events, data)
         ep = self._endpoints[fileobj]
         with self._net.lock:
             self._keys[fileobj] = key
