@@ -22,6 +22,7 @@ from __future__ import annotations
 import selectors
 import threading
 import time
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Mapping
 
 from stack.socket import Socket
@@ -141,6 +142,12 @@ class StackSelector(selectors.BaseSelector):
         if ep in self._by_endpoint:
             self._candidates[ep] = None
             self._cond.notify()
+
+    def batch(self) -> AbstractContextManager[Any]:
+        """Hold the stack lock around a round of socket calls: the frames
+        they queue go out together when it is released, and the network
+        thread does not take the lock back between two calls."""
+        return self._net.lock
 
     def wake(self) -> None:
         """End a ``select`` waiting in another thread (it returns what is ready)."""

@@ -30,9 +30,10 @@ import mimetypes
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Iterator
+from typing import Any, Iterator
 from urllib.parse import unquote
 
 MAX_HEAD = 65536  # request line and headers together
@@ -214,10 +215,21 @@ def parse_head(head: bytes) -> Request:
     )
 
 
+_date: list[Any] = [0, ""]  # the second the Date value was made for, and it
+
+
+def http_date() -> str:
+    """Now as an HTTP date, made once a second."""
+    now = int(time.time())
+    if _date[0] != now:
+        _date[:] = [now, email.utils.formatdate(now, usegmt=True)]
+    return _date[1]
+
+
 def response_head(resp: Response, keep_alive: bool, http10: bool = False) -> bytes:
     lines = [
         f"HTTP/1.1 {resp.status} {HTTPStatus(resp.status).phrase}",
-        f"Date: {email.utils.formatdate(usegmt=True)}",
+        f"Date: {http_date()}",
         "Server: stack",
         f"Content-Type: {resp.content_type}",
         f"Content-Length: {resp.length}",

@@ -19,12 +19,14 @@ pulled as the socket takes them, so large bodies are never held whole),
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import socket
 import threading
 import time
 from collections import deque
+from contextlib import AbstractContextManager
 from typing import Any, Callable, Iterator, Protocol
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ class Selector(Protocol):
     def unregister(self, fileobj: Any) -> Any: ...
     def select(self, timeout: float | None = None) -> list[tuple[Any, int]]: ...
     def wake(self) -> None: ...
+    def batch(self) -> AbstractContextManager[Any]: ...
     def close(self) -> None: ...
 
 
@@ -80,6 +83,10 @@ class KernelSelector(selectors.DefaultSelector):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         super().register(self._wake_r, READ, None)
+
+    def batch(self) -> AbstractContextManager[Any]:
+        """Around handling one round of events: nothing to hold here."""
+        return contextlib.nullcontext()
 
     def wake(self) -> None:
         try:
@@ -410,12 +417,13 @@ class Loop:
                 timeout = max(0.0, next_sweep - time.monotonic())
                 events = self._selector.select(timeout)
                 self.now = time.monotonic()
-                for key, mask in events:
-                    target = key.data
-                    if target is self:
-                        self._accept()
-                    else:
-                        target.handle(mask)
+                with self._selector.batch():
+                    for key, mask in events:
+                        target = key.data
+                        if target is self:
+                            self._accept()
+                        else:
+                            target.handle(mask)
                 if self.now >= next_sweep:
                     self._sweep()
                     next_sweep = self.now + SWEEP
