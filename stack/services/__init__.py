@@ -52,7 +52,7 @@ TICK = 0.2
 # Client connections served at once per service, by default; HTTP answers
 # more with 503, the other kinds close them on accept.
 MAX_CLIENTS = 4096
-BACKLOG = 1024  # of a TCP service's listening socket
+BACKLOG = 128  # of a TCP service's listening socket
 # Seconds a client may make no progress (nothing received, nothing sent)
 # before its connection is dropped, per kind. HTTP keep-alive idles out
 # quickly; the classic services are used by hand from nc, so they wait long.
