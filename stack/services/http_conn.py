@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stack.services.http import (
     MAX_CHUNK_LINE, MAX_HEAD, MAX_HEADERS, MAX_REQUEST_LINE, METHODS, HttpError, Request, Response,
@@ -48,7 +48,7 @@ class HttpConnection:
         self.searched = 0  # how much of buf is known to hold no head end
         self.request: Request | None = None
         self.remaining = 0  # body bytes (or chunk bytes) still to come
-        self.digest = hashlib.sha256()
+        self.digest: Any = None  # of the body, made when one comes
         self.total = 0  # body bytes read
         self.trailers = 0
         self.eof_seen = False
@@ -181,6 +181,8 @@ class HttpConnection:
             return
         if request.has_body and request.expect_continue:
             self.ch.write(CONTINUE)
+        if request.has_body:
+            self.digest = hashlib.sha256()
         if request.chunked:
             self.state = CHUNK_SIZE
         elif request.content_length:
@@ -204,7 +206,8 @@ class HttpConnection:
         assert request is not None
         try:
             if request.method in ("PUT", "POST"):
-                body = json.dumps({"bytes": self.total, "sha256": self.digest.hexdigest()}) + "\n"
+                digest = self.digest or hashlib.sha256()
+                body = json.dumps({"bytes": self.total, "sha256": digest.hexdigest()}) + "\n"
                 response = small_response(200, "application/json", body.encode())
             else:
                 response = self.router.route(request)
@@ -234,7 +237,7 @@ class HttpConnection:
         self.state = HEAD
         self.request = None
         self.remaining = 0
-        self.digest = hashlib.sha256()
+        self.digest = None
         self.total = 0
         self.trailers = 0
 

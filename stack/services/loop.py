@@ -25,7 +25,6 @@ import selectors
 import socket
 import threading
 import time
-from collections import deque
 from contextlib import AbstractContextManager
 from typing import Any, Callable, Iterator, Protocol
 
@@ -129,7 +128,7 @@ class Channel:
         self.counted = counted  # counts towards the service's max_clients
         self.last = loop.now  # last progress: bytes in or out
         self.deadline = 0.0  # end of lingering
-        self._queue: deque[bytes] = deque()
+        self._queue: list[bytes] = []  # short: a response is one or two writes
         self._queued = 0
         self._chunks: Iterator[Any] | None = None
         self._chunk: memoryview | None = None
@@ -294,7 +293,7 @@ class Channel:
                 if n < len(head):
                     self._queue[0] = head[n:]
                     return
-                self._queue.popleft()
+                del self._queue[0]
                 continue
             if self._chunk is None:
                 if self._chunks is None:
