@@ -256,6 +256,9 @@ class TcpService(Service):
             return
         self._stop.set()
         self._loop.stop(timeout)
+        # The loop closed it on its way out; if the loop is stuck past the
+        # timeout, the port is released all the same.
+        self._listener.close()
 
     def _close_sockets(self) -> None:
         self._listener.close()

@@ -20,6 +20,7 @@ pulled as the socket takes them, so large bodies are never held whole),
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import selectors
 import socket
@@ -46,7 +47,10 @@ ACCEPT_BURST = 64
 # After a graceful close (``finish``), how long what the peer still sends is
 # read and dropped so that unread bytes do not turn the close into a reset.
 LINGER = 2.0
-ACCEPT_RETRY = 0.2  # a failing accept (EMFILE...) is retried this much later
+# Accept failing for want of a resource (descriptors, memory) is retried this
+# much later; meanwhile the listener is not watched (it would stay readable).
+ACCEPT_RETRY = 0.2
+_OUT_OF = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 # Channel states.
 OPEN, CLOSING, FINISHING, LINGERING, CLOSED = range(5)
@@ -357,7 +361,7 @@ class Loop:
         self._setup = setup
         self._channels: dict[Channel, None] = {}
         self._stop = threading.Event()
-        self._accept_paused_until = 0.0
+        self._accept_paused_until: float | None = None  # (listener unwatched until then)
         listener.setblocking(False)
         selector.register(listener, READ, self)
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -431,23 +435,27 @@ class Loop:
         finally:
             for ch in list(self._channels):
                 ch.abort()
-            try:
-                self._selector.unregister(self._listener)
-            except (KeyError, ValueError, OSError):
-                pass
+            if self._accept_paused_until is None:
+                try:
+                    self._selector.unregister(self._listener)
+                except (KeyError, ValueError, OSError):
+                    pass
             self._listener.close()
             self._selector.close()
 
     def _accept(self) -> None:
-        if self.now < self._accept_paused_until:
-            return
         for _ in range(ACCEPT_BURST):
             try:
                 sock, peer = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                log.warning("%s: accept failed: %s", self.name, exc)
+                if exc.errno not in _OUT_OF:  # (a client gone before accept: the next)
+                    log.debug("%s: accept: %s", self.name, exc)
+                    continue
+                log.warning("%s: accept failed, retrying in %g s: %s", self.name,
+                            ACCEPT_RETRY, exc)
+                self._selector.unregister(self._listener)
                 self._accept_paused_until = self.now + ACCEPT_RETRY
                 return
             self._admit(sock, peer)
@@ -486,6 +494,9 @@ class Loop:
 
     def _sweep(self) -> None:
         now = self.now
+        if self._accept_paused_until is not None and now >= self._accept_paused_until:
+            self._accept_paused_until = None
+            self._selector.register(self._listener, READ, self)
         idle = self._idle
         for ch in [c for c in self._channels if c.stale(now, idle)]:
             log.debug("%s: client %s idle, closing", self.name, ch.peer)

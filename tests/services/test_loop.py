@@ -8,7 +8,9 @@ ephemeral ports: the same code the stack runs on its own socket facade.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
+import resource
 import socket
 import threading
 import time
@@ -173,3 +175,36 @@ def test_upload_and_download_stream_without_holding_the_body(serve):
     # tens of MB moved, a few MB at most alive at once (buffers, not bodies).
     assert _peak_while(upload) < 8_000_000
     assert _peak_while(download) < 8_000_000
+
+
+def test_accept_out_of_descriptors_waits_and_recovers(serve):
+    echo = serve("echo")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    fillers: list[int] = []
+    client = None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 20, hard))
+        try:
+            while True:
+                fillers.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError:
+            pass
+        os.close(fillers.pop())  # one left: the client's socket
+        client = socket.create_connection((HOST, echo.port), timeout=5)
+        # The service cannot accept it (EMFILE): it must wait, not spin.
+        cpu = time.process_time()
+        time.sleep(0.6)
+        assert time.process_time() - cpu < 0.3
+        assert echo.active_clients == 0
+        for fd in fillers:
+            os.close(fd)
+        fillers.clear()
+        client.sendall(b"back")
+        assert client.recv(10) == b"back"
+        assert echo.active_clients == 1
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        if client is not None:
+            client.close()
