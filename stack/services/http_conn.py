@@ -234,6 +234,8 @@ class HttpConnection:
             self.ch.stream(resp.chunks, resp.close)
 
     def _next_request(self) -> None:
+        if not self.buf:
+            self.buf = bytearray()  # an idle connection keeps no grown buffer
         self.state = HEAD
         self.request = None
         self.remaining = 0

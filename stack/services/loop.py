@@ -35,8 +35,10 @@ READ = selectors.EVENT_READ
 WRITE = selectors.EVENT_WRITE
 # How often idle clients and lingering closes are looked at (seconds).
 SWEEP = 0.2
-# One recv per readiness event reads at most this much (shared by all clients).
-RECV_SIZE = 262144
+# One recv per readiness event reads at most this much (into one buffer
+# shared by all clients); it also bounds what a protocol may have to keep
+# from one read (HTTP: pipelined bytes while it answers).
+RECV_SIZE = 65536
 # Reading stops while more than this much written output waits to be sent.
 HIGH_WATER = 262144
 # One writable event sends at most this much, so one fast client cannot

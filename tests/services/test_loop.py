@@ -208,3 +208,30 @@ def test_accept_out_of_descriptors_waits_and_recovers(serve):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
         if client is not None:
             client.close()
+
+
+def test_pipelining_without_reading_is_bounded(serve):
+    web = serve("http")
+    request = b"GET /bytes/1000 HTTP/1.1\r\nHost: t\r\n\r\n"
+    tracemalloc.start()
+    try:
+        with Client(web.port) as c:
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            c.sock.setblocking(False)
+            sent = 0
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:  # until the server stops taking them
+                try:
+                    sent += c.sock.send(request * 100)
+                except BlockingIOError:
+                    time.sleep(0.05)
+            held = tracemalloc.get_traced_memory()[0]
+            # Megabytes of requests sent; the server holds one read of them,
+            # one response being sent, and its buffers.
+            assert sent > 1_000_000
+            assert held < 1_500_000
+            c.sock.setblocking(True)
+            for _ in range(3):
+                assert c.response().body == expected_bytes(1000)
+    finally:
+        tracemalloc.stop()
