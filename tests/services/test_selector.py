@@ -117,8 +117,10 @@ def test_services_on_a_stack_open_no_descriptor_per_client(pair):
         for k, c in enumerate(clients):
             assert c.recv(10) == b"%d" % k
         assert svc.active_clients == 50
-        # Neither side of 50 stack connections made a descriptor.
-        assert len(os.listdir("/proc/self/fd")) == fds
+        # Neither side of 50 stack connections made a descriptor (a readiness
+        # socketpair each would be 200; the slack is for other tests' leftovers
+        # closing or opening meanwhile in this process).
+        assert len(os.listdir("/proc/self/fd")) - fds < 10
     finally:
         for c in clients:
             c.close()

@@ -135,7 +135,9 @@ def test_stack_selector_reports_readiness_without_a_descriptor(tap_stack):
         assert (key.data, mask) == ("conn", selectors.EVENT_READ)
         assert conn.recv(10) == b"ping"
         assert sel.select(0.05) == []  # read: not readable any more
-        assert _open_fds() == fds + 1  # the kernel client; no readiness fd for ours
+        # The kernel client's socket; readiness socketpairs for our two would
+        # add four more (the slack is for another test's leftovers closing).
+        assert _open_fds() - fds < 4
         # wake() ends a select that waits in another thread.
         woken = []
         waiter = threading.Thread(target=lambda: woken.append(sel.select(10)))
