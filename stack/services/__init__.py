@@ -260,9 +260,6 @@ class TcpService(Service):
         # timeout, the port is released all the same.
         self._listener.close()
 
-    def _close_sockets(self) -> None:
-        self._listener.close()
-
 
 class UdpService(Service):
     """One socket and one thread; ``respond(datagram)`` returns the reply to

@@ -368,10 +368,6 @@ class Loop:
         selector.register(listener, READ, self)
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def start(self) -> None:
         self.thread.start()
 
