@@ -24,6 +24,7 @@ from stack import cli_checks, cliargs, livecmd, native, traceroute
 from stack.lab import command as lab_command
 from stack.cliargs import RESOURCE, CliError, report
 from stack.dhcp import DHCP_TIMEOUT
+from stack.services import MAX_CLIENTS
 from stack.trace import LAYERS, Trace, group_counters, parse_layers
 
 if TYPE_CHECKING:
@@ -101,6 +102,9 @@ def _up_parser(sub: Subparsers) -> None:
                    type=cliargs.service,
                    help="http:PORT[:DIR], echo:PORT, discard:PORT, chargen:PORT or "
                         "udp-echo:PORT; repeatable (default: no services)")
+    p.add_argument("--max-clients", type=cliargs.max_clients, default=MAX_CLIENTS, metavar="N",
+                   help="TCP clients each service serves at once; HTTP answers more with 503, "
+                        "the others close them (default: %(default)s)")
     p.add_argument("--trace", metavar="FILE",
                    help="write trace events to FILE, '-' for stderr (default: no trace)")
     p.add_argument("--trace-format", choices=("text", "jsonl"), default="jsonl",
@@ -327,7 +331,7 @@ def _start(args: argparse.Namespace,
             _wait_for_lease(args, net, stop)
         ctl = _open_control(args, net)
         try:
-            return net, ctl, cli_checks.start_services(net, args.serve)
+            return net, ctl, cli_checks.start_services(net, args.serve, args.max_clients)
         except BaseException:
             ctl.close()
             raise

@@ -163,16 +163,22 @@ def tap_failure(e: OSError, tap: str, mtu: int, host_address: str | None) -> Cli
     return CliError(f"--tap {tap}: {_OPEN_FAILURES.get(e.errno or 0, reason)}", RESOURCE)
 
 
-def start_services(net: Stack, specs: Iterable[ServiceSpec]) -> list[Service]:
-    """Start every service on ``net``; on a failure close those already started
-    and raise the error (a port in use is a resource error)."""
+def start_services(net: Stack, specs: Iterable[ServiceSpec],
+                   max_clients: int | None = None) -> list[Service]:
+    """Start every service on ``net`` (each serving at most ``max_clients``
+    TCP clients at once; None: the services' default); on a failure close
+    those already started and raise the error (a port in use is a resource
+    error)."""
     from stack.services import start_service
 
     started: list[Service] = []
     try:
         for spec in specs:
             try:
-                started.append(start_service(net, spec))
+                if max_clients is None:
+                    started.append(start_service(net, spec))
+                else:
+                    started.append(start_service(net, spec, max_clients=max_clients))
             except OSError as e:
                 if e.errno == errno.EADDRINUSE:
                     raise CliError(f"--serve {spec}: {spec.transport.upper()} port {spec.port} "

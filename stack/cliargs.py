@@ -45,6 +45,7 @@ RESOURCE = 1
 MTU_MIN, MTU_MAX = 68, 65535
 MSL_MAX = 3600.0
 BUSY_POLL_MAX = 1_000_000
+MAX_CLIENTS_MAX = 1_000_000  # --max-clients
 IFNAME_MAX = 15
 
 _MAC = re.compile(r"[0-9A-Fa-f]{1,2}([:-])[0-9A-Fa-f]{1,2}(\1[0-9A-Fa-f]{1,2}){4}")
@@ -216,6 +217,17 @@ def busy_poll(text: str) -> int:
         _bad(f"{text!r} is not a whole number of microseconds")
     if not 0 <= value <= BUSY_POLL_MAX:
         _bad(f"{value} is out of range: 0 (off) to {BUSY_POLL_MAX} microseconds")
+    return value
+
+
+def max_clients(text: str) -> int:
+    """Clients a service serves at once, 1 to :data:`MAX_CLIENTS_MAX`."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        _bad(f"{text!r} is not a whole number of clients")
+    if not 1 <= value <= MAX_CLIENTS_MAX:
+        _bad(f"{value} is out of range: 1 to {MAX_CLIENTS_MAX}")
     return value
 
 

@@ -128,6 +128,11 @@ class Socket:
                 ep.refresh()
             return ep.ready.fileno()
 
+    def watched_endpoint(self) -> Endpoint:
+        """The endpoint behind this socket, for :class:`stack.selector.StackSelector`
+        (which reads its readiness under the stack lock, with no descriptor)."""
+        return self._check_open()
+
     def get_inheritable(self) -> bool:
         self._check_open()
         return self._ep.inheritable
@@ -419,6 +424,8 @@ class Socket:
         if ep.ready is not None:
             ep.ready.close()
             ep.ready = None
+        if ep.selector is not None:
+            ep.selector.poke(ep)
         self._net.kick()
 
     def __del__(self) -> None:

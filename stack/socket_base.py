@@ -234,6 +234,9 @@ class Endpoint:
         self.ttl: int | None = None      # IP_TTL (None: the stack's default)
         self.linger = (0, 0)             # SO_LINGER (onoff, seconds)
         self.inheritable = False         # of the readiness fd (set_inheritable)
+        # The stack selector (stack.selector) watching this endpoint, if any:
+        # told (``poke(endpoint)``, lock held) whenever readiness may change.
+        self.selector: Any = None
         self.refs = 0                    # Socket objects on it (dup())
 
     # -- readiness and waiting (lock held) ------------------------------------------
@@ -242,6 +245,8 @@ class Endpoint:
         """The protocol object changed: wake waiters, mirror readiness."""
         self.cond.notify_all()
         self.refresh()
+        if self.selector is not None:
+            self.selector.poke(self)
 
     def refresh(self) -> None:
         if self.ready is not None:

@@ -7,12 +7,14 @@ The stack's socket facade provides them; :class:`KernelNet` provides them on
 the host kernel's sockets, so the same service code runs in tests without a
 TAP.
 
-A service runs in daemon threads: one that accepts (or, for UDP, receives),
-and one per client connection, at most ``max_clients`` at a time. Nothing
-relies on a blocking call being interrupted by ``close`` from another thread:
-every socket has a short timeout and each loop checks a stop flag between
-waits, so :meth:`Service.close` returns within a couple of seconds on any
-socket implementation.
+A TCP service runs on one daemon thread: an event loop over non-blocking
+sockets (:mod:`stack.services.loop`) that accepts and serves every client,
+at most ``max_clients`` at a time (HTTP answers the others 503, the small
+services close them). On the stack's sockets it waits on the stack's own
+selector (:class:`stack.selector.StackSelector`, no kernel descriptor per
+socket); on the kernel's, on ``selectors``. The UDP echo service is one
+thread over one socket with a short timeout. :meth:`Service.close` wakes
+the loop and returns at once.
 
     svc = start_service(net, parse_service("http:8080"))
     ...
@@ -30,15 +32,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-from stack.services import http, simple
+from stack.services import http, http_conn, loop, simple
 
 __all__ = [
     "KINDS",
-    "Connection",
     "KernelNet",
     "Service",
     "ServiceSpec",
-    "Stopped",
     "TcpService",
     "UdpService",
     "parse_service",
@@ -47,10 +47,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# How long one blocking call waits before the loop looks at the stop flag.
+# How long the UDP service's blocking call waits before it looks at the stop flag.
 TICK = 0.2
-# Client connections served at once per service; more are closed on accept.
-MAX_CLIENTS = 256
+# Client connections served at once per service, by default; HTTP answers
+# more with 503, the other kinds close them on accept.
+MAX_CLIENTS = 4096
+BACKLOG = 128  # of a TCP service's listening socket
 # Seconds a client may make no progress (nothing received, nothing sent)
 # before its connection is dropped, per kind. HTTP keep-alive idles out
 # quickly; the classic services are used by hand from nc, so they wait long.
@@ -130,24 +132,14 @@ def parse_service(spec: str) -> ServiceSpec:
     return ServiceSpec(kind, int(parts[1]), directory)
 
 
-class ClientSocket(Protocol):
-    """What the services use of an accepted TCP socket: the stack's facade
-    socket and the kernel's ``socket.socket`` both are one."""
-
-    def settimeout(self, value: float | None, /) -> None: ...
-    def recv_into(self, buffer: bytearray | memoryview, nbytes: int = 0, /) -> int: ...
-    def send(self, data: bytes | memoryview, /) -> int: ...
-    def shutdown(self, how: int, /) -> None: ...
-    def setsockopt(self, level: int, option: int, value: int, /) -> None: ...
-    def close(self) -> None: ...
-
-
 class ListeningSocket(Protocol):
-    """What a TCP service uses of its listening socket."""
+    """What a TCP service uses of its listening socket (the accepted ones
+    are used as :mod:`stack.services.loop` describes)."""
 
-    def settimeout(self, value: float | None, /) -> None: ...
+    def setblocking(self, flag: bool, /) -> None: ...
     def getsockname(self) -> Any: ...
-    def accept(self) -> tuple[ClientSocket, Any]: ...
+    def accept(self) -> tuple[Any, Any]: ...
+    def fileno(self) -> int: ...
     def close(self) -> None: ...
 
 
@@ -169,75 +161,6 @@ class Net(Protocol):
     def create_server(self, address: tuple[str, int], *, backlog: int | None = ...
                       ) -> ListeningSocket: ...
     def socket(self, family: int, type: int, /) -> DatagramSocket: ...
-
-
-class Stopped(Exception):
-    """A client connection ends: the service is closing or the peer idled out."""
-
-
-class Connection:
-    """One client socket as handlers see it.
-
-    ``recv_into`` and ``sendall`` behave like the socket's, but wait in
-    :data:`TICK` slices so that they raise :class:`Stopped` soon after the
-    service closes, or once the peer has made no progress for
-    ``idle_timeout`` seconds. Peer errors stay ``OSError``.
-    """
-
-    __slots__ = ("sock", "_stop", "_idle")
-
-    def __init__(self, sock: ClientSocket, stop: threading.Event, idle_timeout: float) -> None:
-        self.sock = sock
-        self._stop = stop
-        self._idle = idle_timeout
-        sock.settimeout(TICK)
-
-    def recv_into(self, buffer: bytearray | memoryview, nbytes: int = 0) -> int:
-        """Receive into ``buffer``; 0 means the peer closed its side."""
-        started = time.monotonic()
-        while True:
-            if self._stop.is_set():
-                raise Stopped("service closing")
-            try:
-                return self.sock.recv_into(buffer, nbytes)
-            except TimeoutError:
-                if time.monotonic() - started >= self._idle:
-                    raise Stopped("idle timeout") from None
-
-    def sendall(self, data: bytes | bytearray | memoryview) -> None:
-        """Send every byte of ``data``."""
-        view = memoryview(data).cast("B")
-        last = time.monotonic()
-        while view:
-            if self._stop.is_set():
-                raise Stopped("service closing")
-            try:
-                sent = self.sock.send(view)
-            except TimeoutError:
-                if time.monotonic() - last >= self._idle:
-                    raise Stopped("send stalled") from None
-                continue
-            view = view[sent:]
-            last = time.monotonic()
-
-    def finish(self, linger: float = 2.0) -> None:
-        """Close gracefully: send FIN, then read and drop what the peer still
-        sends (at most ``linger`` seconds) so that unread request bytes do not
-        turn our close into a reset that destroys the last response."""
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            return
-        scratch = bytearray(16384)
-        deadline = time.monotonic() + linger
-        while time.monotonic() < deadline and not self._stop.is_set():
-            try:
-                if self.sock.recv_into(scratch) == 0:
-                    return
-            except TimeoutError:
-                continue
-            except OSError:
-                return
 
 
 class Service:
@@ -289,105 +212,53 @@ class Service:
 
 
 class TcpService(Service):
-    """A listener and one thread per client connection running ``handler``."""
+    """A listener and its clients on one event loop thread; ``factory``
+    makes each client's protocol from its channel (see
+    :mod:`stack.services.loop`). Beyond ``max_clients``, ``reject`` (if
+    given) answers the client before closing; otherwise it is closed."""
 
     def __init__(
         self,
         net: Net,
         spec: ServiceSpec,
         address: str,
-        handler: Callable[[Connection], None],
+        factory: Callable[[loop.Channel], loop.Handler],
         idle_timeout: float,
         max_clients: int = MAX_CLIENTS,
-        backlog: int = 128,
+        backlog: int = BACKLOG,
+        reject: Callable[[loop.Channel], loop.Handler] | None = None,
+        setup: Callable[[Any], None] | None = None,
     ) -> None:
         super().__init__(spec, address)
-        self._handler = handler
-        self._idle = idle_timeout
-        self._max_clients = max_clients
-        self._lock = threading.Lock()
-        self._clients: dict[threading.Thread, ClientSocket] = {}
+        if max_clients < 1:
+            raise ValueError(f"max_clients must be at least 1, not {max_clients}")
         self._listener = net.create_server((address, spec.port), backlog=backlog)
         try:
             if spec.port == 0:
                 self.port = self._listener.getsockname()[1]
-            self._listener.settimeout(TICK)
+            self._loop = loop.Loop(f"stack-{spec.kind}", self._listener,
+                                   selector_for(self._listener), factory, idle_timeout,
+                                   max_clients, reject=reject, setup=setup)
         except BaseException:
             self._listener.close()
             raise
-        self._threads.append(self._spawn(self._accept_loop, name=f"stack-{spec.kind}-accept"))
+        self._threads.append(self._loop.thread)
+        self._loop.start()
 
     @property
     def active_clients(self) -> int:
-        """Client connections being served now."""
-        with self._lock:
-            return len(self._clients)
+        """Client connections being served now (not counting those being
+        refused for want of room)."""
+        return self._loop.clients
 
-    def _accept_loop(self) -> None:
-        serial = 0
-        try:
-            while not self._stop.is_set():
-                try:
-                    sock, peer = self._listener.accept()
-                except TimeoutError:
-                    continue
-                except OSError as exc:
-                    if self._stop.is_set():
-                        break
-                    log.warning("%s: accept failed: %s", self.spec, exc)
-                    time.sleep(TICK)
-                    continue
-                serial += 1
-                self._admit(sock, peer, serial)
-        finally:
-            self._listener.close()
-
-    def _admit(self, sock: ClientSocket, peer: object, serial: int) -> None:
-        with self._lock:
-            full = len(self._clients) >= self._max_clients
-            if not full and not self._stop.is_set():
-                thread = threading.Thread(
-                    target=self._serve_client,
-                    args=(sock, peer),
-                    name=f"stack-{self.spec.kind}-{serial}",
-                    daemon=True,
-                )
-                self._clients[thread] = sock
-                thread.start()
-                return
-        if full:
-            log.debug("%s: %d clients already, closing %s", self.spec, self._max_clients, peer)
-        sock.close()
-
-    def _serve_client(self, sock: ClientSocket, peer: object) -> None:
-        try:
-            self._handler(Connection(sock, self._stop, self._idle))
-        except Stopped:
-            pass
-        except OSError as exc:
-            log.debug("%s: client %s: %s", self.spec, peer, exc)
-        except Exception:
-            log.exception("%s: client %s: handler failed", self.spec, peer)
-        finally:
-            sock.close()
-            with self._lock:
-                self._clients.pop(threading.current_thread(), None)
-
-    def _all_threads(self) -> list[threading.Thread]:
-        with self._lock:
-            return self._threads + list(self._clients)
-
-    def _close_sockets(self) -> None:
-        # Normally every thread has closed its own socket by now; these are
-        # what a stuck thread left behind.
+    def close(self, timeout: float = 2.0) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        self._loop.stop(timeout)
+        # The loop closed it on its way out; if the loop is stuck past the
+        # timeout, the port is released all the same.
         self._listener.close()
-        with self._lock:
-            leftovers = list(self._clients.values())
-        for sock in leftovers:
-            try:
-                sock.close()
-            except OSError:
-                pass
 
 
 class UdpService(Service):
@@ -444,8 +315,11 @@ def start_service(
     max_clients: int = MAX_CLIENTS,
     idle_timeout: float | None = None,
 ) -> Service:
-    """Bind ``spec`` on ``address`` through ``net`` and serve it in
-    background threads. Returns the running :class:`Service`.
+    """Bind ``spec`` on ``address`` through ``net`` and serve it on a
+    background thread. Returns the running :class:`Service`.
+
+    ``max_clients`` bounds the TCP clients served at once (HTTP answers
+    more with 503 and ``Connection: close``; the others close them).
 
     ``spec`` may be a string as given to ``--serve``. Raises ValueError for
     an http directory that does not exist, OSError if the port cannot be
@@ -458,16 +332,31 @@ def start_service(
     if spec.kind == "udp-echo":
         return UdpService(net, spec, address, simple.udp_echo)
     assert idle is not None  # every TCP kind has a default
-    handler: Callable[[Connection], None]
     if spec.kind == "http":
         root = None
         if spec.directory is not None:
             if not os.path.isdir(spec.directory):
                 raise ValueError(f"{spec}: {spec.directory!r} is not a directory")
             root = os.path.realpath(spec.directory)
-        handler = http.Handler(root)
-    else:
-        handler = {"echo": simple.echo, "discard": simple.discard, "chargen": simple.chargen}[
-            spec.kind
-        ]
-    return TcpService(net, spec, address, handler, idle, max_clients=max_clients)
+        router = http.Router(root)
+        return TcpService(net, spec, address, lambda ch: http_conn.HttpConnection(ch, router),
+                          idle, max_clients=max_clients, reject=http_conn.Busy,
+                          setup=_no_delay)
+    factories: dict[str, Callable[[loop.Channel], loop.Handler]] = {
+        "echo": simple.Echo, "discard": simple.Discard, "chargen": simple.Chargen}
+    factory = factories[spec.kind]
+    return TcpService(net, spec, address, factory, idle, max_clients=max_clients)
+
+
+def _no_delay(sock: Any) -> None:
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def selector_for(listener: Any) -> loop.Selector:
+    """The selector a loop serving ``listener`` waits on: the stack's own
+    for a stack socket, the kernel's otherwise."""
+    from stack.selector import StackSelector, is_stack_socket
+
+    if is_stack_socket(listener):
+        return StackSelector.for_socket(listener)
+    return loop.KernelSelector()

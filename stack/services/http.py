@@ -1,10 +1,11 @@
 """HTTP/1.1 server for ``--serve http:PORT[:DIR]``.
 
-One :class:`Handler` call serves one client connection: it reads requests
-with ``recv_into`` into a fixed buffer and answers them with ``sendall``,
-keeping the connection open between requests (HTTP/1.1 by default, HTTP/1.0
-when ``Connection: keep-alive`` is asked) until the client closes, asks for
-``Connection: close``, idles out, or sends something malformed.
+This module parses requests and builds responses; the per-connection state
+machine that reads and answers them on the services' event loop is
+:class:`stack.services.http_conn.HttpConnection`. A connection stays open
+between requests (HTTP/1.1 by default, HTTP/1.0 when ``Connection:
+keep-alive`` is asked) until the client closes, asks for ``Connection:
+close``, idles out, or sends something malformed.
 
 Routes (every response has ``Content-Length``):
 
@@ -16,29 +17,25 @@ Routes (every response has ``Content-Length``):
 - ``PUT``/``POST`` to any path: reads the whole body (``Content-Length`` or
   ``Transfer-Encoding: chunked``, honouring ``Expect: 100-continue``) and
   answers ``{"bytes": N, "sha256": "<hex>"}``.
-- Anything else: 405 for other methods, 400 for malformed requests.
+- Anything else: 405 for other methods, 400 for malformed requests; 503
+  (``Connection: close``) when the service already serves its
+  ``max_clients``.
 """
 
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import io
-import json
 import mimetypes
 import os
 import re
-import socket
 import stat
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import Any, Iterator
 from urllib.parse import unquote
 
-if TYPE_CHECKING:
-    from stack.services import Connection
-
-BUFFER = 65536
 MAX_HEAD = 65536  # request line and headers together
 MAX_REQUEST_LINE = 8192
 MAX_HEADERS = 100
@@ -89,8 +86,9 @@ class HttpError(Exception):
         self.detail = detail
 
 
-class _PeerClosed(Exception):
-    """The client closed its side in the middle of a request."""
+class PeerClosed(Exception):
+    """The connection cannot go on: a file being served shrank after its
+    Content-Length went out, so only closing tells the client."""
 
 
 @dataclass(slots=True)
@@ -127,7 +125,7 @@ class Response:
             self.file.close()
 
 
-def _small(status: int, content_type: str, body: bytes,
+def small_response(status: int, content_type: str, body: bytes,
            headers: tuple[tuple[str, str], ...] = ()) -> Response:
     return Response(status, content_type, len(body), body=body, headers=headers)
 
@@ -137,7 +135,7 @@ def error_response(err: HttpError) -> Response:
     if err.detail:
         text += f": {err.detail}"
     headers = (("Allow", ", ".join(METHODS)),) if err.status == 405 else ()
-    return _small(err.status, "text/plain; charset=utf-8", (text + "\n").encode(), headers)
+    return small_response(err.status, "text/plain; charset=utf-8", (text + "\n").encode(), headers)
 
 
 def parse_head(head: bytes) -> Request:
@@ -217,10 +215,21 @@ def parse_head(head: bytes) -> Request:
     )
 
 
+_date: list[Any] = [0, ""]  # the second the Date value was made for, and it
+
+
+def http_date() -> str:
+    """Now as an HTTP date, made once a second."""
+    now = int(time.time())
+    if _date[0] != now:
+        _date[:] = [now, email.utils.formatdate(now, usegmt=True)]
+    return _date[1]
+
+
 def response_head(resp: Response, keep_alive: bool, http10: bool = False) -> bytes:
     lines = [
         f"HTTP/1.1 {resp.status} {HTTPStatus(resp.status).phrase}",
-        f"Date: {email.utils.formatdate(usegmt=True)}",
+        f"Date: {http_date()}",
         "Server: stack",
         f"Content-Type: {resp.content_type}",
         f"Content-Length: {resp.length}",
@@ -231,101 +240,6 @@ def response_head(resp: Response, keep_alive: bool, http10: bool = False) -> byt
     elif http10:
         lines.append("Connection: keep-alive")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-class _Reader:
-    """Buffered reading of one connection's requests, bodies included."""
-
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._buf = bytearray()  # received, not yet consumed
-        self._scratch = bytearray(BUFFER)
-        self._view = memoryview(self._scratch)
-
-    def _fill(self) -> None:
-        n = self._conn.recv_into(self._view)
-        if n == 0:
-            raise _PeerClosed
-        self._buf += self._view[:n]
-
-    def read_head(self) -> bytes | None:
-        """The next request's head, without the empty line that ends it.
-        None if the client closed cleanly between requests."""
-        searched = 0
-        while True:
-            if self._buf.startswith((b"\r", b"\n")):
-                # Empty lines before a request line are ignored (RFC 9112 2.2).
-                kept = len(self._buf.lstrip(b"\r\n"))
-                del self._buf[: len(self._buf) - kept]
-                searched = 0
-            match = _HEAD_END.search(self._buf, max(0, searched - 3))
-            if match:
-                if match.start() > MAX_HEAD:
-                    raise HttpError(431)
-                head = bytes(self._buf[: match.start()])
-                del self._buf[: match.end()]
-                return head
-            if self._buf.find(b"\n", 0, MAX_REQUEST_LINE) < 0 and len(self._buf) > MAX_REQUEST_LINE:
-                raise HttpError(414)
-            if len(self._buf) > MAX_HEAD:
-                raise HttpError(431)
-            searched = len(self._buf)
-            try:
-                self._fill()
-            except _PeerClosed:
-                if self._buf:
-                    raise
-                return None
-
-    def read_body(self, request: Request, sink: Callable) -> int:
-        """Pass the request body to ``sink`` piece by piece; its length."""
-        if request.chunked:
-            return self._read_chunked(sink)
-        length = request.content_length or 0
-        self._read_exact(length, sink)
-        return length
-
-    def _read_exact(self, n: int, sink: Callable) -> None:
-        if self._buf:
-            take = min(n, len(self._buf))
-            sink(self._buf[:take])
-            del self._buf[:take]
-            n -= take
-        while n:
-            got = self._conn.recv_into(self._view, min(n, BUFFER))
-            if got == 0:
-                raise _PeerClosed
-            sink(self._view[:got])
-            n -= got
-
-    def _read_line(self) -> bytes:
-        while True:
-            end = self._buf.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buf[:end])
-                del self._buf[: end + 1]
-                return line.removesuffix(b"\r")
-            if len(self._buf) > MAX_CHUNK_LINE:
-                raise HttpError(400, "chunk line too long")
-            self._fill()
-
-    def _read_chunked(self, sink: Callable) -> int:
-        total = 0
-        while True:
-            match = _CHUNK_SIZE.fullmatch(self._read_line())
-            if not match:
-                raise HttpError(400, "malformed chunk size")
-            size = int(match.group(1), 16)
-            if size == 0:
-                break
-            self._read_exact(size, sink)
-            total += size
-            if self._read_line():
-                raise HttpError(400, "chunk data longer than its size")
-        for _ in range(MAX_HEADERS + 1):  # trailer fields, dropped
-            if not self._read_line():
-                return total
-        raise HttpError(431, "too many trailer fields")
 
 
 def _pattern_chunks(length: int) -> Iterator[memoryview]:
@@ -344,7 +258,7 @@ def _file_chunks(file: io.BufferedIOBase, length: int) -> Iterator[memoryview]:
         if not got:
             # The file shrank after Content-Length went out; only closing
             # the connection tells the client the body is short.
-            raise _PeerClosed
+            raise PeerClosed
         length -= got
         yield buf[:got]
 
@@ -367,96 +281,20 @@ def _bytes_response(path: str) -> Response:
     if n > MAX_BYTES:
         raise HttpError(400, f"N is at most {MAX_BYTES}")
     if n <= CHUNK:
-        return _small(200, "application/octet-stream", _PATTERN[:n])
+        return small_response(200, "application/octet-stream", _PATTERN[:n])
     return Response(200, "application/octet-stream", n, chunks=_pattern_chunks(n))
 
 
-class Handler:
-    """Serves HTTP on one connection per call; ``root`` is the resolved
-    directory of files to serve, or None."""
+class Router:
+    """What a GET or HEAD answers: ``/bytes/N``, files under ``root`` (the
+    resolved directory of files to serve, or None) and the front page."""
 
     def __init__(self, root: str | None = None) -> None:
         self.root = os.path.realpath(root) if root is not None else None
         self._types = mimetypes.MimeTypes()
 
-    def __call__(self, conn: Connection) -> None:
-        try:
-            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        reader = _Reader(conn)
-        while True:
-            try:
-                head = reader.read_head()
-                if head is None:
-                    return
-                request = parse_head(head)
-            except _PeerClosed:
-                return
-            except HttpError as err:
-                self._send(conn, error_response(err), keep_alive=False)
-                conn.finish()
-                return
-            try:
-                keep = self._exchange(conn, reader, request)
-            except _PeerClosed:
-                return
-            if not keep:
-                conn.finish()
-                return
-
-    def _exchange(self, conn: Connection, reader: _Reader, request: Request) -> bool:
-        """Answer one request; whether the connection stays open."""
-        keep = request.keep_alive
-        http10 = request.version < (1, 1)
-        if request.method not in METHODS:
-            # The body, if any, stays unread: the connection cannot go on.
-            keep = keep and not request.has_body
-            self._send(conn, error_response(HttpError(405)), keep, http10)
-            return keep
-        if request.has_body and request.expect_continue:
-            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
-        digest = hashlib.sha256()
-        try:
-            n = reader.read_body(request, digest.update)
-        except HttpError as err:
-            # A malformed body: where the next request starts is unknown.
-            self._send(conn, error_response(err), False, http10)
-            return False
-        try:
-            if request.method in ("PUT", "POST"):
-                body = json.dumps({"bytes": n, "sha256": digest.hexdigest()}) + "\n"
-                response = _small(200, "application/json", body.encode())
-            else:
-                response = self._route(request)
-        except HttpError as err:
-            response = error_response(err)
-        self._send(conn, response, keep, http10, head_only=request.method == "HEAD")
-        return keep
-
-    def _send(
-        self,
-        conn: Connection,
-        resp: Response,
-        keep_alive: bool,
-        http10: bool = False,
-        head_only: bool = False,
-    ) -> None:
-        head = response_head(resp, keep_alive, http10)
-        try:
-            if head_only:
-                conn.sendall(head)
-            elif resp.body is not None:
-                conn.sendall(head + resp.body)
-            else:
-                assert resp.chunks is not None  # a Response has a body or chunks
-                conn.sendall(head)
-                for piece in resp.chunks:
-                    conn.sendall(piece)
-        finally:
-            resp.close()
-
-    def _route(self, request: Request) -> Response:
+    def route(self, request: Request) -> Response:
+        """The response to a GET or HEAD (raises HttpError for an error one)."""
         path = _path_of(request.target)
         if path == "/bytes" or path.startswith("/bytes/"):
             return _bytes_response(path)
@@ -465,7 +303,7 @@ class Handler:
             if response is not None:
                 return response
         if path == "/":
-            return _small(200, "text/html; charset=utf-8", PAGE)
+            return small_response(200, "text/html; charset=utf-8", PAGE)
         raise HttpError(404)
 
     @staticmethod
@@ -509,5 +347,5 @@ class Handler:
         if length <= CHUNK:
             with file:
                 body = file.read(length)
-            return _small(200, content_type, body)
+            return small_response(200, content_type, body)
         return Response(200, content_type, length, chunks=_file_chunks(file, length), file=file)

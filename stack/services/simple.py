@@ -1,35 +1,55 @@
 """The classic small services: echo (RFC 862), discard (RFC 863), chargen
 (RFC 864) over TCP, and echo over UDP.
 
-The TCP ones are connection handlers: each takes a
-:class:`stack.services.Connection` and returns when the client is done.
+The TCP ones are protocol classes of the services' event loop
+(:mod:`stack.services.loop`): one object per client, made from its
+:class:`~stack.services.loop.Channel`.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from stack.services import Connection
-
-BUFFER = 65536
+    from stack.services.loop import Channel
 
 
-def echo(conn: Connection) -> None:
-    """Send back every byte received until the client closes its side."""
-    buf = bytearray(BUFFER)
-    view = memoryview(buf)
-    while True:
-        n = conn.recv_into(view)
-        if n == 0:
-            return
-        conn.sendall(view[:n])
+
+class Echo:
+    """Send back every byte received; close once the client has closed its
+    side and all is sent."""
+
+    __slots__ = ("ch",)
+
+    def __init__(self, ch: Channel) -> None:
+        self.ch = ch
+
+    def received(self, data: memoryview) -> None:
+        self.ch.write(data)
+
+    def eof(self) -> None:
+        self.ch.close()
+
+    def drained(self) -> None:
+        pass
 
 
-def discard(conn: Connection) -> None:
+class Discard:
     """Read and drop everything until the client closes its side."""
-    buf = bytearray(BUFFER)
-    while conn.recv_into(buf):
+
+    __slots__ = ("ch",)
+
+    def __init__(self, ch: Channel) -> None:
+        self.ch = ch
+
+    def received(self, data: memoryview) -> None:
+        pass
+
+    def eof(self) -> None:
+        self.ch.close()
+
+    def drained(self) -> None:
         pass
 
 
@@ -53,13 +73,26 @@ def chargen_lines(count: int, first: int = 0) -> bytes:
 _CHARGEN_BLOCK = chargen_lines(95 * 9)
 
 
-def chargen(conn: Connection) -> None:
-    """Send chargen lines until the client goes away (the send then fails
-    with BrokenPipeError or ConnectionResetError, which ends the handler).
-    Whatever the client sends is ignored."""
-    block = memoryview(_CHARGEN_BLOCK)
-    while True:
-        conn.sendall(block)
+class Chargen:
+    """Send chargen lines until the client goes away (a send then fails with
+    BrokenPipeError or ConnectionResetError, which closes the channel) or
+    idles out by not reading. Whatever the client sends is dropped; its
+    closing its own side does not stop the stream."""
+
+    __slots__ = ("ch",)
+
+    def __init__(self, ch: Channel) -> None:
+        self.ch = ch
+        ch.stream(itertools.repeat(memoryview(_CHARGEN_BLOCK)))
+
+    def received(self, data: memoryview) -> None:
+        pass
+
+    def eof(self) -> None:
+        pass
+
+    def drained(self) -> None:
+        pass
 
 
 def udp_echo(datagram: bytes) -> bytes:

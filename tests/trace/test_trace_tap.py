@@ -55,6 +55,20 @@ def _download(n: int, timeout: int = 60) -> None:
     assert r.stdout == str(n), r
 
 
+def _stops_growing(path, quiet: float = 0.5, timeout: float = 10.0) -> bool:
+    """Whether the file at ``path`` kept one size for ``quiet`` seconds within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now_size = path.stat().st_size if path.exists() else 0
+        if now_size != size:
+            size, since = now_size, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _tcp_fields(frame: bytes):
     """(src, sport, dst, dport, seq, payload length) of an IPv4 TCP frame, or None."""
     if len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[23] != 6:
@@ -229,11 +243,19 @@ def test_stack_up_state_level_capture_and_counters(netns, tmp_path):
         line = p.stderr.readline()
         assert line.startswith("stack: up") and "seed=4" in line, line
         sh("sysctl -qw net.ipv6.conf.tapsl.disable_ipv6=1", check=False)
-        dump = subprocess.Popen(["tcpdump", "-i", "tapsl", "-U", "-n", "-w", str(wire)],
+        # A 64 MB capture buffer and no batching: with the default 2 MB
+        # tcpdump drops frames of a fast download on a busy machine.
+        dump = subprocess.Popen(["tcpdump", "-i", "tapsl", "-U", "--immediate-mode",
+                                 "-B", "65536", "-n", "-w", str(wire)],
                                 stderr=subprocess.PIPE, text=True)
         assert "listening on" in dump.stderr.readline()
         _download(1_000_000)
         time.sleep(0.5)
+        # tcpdump may still hold frames the kernel gave it (it lags on a busy
+        # machine, by up to a second of batching): those still in its buffer
+        # when the stack's exit removes the TAP are lost ("The interface
+        # disappeared"), so let its capture file stop growing first.
+        assert _stops_growing(wire), "tcpdump kept writing"
         p.send_signal(signal.SIGUSR1)
         time.sleep(0.3)
         err = stop_stack_up(p)
