@@ -47,6 +47,7 @@ class Handshake:
     __slots__ = ("cfg", "conn", "mss", "mss_local", "mss_wire", "our_wscale", "peer_mss",
                  "peer_syn_seen", "pmtu_mss", "rcv_wscale", "sack_ok", "snd_wscale",
                  "syn_retransmitted", "ts_base", "ts_ok", "ws_ok")
+
     def __init__(self, conn: TcpConnection, ts_base: int, rcvbuf: int) -> None:
         self.conn = conn
         cfg = self.cfg = conn.cfg

@@ -53,9 +53,6 @@ _start = itemgetter(0)
 
 
 class Rack:
-    __slots__ = ("dsack_high", "end", "fack", "high", "lost", "min_rtt", "order", "persist",
-                 "reordering", "retrans", "rtt", "sacked", "segs", "sends", "steps", "una_pos",
-                 "una_seq", "xmit_ts")
     __slots__ = ("segs", "una_seq", "una_pos", "high", "sacked", "lost", "retrans", "sends",
                  "xmit_ts", "end", "order", "rtt", "min_rtt", "fack", "reordering", "steps", "persist",
                  "dsack_high")

@@ -17,9 +17,6 @@ from stack.trace import Trace
 class Rtt:
     """SRTT, RTTVAR and RTO, and the segment being timed."""
 
-    __slots__ = ("_cfg", "_name", "_trace", "karn", "min_rtt", "rto", "rttvar", "srtt", "timed_at",
-                 "timed_seq")
-
     __slots__ = ("srtt", "rttvar", "rto", "min_rtt", "timed_seq", "timed_at", "karn", "_cfg", "_trace",
                  "_name")
 

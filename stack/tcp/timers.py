@@ -20,7 +20,6 @@ NAMES = ("rto", "persist", "delack", "keepalive", "time_wait", "fin_wait_2", "re
 
 class Timers:
     __slots__ = ("at",)
-    __slots__ = ("at",)
 
     def __init__(self) -> None:
         self.at: list[float | None] = [None] * len(NAMES)

@@ -80,14 +80,19 @@ _FLAG_NAMES = ((SYN, "SYN"), (FIN, "FIN"), (RST, "RST"), (PSH, "PSH"), (ACK, "AC
                (URG, "URG"), (ECE, "ECE"), (CWR, "CWR"))
 
 
+# Both forms of every flag byte, made once (they are looked up per segment).
+_STR = tuple("".join(c for bit, c in _FLAG_CHARS if f & bit) or "none" for f in range(256))
+_NAMES = tuple(",".join(n for bit, n in _FLAG_NAMES if f & bit) or "none" for f in range(256))
+
+
 def flags_str(flags: int) -> str:
     """tcpdump's compact form: ``S.`` for SYN+ACK, ``FP.`` for FIN+PSH+ACK."""
-    return "".join(c for bit, c in _FLAG_CHARS if flags & bit) or "none"
+    return _STR[flags & 0xFF]
 
 
 def flags_names(flags: int) -> str:
     """Readable form for trace causes: ``SYN,ACK``."""
-    return ",".join(n for bit, n in _FLAG_NAMES if flags & bit) or "none"
+    return _NAMES[flags & 0xFF]
 
 
 class TcpSegment(NamedTuple):
