@@ -376,22 +376,30 @@ class Stack:
         else:
             self.link.send(frame)
 
-    def _flush_tx(self) -> None:
-        """Write the queued frames, in order (one writer at a time)."""
+    def _flush_tx(self, wait: bool = False) -> None:
+        """Write the queued frames, in order, one writer at a time. A thread
+        that finds another one writing leaves its frames to it (the writer
+        looks at the queue again after letting go) and goes back to work
+        instead of waiting through the other's system calls; ``wait``: write
+        them before returning (close)."""
         q = self._txq
-        if not q:
-            return
         send = self.link.send
-        with self._tx_lock:
-            while q:
-                try:
-                    frame = q.popleft()
-                except IndexError:
-                    break
-                try:
-                    send(frame)
-                except (OSError, ValueError) as e:  # the link is gone (closed, removed)
-                    self.trace.drop("link", "send_failed", error=repr(e))
+        lock = self._tx_lock
+        while q:
+            if not lock.acquire(wait):
+                return
+            try:
+                while q:
+                    try:
+                        frame = q.popleft()
+                    except IndexError:
+                        break
+                    try:
+                        send(frame)
+                    except (OSError, ValueError) as e:  # the link is gone (closed, removed)
+                        self.trace.drop("link", "send_failed", error=repr(e))
+            finally:
+                lock.release()
 
     def _tcp_send(self, src: int, dst: int, proto: int, payload: bytes, ttl=None) -> None:
         self.ip.send(src, dst, proto, payload, self.clock(), df=True, ttl=ttl)  # PMTUD, RFC 1191
@@ -549,7 +557,7 @@ class Stack:
         self.trace.on_unflushed = None  # before the pipe's fd can be reused
         os.close(self._wake_r)
         os.close(self._wake_w)
-        self._flush_tx()
+        self._flush_tx(wait=True)
         self.trace.flush()
         if self._close_link:
             self.link.close()
