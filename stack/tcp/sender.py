@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from stack.tcp import timers as T
 from stack.tcp.timers import RTO
 from stack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_lt, seq_offset, tsval
+from stack.tcp.sendbuf import SendBuffer
 from stack.tcp.states import SENDING
 from stack.wire.tcp import ACK, FIN, PSH, TcpSegment
 
@@ -48,7 +49,7 @@ class Sender:
         self.snd_wl2 = 0
         self.max_snd_wnd = 0
         self.wscale = 0               # the peer's shift, applied to its window fields
-        self.buf = bytearray()        # bytes from data_seq on, sent or not
+        self.buf = SendBuffer()       # bytes from data_seq on, sent or not
         self.data_seq = seq_add(iss, 1)
         self.bufsize = bufsize        # SO_SNDBUF
         self.sml = iss                # end of the last small segment (Nagle)
@@ -114,9 +115,9 @@ class Sender:
         if n > free:
             n = free if free > 0 else 0
             if n:
-                self.buf += memoryview(data)[:n]
+                self.buf.append(memoryview(data)[:n])
         elif n:
-            self.buf += data
+            self.buf.append(data)
         return n
 
     def queue_fin(self) -> None:
@@ -125,7 +126,7 @@ class Sender:
 
     def discard(self) -> None:
         """The connection is over (CLOSED or TIME_WAIT): nothing more to send."""
-        self.buf = bytearray()
+        self.buf = SendBuffer()
 
     def go_back(self) -> None:
         """Go back N: send again from SND.UNA (after an RTO or a smaller MTU)."""
@@ -226,7 +227,7 @@ class Sender:
                 fin = self.fin_pending and n == remaining
                 flags = ACK | PSH | FIN if fin else (ACK | PSH if n == remaining else ACK)
                 end = seq_add(nxt, n + fin)
-                xmit(nxt, flags, memoryview(buf)[off:off + n], now)
+                xmit(nxt, flags, buf.view(off, n), now)
                 total += n
                 if rack is not None:
                     if behind:
@@ -301,7 +302,7 @@ class Sender:
         if k == 0 and not fin:
             return 0
         flags = ACK | FIN if fin else (ACK | PSH if k == avail else ACK)
-        self.conn.transmit(seq, flags, memoryview(self.buf)[off:off + k], now)
+        self.conn.transmit(seq, flags, self.buf.view(off, k), now)
         self.bytes_sent += k
         self.bytes_retrans += k
         self.conn.count_retransmit(reason, seq, k)
@@ -331,7 +332,7 @@ class Sender:
         if n == 0 and not fin:
             return
         flags = ACK | FIN if fin else (ACK | PSH if n == avail else ACK)
-        self.conn.transmit(una, flags, memoryview(self.buf)[off:off + n], now)
+        self.conn.transmit(una, flags, self.buf.view(off, n), now)
         self.bytes_sent += n
         self.bytes_retrans += n
         self.conn.count_retransmit(reason, una, n, rto=round(self.rtt.rto, 6))
@@ -456,7 +457,7 @@ class Sender:
                 if n:
                     lowat = self.lowat
                     before_w = self.bufsize - len(buf) >= lowat
-                    del buf[:n]
+                    buf.consume(n)
                     self.data_seq = seq_add(self.data_seq, n)
                     if not before_w and self.bufsize - len(buf) >= lowat:
                         self.conn.changed()
