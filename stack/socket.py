@@ -420,7 +420,7 @@ class Socket:
             return  # a dup() still holds the endpoint
         ep.closed = True
         ep.close()
-        ep.cond.notify_all()
+        ep.wake()
         if ep.ready is not None:
             ep.ready.close()
             ep.ready = None

@@ -200,6 +200,28 @@ def addr_out(addr: tuple[int, int] | None) -> tuple[str, int]:
 # -- what every endpoint has --------------------------------------------------------------
 
 
+# The integer options every socket has, as a new socket reads them.
+OPTION_DEFAULTS: dict[tuple[int, int], int] = {
+    (SOL_SOCKET, SO_REUSEADDR): 0, (SOL_SOCKET, SO_KEEPALIVE): 0,
+    (SOL_SOCKET, SO_BROADCAST): 0, (SOL_SOCKET, SO_OOBINLINE): 0,
+    (IPPROTO_TCP, TCP_NODELAY): 0,
+    (IPPROTO_TCP, TCP_KEEPIDLE): 7200, (IPPROTO_TCP, TCP_KEEPINTVL): 75,
+    (IPPROTO_TCP, TCP_KEEPCNT): 9,
+    (SOL_SOCKET, SO_RCVBUF): DEFAULT_BUF, (SOL_SOCKET, SO_SNDBUF): DEFAULT_BUF,
+}
+
+
+class Options(dict):
+    """A socket's integer options: only those set are stored (a held
+    connection of a busy server sets none), the rest read as
+    :data:`OPTION_DEFAULTS`; ``key in OPTION_DEFAULTS`` says which exist."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: tuple[int, int]) -> int:
+        return OPTION_DEFAULTS[key]
+
+
 class Endpoint:
     """The state of one socket shared by both kinds: the stack, the
     condition blocking calls wait on, the timeout, the options, the
@@ -215,20 +237,11 @@ class Endpoint:
 
     def __init__(self, net: "Stack") -> None:
         self.net = net
-        # typeshed lists only threading's own locks; Condition works with any
-        # lock object, and the runtime's StackLock has the hooks it uses.
-        self.cond = threading.Condition(net.lock)  # type: ignore[arg-type]
+        self._cond: threading.Condition | None = None   # made by the first waiter
         self.timeout: float | None = _socket.getdefaulttimeout()
         self.closed = False
         self.ready: Readiness | None = None
-        self.opts: dict[tuple[int, int], int] = {
-            (SOL_SOCKET, SO_REUSEADDR): 0, (SOL_SOCKET, SO_KEEPALIVE): 0,
-            (SOL_SOCKET, SO_BROADCAST): 0, (SOL_SOCKET, SO_OOBINLINE): 0,
-            (IPPROTO_TCP, TCP_NODELAY): 0,
-            (IPPROTO_TCP, TCP_KEEPIDLE): 7200, (IPPROTO_TCP, TCP_KEEPINTVL): 75,
-            (IPPROTO_TCP, TCP_KEEPCNT): 9,
-            (SOL_SOCKET, SO_RCVBUF): DEFAULT_BUF, (SOL_SOCKET, SO_SNDBUF): DEFAULT_BUF,
-        }
+        self.opts = Options()   # the integer options set; the rest read as OPTION_DEFAULTS
         self.sndbuf_set = False          # SO_SNDBUF / SO_RCVBUF given by the user
         self.rcvbuf_set = False
         self.ttl: int | None = None      # IP_TTL (None: the stack's default)
@@ -241,9 +254,27 @@ class Endpoint:
 
     # -- readiness and waiting (lock held) ------------------------------------------
 
+    @property
+    def cond(self) -> threading.Condition:
+        """The condition blocking calls wait on, on the stack lock; made when
+        first needed (most sockets of a busy server never wait), under the
+        lock like every wait and notify, so no wake-up is lost."""
+        cond = self._cond
+        if cond is None:
+            # typeshed lists only threading's own locks; Condition works with
+            # any lock object, and the runtime's StackLock has the hooks it uses.
+            cond = self._cond = threading.Condition(self.net.lock)  # type: ignore[arg-type]
+        return cond
+
+    def wake(self) -> None:
+        """Wake every thread blocked on this endpoint (lock held)."""
+        if self._cond is not None:
+            self._cond.notify_all()
+
     def changed(self) -> None:
         """The protocol object changed: wake waiters, mirror readiness."""
-        self.cond.notify_all()
+        if self._cond is not None:
+            self._cond.notify_all()
         self.refresh()
         if self.selector is not None:
             self.selector.poke(self)

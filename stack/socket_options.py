@@ -18,7 +18,8 @@ from typing import Any
 
 from stack.socket_base import (
     IP_TTL, IPPROTO_IP, IPPROTO_TCP, KEEPALIVE_LIMITS, SO_ERROR, SO_LINGER, SO_OOBINLINE, SO_RCVBUF,
-    SO_REUSEPORT, SO_SNDBUF, SO_TYPE, SOCK_STREAM, SOL_SOCKET, Endpoint, c_int, error,
+    OPTION_DEFAULTS, SO_REUSEPORT, SO_SNDBUF, SO_TYPE, SOCK_STREAM, SOL_SOCKET, Endpoint, c_int,
+    error,
 )
 
 BUF_MAX = 1 << 24       # the largest SO_RCVBUF/SO_SNDBUF taken (before doubling)
@@ -69,7 +70,7 @@ def set_option(ep: Endpoint, level: int, option: int, value: Any, optlen: int | 
         if ival != -1 and not 1 <= ival <= 255:
             raise error(errno.EINVAL)
         ep.ttl = None if ival == -1 else ival
-    elif key == (SOL_SOCKET, SO_REUSEPORT) or key not in ep.opts:
+    elif key == (SOL_SOCKET, SO_REUSEPORT) or key not in OPTION_DEFAULTS:
         raise error(errno.ENOPROTOOPT)
     else:
         if level == IPPROTO_TCP and option in KEEPALIVE_LIMITS:
@@ -112,7 +113,7 @@ def get_option(ep: Endpoint, level: int, option: int, buflen: int | None) -> Any
         value = ep.ttl or ep.net.ip.default_ttl
     elif key == (SOL_SOCKET, SO_REUSEPORT):
         value = 0
-    elif key in ep.opts:
+    elif key in OPTION_DEFAULTS:
         value = ep.opts[key]
     else:
         raise error(errno.ENOPROTOOPT)
