@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from stack import native
 from stack.dhcp import DhcpAgent, dhcp_mac
-from stack.link.base import Link
+from stack.link.base import Link, earliest
 from stack.link.impair import ImpairLink
 from stack.net.arp import ArpConfig, EthernetArp, describe_frame
 from stack.net.icmp import IcmpLayer
@@ -438,12 +438,8 @@ class Stack:
                 pass
 
     def next_deadline(self) -> float | None:
-        best = None
-        for d in (self.eth.next_deadline(), self.ip.next_deadline(), self.tcp.next_deadline(),
-                  self.link.next_deadline(), self.dhcp.next_deadline() if self.dhcp else None):
-            if d is not None and (best is None or d < best):
-                best = d
-        return best
+        return earliest(self.eth.next_deadline(), self.ip.next_deadline(), self.tcp.next_deadline(),
+                        self.link.next_deadline(), self.dhcp.next_deadline() if self.dhcp else None)
 
     def _wake_deadline(self) -> float | None:
         """The loop's next wake-up: the layers' timers, or the trace's flush."""
@@ -508,13 +504,18 @@ class Stack:
         busy_until = 0.0
         try:
             while not self._closed:
+                if busy_until and self.clock() < busy_until:
+                    # Busy polling: read the link again at once (step runs the
+                    # timers too), without select or the deadlines' sums.
+                    if self.step():
+                        busy_until = self.clock() + self.busy_poll
+                    self.trace.flush_due(self.clock() - self.started)
+                    continue
                 with self.lock:
                     deadline = self._wake_deadline()
                     self._kicked = False
                     now = self.clock()
                     timeout = 1.0 if deadline is None else min(1.0, max(0.0, deadline - now))
-                    if now < busy_until:
-                        timeout = 0.0  # busy polling: look again at once
                     self._sleep_until = now + timeout
                 for key, _ in sel.select(timeout):
                     if key.data == "wake":
