@@ -82,7 +82,7 @@ def _builder(place) -> FFI:
         _PREAMBLE,
         sources=[place(os.path.join(HERE, name)) for name in SOURCES],
         include_dirs=[place(HERE)],
-        depends=[place(HEADER)],
+        depends=[place(HEADER), place(os.path.join(HERE, "bytes.h"))],
         extra_compile_args=_CFLAGS,
     )
     return ffi

@@ -151,11 +151,16 @@ def gso_segment(frame: BytesLike, mss: int) -> list[bytes]:
     count = _gso(data, n, mss, _from_buffer(out), cap, lens, most)
     if count <= 0:  # (-1 cannot happen: ``out`` and ``lens`` are made big enough)
         return [data]
+    return _split(out, lens, count)
+
+
+def _split(buf: bytearray, lens, count: int) -> list[bytes]:
+    """The ``count`` frames lying one after another in ``buf``, frame i ``lens[i]`` bytes."""
     frames = []
     at = 0
     for i in range(count):
         k = lens[i]
-        frames.append(_bytes(out[at:at + k]))
+        frames.append(_bytes(buf[at:at + k]))
         at += k
     return frames
 
@@ -187,15 +192,7 @@ class FrameReader:
             if count < 0:
                 raise OSError(-count, os.strerror(-count))
             return []
-        buf = self._buf
-        lens = self._lens
-        frames = []
-        at = 0
-        for i in range(count):
-            k = lens[i]
-            frames.append(_bytes(buf[at:at + k]))
-            at += k
-        return frames
+        return _split(self._buf, self._lens, count)
 
 
 class GsoWriter:

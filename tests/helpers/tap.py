@@ -64,3 +64,17 @@ def kill(*procs: subprocess.Popen | None) -> None:
         if p is not None and p.poll() is None:
             p.kill()
             p.wait()
+
+
+def kernel_counters() -> dict[str, int]:
+    """The namespace's IP and TCP counters (what ``nstat -a`` reads), as
+    ``Ip.InHdrErrors``, ``Tcp.InCsumErrors``, ``TcpExt.TCPSACKReorder``..."""
+    out = {}
+    for path in ("/proc/net/snmp", "/proc/net/netstat"):
+        with open(path) as f:
+            lines = f.read().splitlines()
+        for names, values in zip(lines[::2], lines[1::2], strict=True):
+            proto, names = names.split(":", 1)
+            for k, v in zip(names.split(), values.split(":", 1)[1].split(), strict=True):
+                out[f"{proto}.{k}"] = int(v)
+    return out

@@ -22,7 +22,7 @@ import sys
 import time
 
 import pytest
-from tests.helpers.tap import sh
+from tests.helpers.tap import kernel_counters, sh
 
 from stack.services import parse_service, start_service
 
@@ -42,18 +42,6 @@ def _pattern_sha256(n: int) -> str:
         h.update(piece)
         left -= len(piece)
     return h.hexdigest()
-
-
-def _nstat() -> dict[str, int]:
-    out = {}
-    for path in ("/proc/net/snmp", "/proc/net/netstat"):
-        with open(path) as f:
-            lines = f.read().splitlines()
-        for names, values in zip(lines[::2], lines[1::2], strict=True):
-            proto, names = names.split(":", 1)
-            for k, v in zip(names.split(), values.split(":", 1)[1].split(), strict=True):
-                out[f"{proto}.{k}"] = int(v)
-    return out
 
 
 def _kernel_rx(name: str) -> tuple[int, int]:
@@ -79,14 +67,14 @@ def test_100_mb_each_way_with_the_c_paths_and_without(tap_stack, tmp_path, gso):
     net = tap_stack(trace=None, gso=gso)
     assert net.gro is gso
     svc = start_service(net, parse_service("http:80"))
-    before = _nstat()
+    before = kernel_counters()
     frames0, bytes0 = _kernel_rx(net.tap_name)
     try:
         _transfers(tmp_path)
     finally:
         svc.close()
     frames1, bytes1 = _kernel_rx(net.tap_name)
-    after = _nstat()
+    after = kernel_counters()
     stats = net.stats()
     assert after["Tcp.InCsumErrors"] == before["Tcp.InCsumErrors"]
     assert after["Tcp.InErrs"] == before["Tcp.InErrs"]
@@ -116,9 +104,9 @@ def test_100_mb_each_way_with_the_python_twins(netns, tmp_path):
         while sh(f"ping -c1 -W1 {STACK}", check=False).returncode != 0:
             assert proc.poll() is None and time.monotonic() < deadline, "stack up did not come up"
             time.sleep(0.2)
-        before = _nstat()
+        before = kernel_counters()
         _transfers(tmp_path)
-        after = _nstat()
+        after = kernel_counters()
     finally:
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)

@@ -25,7 +25,7 @@ import random
 import struct
 
 import pytest
-from tests.helpers.tap import sh
+from tests.helpers.tap import kernel_counters, sh
 
 from stack.services import parse_service, start_service
 
@@ -64,19 +64,6 @@ def _pcap_frames(path) -> list[bytes]:
         assert incl == orig, "frame cut short in the capture"
         out.append(data[off + 16:off + 16 + incl])
         off += 16 + incl
-    return out
-
-
-def _snmp() -> dict[str, int]:
-    """The namespace's IP and TCP counters, as ``Ip.InHdrErrors`` etc."""
-    out = {}
-    for path in ("/proc/net/snmp", "/proc/net/netstat"):
-        with open(path) as f:
-            lines = f.read().splitlines()
-        for names, values in zip(lines[::2], lines[1::2], strict=True):
-            proto, names = names.split(":", 1)
-            for k, v in zip(names.split(), values.split(":", 1)[1].split(), strict=True):
-                out[f"{proto}.{k}"] = int(v)
     return out
 
 
@@ -131,9 +118,9 @@ def test_offload_corruption_is_caught_by_the_kernel(tap_stack, tmp_path):
     corrupted: list[int] = []
     net.injector.on_impair = lambda d, kind, f: (
         d == "tx" and kind == "corrupt" and f[12:14] == b"\x08\x00" and corrupted.append(len(f)))
-    before = _snmp()
+    before = kernel_counters()
     _download(net, tmp_path, 10_000_000, spec)
-    after = _snmp()
+    after = kernel_counters()
     supers = [n for n in corrupted if n > MSS_FRAME]
     assert supers, (spec, corrupted)
     ip_bad = after["Ip.InHdrErrors"] - before["Ip.InHdrErrors"]
