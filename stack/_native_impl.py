@@ -8,7 +8,7 @@ import fails (``stack._native`` not built).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stack._native import ffi as _ffi
 from stack._native import lib as _lib
@@ -154,7 +154,7 @@ def gso_segment(frame: BytesLike, mss: int) -> list[bytes]:
     return _split(out, lens, count)
 
 
-def _split(buf: bytearray, lens, count: int) -> list[bytes]:
+def _split(buf: bytearray, lens: Any, count: int) -> list[bytes]:
     """The ``count`` frames lying one after another in ``buf``, frame i ``lens[i]`` bytes."""
     frames = []
     at = 0

@@ -22,6 +22,8 @@ from stack.services.http import (
     Router, error_response, parse_head, response_head, small_response,
 )
 
+from stack.services.simple import Deaf
+
 if TYPE_CHECKING:
     from stack.services.loop import Channel
 
@@ -244,7 +246,7 @@ class HttpConnection:
         self.trailers = 0
 
 
-class Busy:
+class Busy(Deaf):
     """The protocol for a client beyond ``max_clients``: 503 with
     ``Connection: close``, then a graceful close; what it sends is dropped."""
 
@@ -255,12 +257,3 @@ class Busy:
         resp = error_response(HttpError(503, "too many clients, try again later"))
         ch.write(response_head(resp, keep_alive=False) + (resp.body or b""))
         ch.finish()
-
-    def received(self, data: memoryview) -> None:
-        pass
-
-    def eof(self) -> None:
-        pass
-
-    def drained(self) -> None:
-        pass

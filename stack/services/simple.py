@@ -73,7 +73,24 @@ def chargen_lines(count: int, first: int = 0) -> bytes:
 _CHARGEN_BLOCK = chargen_lines(95 * 9)
 
 
-class Chargen:
+class Deaf:
+    """A protocol that takes nothing from its client: what the client sends
+    is dropped, its closing its own side changes nothing, and a drained
+    output asks for nothing more."""
+
+    __slots__ = ()
+
+    def received(self, data: memoryview) -> None:
+        pass
+
+    def eof(self) -> None:
+        pass
+
+    def drained(self) -> None:
+        pass
+
+
+class Chargen(Deaf):
     """Send chargen lines until the client goes away (a send then fails with
     BrokenPipeError or ConnectionResetError, which closes the channel) or
     idles out by not reading. Whatever the client sends is dropped; its
@@ -84,15 +101,6 @@ class Chargen:
     def __init__(self, ch: Channel) -> None:
         self.ch = ch
         ch.stream(itertools.repeat(memoryview(_CHARGEN_BLOCK)))
-
-    def received(self, data: memoryview) -> None:
-        pass
-
-    def eof(self) -> None:
-        pass
-
-    def drained(self) -> None:
-        pass
 
 
 def udp_echo(datagram: bytes) -> bytes:
