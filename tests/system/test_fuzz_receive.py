@@ -275,11 +275,16 @@ def stream(kind, max_groups: int = 4):
 
 
 class Fuzzed:
-    def __init__(self) -> None:
+    """One stack on a CaptureLink. ``gro``: frames go in as one batch through
+    the link and ``Stack.step``, so software GRO sees them together;
+    otherwise each goes straight to ``receive_frame``."""
+
+    def __init__(self, gro: bool = False) -> None:
         self.t = 100.0
+        self.gro = gro
         self.link = CaptureLink()
         self.net = Stack(self.link, address="192.0.2.2/24", gateway="192.0.2.254", thread=False,
-                         clock=lambda: self.t, seed=0, arp_config=ARP_LIMITS)
+                         clock=lambda: self.t, seed=0, arp_config=ARP_LIMITS, gro=gro)
         self.net.ip.reassembler.config = REASSEMBLY_LIMITS
         self.errors: list[dict] = []
         self.net.trace.subscribe(self._event)
@@ -300,9 +305,15 @@ class Fuzzed:
             self.errors.append(ev)
 
     def feed(self, frames: list[bytes], dt: float) -> None:
-        for frame in frames:
-            self.net.receive_frame(frame, self.t)
+        if self.gro:
+            for frame in frames:
+                self.link.inject(frame)
+            self.net.step(self.t)
             self.check()
+        else:
+            for frame in frames:
+                self.net.receive_frame(frame, self.t)
+                self.check()
         self.t += dt
         self.net.step(self.t)
         self.check()
@@ -370,8 +381,8 @@ def check_sent(frame: bytes) -> None:
         raise AssertionError(f"sent protocol {proto}")
 
 
-def run(groups) -> None:
-    f = Fuzzed()
+def run(groups, gro: bool = False) -> None:
+    f = Fuzzed(gro)
     for frames, dt in groups:
         f.feed(frames, dt)
     f.finish()
@@ -416,6 +427,38 @@ def test_fuzz_icmp_errors(groups):
     run(groups)
 
 
+@st.composite
+def tcp_runs(draw) -> list[bytes]:
+    """The next segments of one flow, as GRO merges them (then maybe mutated)."""
+    rng = random.Random(draw(seeds))
+    n, size = rng.randint(2, 12), rng.randint(1, 300)
+    seq, ack = rng.getrandbits(32), rng.getrandbits(32)
+    src, dport = rng.choice([PEER, OTHER]), rng.choice([80, 81])
+    options = rng.choice([b"", bytes.fromhex("0101080a0000000100000000")])
+    frames = []
+    for i in range(n):
+        flags = 0x18 if i == n - 1 and rng.random() < 0.5 else 0x10
+        seg = tcp_segment(src, US, 40000, dport, (seq + i * size) & 0xFFFFFFFF, ack, flags,
+                          options, rng.randbytes(size))
+        frames.append(eth(ipv4(src, US, 6, seg, ident=ident_from(rng)), src=PEER_MAC))
+    return frames
+
+
+@SETTINGS
+@given(stream(tcp_runs()))
+def test_fuzz_tcp_runs_through_gro(groups):
+    run(groups, gro=True)
+
+
+def test_a_clean_run_is_merged_by_gro():
+    f = Fuzzed(gro=True)
+    seg = [tcp_segment(PEER, US, 40000, 80, 1000 + i * 100, 7, 0x10, b"", bytes(100))
+           for i in range(5)]
+    f.feed([eth(ipv4(PEER, US, 6, s, ident=i), src=PEER_MAC) for i, s in enumerate(seg)], 0.0)
+    assert f.net.stats()["tcp.gro_merged"] == 4
+    f.finish()
+
+
 noise = st.tuples(st.sampled_from([b"", US_MAC + PEER_MAC + b"\x08\x00", US_MAC + PEER_MAC + b"\x08\x06"]),
                   st.binary(max_size=128)).map(lambda t: [t[0] + t[1]])
 any_frames = st.one_of(arp_frames(), echo_frames(), udp_frames(), fragment_frames(), tcp_frames(),
@@ -438,6 +481,13 @@ def test_fuzz_one_stack_all_kinds(long_lived, groups):
     # at the end of the module every timer runs out and nothing may be left).
     for frames, dt in groups:
         long_lived.feed(frames, dt)
+
+
+@settings(max_examples=500, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(groups=stream(st.one_of(any_frames, tcp_runs())))
+def test_fuzz_all_kinds_in_batches_through_gro(groups):
+    run(groups, gro=True)
 
 
 def test_fuzzer_reaches_every_layer():

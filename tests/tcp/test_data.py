@@ -75,6 +75,21 @@ def test_every_second_full_segment_acked_at_once():
     c.expect_nothing()
 
 
+def test_a_segment_gro_merged_from_several_is_acked_at_once():
+    """What software GRO hands TCP (four full segments as one): two full
+    segments' worth unacknowledged, so the ACK goes at once, as for the four
+    (RFC 5681 4.2; Linux acknowledges a GRO packet so), and the receiver's
+    MSS estimate stays at our MSS (else the second, two segments long, would
+    wait)."""
+    c = established(DELAYED)
+    c.feed(".", 5001, 1001, data=b"a" * 4 * 1460)
+    c.expect("Flags [.], seq 1001, ack 10841, win 65535, length 0")
+    c.feed(".", 10841, 1001, data=b"b" * 2 * 1460)
+    c.expect("Flags [.], seq 1001, ack 13761, win 65535, length 0")
+    c.feed(".", 13761, 1001, data=b"c" * 1460)
+    c.expect_nothing()   # one segment's worth: delayed, as before
+
+
 def test_out_of_order_acked_at_once_and_reassembled():
     c = established()
     c.feed(".", 5011, 1001, data=b"1" * 10)  # hole at 5001..5011
