@@ -31,6 +31,7 @@ crosses the emulator (its loss then hits only the traffic under test).
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import select
 import signal
@@ -100,8 +101,6 @@ class Emulator:
             lines = out.strip().splitlines()
             if self.proc.returncode != 0 or not lines:
                 raise RuntimeError(f"pathemu exit {self.proc.returncode}: {err.strip()}")
-            import json
-
             self.result = json.loads(lines[-1])
         return self.result
 
@@ -199,7 +198,7 @@ class Path:
     def inside(self, key: str) -> Iterator[None]:
         """The calling thread in namespace ``key`` for the block: sockets (and
         threads) it creates there stay there."""
-        back = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+        back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
         try:
             _setns(f"/run/netns/{self.ns[key]}")
             try:
