@@ -7,7 +7,9 @@ The pipeline a frame goes through, in order:
 
 1. **loss**: dropped with probability ``loss`` (counted ``lost``);
 2. **queue**: waits for the rate limiter; a frame arriving to a full queue
-   (``queue`` frames) is dropped at the tail (``queue_drops``);
+   (``queue`` frames) is dropped at the tail (``queue_drops``). Unlike netem's
+   ``limit``, frames already on their way through the delay are not in it: this
+   is the queue of a bottleneck router, in front of a link of that delay;
 3. **rate**: a token bucket of ``rate`` Mbit/s and ``burst`` bytes; a frame
    leaves the queue at the exact (virtual) time the bucket holds its length,
    so a late wake-up of the relay does not slow the link down;
@@ -29,6 +31,9 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 
 DISTRIBUTIONS = ("uniform", "normal")
+# Frames in flight in the delay line, at most (memory stays bounded whatever
+# arrives): 10 ms at 1 Gbit/s of small frames is about 15,000.
+LINE_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class Counters:
     forwarded: int = 0
     lost: int = 0
     queue_drops: int = 0
+    line_drops: int = 0         # the delay line held LINE_LIMIT frames already
     reordered: int = 0          # frames held back on purpose
     out_of_order: int = 0       # frames sent after a frame that arrived later
     bytes_forwarded: int = 0
@@ -159,6 +165,9 @@ class Direction:
 
     def _schedule(self, seq: int, arrival: float, departs: float, frame: bytes) -> None:
         p = self.profile
+        if len(self.line) >= LINE_LIMIT:
+            self.counters.line_drops += 1
+            return
         delay = p.delay
         if p.jitter:
             if p.distribution == "uniform":

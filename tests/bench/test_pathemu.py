@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from bench.pathemu import core
 from bench.pathemu.core import Direction, Profile
 from bench.pathemu.topo import ROOT
 
@@ -57,6 +58,13 @@ def test_a_full_queue_drops_at_the_tail():
     # The first leaves at once; four wait; the other five find the queue full.
     assert [int.from_bytes(f[:4], "big") for _, f in sent] == [0, 1, 2, 3, 4]
     assert d.counters.queue_drops == 5 and d.counters.max_queue == 4
+
+
+def test_the_delay_line_is_bounded(monkeypatch):
+    monkeypatch.setattr(core, "LINE_LIMIT", 5)
+    d, sent = run(Profile(delay=10), numbered(8, 0.0), 0.05)
+    assert len(sent) == 5 and d.counters.line_drops == 3
+    assert d.counters.summary()["line_drops"] == 3
 
 
 def test_a_reordered_frame_goes_right_after_the_next_one():

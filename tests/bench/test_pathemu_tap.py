@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from bench.pathemu.core import Profile
-from bench.pathemu.topo import Path
+from bench.pathemu.topo import ROOT, Path
 
 SERVER = "198.51.100.1"
 PORT = 5001
@@ -192,3 +195,50 @@ def test_rate_limit_sets_the_goodput_and_the_queue_bounds_the_delay(path):
     assert ab["max_queue"] == 100, ab
     assert ab["max_delay_ms"] <= 24.2 + 3.0, ab
     assert len(rtts) >= 30 and 15.0 <= sorted(rtts)[len(rtts) // 2] <= 24.2 + 4.0, rtts
+
+
+def test_the_namespaces_go_when_the_run_fails(netns):
+    tag = f"pf{os.getpid()}"
+    with pytest.raises(RuntimeError, match="pathemu did not start"):
+        with Path(tag) as p:
+            assert {f"{tag}-c", f"{tag}-e", f"{tag}-s"} <= set(netns_names())
+            p.ports = ("ea", "nosuch")              # the emulator cannot open it
+            p.start(Profile())
+    assert not [n for n in netns_names() if n.startswith(tag + "-")]
+
+
+def netns_names() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def test_the_stack_on_its_tap_goes_through_the_emulator(netns, tmp_path):
+    with Path(f"pk{os.getpid()}", stack=True) as p:
+        emu = p.start(Profile(delay=10, seed=4))
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = p.popen("e", sys.executable, "-m", "stack.cli", "up", "--tap", "tap0",
+                       "--address", "203.0.113.2/24", "--serve", "http:80",
+                       "--control", str(tmp_path / "ctl"), env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 15              # the stack starting, then ARP
+            while p.at("s", "ping", "-n", "-c", "1", "-W", "1", "203.0.113.2",
+                       check=False).returncode and time.monotonic() < deadline:
+                pass
+            done = p.at("s", "ping", "-n", "-c", "10", "-i", "0.02", "-W", "1",
+                        "203.0.113.2", check=False)
+            rtts = [float(m) for m in re.findall(r"time=([\d.]+) ms", done.stdout)]
+            assert len(rtts) == 10 and 20.0 <= min(rtts) and max(rtts) <= 25.0, rtts
+            out = tmp_path / "body"
+            got = p.at("s", "curl", "-s", "--max-time", "20", "-o", str(out),
+                       "http://203.0.113.2/bytes/300000", check=False)
+            assert got.returncode == 0
+            assert out.read_bytes() == (bytes(range(251)) * 1200)[:300000]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(10)
+        counters = emu.stop()
+    clean(counters)
+    # The stack's answers left through the TAP and were delayed like the rest.
+    assert counters["a_to_b"]["bytes_forwarded"] > 300000
+    assert 10.0 <= counters["a_to_b"]["mean_delay_ms"] <= 12.0
