@@ -9,6 +9,7 @@ import argparse
 import errno
 import json
 import signal
+import subprocess
 import sys
 
 from bench.pathemu.core import DISTRIBUTIONS, Profile
@@ -46,10 +47,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def peers(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` are the two ends of one veth pair (in this namespace)."""
+    try:
+        done = subprocess.run(["ip", "-j", "link", "show", "dev", a], capture_output=True,
+                              text=True, timeout=10, check=False)
+        return any(link.get("link") == b for link in json.loads(done.stdout or "[]"))
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.a == args.b:
         fail("--a and --b must be different interfaces")
+    if peers(args.a, args.b):
+        fail(f"--a {args.a} and --b {args.b} are the two ends of one veth pair: a loop")
     if args.duration is not None and not args.duration > 0:
         fail(f"--duration must be > 0, got {args.duration:g}")
     try:

@@ -6,6 +6,7 @@ TCP flow's goodput and a queue limit bounding the queueing delay."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -83,7 +84,7 @@ def ping(path: Path, count: int, interval: float = 0.02) -> list[float]:
 
 def clean(counters: dict) -> None:
     """Nothing was lost outside the emulator's own decisions."""
-    assert counters["send_errors"] == 0
+    assert counters["send_errors"] == 0 and counters["rx_errors"] == 0
     assert sum(counters["rx_drops"].values()) == 0
 
 
@@ -242,3 +243,33 @@ def test_the_stack_on_its_tap_goes_through_the_emulator(netns, tmp_path):
     # The stack's answers left through the TAP and were delayed like the rest.
     assert counters["a_to_b"]["bytes_forwarded"] > 300000
     assert 10.0 <= counters["a_to_b"]["mean_delay_ms"] <= 12.0
+
+
+def test_the_cli_refuses_a_loop_and_survives_a_down_interface(netns):
+    tag = f"pl{os.getpid() % 100000}"
+    a, b, c, d = (f"{tag}{x}" for x in "abcd")
+    try:
+        subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b], check=True)
+        subprocess.run(["ip", "link", "add", c, "type", "veth", "peer", "name", d], check=True)
+        for dev in (a, b):
+            subprocess.run(["ip", "link", "set", dev, "up"], check=True)
+        cli = [sys.executable, "-m", "bench.pathemu", "--duration", "0.5"]
+        done = subprocess.run([*cli, "--a", a, "--b", b], cwd=ROOT, capture_output=True,
+                              text=True, timeout=30)
+        assert done.returncode == 2 and done.stdout == ""
+        assert done.stderr == (f"pathemu: error: --a {a} and --b {b} are the two ends of one "
+                               "veth pair: a loop\n")
+        # c is down: a frame for it cannot be sent, and is counted.
+        proc = subprocess.Popen([*cli, "--a", a, "--b", c], cwd=ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stderr is not None and "forwarding" in proc.stderr.readline()
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as raw:
+            raw.bind((b, 0))
+            raw.send(b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + bytes(46))
+        out, _err = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        counters = json.loads(out)
+        assert counters["a_to_b"]["forwarded"] >= 1 and counters["send_errors"] >= 1
+    finally:
+        for dev in (a, c):
+            subprocess.run(["ip", "link", "del", dev], capture_output=True)
