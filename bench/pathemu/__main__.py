@@ -9,6 +9,7 @@ import argparse
 import errno
 import json
 import signal
+import socket
 import subprocess
 import sys
 
@@ -61,8 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.a == args.b:
         fail("--a and --b must be different interfaces")
-    if peers(args.a, args.b):
-        fail(f"--a {args.a} and --b {args.b} are the two ends of one veth pair: a loop")
     if args.duration is not None and not args.duration > 0:
         fail(f"--duration must be > 0, got {args.duration:g}")
     try:
@@ -71,11 +70,18 @@ def main(argv: list[str] | None = None) -> int:
                           rate=args.rate, queue=args.queue, burst=args.burst, seed=args.seed)
     except ValueError as e:
         fail(str(e))
+    for name in (args.a, args.b):
+        try:
+            socket.if_nametoindex(name)
+        except OSError:
+            fail(f"no such interface: {name}")
+    if peers(args.a, args.b):
+        fail(f"--a {args.a} and --b {args.b} are the two ends of one veth pair: a loop")
     try:
         relay = Relay(args.a, args.b, profile)
     except OSError as e:
         if e.errno == errno.ENODEV:
-            fail(f"no such interface: {args.a} or {args.b}")
+            fail(f"no such interface: {args.a} or {args.b}")       # (gone since the check)
         fail(f"cannot open the interfaces: {e.strerror or e}", 1)
 
     def stop(_sig, _frame):

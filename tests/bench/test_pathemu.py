@@ -104,6 +104,7 @@ def test_normal_jitter_spreads_delays_around_the_delay():
     (["--a", "x", "--b", "y", "--queue", "0"], "--queue must be at least 1 packet, got 0"),
     (["--a", "x", "--b", "y", "--rate", "fast"], "argument --rate: invalid float value: 'fast'"),
     (["--a", "x", "--b", "x"], "--a and --b must be different interfaces"),
+    (["--a", "nosuchif0", "--b", "lo"], "no such interface: nosuchif0"),
 ])
 def test_bad_flags_are_one_error_line_and_exit_2(flags, message):
     done = subprocess.run([sys.executable, "-m", "bench.pathemu", *flags], cwd=ROOT,
