@@ -1,0 +1,239 @@
+"""Side by side through the path emulator: a curl download (20 MB by default,
+sha256 checked) from the stack and from the Linux kernel (CUBIC and BBR), each
+over its own ``Path`` with its own emulator instance, all at the same time,
+for each of issue 16's profiles. Not wired into ``scripts/bench`` (yet).
+
+    python -m bench.pathemu.compare [--size BYTES] [--only NAME,...] [--json FILE]
+
+Run as root in a namespace of its own (``unshare --net``); every namespace
+it makes is deleted when it ends. Columns: the stack with each congestion
+control ``stack up --congestion`` accepts of ``cubic`` and ``bbr`` (one it
+refuses shows as ``-`` with its reason in the notes), Linux ``cubic`` and, if
+``net.ipv4.tcp_available_congestion_control`` lists it, ``bbr`` (chosen by the
+server's route to the client, ``ip route ... congctl``). The kernel's server is
+Python's ``http.server`` on a file of the same bytes the stack's
+``--serve http:80`` answers for ``/bytes/N`` (byte i is i % 251).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from bench.pathemu.core import Profile
+from bench.pathemu.topo import ROOT, Path, wait_for
+
+PROFILES = {
+    "10ms-1%loss": Profile(delay=10, loss=0.01),
+    "20±5ms-0.5%loss-2%reorder": Profile(delay=20, jitter=5, loss=0.005, reorder=0.02),
+    "5ms-5%loss": Profile(delay=5, loss=0.05),
+    "50Mbit-100pkt-20ms": Profile(delay=20, rate=50, queue=100),
+}
+PORT = 8080
+STACK_PYTHON = sys.executable
+
+
+def pattern(size: int) -> bytes:
+    block = bytes(range(251))
+    return (block * (size // 251 + 1))[:size]
+
+
+def curl(path: Path, key: str, url: str, out: str, limit: float) -> dict:
+    done = path.at(key, "curl", "-s", "-o", out, "--max-time", str(limit), "-w",
+                   "%{http_code} %{size_download} %{time_total}", url, check=False)
+    fields = done.stdout.split()
+    if done.returncode or len(fields) != 3 or fields[0] != "200":
+        return {"error": f"curl exit {done.returncode}: {done.stdout.strip()}"}
+    size, seconds = int(fields[1]), float(fields[2])
+    with open(out, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    os.unlink(out)
+    return {"bytes": size, "seconds": seconds, "mbit": round(size * 8 / seconds / 1e6, 2),
+            "sha256": digest}
+
+
+def reachable(path: Path, key: str, host: str, port: int) -> bool:
+    with path.inside(key):
+        s = socket.socket()
+    s.settimeout(1.0)
+    try:
+        s.connect((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def kernel_column(tag: str, profile: Profile, cc: str, size: int, data_dir: str,
+                  limit: float) -> dict:
+    with Path(tag) as path:
+        # The route's congctl picks the server's algorithm for connections to the
+        # client: setting the namespace's default to one outside the host's
+        # tcp_allowed_congestion_control is refused, and that list is global.
+        path.at("s", "ip", "route", "add", f"{path.addresses['client']}/32", "dev", "s0",
+                "congctl", cc)
+        emu = path.start(profile)
+        server = path.popen("s", sys.executable, "-m", "http.server", str(PORT), "--bind",
+                            path.addresses["server"], "--directory", data_dir,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            if not wait_for(lambda: reachable(path, "c", path.addresses["server"], PORT), 15, 0.2):
+                return {"error": "the kernel's server did not answer through the path"}
+            url = f"http://{path.addresses['server']}:{PORT}/data"
+            result = curl(path, "c", url, os.path.join(data_dir, f"{tag}.out"), limit)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(10)
+        result["path"] = emu.stop()["b_to_a"]          # server to client
+        return result
+
+
+def stack_column(tag: str, profile: Profile, cc: str, size: int, work: str,
+                 limit: float) -> dict:
+    with Path(tag, stack=True) as path:
+        emu = path.start(profile)
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        proc = path.popen("e", STACK_PYTHON, "-m", "stack.cli", "up", "--tap", "tap0",
+                          "--address", f"{path.addresses['stack']}/24", "--serve", "http:80",
+                          "--congestion", cc, "--control", os.path.join(work, f"{tag}.ctl"),
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            up = wait_for(lambda: proc.poll() is not None or reachable(path, "s", path.addresses["stack"], 80),
+                          15, 0.2)
+            if proc.poll() is not None:
+                return {"error": (proc.stderr.read() if proc.stderr else "").strip()
+                        or f"stack up exit {proc.returncode}"}
+            if not up:
+                return {"error": "the stack did not answer through the path"}
+            url = f"http://{path.addresses['stack']}/bytes/{size}"
+            result = curl(path, "s", url, os.path.join(work, f"{tag}.out"), limit)
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        result["path"] = emu.stop()["a_to_b"]          # the stack (server) to the client
+        return result
+
+
+def kernel_has(cc: str) -> bool:
+    done = subprocess.run(["sysctl", "-n", "net.ipv4.tcp_available_congestion_control"],
+                          capture_output=True, text=True, check=False)
+    if cc in done.stdout.split():
+        return True
+    subprocess.run(["modprobe", f"tcp_{cc}"], capture_output=True, check=False)
+    done = subprocess.run(["sysctl", "-n", "net.ipv4.tcp_available_congestion_control"],
+                          capture_output=True, text=True, check=False)
+    return cc in done.stdout.split()
+
+
+def _column(results: dict, tag: str, profile: Profile, who: str, cc: str, size: int,
+            work: str, limit: float) -> None:
+    run = kernel_column if who == "linux" else stack_column
+    try:
+        results[f"{who} {cc}"] = run(tag, profile, cc, size, work, limit)
+    except Exception as e:  # noqa: BLE001 - one column's failure is reported, not fatal
+        results[f"{who} {cc}"] = {"error": f"{type(e).__name__}: {e}"}
+
+
+def compare(names: list[str], size: int, limit: float) -> dict:
+    expected = hashlib.sha256(pattern(size)).hexdigest()
+    columns = [("stack", "cubic"), ("stack", "bbr"), ("linux", "cubic")]
+    if kernel_has("bbr"):
+        columns.append(("linux", "bbr"))
+    report: dict = {"size": size, "sha256": expected, "profiles": {}}
+    with tempfile.TemporaryDirectory(prefix="pathemu-") as work:
+        with open(os.path.join(work, "data"), "wb") as f:
+            f.write(pattern(size))
+        for n, name in enumerate(names):
+            profile = PROFILES[name]
+            results: dict = {}
+
+            threads = [threading.Thread(target=_column, args=(
+                results, f"pc{os.getpid() % 100000}{n}{i}", profile, who, cc, size, work, limit))
+                for i, (who, cc) in enumerate(columns)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            for r in results.values():
+                if "sha256" in r and r["sha256"] != expected:
+                    r["error"] = "sha256 mismatch"
+            report["profiles"][name] = {"profile": profile.__dict__, "results": results}
+            print(table_row(name, results, columns), file=sys.stderr, flush=True)
+    report["columns"] = [f"{w} {c}" for w, c in columns]
+    return report
+
+
+def cell(r: dict) -> str:
+    return "-" if "error" in r else f"{r['mbit']:.1f}"
+
+
+def table_row(name: str, results: dict, columns: list) -> str:
+    return f"| {name} | " + " | ".join(cell(results.get(f"{w} {c}", {"error": "missing"}))
+                                       for w, c in columns) + " |"
+
+
+def markdown(report: dict) -> str:
+    cols = report["columns"]
+    lines = ["| path | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+    notes = []
+    for name, entry in report["profiles"].items():
+        res = entry["results"]
+        lines.append(f"| {name} | " + " | ".join(cell(res.get(c, {"error": "missing"}))
+                                                 for c in cols) + " |")
+        for c in cols:
+            r = res.get(c, {})
+            if "error" in r:
+                notes.append(f"- {name}, {c}: {r['error']}")
+            elif "path" in r:
+                p = r["path"]
+                notes.append(f"- {name}, {c}: {p['forwarded']} frames down, {p['lost']} lost, "
+                             f"{p['queue_drops']} queue drops, mean added delay "
+                             f"{p['mean_delay_ms']} ms")
+    return "\n".join(lines + ["", "Goodput in Mbit/s; per column, the download direction:"]
+                     + notes)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="pathemu-compare")
+    p.add_argument("--size", type=int, default=20_000_000)
+    p.add_argument("--only", default=",".join(PROFILES), help="profiles, comma-separated")
+    p.add_argument("--limit", type=float, default=120.0, help="seconds per download")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    names = [n for n in args.only.split(",") if n]
+    unknown = [n for n in names if n not in PROFILES]
+    if unknown or args.size < 1:
+        print(f"pathemu: error: unknown profile {unknown[0]!r} (choose from {', '.join(PROFILES)})"
+              if unknown else "pathemu: error: --size must be at least 1", file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        print("pathemu: error: run as root, in a namespace of its own (unshare --net)",
+              file=sys.stderr)
+        return 1
+    start = time.monotonic()
+    report = compare(names, args.size, args.limit)
+    report["seconds"] = round(time.monotonic() - start, 1)
+    print(markdown(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
