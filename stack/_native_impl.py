@@ -203,8 +203,8 @@ class GsoWriter:
     __slots__ = ("mtu", "_scratch", "_cscratch", "_lens", "_dropped", "_most")
 
     def __init__(self, mtu: int) -> None:
-        if mtu <= 40:
-            raise ValueError("mtu must be more than 40")
+        if mtu < 88:
+            raise ValueError("mtu must be at least 88 (8 bytes of data after 80 of headers)")
         self.mtu = mtu
         # A 64 KB segment (the largest IPv4 packet) in frames of 8 bytes at the least.
         self._most = 65536 // 8 + 1

@@ -281,8 +281,8 @@ class GsoWriter:
     __slots__ = ("mtu",)
 
     def __init__(self, mtu: int) -> None:
-        if mtu <= 40:
-            raise ValueError("mtu must be more than 40")
+        if mtu < 88:
+            raise ValueError("mtu must be at least 88 (8 bytes of data after 80 of headers)")
         self.mtu = mtu
 
     def write(self, fd: int, frame: BytesLike) -> tuple[int, int]:

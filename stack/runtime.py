@@ -559,9 +559,10 @@ class Stack:
         os.close(self._wake_r)
         os.close(self._wake_w)
         self._flush_tx(wait=True)
-        self.trace.flush()
-        if self._close_link:
-            self.link.close()
+        with self._tx_lock:  # a writer still in its last frames is done first
+            self.trace.flush()
+            if self._close_link:
+                self.link.close()
         sink = self.trace.sink
         if sink is not None and hasattr(sink, "name") and sink not in (sys.stderr, sys.stdout):
             try:

@@ -161,6 +161,8 @@ class TapLink(Link):
             self.mtu = self._dev.mtu
             # One batch: 64 frames of the MTU, or fewer when bigger ones come.
             self._reader = FrameReader(MAX_FRAME, 64, MAX_FRAME + 64 * (self.mtu + 18))
+            if self.mtu < 88:  # (no data left to cut after the headers: TCP sends one MSS)
+                self.gso, self.segment_max = False, None
             self._gso_writer = GsoWriter(self.mtu) if self.gso else None
             if host_address is not None:
                 step = "host_address"

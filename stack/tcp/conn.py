@@ -212,7 +212,11 @@ class TcpConnection(Endpoint):
             ack, win = rcv.ack_fields(syn)
         elif syn:
             win = rcv.syn_window()
-        self.segs_out += 1
+        # A segment of many MSS (the link cuts it: TSO, software GSO) counts
+        # as the segments it becomes on the wire, as Linux counts them.
+        n = len(payload)
+        wire = 1 if n <= hs.mss else -(-n // hs.mss)
+        self.segs_out += wire
         if payload:
             rcv.data_sent(now)
         laddr, lport = self.local
@@ -233,7 +237,7 @@ class TcpConnection(Endpoint):
                 room = min(room, hs.mss_wire - (36 - room) - len(payload) - 4)
             blocks = rcv.sack_blocks(room >> 3)
         emit(laddr, lport, raddr, rport, seq, ack, flags, win, payload, None, ts, blocks,
-             self.name, False, self.ttl, up)
+             self.name, False, self.ttl, up, wire)
 
     def send_ack(self, now: float) -> None:
         self.transmit(self.sender.snd_max, ACK, b"", now)

@@ -39,17 +39,13 @@ class Emitter:
     def __init__(self, ip_send: IpSend, trace: Trace) -> None:
         self.ip_send = ip_send
         self.trace = trace
-        # The MSS (data and options) the link cuts segments at when it takes
-        # super-segments (TSO, software GSO); None: it takes one MSS. A
-        # segment is counted as the segments it becomes on the wire, as
-        # Linux counts OutSegs.
-        self.cut_mss: int | None = None
 
     def send(self, laddr: int, lport: int, raddr: int, rport: int, seq: int, ack: int,
              flags: int, win: int, payload: bytes | memoryview = b"",
              syn: SynOffers | None = None, ts: tuple[int, int] | None = None,
              sack: list[tuple[int, int]] | None = None, name: str | None = None,
-             cookie: bool = False, ttl: int | None = None, urgent: int = 0) -> None:
+             cookie: bool = False, ttl: int | None = None, urgent: int = 0,
+             wire: int = 1) -> None:
         """One segment from ``(laddr, lport)`` to ``(raddr, rport)``.
 
         ``syn``: the options of a SYN (then ``ts`` and ``sack`` are not
@@ -57,7 +53,9 @@ class Emitter:
         SACK blocks, when the segment carries them. ``name`` (the
         connection's) and ``cookie`` (a SYN cookie answer) are for the trace;
         ``ttl`` is the connection's IP_TTL (None: IP's default); ``urgent``
-        the urgent pointer of a segment with URG.
+        the urgent pointer of a segment with URG; ``wire`` the segments it
+        becomes on the wire (a super-segment the link cuts: counted as those,
+        as Linux counts OutSegs).
         Positional arguments only on the hot path: the connection calls
         this for every segment."""
         if syn is not None:
@@ -84,10 +82,6 @@ class Emitter:
             trace.drop("tcp", "unroutable", dst=int2ip(raddr), error=e.errno)
             return
         counters = trace.counters  # (per segment: no key formatting)
-        cut = self.cut_mss
-        wire = 1
-        if cut is not None and len(payload) > cut - len(options):
-            wire = -(-len(payload) // (cut - len(options)))
         counters["tcp.out_segs"] += wire
         if flags & RST:
             counters["tcp.out_rsts"] += 1

@@ -95,7 +95,6 @@ class TcpLayer:
         and data) and cuts them at ``segment_mss`` (data and options)."""
         self.segment_max = segment_max
         self.segment_mss = segment_mss
-        self.emitter.cut_mss = segment_mss
 
     def mss_for(self, addr: int) -> int:
         """The MSS our SYN offers to ``addr``: its route's (``lo``'s is 65495,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from stack.native import Reassembly
 from stack.tcp import timers as T
+from stack.tcp.handshake import TS_OPT_LEN
 from stack.tcp.states import os_error
 from stack.tcp.timers import DELACK
 from stack.tcp.seq import seq_add, seq_diff, seq_gt, seq_le, seq_lt
@@ -125,7 +126,16 @@ class Receiver:
         self.unacked += n
         self.data_at = now
         if n > self.mss:
-            self.mss = n if n < self.mss_cap else self.mss_cap
+            self._seen(n)
+
+    def _seen(self, n: int) -> None:
+        """A segment of ``n`` bytes, larger than any before: the estimate of
+        the peer's full segment grows, up to what one segment of our MSS
+        holds (less the timestamps once agreed). A segment GRO merged from
+        several is larger than that and teaches nothing more (Linux uses
+        its gso_size)."""
+        cap = self.mss_cap - TS_OPT_LEN if self.conn.handshake.ts_ok else self.mss_cap
+        self.mss = n if n < cap else cap
 
     def text(self, seq: int, payload: memoryview | bytes, fin: bool) -> bool:
         """Accept trimmed, in-window text starting at ``seq``.
@@ -146,7 +156,7 @@ class Receiver:
                     self.bytes_received += n
                     self.unacked += n
                     if n > self.mss:
-                        self.mss = min(n, self.mss_cap)
+                        self._seen(n)
                 else:
                     if ooo.insert(0, payload) < 0:
                         self.conn.trace.drop("tcp", "ooo_full", conn=self.conn.name)

@@ -233,3 +233,44 @@ def test_corrupting_frames_the_stack_checksums_itself_goes_anywhere():
         in_tcp = [f for f in out if f[14:34] == frame[14:34]]
         assert in_tcp and not any(_tcp_ok(f) for f in in_tcp), (direction, len(frame))
         assert all(_caught(f) or not _tcp_ok(f) for f in out)
+
+
+class SlowDevice(CaptureLink):
+    """A device written outside the stack lock whose send takes a while (as
+    a TAP's cut super-frame does: 45 writes with the GIL let go)."""
+
+    defer_writes = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[str] = []
+        self.sending = threading.Event()
+
+    def send(self, frame: bytes) -> None:
+        self.log.append("send")
+        self.sending.set()
+        threading.Event().wait(0.2)
+        super().send(frame)
+        self.log.append("sent")
+
+    def close(self) -> None:
+        self.log.append("close")
+        super().close()
+
+
+def test_close_waits_for_a_writer_still_in_its_last_frame():
+    link = SlowDevice()
+    net = Stack(link, address="192.0.2.2/24")
+    link.log.clear()
+    link.sending.clear()
+
+    def writer() -> None:
+        with net.lock:
+            net.eth.announce()   # a gratuitous ARP, written as the lock is let go
+
+    t = threading.Thread(target=writer)
+    t.start()
+    assert link.sending.wait(2)  # the writer is inside send, the queue empty
+    net.close(grace=0)
+    t.join()
+    assert link.log == ["send", "sent", "close"]

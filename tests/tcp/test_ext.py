@@ -452,6 +452,21 @@ def test_with_tso_the_sender_hands_over_whole_mss_multiples():
     assert [len(s.payload) for s in c.sent_segments()] == [45 * 1448, 45 * 1448, 10 * 1448]
 
 
+def test_a_gro_merged_segment_with_timestamps_is_acked_at_once_and_teaches_no_larger_mss():
+    """With timestamps a full segment carries 1448 bytes: a merged pair of
+    them (what GRO hands TCP) is two full segments and is acked at once, and
+    after it two single full segments still are (the estimate of the peer's
+    full segment stays 1448, not our MSS option's 1460)."""
+    c = established(TcpConfig(max_quickacks=0), **ALL)
+    c.sent()
+    c.feed(".", IRS + 1, 1001, data=b"a" * 2 * 1448, timestamps=(778, 0))
+    assert [s.ack for s in c.sent_segments()] == [IRS + 1 + 2 * 1448]
+    c.feed(".", IRS + 1 + 2 * 1448, 1001, data=b"b" * 1448, timestamps=(779, 0))
+    assert c.sent_segments() == []
+    c.feed(".", IRS + 1 + 3 * 1448, 1001, data=b"c" * 1448, timestamps=(779, 0))
+    assert [s.ack for s in c.sent_segments()] == [IRS + 1 + 4 * 1448]
+
+
 @pytest.mark.parametrize("peer_mss", [1000, 1459])
 def test_with_tso_a_connection_whose_mss_the_link_does_not_cut_at_sends_one_mss(peer_mss):
     """The link cuts super-segments at its own MSS (MTU less 40): a peer (or
@@ -460,5 +475,7 @@ def test_with_tso_a_connection_whose_mss_the_link_does_not_cut_at_sends_one_mss(
     c.feed(".", IRS + 1, 1001, win=4000, timestamps=(778, 0))
     c.sent()
     c.layer.set_segmentation(65535 - 20, 1460)
+    before = c.trace.counters["tcp.out_segs"]
     c.conn.send(b"t" * 400_000, c.now)
     assert [len(s.payload) for s in c.sent_segments()] == [peer_mss - 12] * 10
+    assert c.trace.counters["tcp.out_segs"] - before == 10   # one each
