@@ -178,3 +178,49 @@ def test_send_data_segment(benchmark):
     assert n == MSS_DATA
     s.next_send()
     assert s.sent_bytes == (ROUNDS + 100) * MSS_DATA
+
+
+class Lives:
+    """Two stacks with no thread on a manual clock, joined by an in-memory
+    link: each round is one connection's whole life, client and server both
+    (SYN, SYN,ACK, ACK, a 100-byte request, a 1-byte answer, the server's
+    close, the client's, every ACK), until the client's side is gone and the
+    server's, which closed first, is in TIME_WAIT (as an HTTP/1.0 server's)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.a, self.b = Stack.pair(thread=False, clock=lambda: self.t, seed=1)
+        self.listener = self.b.tcp.listen((0, DPORT), 128, self.t)
+        self.port = 30000
+
+    def pump(self) -> None:
+        for _ in range(20):
+            if not (self.a.step(self.t) + self.b.step(self.t)):
+                return
+
+    def life(self) -> None:
+        self.port += 1
+        client = self.a.tcp.connect(self.a.address, (self.b.address, DPORT), self.t,
+                                    local_port=self.port)
+        self.pump()
+        server = self.listener.accept()
+        client.send(b"q" * 100, self.t)
+        self.pump()
+        server.recv(1000, self.t)
+        server.send(b"a", self.t)
+        server.close(self.t)
+        self.pump()
+        client.recv(1000, self.t)
+        client.close(self.t)
+        self.pump()
+        self.t += 0.001
+        assert server.state == "TIME_WAIT" and client.state == "CLOSED", (server.state, client.state)
+
+
+def test_connection_life(benchmark):
+    """What one connection's life costs the two stacks together (the SYN to
+    TIME_WAIT of ab's every request, without the sockets and the TAP)."""
+    benchmark.group = "connection life"
+    lives = Lives()
+    benchmark.pedantic(lives.life, rounds=2000, warmup_rounds=50)
+    assert lives.b.stats().get("eth.drop.internal_error", 0) == 0
