@@ -199,7 +199,6 @@ class Stack:
         from stack.link.tap import TapLink
 
         link: Link = TapLink(name, host_address=host_address, mtu=mtu, offload=offload, gso=gso)
-        kwargs.setdefault("gro", link.gso)
         mac = mac or (dhcp_mac(name) if address == "dhcp" else None)  # stable per TAP
         return cls._on_link(link, address=address, gateway=gateway, mac=mac, trace=trace,
                             trace_format=trace_format, pcap=pcap, impair=impair,
