@@ -188,7 +188,7 @@ def service(text: str) -> ServiceSpec:
 
 def congestion(text: str) -> str:
     """A congestion control the stack implements."""
-    from stack.tcp.congestion import ALGORITHMS
+    from stack.tcp.algorithms import ALGORITHMS
 
     if text not in ALGORITHMS:
         known = ", ".join(sorted(ALGORITHMS))

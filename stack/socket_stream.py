@@ -146,11 +146,11 @@ class StreamEndpoint(Endpoint):
 
     def set_option(self, level: int, option: int, value: Any) -> bool:
         """TCP_CONGESTION: a name (bytes, up to the first NUL) from
-        ``stack.tcp.congestion.ALGORITHMS``; ENOENT for any other, as Linux.
+        ``stack.tcp.algorithms.ALGORITHMS``; ENOENT for any other, as Linux.
         Before the connection exists it is kept, and applied when it does."""
         if (level, option) != (IPPROTO_TCP, TCP_CONGESTION):
             return False
-        from stack.tcp.congestion import ALGORITHMS
+        from stack.tcp.algorithms import ALGORITHMS
 
         if isinstance(value, str):
             value = value.encode()

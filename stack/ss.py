@@ -154,6 +154,15 @@ def ms_timer(seconds: float) -> str:
     return out
 
 
+def rate(bytes_per_second: float) -> str:
+    """A rate as ss prints it (iproute2 ``sprint_bw``): bits per second, in K, M or G."""
+    bps = bytes_per_second * 8
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if bps > scale:
+            return f"{bps / scale:.1f}{unit}bps"
+    return f"{bps:g}bps"
+
+
 def info_line(info: dict[str, Any]) -> str:
     """ss -i's second line for one connection (tab, then `` name:value`` items)."""
     mss = max(1, int(info["mss"]))
@@ -177,6 +186,13 @@ def info_line(info: dict[str, Any]) -> str:
                  "segs_out", "segs_in"):
         if info.get(name):
             items.append(f"{name}:{info[name]}")
+    if info.get("bbr_mode"):
+        mrtt = info["bbr_min_rtt"]
+        items.append(f"bbr:(bw:{rate(info['bbr_bw'])},mrtt:{mrtt * 1000 if mrtt else 0:g},"
+                     f"pacing_gain:{info['bbr_pacing_gain']:g},"
+                     f"cwnd_gain:{info['bbr_cwnd_gain']:g})")
+    if info.get("pacing_rate"):
+        items.append(f"pacing_rate {rate(info['pacing_rate'])}")
     if info.get("retransmit_retries") or info.get("retrans"):
         items.append(f"retrans:{info.get('retransmit_retries', 0)}/{info.get('retrans', 0)}")
     if info.get("sacked"):

@@ -91,7 +91,10 @@ class TcpConfig:
     keepalive_interval: float = 75.0
     keepalive_count: int = 9
 
-    congestion: str = "cubic"       # "cubic" (RFC 9438), "newreno" (RFC 6582) or "reno"
+    congestion: str = "cubic"       # "cubic" (RFC 9438), "bbr" (v1), "newreno" (RFC 6582), "reno"
+    # Pace the loss-based algorithms too, at Linux's rate (2 or 1.2 cwnd per
+    # SRTT), as Linux does under the fq qdisc; BBR always paces.
+    pacing: bool = False
     initial_cwnd: int = 10
     dupack_threshold: int = 3
 

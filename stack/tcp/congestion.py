@@ -10,27 +10,40 @@ the RFC writes it. Growth uses appropriate byte counting (RFC 3465): slow
 start adds the bytes acknowledged, at most ``L = 2`` MSS per ACK, so a
 receiver that acknowledges every second segment does not halve the growth.
 
-A new algorithm subclasses :class:`CongestionControl` and registers itself
-in :data:`ALGORITHMS`.
+A new algorithm subclasses :class:`CongestionControl` and is named in
+``algorithms.py``. One driven by a model of the path rather than by loss
+(BBR, ``bbr.py``) sets ``wants_samples`` and gets every ACK's delivery-rate
+sample through :meth:`CongestionControl.on_sample`.
+
+Every algorithm may set ``pacing_rate`` (bytes per second; 0.0: no pacing),
+which the sender honours (``pacing.py``). BBR always does; the others only
+when ``TcpConfig.pacing`` asks, at Linux's rate (:meth:`pace`).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stack.tcp.rate import RateSample
 
 ABC_LIMIT = 2  # RFC 3465 L: at most 2 MSS of growth per ACK in slow start
 
 
 class CongestionControl:
-    __slots__ = ("_acked", "cwnd", "mss", "ssthresh")
+    __slots__ = ("_acked", "cwnd", "mss", "pacing_rate", "ssthresh")
 
     name = "base"
+    wants_samples = False  # on_sample on every ACK (BBR)
     # Without SACK, after a partial ACK in fast recovery: stay in recovery
     # (NewReno, RFC 6582) or leave it (Reno, RFC 5681).
     partial_ack_stays = True
 
-    def __init__(self, mss: int, initial_segments: int) -> None:
+    def __init__(self, mss: int, initial_segments: int, seed: int = 0) -> None:
         self.mss = mss
         self.cwnd = initial_segments * mss
         self.ssthresh = 1 << 30
+        self.pacing_rate = 0.0  # bytes/s the sender paces at (0.0: as fast as the windows allow)
         self._acked = 0  # bytes counted toward the next congestion-avoidance increase
 
     def set_mss(self, mss: int) -> None:
@@ -51,6 +64,25 @@ class CongestionControl:
             self.cwnd += acked if acked < ABC_LIMIT * self.mss else ABC_LIMIT * self.mss
         else:
             self._avoid(acked, now, rtt)
+
+    def on_sample(self, rs: RateSample | None, inflight: int, lost: int, state: int,
+                  srtt: float | None, now: float) -> None:
+        """An ACK delivered (or lost) something, in recovery too: ``rs`` its
+        delivery-rate sample, ``inflight`` the bytes in the network after it,
+        ``lost`` the bytes it had marked lost, ``state`` the sender's loss
+        state (``bbr.OPEN``, ``RECOVERY``, ``LOSS``). Only called with
+        ``wants_samples``."""
+
+    def pace(self, srtt: float) -> None:
+        """Pacing asked for a loss-based algorithm: Linux's rate
+        (``tcp_update_pacing_rate``), twice cwnd per SRTT in slow start's
+        first half, 1.2 times after."""
+        gain = 2.0 if self.cwnd < self.ssthresh // 2 else 1.2
+        self.pacing_rate = gain * self.cwnd / (srtt if srtt > 0.0001 else 0.0001)
+
+    def info(self) -> dict[str, object]:
+        """The algorithm's own state, for ``status()`` (none here)."""
+        return {}
 
     def _avoid(self, acked: int, now: float, rtt: float | None) -> None:
         """Congestion avoidance: Reno's one MSS per window of acknowledged bytes."""
@@ -143,8 +175,8 @@ class Cubic(CongestionControl):
     ALPHA = 3 * (1 - BETA) / (1 + BETA)  # RFC 9438 section 4.3
     fast_convergence = True
 
-    def __init__(self, mss: int, initial_segments: int) -> None:
-        super().__init__(mss, initial_segments)
+    def __init__(self, mss: int, initial_segments: int, seed: int = 0) -> None:
+        super().__init__(mss, initial_segments, seed)
         self.w_max = 0.0          # segments, the window before the last reduction
         self.k = 0.0              # seconds to get back to w_max
         self.epoch: float | None = None  # when the current avoidance stage began
@@ -226,6 +258,3 @@ class Cubic(CongestionControl):
         super().on_timeout(flight, now)
         self._cwnd_f = float(self.cwnd)
 
-
-ALGORITHMS: dict[str, type[CongestionControl]] = {
-    "reno": Reno, "newreno": NewReno, "cubic": Cubic}

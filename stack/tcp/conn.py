@@ -367,6 +367,9 @@ class TcpConnection(Endpoint):
             return
         if t.due(T.REO, now):
             self.recovery.on_reo_timeout(now)
+        if t.due(T.PACE, now):
+            t.stop(T.PACE)
+            self.sender.output(now)
         if t.due(T.RTO, now):
             self.sender.on_rto(now)
         if t.due(T.PERSIST, now) and self.state != CLOSED:

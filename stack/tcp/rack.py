@@ -6,7 +6,8 @@ duplicate ACKs (RFC 6675), this tells reordering from loss by the clock,
 finds a lost retransmission, and needs only one SACK to act.
 
 :class:`Rack` keeps one record per segment in flight, in sequence order:
-``[start, end, sent, flags, order]``. ``start`` and ``end`` are positions in
+``[start, end, sent, flags, order]`` (and the delivery-rate stamps
+``rate.py`` adds after them). ``start`` and ``end`` are positions in
 the byte stream (unbounded integers counted from ``SND.UNA`` at the
 handshake, so no sequence arithmetic past :meth:`Rack.pos`), ``sent`` the
 time of its latest transmission, ``order`` that transmission's number (the
@@ -39,6 +40,7 @@ from bisect import bisect_right
 from operator import itemgetter
 from typing import Any
 
+from stack.tcp.rate import Rate
 from stack.tcp.seq import seq_diff
 
 SACKED = 1
@@ -55,7 +57,7 @@ _start = itemgetter(0)
 class Rack:
     __slots__ = ("segs", "una_seq", "una_pos", "high", "sacked", "lost", "retrans", "sends",
                  "xmit_ts", "end", "order", "rtt", "min_rtt", "fack", "reordering", "steps", "persist",
-                 "dsack_high")
+                 "dsack_high", "rate", "marked")
 
     def __init__(self, una: int) -> None:
         self.segs: list[list[Any]] = []    # [start, end, sent, flags, order], from SND.UNA on
@@ -76,6 +78,8 @@ class Rack:
         self.steps = 1                # RACK.reo_wnd_mult
         self.persist = 0              # RACK.reo_wnd_persist
         self.dsack_high = 0           # a D-SACK raises the step once per flight: up to here
+        self.marked = 0               # bytes ever marked lost (what an ACK newly marked: the change)
+        self.rate = Rate()            # delivery-rate sampling on the same records (rate.py)
 
     # ---- positions ---------------------------------------------------------------------
 
@@ -98,7 +102,7 @@ class Rack:
             return i
         if p >= r[1]:
             return i + 1
-        segs.insert(i + 1, [p, r[1], r[2], r[3], r[4]])
+        segs.insert(i + 1, [p, *r[1:]])
         r[1] = p
         return i + 1
 
@@ -108,7 +112,9 @@ class Rack:
         """``n`` new bytes of sequence space went out at the top."""
         h = self.high
         self.sends += 1
-        self.segs.append([h, h + n, now, 0, self.sends])
+        r = [h, h + n, now, 0, self.sends]
+        self.rate.stamp(r, h == self.una_pos, now)
+        self.segs.append(r)
         self.high = h + n
 
     def resent(self, seq: int, n: int, now: float) -> None:
@@ -123,6 +129,7 @@ class Rack:
             i = self._index(lo)
             j = self._index(top)
             self.sends += 1
+            stamp = self.rate.stamp
             for r in segs[i:j]:
                 f = r[3]
                 if not f & RETRANS and not f & SACKED:
@@ -130,6 +137,7 @@ class Rack:
                     r[3] = f | RETRANS | EVER
                 r[2] = now
                 r[4] = self.sends
+                stamp(r, False, now)
         if hi > self.high:
             self.sent(hi - self.high, now)  # past SND.MAX: new bytes after all
 
@@ -151,9 +159,11 @@ class Rack:
             return
         segs = self.segs
         k = self._index(p) if p < self.high else len(segs)
+        rate = self.rate
         for r in segs[:k]:
             self._forget(r)
             if not r[3] & SACKED:
+                rate.delivered_record(r, r[4], bool(r[3] & EVER), now)
                 self._delivered(r, now)
         del segs[:k]
         self.una_pos = p
@@ -198,6 +208,7 @@ class Rack:
             self._forget(r)
             r[3] = SACKED | (f & EVER)
             self.sacked += r[1] - r[0]
+            self.rate.delivered_record(r, r[4], bool(f & EVER), now)
             self._delivered(r, now)
 
     def dsack(self, flight_end: int) -> None:
@@ -289,6 +300,7 @@ class Rack:
                     self.retrans -= n  # a retransmission lost in its turn
                 if not f & LOST:
                     self.lost += n
+                self.marked += n
                 r[3] = (f & ~RETRANS) | LOST
             elif remaining > timeout:
                 timeout = remaining

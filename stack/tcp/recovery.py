@@ -5,7 +5,8 @@ and what the RTO does to all of them.
 
 With SACK and ``rack`` on (the default, as Linux), RACK alone decides what
 is lost and recovery resends it as the window allows; otherwise the
-duplicate ACK count and RFC 6675's IsLost/NextSeg do.
+duplicate ACK count and RFC 6675's IsLost/NextSeg do. RACK's records are
+kept either way: the delivery-rate samples (``rate.py``) are taken on them.
 
 :class:`Recovery` owns the SACK scoreboard (``sack.py``), RACK's records,
 the duplicate ACK count, ``RecoveryPoint``, HighRxt and RescueRxt, and the
@@ -19,7 +20,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from stack.tcp import timers as T
-from stack.tcp.congestion import ALGORITHMS, CongestionControl
+from stack.tcp.algorithms import ALGORITHMS
+from stack.tcp.congestion import CongestionControl
 from stack.tcp.rack import Rack
 from stack.tcp.sack import Scoreboard
 from stack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 class Recovery:
     __slots__ = ("cc", "cfg", "conn", "dupacks", "high_rxt", "hs", "in_recovery", "partial_acks",
+                 "rack_on",
                  "rack", "recover", "rescue_rxt", "sb", "snd", "timers")
     def __init__(self, conn: TcpConnection, iss: int) -> None:
         self.conn = conn
@@ -39,7 +42,7 @@ class Recovery:
         self.hs = conn.handshake
         self.timers = conn.timers
         self.snd: Sender  # set by the connection once the sender exists
-        self.cc: CongestionControl = ALGORITHMS[cfg.congestion](self.hs.mss, cfg.initial_cwnd)
+        self.cc: CongestionControl = ALGORITHMS[cfg.congestion](self.hs.mss, cfg.initial_cwnd, iss)
         self.sb: Scoreboard | None = None  # SACKed bytes, once the peer SACKs
         self.dupacks = 0
         self.in_recovery = False
@@ -47,12 +50,13 @@ class Recovery:
         self.partial_acks = 0
         self.high_rxt = iss                # RFC 6675 HighRxt (one past), RescueRxt
         self.rescue_rxt = iss
-        self.rack: Rack | None = None      # once SACK is agreed (cfg.rack)
+        self.rack: Rack | None = None      # the records, once synchronized
+        self.rack_on = False               # RACK finds the losses (SACK agreed, cfg.rack)
 
     def synchronized(self, una: int) -> None:
         """The handshake is over, with SND.UNA at ``una``."""
-        if self.cfg.rack and self.hs.sack_ok:
-            self.rack = Rack(una)
+        self.rack = Rack(una)
+        self.rack_on = self.cfg.rack and self.hs.sack_ok
 
     # ---- what the sender asks ---------------------------------------------------------
 
@@ -62,7 +66,9 @@ class Recovery:
     def rack_status(self) -> dict[str, int]:
         """For ``status()``: RACK's bytes marked lost and its records (none without RACK)."""
         rack = self.rack
-        return {"lost": rack.lost if rack else 0, "rack_records": len(rack.segs) if rack else 0}
+        on = self.rack_on
+        return {"lost": rack.lost if rack and on else 0,
+                "rack_records": len(rack.segs) if rack and on else 0}
 
     def sacked_below(self, off: int) -> int:
         """SACKed bytes below ``off`` (from SND.UNA): out of the network."""
@@ -88,9 +94,11 @@ class Recovery:
         if cls is None:
             return False
         if type(self.cc) is not cls:
-            cc = cls(self.hs.mss, self.cfg.initial_cwnd)
+            cc = cls(self.hs.mss, self.cfg.initial_cwnd, self.snd.iss)
             cc.take_over(self.cc)
             self.cc = cc
+            if cc.wants_samples and self.rack is not None:
+                self.rack.rate.sample(None)  # from the next ACK on
         return True
 
     # ---- ACKs ------------------------------------------------------------------
@@ -121,6 +129,7 @@ class Recovery:
         newly = 0
         sb = self.sb
         rack = self.rack
+        marked = rack.marked if rack is not None else 0
         if rack is not None:
             rack.path_rtt(self.conn.rtt.min_rtt)
             if acked > 0:
@@ -137,7 +146,7 @@ class Recovery:
                     newly += sb.add(lo, hi)
                     if rack is not None:
                         rack.sacked_block(left, right, now, mss)
-            if rack is not None:
+            if self.rack_on and rack is not None:
                 left, right = blocks[0]
                 if seq_le(right, ack) or (len(blocks) > 1 and seq_ge(left, blocks[1][0])
                                           and seq_le(right, blocks[1][1])):
@@ -183,7 +192,7 @@ class Recovery:
                 if not sack_ok:
                     cc.on_dupack_in_recovery()
                     why = "dupack"
-            elif rack is None:
+            elif not self.rack_on:
                 self.dupacks += 1
                 dt = self.cfg.dupack_threshold
                 if sack_ok:
@@ -196,13 +205,33 @@ class Recovery:
                     why = "fast_retransmit"
             else:
                 self.dupacks += 1
-        if rack is not None and (blocks or self.in_recovery or rack.lost
-                                 or self.timers.armed(T.REO)):
+        if self.rack_on and rack is not None and (blocks or self.in_recovery or rack.lost
+                                                  or self.timers.armed(T.REO)):
             if self.rack_detect(now):
                 why = "fast_retransmit"
+        if cc.wants_samples and rack is not None:
+            self.sample(rack, rack.marked - marked, now)
+        elif self.cfg.pacing and self.conn.rtt.srtt:
+            cc.pace(self.conn.rtt.srtt)
 
         if self.conn.trace.on and (cc.cwnd != cwnd0 or cc.ssthresh != ssthresh0):
             self.trace_cwnd(why)
+
+    def sample(self, rack: Rack, lost: int, now: float) -> None:
+        """The ACK's delivery-rate sample, to a controller that wants it (BBR)."""
+        rs = rack.rate.sample(self.conn.rtt.min_rtt)
+        if rs is None and not lost:
+            return
+        snd = self.snd
+        if self.in_recovery:
+            state = 1                      # bbr.RECOVERY
+        elif seq_gt(self.recover, snd.snd_una) and self.recover != snd.iss:
+            state = 2                      # bbr.LOSS: the RTO's go-back-N is under way
+        else:
+            state = 0
+        flight = seq_diff(snd.snd_nxt, snd.snd_una)
+        inflight = rack.in_flight() if self.rack_on else flight - self.sacked()
+        self.cc.on_sample(rs, inflight, lost, state, self.conn.rtt.srtt, now)
 
     def _may_enter(self) -> bool:
         """Not twice for one flight: without SACK only once SND.UNA passed
@@ -225,7 +254,7 @@ class Recovery:
         self.partial_acks = 0
         self.cc.enter_fast_recovery(flight, now, sack)
         sb = self.sb
-        if self.rack is not None:
+        if self.rack_on:
             self._resend_lost(now, "fast")
         elif sack and sb is not None:
             if seq_gt(self.high_rxt, una):
@@ -296,7 +325,7 @@ class Recovery:
         """The reordering window passed (RFC 8985 6.3): look again, and
         resend what is now lost."""
         self.timers.stop(T.REO)
-        if self.rack is None or self.snd.snd_max == self.snd.snd_una:
+        if not self.rack_on or self.snd.snd_max == self.snd.snd_una:
             return
         self.conn.trace_timer("reo")
         if self.rack_detect(now) and self.conn.trace.on:
@@ -332,7 +361,7 @@ class Recovery:
         NextSeg picks: lost holes (1), new data (2), other holes (3), and
         once per recovery the rescue retransmission (4). With RACK, as
         Linux: what RACK marked lost, then new data."""
-        if self.rack is not None:
+        if self.rack_on:
             self._rack_output(now, force)
             return
         sb = self.sb
@@ -387,8 +416,12 @@ class Recovery:
         una = snd.snd_una
         mss = self.hs.mss
         cw = self.cc.cwnd
+        pace = self.cc.pacing_rate
         pipe = rack.in_flight()
         while cw - pipe >= mss:
+            if pace and snd.pacer.waiting(pace, now):
+                self.timers.start(T.PACE, snd.pacer.next_at)
+                return
             sent = self._resend_lost(now, "rack")
             if not sent:
                 break

@@ -17,6 +17,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from stack.tcp import timers as T
+from stack.tcp.pacing import Pacer
 from stack.tcp.timers import RTO
 from stack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_lt, seq_offset, tsval
 from stack.tcp.sendbuf import SendBuffer
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 class Sender:
     __slots__ = ("buf", "bufsize", "bytes_acked", "bytes_retrans", "bytes_sent", "cfg", "conn",
                  "data_seq", "fin_pending", "fin_seq", "hs", "iss", "ka_probes", "max_snd_wnd",
-                 "nodelay", "persist_backoff", "probe_due", "probes", "rec", "retries", "rto_at",
+                 "nodelay", "pacer", "persist_backoff", "probe_due", "probes", "rec", "retries", "rto_at",
                  "rtt", "sml", "snd_max", "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd",
                  "tail_start", "timers", "tlp_high", "wscale")
     def __init__(self, conn: TcpConnection, iss: int, bufsize: int) -> None:
@@ -58,6 +59,7 @@ class Sender:
         self.nodelay = cfg.nodelay
         self.retries = 0              # RTO expiries since the last new ACK
         self.probe_due = False        # the RTO slot holds a tail loss probe's timeout
+        self.pacer = Pacer()
         self.rto_at = 0.0             # ... and the RTO's own deadline then
         self.tlp_high: int | None = None  # SND.MAX when a probe went, until ACKed past
         self.tail_start = 0           # where the last new segment sent began
@@ -167,12 +169,18 @@ class Sender:
             if k > 1:
                 seg_max = k * mss
         rec = self.rec
+        cc = rec.cc
+        pace = cc.pacing_rate
+        if pace:
+            burst = Pacer.burst(pace, mss)
+            if burst < seg_max:
+                seg_max = burst
         sacked = rec.sb is not None and bool(rec.sb.ranges)
         una = self.snd_una
         data_seq = self.data_seq
         nbuf = len(buf)
         wnd = self.snd_wnd
-        cw = rec.cc.cwnd
+        cw = cc.cwnd
         nxt = self.snd_nxt
         snd_max = self.snd_max
         xmit = self.conn.transmit
@@ -208,6 +216,9 @@ class Sender:
                         n -= n % mss  # no short segment cut from the middle
                 if n <= 0:
                     break
+                if pace and self.pacer.waiting(pace, now):
+                    self.timers.start(T.PACE, self.pacer.next_at)
+                    break
                 if n < mss and not force:
                     if n < avail:
                         # Limited by a window. Wait for the ACK clock unless
@@ -229,6 +240,8 @@ class Sender:
                 end = seq_add(nxt, n + fin)
                 xmit(nxt, flags, buf.view(off, n), now)
                 total += n
+                if pace:
+                    self.pacer.sent(n, pace, now)
                 if rack is not None:
                     if behind:
                         rack.resent(nxt, n + fin, now)
@@ -270,6 +283,13 @@ class Sender:
                     self.arm_rto(now)
             break
         timers = self.timers
+        if (cc.wants_samples and remaining < mss and rack is not None
+                and rack.lost <= rack.retrans):
+            # Room in the windows and nothing to send: what the rate samples
+            # measure for a while is the application, not the path.
+            flight = rack.in_flight()
+            if flight < cw:
+                rack.rate.mark_app_limited(flight)
         if total and self.probe_due and self._may_probe():
             self.arm_rto(now)  # the probe's timeout counts from the flight's last segment
         if remaining > 0 and not timers.armed(T.RTO) and not timers.armed(T.PERSIST):
@@ -303,6 +323,7 @@ class Sender:
             return 0
         flags = ACK | FIN if fin else (ACK | PSH if k == avail else ACK)
         self.conn.transmit(seq, flags, self.buf.view(off, k), now)
+        self.pacer.sent(k, self.rec.cc.pacing_rate, now)
         self.bytes_sent += k
         self.bytes_retrans += k
         self.conn.count_retransmit(reason, seq, k)

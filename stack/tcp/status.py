@@ -28,7 +28,7 @@ def status_of(conn: TcpConnection) -> dict[str, Any]:
         "rcv_wscale": hs.rcv_wscale if hs.ws_ok else None,
         "timestamps": hs.ts_ok, "ts_recent": rcv.ts_recent if hs.ts_ok else None,
         "sack": hs.sack_ok, "sacked": rec.sacked(), "timers": conn.timers.pending(),
-        **rec.rack_status(),
+        **rec.rack_status(), "pacing_rate": rec.cc.pacing_rate, **rec.cc.info(),
         "bytes_sent": snd.bytes_sent, "bytes_retrans": snd.bytes_retrans,
         "bytes_acked": snd.bytes_acked, "bytes_received": rcv.bytes_received,
         "segs_out": conn.segs_out, "segs_in": conn.segs_in, "retrans": conn.retrans_total,

@@ -14,8 +14,9 @@ KEEPALIVE = 3    # RFC 1122 4.2.3.6
 TIME_WAIT = 4    # 2 MSL
 FIN_WAIT_2 = 5   # an orphan's FIN_WAIT_2 (Linux tcp_fin_timeout)
 REO = 6          # RACK's reordering window (RFC 8985 6.3)
+PACE = 7         # the pacer lets the next burst go (pacing.py)
 
-NAMES = ("rto", "persist", "delack", "keepalive", "time_wait", "fin_wait_2", "reo")
+NAMES = ("rto", "persist", "delack", "keepalive", "time_wait", "fin_wait_2", "reo", "pace")
 
 
 class Timers:
