@@ -120,7 +120,7 @@ def _up_parser(sub: Subparsers) -> None:
                    help="fault injection on the link, both ways: "
                         "loss=P,dup=P,reorder=P,corrupt=P,delay=MS,seed=N (default: none)")
     p.add_argument("--congestion", type=cliargs.congestion, default="cubic", metavar="NAME",
-                   help="congestion control for every connection: cubic, newreno or reno "
+                   help="congestion control for every connection: cubic, bbr, newreno or reno "
                         "(default: %(default)s)")
     p.add_argument("--msl", type=cliargs.msl, default=30.0, metavar="SECONDS",
                    help="maximum segment lifetime; TIME_WAIT lasts twice that "

@@ -192,8 +192,6 @@ def congestion(text: str) -> str:
 
     if text not in ALGORITHMS:
         known = ", ".join(sorted(ALGORITHMS))
-        if text == "bbr":
-            _bad(f"bbr is not implemented in this stack yet (choose from {known})")
         _bad(f"unknown congestion control {text!r} (choose from {known})")
     return text
 

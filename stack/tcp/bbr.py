@@ -97,7 +97,7 @@ class Bbr(CongestionControl):
                  "epoch_acked", "epoch_start", "extra_acked", "extra_idx", "extra_rounds",
                  "full_bw", "full_bw_count", "full_bw_reached", "min_rtt", "min_rtt_stamp",
                  "mode", "next_round_delivered", "pacing_gain", "conserving",
-                 "prev_state", "prior_cwnd", "probe_rtt_done", "probe_rtt_round_done",
+                 "prev_state", "prior_cwnd", "last_rate", "last_app_limited", "last_inflight", "probe_rtt_done", "probe_rtt_round_done",
                  "round_count", "round_start", "state")
 
     name = "bbr"
@@ -131,6 +131,9 @@ class Bbr(CongestionControl):
         self.extra_rounds = 0
         self.epoch_start = 0.0
         self.epoch_acked = 0
+        self.last_rate = 0.0                   # the latest valid delivery-rate sample
+        self.last_app_limited = False
+        self.last_inflight = 0
 
     # ---- the model -------------------------------------------------------------------
 
@@ -207,7 +210,11 @@ class Bbr(CongestionControl):
                   srtt: float | None, now: float) -> None:
         """Every ACK that delivered or lost something (Linux ``bbr_main``)."""
         self.state = state
+        self.last_inflight = inflight
         if rs is not None:
+            if rs.rate:
+                self.last_rate = rs.rate
+                self.last_app_limited = rs.app_limited
             self.delivered = rs.prior_delivered + rs.delivered
             self._update_bw(rs)
             self._update_aggregation(rs, now)
@@ -297,11 +304,11 @@ class Bbr(CongestionControl):
         self.cycle_start = now
 
     def _update_min_rtt(self, rs: RateSample, inflight: int, now: float) -> None:
-        expired = now > self.min_rtt_stamp + MIN_RTT_WINDOW
+        expired = self.min_rtt is not None and now > self.min_rtt_stamp + MIN_RTT_WINDOW
         if rs.rtt >= 0 and (self.min_rtt is None or rs.rtt < self.min_rtt or expired):
             self.min_rtt = rs.rtt
             self.min_rtt_stamp = now
-        if expired and self.mode != PROBE_RTT and self.min_rtt is not None:
+        if expired and self.mode != PROBE_RTT:
             self.mode = PROBE_RTT
             self._save_cwnd()
             self.probe_rtt_done = None
@@ -391,7 +398,13 @@ class Bbr(CongestionControl):
         self.cwnd = cwnd
         return self.conserving
 
+    def model_key(self) -> tuple[object, ...]:
+        """A trace event per round trip, and per mode or gain change."""
+        return (self.mode, self.cycle_idx, self.round_count)
+
     def info(self) -> dict[str, object]:
         """For ``status()`` and ``ss -ti``: ``bbr:(bw:…,mrtt:…,pacing_gain:…,cwnd_gain:…)``."""
-        return {"bbr_mode": self.mode, "bbr_bw": self.max_bw(), "bbr_min_rtt": self.min_rtt,
-                "bbr_pacing_gain": self.pacing_gain, "bbr_cwnd_gain": self.cwnd_gain}
+        return {"bbr_mode": self.mode, "bbr_bw": round(self.max_bw()), "bbr_min_rtt": self.min_rtt,
+                "bbr_pacing_gain": self.pacing_gain, "bbr_cwnd_gain": self.cwnd_gain,
+                "delivery_rate": round(self.last_rate), "app_limited": self.last_app_limited,
+                "inflight": self.last_inflight}

@@ -18,7 +18,8 @@ class TcpConfig:
     * ``delayed_ack`` 0.04 s (Linux's minimum; RFC 1122 allows up to 0.5 s,
       the issue asks for at most 0.2 s).
     * ``initial_cwnd`` 10 segments (RFC 6928, Linux).
-    * ``rcvbuf`` 4 MB, ``sndbuf`` 1 MB: bytearrays that grow only as data
+    * ``rcvbuf`` 4 MB, ``sndbuf`` 1 MB (growing to twice cwnd, at most
+      ``sndbuf_max`` 4 MB, until SO_SNDBUF fixes it): bytearrays that grow only as data
       waits in them. With window scaling (shift 7 for 4 MB, as Linux) the
       whole receive buffer is offered, enough to fill a fast path; a peer
       that refuses scaling sees at most 65535 bytes.
@@ -46,6 +47,9 @@ class TcpConfig:
     default_peer_mss: int = 536     # when the peer's SYN has no MSS option (RFC 9293 3.7.1)
     min_pmtu: int = 552             # ICMP frag-needed MTUs below this count as this (Linux)
     sndbuf: int = 1024 * 1024
+    # Until SO_SNDBUF is set, the send buffer grows to twice cwnd, up to this
+    # (Linux's send-buffer autotuning, tcp_sndbuf_expand, to tcp_wmem[2]).
+    sndbuf_max: int = 4 * 1024 * 1024
     rcvbuf: int = 4 * 1024 * 1024   # grows as used; with window scaling all of it is offered
 
     # RFC 7323 and RFC 2018, offered in our SYN and used when the peer's SYN
@@ -95,6 +99,7 @@ class TcpConfig:
     # Pace the loss-based algorithms too, at Linux's rate (2 or 1.2 cwnd per
     # SRTT), as Linux does under the fq qdisc; BBR always paces.
     pacing: bool = False
+    pacing_slack: float = 0.001     # how early a paced segment may leave (the timers' precision)
     initial_cwnd: int = 10
     dupack_threshold: int = 3
 

@@ -84,6 +84,10 @@ class CongestionControl:
         """The algorithm's own state, for ``status()`` (none here)."""
         return {}
 
+    def model_key(self) -> tuple[object, ...]:
+        """What, changed, makes a ``bbr`` trace event (a model's mode and round)."""
+        return ()
+
     def _avoid(self, acked: int, now: float, rtt: float | None) -> None:
         """Congestion avoidance: Reno's one MSS per window of acknowledged bytes."""
         self._acked += acked

@@ -111,13 +111,14 @@ class TcpConnection(Endpoint):
 
     @property
     def writable(self) -> bool:
-        """send() would accept data (at least half the buffer) or fail at once."""
+        """send() would accept data (free space at least half what is
+        queued, as Linux) or fail at once."""
         st = self.state
         if self.error is not None or st == CLOSED or self._shut_wr:
             return True
         if st != ESTABLISHED and st != CLOSE_WAIT:
             return False
-        return self.sender.room >= self.sender.lowat
+        return self.sender.can_write()
 
     @property
     def at_eof(self) -> bool:
@@ -551,7 +552,7 @@ class TcpConnection(Endpoint):
     def set_buffers(self, sndbuf: int | None = None, rcvbuf: int | None = None) -> None:
         """SO_SNDBUF / SO_RCVBUF on an open connection."""
         if sndbuf is not None:
-            self.sender.bufsize = sndbuf
+            self.sender.set_bufsize(sndbuf)
         if rcvbuf is not None:
             self.receiver.bufsize = rcvbuf
 

@@ -8,6 +8,12 @@ two segments, one GSO super-segment) and arms the ``pace`` timer for the
 next. A timer that fires late keeps up to half a burst's time as credit
 (Linux's ``tcp_update_skb_after_send``), so the wake-up delay of the
 network thread does not slow the flow down.
+
+Unlike the kernel's high-resolution timers, the network thread wakes with
+about a millisecond's precision (epoll's timeout is in milliseconds), so
+a segment may leave up to ``slack`` seconds before its time: otherwise each
+wake-up would send one burst and a late timer would cap the rate at a burst
+per millisecond, whatever the pacing rate says.
 """
 
 from __future__ import annotations
@@ -17,14 +23,19 @@ BURST_MAX = 65536
 
 
 class Pacer:
-    __slots__ = ("next_at",)
+    __slots__ = ("next_at", "slack")
 
-    def __init__(self) -> None:
+    def __init__(self, slack: float) -> None:
         self.next_at = 0.0   # the earliest time the next segment may leave
+        self.slack = slack
 
     def waiting(self, rate: float, now: float) -> bool:
         """True while ``rate`` makes the next segment wait."""
-        return rate > 0.0 and now < self.next_at
+        return rate > 0.0 and now + self.slack < self.next_at
+
+    def wake_at(self) -> float:
+        """When the pace timer should let the next burst go."""
+        return self.next_at - self.slack
 
     def sent(self, nbytes: int, rate: float, now: float) -> None:
         """``nbytes`` left now (data or a retransmission)."""

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 class Recovery:
     __slots__ = ("cc", "cfg", "conn", "dupacks", "high_rxt", "hs", "in_recovery", "partial_acks",
-                 "rack_on",
+                 "rack_on", "model_seen",
                  "rack", "recover", "rescue_rxt", "sb", "snd", "timers")
     def __init__(self, conn: TcpConnection, iss: int) -> None:
         self.conn = conn
@@ -52,6 +52,7 @@ class Recovery:
         self.rescue_rxt = iss
         self.rack: Rack | None = None      # the records, once synchronized
         self.rack_on = False               # RACK finds the losses (SACK agreed, cfg.rack)
+        self.model_seen: tuple[object, ...] = ()  # the model's state last traced (BBR)
 
     def synchronized(self, una: int) -> None:
         """The handshake is over, with SND.UNA at ``una``."""
@@ -231,7 +232,14 @@ class Recovery:
             state = 0
         flight = seq_diff(snd.snd_nxt, snd.snd_una)
         inflight = rack.in_flight() if self.rack_on else flight - self.sacked()
-        self.cc.on_sample(rs, inflight, lost, state, self.conn.rtt.srtt, now)
+        cc = self.cc
+        cc.on_sample(rs, inflight, lost, state, self.conn.rtt.srtt, now)
+        if self.conn.trace.on:
+            seen = cc.model_key()
+            if seen != self.model_seen:
+                self.model_seen = seen
+                self.conn.trace.event("tcp", "bbr", conn=self.conn.name, cwnd=cc.cwnd,
+                                      pacing_rate=round(cc.pacing_rate), **cc.info())
 
     def _may_enter(self) -> bool:
         """Not twice for one flight: without SACK only once SND.UNA passed
@@ -420,7 +428,7 @@ class Recovery:
         pipe = rack.in_flight()
         while cw - pipe >= mss:
             if pace and snd.pacer.waiting(pace, now):
-                self.timers.start(T.PACE, snd.pacer.next_at)
+                self.timers.start(T.PACE, snd.pacer.wake_at())
                 return
             sent = self._resend_lost(now, "rack")
             if not sent:

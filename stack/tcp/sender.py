@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 class Sender:
-    __slots__ = ("buf", "bufsize", "bytes_acked", "bytes_retrans", "bytes_sent", "cfg", "conn",
+    __slots__ = ("buf", "buf_locked", "bufsize", "bytes_acked", "bytes_retrans", "bytes_sent", "cfg", "conn",
                  "data_seq", "fin_pending", "fin_seq", "hs", "iss", "ka_probes", "max_snd_wnd",
                  "nodelay", "pacer", "persist_backoff", "probe_due", "probes", "rec", "retries", "rto_at",
                  "rtt", "sml", "snd_max", "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd",
@@ -53,13 +53,14 @@ class Sender:
         self.buf = SendBuffer()       # bytes from data_seq on, sent or not
         self.data_seq = seq_add(iss, 1)
         self.bufsize = bufsize        # SO_SNDBUF
+        self.buf_locked = False       # SO_SNDBUF was set: no autotuning
         self.sml = iss                # end of the last small segment (Nagle)
         self.fin_pending = False      # a FIN follows the buffered bytes
         self.fin_seq = 0
         self.nodelay = cfg.nodelay
         self.retries = 0              # RTO expiries since the last new ACK
         self.probe_due = False        # the RTO slot holds a tail loss probe's timeout
-        self.pacer = Pacer()
+        self.pacer = Pacer(cfg.pacing_slack)
         self.rto_at = 0.0             # ... and the RTO's own deadline then
         self.tlp_high: int | None = None  # SND.MAX when a probe went, until ACKed past
         self.tail_start = 0           # where the last new segment sent began
@@ -72,9 +73,12 @@ class Sender:
 
     # ---- what the other parts ask --------------------------------------------
 
-    @property
-    def lowat(self) -> int:
-        return max(1, self.bufsize >> 1)
+    def can_write(self) -> bool:
+        """The buffer takes more: as Linux's ``sk_stream_is_writeable``, its
+        free space is at least half of what it holds."""
+        held = len(self.buf)
+        room = self.bufsize - held
+        return room > 0 and room >= held >> 1
 
     @property
     def room(self) -> int:
@@ -109,6 +113,25 @@ class Sender:
         self.snd_wl2 = seg.ack
         self.retries = 0
         self.rec.synchronized(una)
+
+    def set_bufsize(self, size: int) -> None:
+        """SO_SNDBUF: this size from now on."""
+        self.bufsize = size
+        self.buf_locked = True
+
+    def _autotune(self) -> None:
+        """The buffer holds twice cwnd (Linux ``tcp_sndbuf_expand``): a
+        window's worth in flight and the next one waiting, SACKed bytes above
+        a hole included."""
+        want = 2 * self.rec.cc.cwnd
+        top = self.cfg.sndbuf_max
+        if want > top:
+            want = top
+        if want > self.bufsize:
+            before = self.can_write()
+            self.bufsize = want
+            if not before and self.can_write():
+                self.conn.changed()
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Copy what fits into the buffer; the count (0 when full)."""
@@ -217,7 +240,7 @@ class Sender:
                 if n <= 0:
                     break
                 if pace and self.pacer.waiting(pace, now):
-                    self.timers.start(T.PACE, self.pacer.next_at)
+                    self.timers.start(T.PACE, self.pacer.wake_at())
                     break
                 if n < mss and not force:
                     if n < avail:
@@ -284,9 +307,10 @@ class Sender:
             break
         timers = self.timers
         if (cc.wants_samples and remaining < mss and rack is not None
-                and rack.lost <= rack.retrans):
-            # Room in the windows and nothing to send: what the rate samples
-            # measure for a while is the application, not the path.
+                and self.bufsize - nbuf >= mss and rack.lost <= rack.retrans):
+            # Room in the windows, nothing to send and the application not
+            # held back by a full buffer (Linux ``tcp_rate_check_app_limited``):
+            # what the rate samples measure for a while is the application.
             flight = rack.in_flight()
             if flight < cw:
                 rack.rate.mark_app_limited(flight)
@@ -476,11 +500,10 @@ class Sender:
                 if n > len(buf):
                     n = len(buf)
                 if n:
-                    lowat = self.lowat
-                    before_w = self.bufsize - len(buf) >= lowat
+                    before_w = self.can_write()
                     buf.consume(n)
                     self.data_seq = seq_add(self.data_seq, n)
-                    if not before_w and self.bufsize - len(buf) >= lowat:
+                    if not before_w and self.can_write():
                         self.conn.changed()
             rtt = self.rtt
             if rtt.timed_seq is not None and rtt.acked(ack, now):
@@ -499,6 +522,8 @@ class Sender:
             if self.tlp_high is not None and seq_ge(ack, self.tlp_high):
                 self.tlp_high = None  # the probe's episode is over (RFC 8985 7.4)
         self.rec.on_ack(seg, ack, acked, prior_flight, dup_candidate and win == self.snd_wnd, now)
+        if not self.buf_locked and 2 * self.rec.cc.cwnd > self.bufsize:
+            self._autotune()
 
         # Window update (RFC 9293 3.10.7.4): only from newer segments.
         seq = seg.seq

@@ -93,7 +93,6 @@ UP_CASES = [
     ("serve-http-dir-missing", ["--serve", "http:80:/nonexistent-dir"], 2,
      ["--serve", "/nonexistent-dir"]),
     # --congestion, --msl, --busy-poll, --trace-*
-    ("congestion-bbr", ["--congestion", "bbr"], 2, ["--congestion", "bbr"]),
     ("congestion-unknown", ["--congestion", "vegas"], 2, ["--congestion", "vegas"]),
     ("msl-zero", ["--msl", "0"], 2, ["--msl"]),
     ("msl-negative", ["--msl", "-1"], 2, ["--msl"]),

@@ -140,11 +140,19 @@ def test_tcp_congestion_picks_the_connections_algorithm():
             st = cli.status()
             assert st["congestion"] == "cubic" and st["cwnd"] == cwnd
             with pytest.raises(OSError) as e:
-                cli.setsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, b"bbr")
+                cli.setsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, b"vegas")
             assert e.value.errno == errno.ENOENT
             assert cli.status()["congestion"] == "cubic"
             cli.sendall(b"x" * 100000)
             assert recv_exactly(conn, 100000) == b"x" * 100000
+            # BBR on the live connection: the window carries over, and the
+            # next data brings its model (a bandwidth estimate, a pacing rate).
+            cli.setsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, b"bbr")
+            assert cli.getsockopt(stack.IPPROTO_TCP, stack.TCP_CONGESTION, 16)[:4] == b"bbr\0"
+            cli.sendall(b"y" * 300000)
+            assert recv_exactly(conn, 300000) == b"y" * 300000
+            st = cli.status()
+            assert st["congestion"] == "bbr" and st["bbr_bw"] > 0 and st["pacing_rate"] > 0
     finally:
         w.close()
 

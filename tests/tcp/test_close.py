@@ -224,14 +224,15 @@ def test_recv_into_and_eof():
     assert c.conn.recv_into(buf) == 0
 
 
-def test_writable_again_when_half_the_buffer_frees():
-    c = established(TcpConfig(sndbuf=4000), peer_win=1460)
+def test_writable_again_when_the_free_space_is_half_of_what_is_queued():
+    # As Linux's sk_stream_is_writeable. (sndbuf_max: no autotuning here.)
+    c = established(TcpConfig(sndbuf=4000, sndbuf_max=4000), peer_win=1460)
     calls = []
     c.conn.on_change = lambda: calls.append(c.conn.writable)
     assert c.conn.send(b"x" * 5000, c.now) == 4000
     assert not c.conn.writable
     c.sent()
-    c.feed(".", 5001, 2461, win=1460)   # 1460 free: less than half
+    c.feed(".", 5001, 2001, win=1460)   # 1000 free, 3000 queued
     assert not c.conn.writable and calls == []
-    c.feed(".", 5001, 3921, win=1460)   # 2920 free
+    c.feed(".", 5001, 2461, win=1460)   # 1460 free, 2540 queued
     assert c.conn.writable and calls == [True]
