@@ -407,4 +407,4 @@ class Bbr(CongestionControl):
         return {"bbr_mode": self.mode, "bbr_bw": round(self.max_bw()), "bbr_min_rtt": self.min_rtt,
                 "bbr_pacing_gain": self.pacing_gain, "bbr_cwnd_gain": self.cwnd_gain,
                 "delivery_rate": round(self.last_rate), "app_limited": self.last_app_limited,
-                "inflight": self.last_inflight}
+                "inflight": self.last_inflight, "delivered": self.delivered}

@@ -57,7 +57,7 @@ _start = itemgetter(0)
 class Rack:
     __slots__ = ("segs", "una_seq", "una_pos", "high", "sacked", "lost", "retrans", "sends",
                  "xmit_ts", "end", "order", "rtt", "min_rtt", "fack", "reordering", "steps", "persist",
-                 "dsack_high", "rate", "marked")
+                 "dsack_high", "rate", "marked", "ack_order")
 
     def __init__(self, una: int) -> None:
         self.segs: list[list[Any]] = []    # [start, end, sent, flags, order], from SND.UNA on
@@ -72,6 +72,7 @@ class Rack:
         self.end = 0                       # recently sent segment delivered (and
         self.order = 0                     # its transmission's number)
         self.rtt = 0.0                # RACK.rtt: that segment's round trip
+        self.ack_order = -1           # the newest transmission the ACK at hand delivered
         self.min_rtt: float | None = None
         self.fack = 0                 # the highest end delivered (RACK.fack)
         self.reordering = False       # reordering seen on this connection
@@ -151,6 +152,10 @@ class Rack:
         self.lost = self.retrans = 0
 
     # ---- what an ACK reports -------------------------------------------------------------
+
+    def begin_ack(self) -> None:
+        """An ACK is about to be taken in (acked, then its SACK blocks)."""
+        self.ack_order = -1
 
     def acked(self, ack: int, now: float) -> None:
         """The cumulative ACK moved to ``ack``: what it covers was delivered."""
@@ -257,7 +262,13 @@ class Rack:
                 return
         elif self.min_rtt is None or rtt < self.min_rtt:
             self.min_rtt = rtt
-        self.rtt = rtt
+        if r[4] >= self.ack_order:
+            # RACK.rtt is the round trip of the most recently sent segment
+            # this ACK delivers (RFC 8985 6.2 step 2 takes them in order of
+            # sending), not of whichever came last: an old one whose SACK
+            # was lost on the way would make every loss wait its age.
+            self.ack_order = r[4]
+            self.rtt = rtt
         if r[4] > self.order or (r[4] == self.order and r[1] > self.end):
             self.xmit_ts = r[2]
             self.end = r[1]

@@ -132,6 +132,7 @@ class Recovery:
         rack = self.rack
         marked = rack.marked if rack is not None else 0
         if rack is not None:
+            rack.begin_ack()
             rack.path_rtt(self.conn.rtt.min_rtt)
             if acked > 0:
                 rack.acked(ack, now)
