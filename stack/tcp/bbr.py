@@ -93,12 +93,12 @@ class MaxFilter:
 
 
 class Bbr(CongestionControl):
-    __slots__ = ("_rng", "bw", "cwnd_gain", "cycle_idx", "cycle_start", "delivered",
-                 "epoch_acked", "epoch_start", "extra_acked", "extra_idx", "extra_rounds",
-                 "full_bw", "full_bw_count", "full_bw_reached", "min_rtt", "min_rtt_stamp",
-                 "mode", "next_round_delivered", "pacing_gain", "conserving",
-                 "prev_state", "prior_cwnd", "last_rate", "last_app_limited", "last_inflight", "probe_rtt_done", "probe_rtt_round_done",
-                 "round_count", "round_start", "state")
+    __slots__ = ("_rng", "bw", "ca_state", "conserving", "cwnd_gain", "cycle_idx", "cycle_start",
+                 "delivered", "epoch_acked", "epoch_start", "extra_acked", "extra_idx",
+                 "extra_rounds", "full_bw", "full_bw_count", "full_bw_reached", "last_app_limited",
+                 "last_inflight", "last_rate", "min_rtt", "min_rtt_stamp", "mode",
+                 "next_round_delivered", "pacing_gain", "prev_ca_state", "prior_cwnd",
+                 "probe_rtt_done", "probe_rtt_round_done", "round_count", "round_start")
 
     name = "bbr"
     wants_samples = True
@@ -125,7 +125,7 @@ class Bbr(CongestionControl):
         self.probe_rtt_round_done = False
         self.prior_cwnd = 0
         self.conserving = False                # packet conservation, the first round of recovery
-        self.state = self.prev_state = OPEN
+        self.ca_state = self.prev_ca_state = OPEN
         self.extra_acked = [0, 0]              # bytes acked beyond the model, two windows
         self.extra_idx = 0
         self.extra_rounds = 0
@@ -183,7 +183,7 @@ class Bbr(CongestionControl):
         pass  # the next ACK's on_sample sees the state change and restores the window
 
     def _save_cwnd(self) -> None:
-        if self.prev_state < RECOVERY and self.mode != PROBE_RTT:
+        if self.prev_ca_state < RECOVERY and self.mode != PROBE_RTT:
             self.prior_cwnd = self.cwnd
         elif self.cwnd > self.prior_cwnd:
             self.prior_cwnd = self.cwnd
@@ -198,7 +198,7 @@ class Bbr(CongestionControl):
         """As Linux's ``tcp_enter_loss`` with BBR: one segment, the round
         ends, and the bandwidth plateau is looked for afresh."""
         self._save_cwnd()
-        self.prev_state = LOSS
+        self.prev_ca_state = LOSS
         self.cwnd = self.mss
         self.full_bw = 0.0
         self.round_start = True
@@ -206,10 +206,15 @@ class Bbr(CongestionControl):
     def take_over(self, old: CongestionControl) -> None:
         self.cwnd = old.cwnd
 
-    def on_sample(self, rs: RateSample | None, inflight: int, lost: int, state: int,
+    def start(self, srtt: float | None) -> None:
+        """The first pacing rate, before any sample (Linux
+        ``bbr_init_pacing_rate_from_rtt``): the window over the RTT, times the gain."""
+        self._set_pacing_rate(0.0, srtt)
+
+    def on_sample(self, rs: RateSample | None, inflight: int, lost: int, phase: int,
                   srtt: float | None, now: float) -> None:
         """Every ACK that delivered or lost something (Linux ``bbr_main``)."""
-        self.state = state
+        self.ca_state = phase
         self.last_inflight = inflight
         if rs is not None:
             if rs.rate:
@@ -343,10 +348,10 @@ class Bbr(CongestionControl):
 
     def _set_pacing_rate(self, bw: float, srtt: float | None) -> None:
         if not bw:
-            if not self.pacing_rate:
-                # No sample yet: the initial window over the RTT (or 1 ms).
-                rtt = srtt if srtt else 0.001
-                self.pacing_rate = HIGH_GAIN * self.cwnd / rtt * (1 - PACING_MARGIN)
+            # No sample yet: the window over the RTT (or 1 ms), as soon as
+            # there is one (Linux ``has_seen_rtt``).
+            rtt = srtt if srtt else 0.001
+            self.pacing_rate = HIGH_GAIN * self.cwnd / rtt * (1 - PACING_MARGIN)
             return
         rate = self.pacing_gain * bw * (1 - PACING_MARGIN)
         if self.full_bw_reached or rate > self.pacing_rate:
@@ -383,16 +388,16 @@ class Bbr(CongestionControl):
         cwnd = self.cwnd
         if lost > 0:
             cwnd = cwnd - lost if cwnd - lost > mss else mss
-        state, prev = self.state, self.prev_state
-        if state == RECOVERY and prev != RECOVERY:
+        phase, prev = self.ca_state, self.prev_ca_state
+        if phase == RECOVERY and prev != RECOVERY:
             self.conserving = True
             self.next_round_delivered = self.delivered  # a round starts now
             cwnd = inflight + acked
-        elif prev >= RECOVERY and state < RECOVERY:
+        elif prev >= RECOVERY and phase < RECOVERY:
             if self.prior_cwnd > cwnd:
                 cwnd = self.prior_cwnd
             self.conserving = False
-        self.prev_state = state
+        self.prev_ca_state = phase
         if self.conserving and inflight + acked > cwnd:
             cwnd = inflight + acked
         self.cwnd = cwnd

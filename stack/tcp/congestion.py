@@ -65,11 +65,14 @@ class CongestionControl:
         else:
             self._avoid(acked, now, rtt)
 
-    def on_sample(self, rs: RateSample | None, inflight: int, lost: int, state: int,
+    def start(self, srtt: float | None) -> None:
+        """The connection is synchronized (or switched to this algorithm)."""
+
+    def on_sample(self, rs: RateSample | None, inflight: int, lost: int, phase: int,
                   srtt: float | None, now: float) -> None:
         """An ACK delivered (or lost) something, in recovery too: ``rs`` its
         delivery-rate sample, ``inflight`` the bytes in the network after it,
-        ``lost`` the bytes it had marked lost, ``state`` the sender's loss
+        ``lost`` the bytes it had marked lost, ``phase`` the sender's loss
         state (``bbr.OPEN``, ``RECOVERY``, ``LOSS``). Only called with
         ``wants_samples``."""
 

@@ -27,6 +27,7 @@ from stack.tcp import timers as T
 from stack.tcp.arrives import predicted, process
 from stack.tcp.emit import conn_name
 from stack.tcp.handshake import Handshake, rcv_cause
+from stack.tcp.probes import keepalive_expired, persist_expired
 from stack.tcp.receiver import Receiver
 from stack.tcp.recovery import Recovery
 from stack.tcp.rtt import Rtt
@@ -375,7 +376,7 @@ class TcpConnection(Endpoint):
             self.sender.on_rto(now)
         if t.due(T.PERSIST, now) and self.state != CLOSED:
             t.stop(T.PERSIST)
-            self.sender.on_persist(now)
+            persist_expired(self.sender, now)
         if t.due(T.DELACK, now) and self.state != CLOSED:
             t.stop(T.DELACK)
             self.receiver.delayed_ack_fired()
@@ -383,8 +384,8 @@ class TcpConnection(Endpoint):
         if t.due(T.KEEPALIVE, now) and self.state != CLOSED:
             t.stop(T.KEEPALIVE)
             if self.keepalive and self.state in KEEPALIVE_STATES:
-                self.sender.on_keepalive(now, self.keepalive_interval, self.keepalive_idle,
-                                         self.keepalive_count)
+                keepalive_expired(self.sender, now, self.keepalive_interval,
+                                  self.keepalive_idle, self.keepalive_count)
 
     # ---- ICMP -----------------------------------------------------------------------------
 

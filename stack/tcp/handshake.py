@@ -174,7 +174,9 @@ class Handshake:
         if self.syn_retransmitted:
             conn.rtt.syn_lost()
         conn.timers.stop(T.RTO)
-        conn.recovery.cc.restart(self.cfg.initial_cwnd)
+        cc = conn.recovery.cc
+        cc.restart(self.cfg.initial_cwnd)
+        cc.start(conn.rtt.srtt)
         conn.established(now)
 
     # ---- segment arrives in SYN_SENT (RFC 9293 3.10.7.3) -------------------------------

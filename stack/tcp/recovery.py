@@ -50,14 +50,25 @@ class Recovery:
         self.partial_acks = 0
         self.high_rxt = iss                # RFC 6675 HighRxt (one past), RescueRxt
         self.rescue_rxt = iss
-        self.rack: Rack | None = None      # the records, once synchronized
+        self.rack: Rack | None = None      # the records, from the first data sent
         self.rack_on = False               # RACK finds the losses (SACK agreed, cfg.rack)
         self.model_seen: tuple[object, ...] = ()  # the model's state last traced (BBR)
 
     def synchronized(self, una: int) -> None:
         """The handshake is over, with SND.UNA at ``una``."""
-        self.rack = Rack(una)
         self.rack_on = self.cfg.rack and self.hs.sack_ok
+
+    def records(self, now: float) -> Rack:
+        """RACK's records, made when the first data goes out (a connection
+        that never sends keeps none: 100,000 idle ones cost nothing here)."""
+        rack = self.rack
+        if rack is None:
+            snd = self.snd
+            rack = self.rack = Rack(snd.snd_una)
+            out = seq_diff(snd.snd_max, snd.snd_una)
+            if out > 0:
+                rack.sent(out, now)  # already out (a window probe): one record
+        return rack
 
     # ---- what the sender asks ---------------------------------------------------------
 
@@ -98,6 +109,7 @@ class Recovery:
             cc = cls(self.hs.mss, self.cfg.initial_cwnd, self.snd.iss)
             cc.take_over(self.cc)
             self.cc = cc
+            cc.start(self.conn.rtt.srtt)
             if cc.wants_samples and self.rack is not None:
                 self.rack.rate.sample(None)  # from the next ACK on
         return True
@@ -226,15 +238,15 @@ class Recovery:
             return
         snd = self.snd
         if self.in_recovery:
-            state = 1                      # bbr.RECOVERY
+            phase = 1                      # bbr.RECOVERY
         elif seq_gt(self.recover, snd.snd_una) and self.recover != snd.iss:
-            state = 2                      # bbr.LOSS: the RTO's go-back-N is under way
+            phase = 2                      # bbr.LOSS: the RTO's go-back-N is under way
         else:
-            state = 0
+            phase = 0
         flight = seq_diff(snd.snd_nxt, snd.snd_una)
         inflight = rack.in_flight() if self.rack_on else flight - self.sacked()
         cc = self.cc
-        cc.on_sample(rs, inflight, lost, state, self.conn.rtt.srtt, now)
+        cc.on_sample(rs, inflight, lost, phase, self.conn.rtt.srtt, now)
         if self.conn.trace.on:
             seen = cc.model_key()
             if seen != self.model_seen:
@@ -428,8 +440,7 @@ class Recovery:
         pace = self.cc.pacing_rate
         pipe = rack.in_flight()
         while cw - pipe >= mss:
-            if pace and snd.pacer.waiting(pace, now):
-                self.timers.start(T.PACE, snd.pacer.wake_at())
+            if pace and snd.pace_wait(now):
                 return
             sent = self._resend_lost(now, "rack")
             if not sent:

@@ -17,7 +17,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from stack.tcp import timers as T
-from stack.tcp.pacing import Pacer
+from stack.tcp.pacing import after_send, burst
 from stack.tcp.timers import RTO
 from stack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_lt, seq_offset, tsval
 from stack.tcp.sendbuf import SendBuffer
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 class Sender:
     __slots__ = ("buf", "buf_locked", "bufsize", "bytes_acked", "bytes_retrans", "bytes_sent", "cfg", "conn",
                  "data_seq", "fin_pending", "fin_seq", "hs", "iss", "ka_probes", "max_snd_wnd",
-                 "nodelay", "pacer", "persist_backoff", "probe_due", "probes", "rec", "retries", "rto_at",
+                 "nodelay", "pace_at", "persist_backoff", "probe_due", "probes", "rec", "retries", "rto_at",
                  "rtt", "sml", "snd_max", "snd_nxt", "snd_una", "snd_wl1", "snd_wl2", "snd_wnd",
                  "tail_start", "timers", "tlp_high", "wscale")
     def __init__(self, conn: TcpConnection, iss: int, bufsize: int) -> None:
@@ -60,7 +60,7 @@ class Sender:
         self.nodelay = cfg.nodelay
         self.retries = 0              # RTO expiries since the last new ACK
         self.probe_due = False        # the RTO slot holds a tail loss probe's timeout
-        self.pacer = Pacer(cfg.pacing_slack)
+        self.pace_at = 0.0            # when the pacer lets the next segment go (pacing.py)
         self.rto_at = 0.0             # ... and the RTO's own deadline then
         self.tlp_high: int | None = None  # SND.MAX when a probe went, until ACKed past
         self.tail_start = 0           # where the last new segment sent began
@@ -195,9 +195,9 @@ class Sender:
         cc = rec.cc
         pace = cc.pacing_rate
         if pace:
-            burst = Pacer.burst(pace, mss)
-            if burst < seg_max:
-                seg_max = burst
+            most = burst(pace, mss)
+            if most < seg_max:
+                seg_max = most
         sacked = rec.sb is not None and bool(rec.sb.ranges)
         una = self.snd_una
         data_seq = self.data_seq
@@ -207,7 +207,7 @@ class Sender:
         nxt = self.snd_nxt
         snd_max = self.snd_max
         xmit = self.conn.transmit
-        rack = rec.rack
+        rack = rec.records(now)
         total = 0
         remaining = 0
         behind = seq_lt(nxt, snd_max)  # going back after an RTO
@@ -239,8 +239,7 @@ class Sender:
                         n -= n % mss  # no short segment cut from the middle
                 if n <= 0:
                     break
-                if pace and self.pacer.waiting(pace, now):
-                    self.timers.start(T.PACE, self.pacer.wake_at())
+                if pace and self.pace_wait(now):
                     break
                 if n < mss and not force:
                     if n < avail:
@@ -264,12 +263,11 @@ class Sender:
                 xmit(nxt, flags, buf.view(off, n), now)
                 total += n
                 if pace:
-                    self.pacer.sent(n, pace, now)
-                if rack is not None:
-                    if behind:
-                        rack.resent(nxt, n + fin, now)
-                    else:
-                        rack.sent(n + fin, now)
+                    self.pace_at = after_send(self.pace_at, n, pace, now)
+                if behind:
+                    rack.resent(nxt, n + fin, now)
+                else:
+                    rack.sent(n + fin, now)
                 if behind:
                     self.bytes_retrans += n
                     self.conn.count_retransmit("rto", nxt, n)
@@ -296,8 +294,7 @@ class Sender:
                 end = seq_add(nxt, 1)
                 if behind:
                     self.conn.count_retransmit("rto", nxt, 0)
-                if rack is not None:
-                    rack.resent(nxt, 1, now)  # (new at the top: recorded as sent)
+                rack.resent(nxt, 1, now)  # (new at the top: recorded as sent)
                 self.snd_nxt = end
                 if seq_gt(end, snd_max):
                     self.tail_start = nxt
@@ -306,7 +303,7 @@ class Sender:
                     self.arm_rto(now)
             break
         timers = self.timers
-        if (cc.wants_samples and remaining < mss and rack is not None
+        if (cc.wants_samples and remaining < mss
                 and self.bufsize - nbuf >= mss and rack.lost <= rack.retrans):
             # Room in the windows, nothing to send and the application not
             # held back by a full buffer (Linux ``tcp_rate_check_app_limited``):
@@ -322,6 +319,14 @@ class Sender:
             timers.start(T.PERSIST, now + self.persist_interval())
         self.bytes_sent += total
         return total
+
+    def pace_wait(self, now: float) -> bool:
+        """True (and the pace timer armed) while the pacer holds the next segment."""
+        at = self.pace_at - self.cfg.pacing_slack
+        if now >= at:
+            return False
+        self.timers.start(T.PACE, at)
+        return True
 
     def persist_interval(self) -> float:
         t = self.rtt.rto * (1 << self.persist_backoff)
@@ -347,12 +352,13 @@ class Sender:
             return 0
         flags = ACK | FIN if fin else (ACK | PSH if k == avail else ACK)
         self.conn.transmit(seq, flags, self.buf.view(off, k), now)
-        self.pacer.sent(k, self.rec.cc.pacing_rate, now)
+        rate = self.rec.cc.pacing_rate
+        if rate:
+            self.pace_at = after_send(self.pace_at, k, rate, now)
         self.bytes_sent += k
         self.bytes_retrans += k
         self.conn.count_retransmit(reason, seq, k)
-        if self.rec.rack is not None:
-            self.rec.rack.resent(seq, k + fin, now)
+        self.rec.records(now).resent(seq, k + fin, now)
         self.timers.start_if_idle(T.RTO, now + self.rtt.rto)
         return k + fin
 
@@ -381,8 +387,7 @@ class Sender:
         self.bytes_sent += n
         self.bytes_retrans += n
         self.conn.count_retransmit(reason, una, n, rto=round(self.rtt.rto, 6))
-        if self.rec.rack is not None:
-            self.rec.rack.resent(una, n + fin, now)
+        self.rec.records(now).resent(una, n + fin, now)
         end = seq_add(una, n + fin)
         if seq_gt(end, self.snd_nxt):
             self.snd_nxt = end
@@ -548,58 +553,6 @@ class Sender:
     def peer_alive(self) -> None:
         """An acceptable ACK arrived (RFC 1122 4.2.2.17): window probes are answered."""
         self.probes = 0
-
-    # ---- probes -------------------------------------------------------------------
-
-    def on_persist(self, now: float) -> None:
-        self.probes += 1
-        cfg = self.cfg
-        conn = self.conn
-        if self.probes > cfg.max_retries:
-            conn.fail(errno.ETIMEDOUT, "timer persist (probes unanswered)", now)
-            return
-        if conn.user_closed and self.persist_backoff >= cfg.orphan_retries:
-            # An orphan (closed by the application) whose peer keeps its
-            # window shut while answering every probe: nobody waits for the
-            # data, so give up like Linux (tcp_orphan_retries), counting the
-            # backoffs, which the peer's answers do not reset. RFC 9293
-            # 3.8.6.1 forbids this only while a user owns the connection.
-            conn.trace.count("tcp", "orphan_aborts")
-            conn.fail(errno.ETIMEDOUT, "timer persist (orphan retries exhausted)", now,
-                      rst=True)
-            return
-        conn.trace_timer("persist", probes=self.probes)
-        usable = self.snd_wnd - seq_diff(self.snd_nxt, self.snd_una)
-        if usable > 0:
-            # The window is open but too small for SWS avoidance: send anyway.
-            self.output(now, force=True)
-        else:
-            # Zero-window probe, as Linux sends it: an empty segment with an
-            # old sequence number (una - 1), which any receiver must answer
-            # with an ACK carrying its current window. Unlike a probe byte
-            # past the window it puts nothing in flight, so it never meets
-            # the retransmission timer.
-            conn.transmit(seq_add(self.snd_una, -1), ACK, b"", now)
-        timers = self.timers
-        if not timers.armed(T.RTO) and not timers.armed(T.PERSIST):
-            if seq_diff(self.snd_nxt, self.data_seq) < len(self.buf):
-                self.persist_backoff += 1
-                timers.start(T.PERSIST, now + self.persist_interval())
-
-    def on_keepalive(self, now: float, interval: float, idle: float, count: int) -> None:
-        conn = self.conn
-        if self.snd_max != self.snd_una or self.buf:
-            # Data outstanding: the retransmission timer watches the peer.
-            self.timers.start(T.KEEPALIVE, now + idle)
-            return
-        if self.ka_probes >= count:
-            conn.fail(errno.ETIMEDOUT, "timer keepalive (probes unanswered)", now, rst=True)
-            return
-        self.ka_probes += 1
-        conn.trace_timer("keepalive", probes=self.ka_probes)
-        # seq = una - 1: an old byte, which makes the peer answer with an ACK.
-        conn.transmit(seq_add(self.snd_una, -1), ACK, b"", now)
-        self.timers.start(T.KEEPALIVE, now + interval)
 
     def keepalive_answered(self) -> None:
         self.ka_probes = 0

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from stack.tcp.pacing import Pacer
+from stack.tcp import TcpConfig
+from stack.tcp.pacing import after_send, burst
 from stack.tcp.rack import Rack
 
 T0 = 1000.0
@@ -122,29 +123,43 @@ def test_a_retransmission_is_measured_from_its_own_transmission():
 # ---- the pacer -----------------------------------------------------------------------------
 
 
-def test_the_pacer_spaces_bursts_and_lets_them_go_a_timer_slack_early():
-    p = Pacer(0.001)
+def test_the_pacer_spaces_bursts_of_about_a_millisecond():
     rate = 1_000_000.0                       # bytes per second
-    assert Pacer.burst(rate, 1448) == 2896  # 1 ms of it is under two segments
-    assert Pacer.burst(50_000_000.0, 1448) == 33 * 1448  # 1/1024 s, whole segments
-    assert Pacer.burst(1e10, 1448) == 65536 - 65536 % 1448
-    assert not p.waiting(rate, T0)
-    p.sent(2896, rate, T0)                   # after idle, as late as can be: half credited
-    assert p.next_at == pytest.approx(T0 + 0.001448)
-    p.sent(2896, rate, T0 + 0.001448)        # on time: the whole burst's time
-    assert p.next_at == pytest.approx(T0 + 0.004344)
-    assert p.waiting(rate, T0 + 0.0033)
-    assert not p.waiting(rate, T0 + 0.0034)  # within the slack of its time
-    assert p.wake_at() == pytest.approx(T0 + 0.003344)
-    assert not p.waiting(0.0, T0)            # no rate: never waits
+    assert burst(rate, 1448) == 2896        # 1 ms of it is under two segments
+    assert burst(50_000_000.0, 1448) == 33 * 1448  # 1/1024 s, whole segments
+    assert burst(1e10, 1448) == 65536 - 65536 % 1448
+    at = after_send(0.0, 2896, rate, T0)     # after idle, as late as can be: half credited
+    assert at == pytest.approx(T0 + 0.001448)
+    at = after_send(at, 2896, rate, T0 + 0.001448)   # on time: the whole burst's time
+    assert at == pytest.approx(T0 + 0.004344)
 
 
 def test_a_late_timer_keeps_half_a_burst_as_credit():
-    p = Pacer(0.0)
     rate = 1_000_000.0
-    p.sent(2000, rate, T0 - 0.001)
-    p.sent(2000, rate, T0)                   # on time: next at T0 + 2 ms
-    p.sent(2000, rate, T0 + 0.0021)          # 0.1 ms late: all of it credited
-    assert p.next_at == pytest.approx(T0 + 0.004)
-    p.sent(2000, rate, T0 + 0.010)           # 6 ms late: at most 1 ms credit
-    assert p.next_at == pytest.approx(T0 + 0.011)
+    at = after_send(T0 - 0.001, 2000, rate, T0 - 0.001)
+    at = after_send(at, 2000, rate, T0)              # on time: next at T0 + 2 ms
+    assert at == pytest.approx(T0 + 0.002)
+    at = after_send(at, 2000, rate, T0 + 0.0021)     # 0.1 ms late: all of it credited
+    assert at == pytest.approx(T0 + 0.004)
+    at = after_send(at, 2000, rate, T0 + 0.010)      # 6 ms late: at most 1 ms credit
+    assert at == pytest.approx(T0 + 0.011)
+
+
+def test_paced_segments_leave_spaced_and_the_pace_timer_lets_the_next_go():
+    from tests.tcp.test_recovery import sender
+    c = sender(TcpConfig(congestion="bbr", pacing_slack=0.0), segments=0)
+    c.conn.send(b"x" * 200_000, c.now)
+    st = c.conn.status()
+    rate = st["pacing_rate"]
+    # Before any sample: BBR's gain times the initial window over the RTT.
+    assert rate == pytest.approx(2.885 * 10 * 1448 / 0.1 * 0.99)
+    # One segment left (no GSO here: a burst is one segment); after idle
+    # it costs half its time, the next one waits the whole of it.
+    assert [len(s.payload) for s in c.sent_segments()] == [1448]
+    t = st["timers"]["pace"]
+    assert t == pytest.approx(c.now + 1448 / rate / 2)
+    c.run_until(t - 1e-6)
+    assert c.sent_segments() == []
+    c.run_until(t)
+    assert [len(s.payload) for s in c.sent_segments()] == [1448]
+    assert c.conn.status()["timers"]["pace"] == pytest.approx(t + 1448 / rate)
