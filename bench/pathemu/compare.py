@@ -4,7 +4,8 @@ over its own ``Path`` with its own emulator instance, all at the same time,
 for each of issue 16's profiles. ``scripts/bench --only paths`` runs it
 (``bench/e2e_paths.py``, 5 MB downloads there).
 
-    python -m bench.pathemu.compare [--size BYTES] [--only NAME,...] [--json FILE]
+    python -m bench.pathemu.compare [--size BYTES] [--only NAME,...] [--columns COL,...]
+                                    [--json FILE]
 
 Run as root in a namespace of its own (``unshare --net``); every namespace
 it makes is deleted when it ends. Columns: the stack with each congestion
@@ -245,11 +246,14 @@ def _column(results: dict, tag: str, profile: Profile, who: str, cc: str, size: 
         results[f"{who} {cc}"] = {"error": f"{type(e).__name__}: {e}"}
 
 
-def compare(names: list[str], size: int, limit: float) -> dict:
+COLUMNS = ("stack cubic", "stack bbr", "linux cubic", "linux bbr")
+
+
+def compare(names: list[str], size: int, limit: float,
+            only_columns: tuple[str, ...] = COLUMNS) -> dict:
     expected = hashlib.sha256(pattern(size)).hexdigest()
-    columns = [("stack", "cubic"), ("stack", "bbr"), ("linux", "cubic")]
-    if kernel_has("bbr"):
-        columns.append(("linux", "bbr"))
+    columns = [(c.split()[0], c.split()[1]) for c in only_columns
+               if c != "linux bbr" or kernel_has("bbr")]
     report: dict = {"size": size, "sha256": expected, "profiles": {}}
     with tempfile.TemporaryDirectory(prefix="pathemu-") as work:
         with open(os.path.join(work, "data"), "wb") as f:
@@ -337,9 +341,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=",".join(PROFILES), help="profiles, comma-separated")
     p.add_argument("--limit", type=float, default=120.0, help="seconds per download")
     p.add_argument("--json", default=None)
+    p.add_argument("--columns", default=",".join(COLUMNS),
+                   help="columns, comma-separated (default: all four)")
     args = p.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
     unknown = [n for n in names if n not in PROFILES]
+    columns = tuple(c.strip() for c in args.columns.split(",") if c.strip())
+    bad = [c for c in columns if c not in COLUMNS]
+    if bad or not columns:
+        print(f"pathemu: error: unknown column {bad[0] if bad else args.columns!r} "
+              f"(choose from {', '.join(COLUMNS)})", file=sys.stderr)
+        return 2
     if unknown or args.size < 1:
         print(f"pathemu: error: unknown profile {unknown[0]!r} (choose from {', '.join(PROFILES)})"
               if unknown else "pathemu: error: --size must be at least 1", file=sys.stderr)
@@ -352,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     # deletes its namespaces once its download has ended.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     start = time.monotonic()
-    report = compare(names, args.size, args.limit)
+    report = compare(names, args.size, args.limit, columns)
     report["seconds"] = round(time.monotonic() - start, 1)
     print(markdown(report))
     if args.json:
