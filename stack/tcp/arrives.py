@@ -152,7 +152,9 @@ def _paws(conn: TcpConnection, seg: TcpSegment, seq: int, flags: int, now: float
         return old is None
     trace = conn.trace
     pure_ack = flags & (ACK | SYN | FIN) == ACK and not seg.payload
-    if pure_ack and conn.state != TIME_WAIT:
+    if pure_ack and conn.state not in (SYN_RECEIVED, TIME_WAIT):
+        # (Linux's request and timewait socks only rate-limit: tcp_check_req,
+        # tcp_timewait_state_process.)
         if seq_lt(seq, rcv.rcv_nxt):
             trace.drop("tcp", "paws", conn=conn.name)
             trace.count("tcp", "paws_old_ack")

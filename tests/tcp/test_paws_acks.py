@@ -140,3 +140,16 @@ def test_a_syn_failing_paws_is_challenged():
     c.feed("S", NXT + 10, timestamps=(T + 1, 0))    # within 500 ms: limited
     assert acks_sent(c) == [] and counter(c, "tcp.challenge_ack_limited") == 1
     assert c.conn.state == "ESTABLISHED"
+
+
+def test_in_syn_received_an_old_pure_ack_is_only_rate_limited():
+    # Linux's request sock (tcp_check_req) has no old-ACK or disordered-ACK rule.
+    c = Conversation()
+    c.layer.listen((0, US_PORT), 5, 0.0)
+    c.feed("S", IRS, mss=1460, timestamps=(T, 0))
+    assert [s.flags for s in c.sent_segments()] == [0x12]          # SYN,ACK
+    c.feed(".", IRS, 1001, timestamps=(T - 1, 0))                  # below RCV.NXT
+    c.feed(".", IRS, 1001, timestamps=(T - 1, 0))
+    assert acks_sent(c) == [IRS + 1]
+    assert counter(c, "tcp.paws_ack_skipped") == 1 and counter(c, "tcp.paws_old_ack") == 0
+    assert c.drops()["tcp.drop.paws"] == 2
