@@ -3,7 +3,7 @@
 Run it through ``scripts/bench`` (which installs what it needs and enters a
 private network namespace first), or as root::
 
-    .venv/bin/python bench/e2e.py [--only download,upload,http,ping,rate,trace,concurrent]
+    .venv/bin/python bench/e2e.py [--only download,upload,http,ping,rate,trace,concurrent,paths]
                                   [--profile] [--json OUT]
 
 Every frame stays inside network namespaces this run creates and removes,
@@ -35,7 +35,12 @@ Metrics (each one a bounded number of transfers or a bounded time):
 * concurrent: K connections opened (non-blocking, from several client
   addresses) and held, then counted still open, with the server process's
   RSS growth per connection; once against the echo service and once against
-  a bare listener that only accepts (up to 100,000).
+  a bare listener that only accepts (up to 100,000);
+* paths: issue 16's bad paths through the path emulator
+  (``bench/pathemu/compare.py``, run by ``bench/e2e_paths.py``): a download
+  from the stack (CUBIC, BBR) and from Linux (CUBIC, BBR) per profile, the
+  four at the same time, each through its own emulator; goodput, and the RTT
+  inflation on the rate-limited profile. Its own table.
 
 The script is also its own helper: the underscore subcommands (``_serve-kernel``,
 ``_hold-stack``, ``_rate-client``, ``_hold-client``, in ``bench/e2e_procs.py``)
@@ -68,13 +73,14 @@ from e2e_lib import (
     ROOT, SELF, STACK_ADDR, STACK_HOST, client_addresses, in_ns, last_held, link_counters, log,
     percentile, rss_kib, run,
 )
+from e2e_paths import paths_table, run_paths
 from e2e_load import ab_cmd, nginx_cmd, nginx_conf, nginx_files, parse_ab, parse_wrk, wrk_cmd
 from e2e_procs import (
     cmd_hold_client, cmd_hold_kernel, cmd_hold_stack, cmd_rate_client, cmd_serve_kernel,
 )
 from e2e_report import ROWS, SIDES, WAITS, parse_profile, profile_text, table
 
-METRICS = ("download", "upload", "http", "ping", "rate", "trace", "concurrent")
+METRICS = ("download", "upload", "http", "ping", "rate", "trace", "concurrent", "paths")
 
 # ---------------------------------------------------------------- the orchestrator
 
@@ -576,6 +582,12 @@ class Bench:
                     out[view] = parse_profile(raw.read_text(), skip=skip)
                 self.stop(curl)
 
+    def paths(self) -> None:
+        log(f"paths: {self.args.paths_mb} MB downloads through the path emulator, "
+            "4 profiles x 4 columns")
+        self.results["paths"] = run_paths(self.tmp, self.args.paths_mb * MB,
+                                          self.args.paths_limit)
+
     # -- the run ----------------------------------------------------------------
 
     def run(self, metrics: list[str]) -> None:
@@ -583,7 +595,7 @@ class Bench:
         kinds = [m for m in ("download", "upload") if m in metrics]
         if kinds:
             steps.append(("transfers", lambda: self.transfers(kinds)))
-        for name in ("http", "ping", "rate", "trace", "concurrent", "profile"):
+        for name in ("http", "ping", "rate", "trace", "concurrent", "paths", "profile"):
             if name in metrics:
                 steps.append((name, getattr(self, name)))
         for name, step in steps:
@@ -631,7 +643,7 @@ def clean_stale() -> None:
 
 SETTINGS = ("kernel_mb", "stack_mb", "pings", "rate_seconds", "rate_threads", "http_seconds",
             "ab_requests", "trace_mb", "trace_tries", "conns", "echo_conns", "client_addresses",
-            "connect_seconds", "connect_window", "per_process")
+            "connect_seconds", "connect_window", "per_process", "paths_mb", "paths_limit")
 
 
 def cmd_main(args) -> int:
@@ -652,7 +664,9 @@ def cmd_main(args) -> int:
         (args.conns < 1 or args.per_process < 1, "--conns and --per-process must be >= 1"),
         (hard != resource.RLIM_INFINITY and args.per_process > hard - 1024,
          f"--per-process must stay 1,024 below the fd hard limit ({hard})"),
-        (args.http_seconds <= 0 or args.connect_seconds <= 0, "durations must be > 0"),
+        (args.http_seconds <= 0 or args.connect_seconds <= 0 or args.paths_limit <= 0,
+         "durations must be > 0"),
+        (args.paths_mb < 1, "--paths-mb must be >= 1"),
     ) if bad]
     if problems:
         print(f"bench: {'; '.join(problems)}", file=sys.stderr)
@@ -687,6 +701,9 @@ def cmd_main(args) -> int:
         report["profile"] = results["profile"]
     if any(key in results for key, *_ in ROWS):
         print(table(results, markdown=args.markdown))
+    if "paths" in results:
+        print(("\n" if any(key in results for key, *_ in ROWS) else "")
+              + paths_table(results["paths"], markdown=args.markdown))
     for note in bench.notes:
         print(f"note: {note}")
     if "profile" in results:
@@ -736,6 +753,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-process", type=int, default=15_000,
                    help="held connections per client process and per kernel holder process "
                         "(each process's fds stay below RLIMIT_NOFILE) (default: %(default)s)")
+    p.add_argument("--paths-mb", type=int, default=5,
+                   help="download size of each bad-path transfer (MB) (default: %(default)s)")
+    p.add_argument("--paths-limit", type=float, default=60.0,
+                   help="time limit of each bad-path download (s) (default: %(default)s)")
     p.add_argument("--profile-seconds", type=int, default=8,
                    help="py-spy sampling time per view (two views per variant) (default: %(default)s)")
     sub = p.add_subparsers(dest="helper")

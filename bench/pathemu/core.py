@@ -68,9 +68,24 @@ class Profile:
             raise ValueError(f"--burst must hold one frame (>= 1514 bytes), got {self.burst}")
 
 
+def pure_ack(frame: bytes) -> bool:
+    """An Ethernet frame holding an IPv4 TCP segment with no payload and
+    none of SYN, FIN, RST: a pure ACK (window updates and SACKs included)."""
+    if len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[23] != 6:
+        return False
+    ihl = (frame[14] & 0x0F) * 4
+    tcp = 14 + ihl
+    if len(frame) < tcp + 20 or (frame[20] & 0x3F) or frame[21]:   # (a fragment: not TCP's)
+        return False
+    total = int.from_bytes(frame[16:18], "big")
+    doff = (frame[tcp + 12] >> 4) * 4
+    return total == ihl + doff and not frame[tcp + 13] & 0x07
+
+
 @dataclass
 class Counters:
     frames_in: int = 0
+    pure_acks_in: int = 0       # of them TCP pure ACKs (``pure_ack``), whatever became of them
     forwarded: int = 0
     lost: int = 0
     queue_drops: int = 0
@@ -123,6 +138,8 @@ class Direction:
     def arrive(self, frame: bytes, now: float) -> None:
         c = self.counters
         c.frames_in += 1
+        if pure_ack(frame):
+            c.pure_acks_in += 1
         seq, self.seq = self.seq, self.seq + 1
         if self.profile.loss and self.rng.random() < self.profile.loss:
             c.lost += 1

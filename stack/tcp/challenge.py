@@ -6,6 +6,10 @@ spends it on its own connection and counts the ACKs it gets back, which
 tells whether a spoofed RST landed in some other connection's window. Each
 challenge ACK answers one received segment, so the total is bounded by what
 arrives.
+
+The 500 ms spacing is also the one of the duplicate ACKs that answer pure
+ACKs failing PAWS (``out_of_window``): Linux keeps one clock for both,
+``tp->last_oow_ack_time``, so that neither kind of answer feeds an ACK loop.
 """
 
 from __future__ import annotations
@@ -24,6 +28,16 @@ class ChallengeBudget:
         self._second = -1
         self._spent = 0
         self._last: float | None = None
+
+    def out_of_window(self, now: float) -> bool:
+        """One ACK for an out-of-window segment may go now (Linux's
+        ``__tcp_oow_rate_limited``): none sooner than ``interval`` after the
+        last of these or of the challenge ACKs, the one clock Linux keeps
+        for both (``last_oow_ack_time``); no per-second limit."""
+        if self._last is not None and now - self._last < self.interval:
+            return False
+        self._last = now
+        return True
 
     def take(self, now: float) -> bool:
         """One challenge ACK may go now (and is counted), or the budget is spent."""
