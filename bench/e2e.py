@@ -584,9 +584,9 @@ class Bench:
 
     def paths(self) -> None:
         log(f"paths: {self.args.paths_mb} MB downloads through the path emulator, "
-            "4 profiles x 4 columns")
+            f"4 profiles x 4 columns x {self.args.paths_trials} trials")
         self.results["paths"] = run_paths(self.tmp, self.args.paths_mb * MB,
-                                          self.args.paths_limit)
+                                          self.args.paths_limit, self.args.paths_trials)
 
     # -- the run ----------------------------------------------------------------
 
@@ -643,7 +643,8 @@ def clean_stale() -> None:
 
 SETTINGS = ("kernel_mb", "stack_mb", "pings", "rate_seconds", "rate_threads", "http_seconds",
             "ab_requests", "trace_mb", "trace_tries", "conns", "echo_conns", "client_addresses",
-            "connect_seconds", "connect_window", "per_process", "paths_mb", "paths_limit")
+            "connect_seconds", "connect_window", "per_process", "paths_mb", "paths_limit",
+            "paths_trials")
 
 
 def cmd_main(args) -> int:
@@ -667,6 +668,7 @@ def cmd_main(args) -> int:
         (args.http_seconds <= 0 or args.connect_seconds <= 0 or args.paths_limit <= 0,
          "durations must be > 0"),
         (args.paths_mb < 1, "--paths-mb must be >= 1"),
+        (args.paths_trials < 1, "--paths-trials must be >= 1"),
     ) if bad]
     if problems:
         print(f"bench: {'; '.join(problems)}", file=sys.stderr)
@@ -753,8 +755,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-process", type=int, default=15_000,
                    help="held connections per client process and per kernel holder process "
                         "(each process's fds stay below RLIMIT_NOFILE) (default: %(default)s)")
-    p.add_argument("--paths-mb", type=int, default=5,
+    p.add_argument("--paths-mb", type=int, default=20,
                    help="download size of each bad-path transfer (MB) (default: %(default)s)")
+    p.add_argument("--paths-trials", type=int, default=3,
+                   help="bad-path downloads per column and profile, the median reported "
+                        "(default: %(default)s)")
     p.add_argument("--paths-limit", type=float, default=60.0,
                    help="time limit of each bad-path download (s) (default: %(default)s)")
     p.add_argument("--profile-seconds", type=int, default=8,

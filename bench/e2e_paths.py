@@ -23,16 +23,16 @@ PROFILES = 4                # compare.PROFILES, run one after another
 SETUP = 30.0                # seconds per profile beyond its download limit (namespaces, pings)
 
 
-def run_paths(tmp: Path, size: int, limit: float) -> dict:
+def run_paths(tmp: Path, size: int, limit: float, trials: int = 1) -> dict:
     """compare.py's JSON report for every profile (``size`` bytes a download,
     each limited to ``limit`` seconds); RuntimeError when it fails."""
     out = tmp / "paths.json"
     cmd = [PY, "-m", "bench.pathemu.compare", "--size", str(size), "--limit", str(limit),
-           "--json", str(out)]
+           "--trials", str(trials), "--json", str(out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     try:
-        _, err = proc.communicate(timeout=PROFILES * (limit + SETUP))
+        _, err = proc.communicate(timeout=PROFILES * trials * (limit + SETUP))
     finally:
         if proc.poll() is None:
             # A timeout, or the bench itself stopped: SIGTERM lets compare.py

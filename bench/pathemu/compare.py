@@ -249,29 +249,43 @@ def _column(results: dict, tag: str, profile: Profile, who: str, cc: str, size: 
 COLUMNS = ("stack cubic", "stack bbr", "linux cubic", "linux bbr")
 
 
+def median_of(runs: list[dict]) -> dict:
+    """One column's trials as one result: the median trial (its path and
+    counters kept), with every trial's goodput; the first error if none ran."""
+    good = sorted((r for r in runs if "error" not in r), key=lambda r: r["mbit"])
+    if not good:
+        return runs[0]
+    pick = dict(good[(len(good) - 1) // 2])
+    pick["trials"] = [r.get("mbit") for r in runs]
+    return pick
+
+
 def compare(names: list[str], size: int, limit: float,
-            only_columns: tuple[str, ...] = COLUMNS) -> dict:
+            only_columns: tuple[str, ...] = COLUMNS, trials: int = 1) -> dict:
     expected = hashlib.sha256(pattern(size)).hexdigest()
     columns = [(c.split()[0], c.split()[1]) for c in only_columns
                if c != "linux bbr" or kernel_has("bbr")]
-    report: dict = {"size": size, "sha256": expected, "profiles": {}}
+    report: dict = {"size": size, "sha256": expected, "profiles": {}, "trials": trials}
     with tempfile.TemporaryDirectory(prefix="pathemu-") as work:
         with open(os.path.join(work, "data"), "wb") as f:
             f.write(pattern(size))
         for n, name in enumerate(names):
             profile = PROFILES[name]
-            results: dict = {}
-
-            threads = [threading.Thread(target=_column, args=(
-                results, f"pc{os.getpid() % 100000}{n}{i}", profile, who, cc, size, work, limit))
-                for i, (who, cc) in enumerate(columns)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            for r in results.values():
-                if "sha256" in r and r["sha256"] != expected:
-                    r["error"] = "sha256 mismatch"
+            runs: dict[str, list[dict]] = {f"{w} {c}": [] for w, c in columns}
+            for trial in range(trials):
+                results: dict = {}
+                threads = [threading.Thread(target=_column, args=(
+                    results, f"pc{os.getpid() % 100000}{n}{i}", profile, who, cc, size, work,
+                    limit)) for i, (who, cc) in enumerate(columns)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                for key, r in results.items():
+                    if "sha256" in r and r["sha256"] != expected:
+                        r["error"] = "sha256 mismatch"
+                    runs[key].append(r)
+            results = {key: median_of(rs) for key, rs in runs.items()}
             report["profiles"][name] = {"profile": profile.__dict__, "results": results}
             print(table_row(name, results, columns), file=sys.stderr, flush=True)
     report["columns"] = [f"{w} {c}" for w, c in columns]
@@ -324,7 +338,8 @@ def markdown(report: dict) -> str:
 
 def column_note(r: dict) -> str:
     p = r["path"]
-    text = (f"{p['forwarded']} frames down, {p['lost']} lost, {p['queue_drops']} queue drops, "
+    text = (f"trials {r['trials']} Mbit/s; " if len(r.get("trials", ())) > 1 else "") + (
+            f"{p['forwarded']} frames down, {p['lost']} lost, {p['queue_drops']} queue drops, "
             f"mean added delay {p['mean_delay_ms']} ms; {p.get('pure_acks_in', '?')} pure ACKs "
             "from the server")
     k = r.get("counters")
@@ -341,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=",".join(PROFILES), help="profiles, comma-separated")
     p.add_argument("--limit", type=float, default=120.0, help="seconds per download")
     p.add_argument("--json", default=None)
+    p.add_argument("--trials", type=int, default=1,
+                   help="downloads per column and profile; the median is reported")
     p.add_argument("--columns", default=",".join(COLUMNS),
                    help="columns, comma-separated (default: all four)")
     args = p.parse_args(argv)
@@ -351,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
     if bad or not columns:
         print(f"pathemu: error: unknown column {bad[0] if bad else args.columns!r} "
               f"(choose from {', '.join(COLUMNS)})", file=sys.stderr)
+        return 2
+    if args.trials < 1:
+        print("pathemu: error: --trials must be at least 1", file=sys.stderr)
         return 2
     if unknown or args.size < 1:
         print(f"pathemu: error: unknown profile {unknown[0]!r} (choose from {', '.join(PROFILES)})"
@@ -364,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     # deletes its namespaces once its download has ended.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     start = time.monotonic()
-    report = compare(names, args.size, args.limit, columns)
+    report = compare(names, args.size, args.limit, columns, args.trials)
     report["seconds"] = round(time.monotonic() - start, 1)
     print(markdown(report))
     if args.json:

@@ -100,6 +100,12 @@ class TcpConfig:
     # SRTT), as Linux does under the fq qdisc; BBR always paces.
     pacing: bool = False
     pacing_slack: float = 0.001     # how early a paced segment may leave (the timers' precision)
+    # The window a loss starts from: "cwnd" (RFC 9438 4.6, and Linux for
+    # every algorithm) or "flight", the bytes outstanding, SACKed ones
+    # included (RFC 5681 (4) and RFC 6675's FlightSize).
+    loss_window: str = "cwnd"
+    prr: bool = True                # SACK recovery sends at PRR's rate (RFC 6937, as Linux)
+    hystart: bool = True            # HyStart++ (RFC 9406) ends CUBIC's first slow start
     initial_cwnd: int = 10
     dupack_threshold: int = 3
 

@@ -1,5 +1,6 @@
 """Congestion control, pluggable: Reno (RFC 5681), NewReno (RFC 6582) and
-CUBIC (RFC 9438, the default).
+CUBIC (RFC 9438, the default, with HyStart++, RFC 9406, ``hystart.py``);
+and during SACK loss recovery Proportional Rate Reduction (RFC 6937).
 
 Loss detection (duplicate ACKs, SACK, the RTO) is ``recovery.py``'s; every
 change to the window is the controller's: this file is the only one that
@@ -24,14 +25,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from stack.tcp.hystart import CSS, CSS_GROWTH_DIVISOR, DONE, HyStart
+
 if TYPE_CHECKING:
     from stack.tcp.rate import RateSample
 
 ABC_LIMIT = 2  # RFC 3465 L: at most 2 MSS of growth per ACK in slow start
+INITIAL_SSTHRESH = 1 << 30
 
 
 class CongestionControl:
-    __slots__ = ("_acked", "cwnd", "mss", "pacing_rate", "ssthresh")
+    __slots__ = ("_acked", "cwnd", "mss", "pacing_rate", "prr_delivered", "recover_fs", "ssthresh")
 
     name = "base"
     wants_samples = False  # on_sample on every ACK (BBR)
@@ -42,7 +46,9 @@ class CongestionControl:
     def __init__(self, mss: int, initial_segments: int, seed: int = 0) -> None:
         self.mss = mss
         self.cwnd = initial_segments * mss
-        self.ssthresh = 1 << 30
+        self.ssthresh = INITIAL_SSTHRESH
+        self.prr_delivered = 0    # PRR (RFC 6937): bytes delivered since recovery began
+        self.recover_fs = 0       # ... and the flight then (RecoverFS)
         self.pacing_rate = 0.0  # bytes/s the sender paces at (0.0: as fast as the windows allow)
         self._acked = 0  # bytes counted toward the next congestion-avoidance increase
 
@@ -115,6 +121,42 @@ class CongestionControl:
         if not sack:
             self.cwnd = self.ssthresh + 3 * self.mss
 
+    def slow_start_ack(self, rtt: float | None, round_start: bool) -> str | None:
+        """Each ACK of new data in the first slow start, with an RTT sample
+        (``None``: none) and whether it begins a round trip: for HyStart++.
+        Returns what changed (``"hystart_css"``, ``"hystart_exit"``), or None."""
+        return None
+
+    # ---- Proportional Rate Reduction (RFC 6937), SACK recovery -------------------------
+
+    def prr_start(self, flight: int) -> None:
+        """Recovery begins with ``flight`` bytes outstanding (RecoverFS)."""
+        self.prr_delivered = 0
+        self.recover_fs = flight if flight > 0 else 1
+
+    def prr(self, delivered: int, pipe: int, prr_out: int) -> None:
+        """An ACK in recovery delivered ``delivered`` bytes (cumulatively or
+        by SACK); ``pipe`` are in the network, ``prr_out`` were sent since
+        recovery began. The window lets out what RFC 6937 allows: in
+        proportion to what is delivered while the pipe is above ssthresh,
+        then (PRR-SSRB) slow start back up to it, at most one MSS more than
+        delivered per ACK."""
+        self.prr_delivered += delivered
+        ss = self.ssthresh
+        if pipe > ss:
+            sndcnt = -(-self.prr_delivered * ss // self.recover_fs) - prr_out
+        else:
+            limit = self.prr_delivered - prr_out
+            if limit < delivered:
+                limit = delivered
+            limit += self.mss
+            sndcnt = ss - pipe if ss - pipe < limit else limit
+        self.cwnd = pipe + (sndcnt if sndcnt > 0 else 0)
+
+    def prr_end(self) -> None:
+        """Recovery is over (RFC 6937): the window is ssthresh."""
+        self.cwnd = self.ssthresh
+
     def on_dupack_in_recovery(self) -> None:
         """RFC 5681 3.2 (4), without SACK: each duplicate ACK inflates by one MSS."""
         self.cwnd += self.mss
@@ -173,8 +215,8 @@ class Cubic(CongestionControl):
     old) the window follows ``W_cubic(t) = C * (t - K)**3 + W_max`` segments,
     never below the Reno-friendly estimate ``W_est``."""
 
-    __slots__ = ("_after_rto", "_cwnd_f", "_cwnd_prior", "_origin", "_w_est", "epoch", "k",
-                 "w_max")
+    __slots__ = ("_after_rto", "_cwnd_f", "_cwnd_prior", "_origin", "_w_est", "epoch", "hystart",
+                 "k", "w_max")
 
     name = "cubic"
     C = 0.4
@@ -192,6 +234,29 @@ class Cubic(CongestionControl):
         self._cwnd_prior = 0.0    # segments, cwnd before the last reduction
         self._after_rto = False
         self._cwnd_f = float(self.cwnd)  # bytes, with the fraction the integer cwnd drops
+        self.hystart: HyStart | None = None  # from the first slow start ACK (RFC 9406)
+
+    def slow_start_ack(self, rtt: float | None, round_start: bool) -> str | None:
+        if self.ssthresh != INITIAL_SSTHRESH or self.cwnd >= self.ssthresh:
+            return None  # only the first slow start (not after an RTO)
+        hs = self.hystart
+        if hs is None:
+            hs = self.hystart = HyStart()
+        before = hs.phase
+        phase = hs.ack(rtt, round_start)
+        if phase == DONE:
+            self.ssthresh = self.cwnd  # congestion avoidance from here (RFC 9406 4.2)
+            return "hystart_exit"
+        return "hystart_css" if phase == CSS and before != CSS else None
+
+    def on_ack(self, acked: int, now: float, rtt: float | None) -> None:
+        hs = self.hystart
+        if hs is not None and hs.phase == CSS and self.cwnd < self.ssthresh:
+            # Conservative Slow Start: a quarter of slow start's growth.
+            step = acked if acked < ABC_LIMIT * self.mss else ABC_LIMIT * self.mss
+            self.cwnd += step // CSS_GROWTH_DIVISOR
+            return
+        super().on_ack(acked, now, rtt)
 
     def w_cubic(self, t: float) -> float:
         """RFC 9438 figure 1, in segments, for the current epoch."""
@@ -245,6 +310,8 @@ class Cubic(CongestionControl):
         return max(int(flight * self.BETA), 2 * self.mss)  # section 4.6
 
     def on_loss(self, flight: int, now: float) -> None:
+        if self.hystart is not None:
+            self.hystart.over()
         cw = self.cwnd / self.mss
         self._cwnd_prior = cw
         if self.fast_convergence and cw < self.w_max:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 class Recovery:
     __slots__ = ("cc", "cfg", "conn", "dupacks", "high_rxt", "hs", "in_recovery", "partial_acks",
-                 "rack_on", "model_seen",
+                 "rack_on", "model_seen", "prr_base", "round_end",
                  "rack", "recover", "rescue_rxt", "sb", "snd", "timers")
     def __init__(self, conn: TcpConnection, iss: int) -> None:
         self.conn = conn
@@ -53,6 +53,8 @@ class Recovery:
         self.rack: Rack | None = None      # the records, from the first data sent
         self.rack_on = False               # RACK finds the losses (SACK agreed, cfg.rack)
         self.model_seen: tuple[object, ...] = ()  # the model's state last traced (BBR)
+        self.prr_base = 0                  # the sender's bytes_sent when recovery began (PRR)
+        self.round_end = iss               # SND.NXT when this round trip began (HyStart++)
 
     def synchronized(self, una: int) -> None:
         """The handshake is over, with SND.UNA at ``una``."""
@@ -187,6 +189,12 @@ class Recovery:
                     why = "recovery_exit"
             else:
                 self.dupacks = 0
+                if cc.cwnd < cc.ssthresh and self.cfg.hystart:
+                    start = seq_ge(ack, self.round_end)
+                    if start:
+                        self.round_end = snd.snd_nxt
+                    sample = rack.rtt if rack is not None and rack.ack_order >= 0 else None
+                    why = cc.slow_start_ack(sample, start) or why
                 cw = cc.cwnd
                 if (2 * prior_flight >= cw if cw < cc.ssthresh
                         else prior_flight + 2 * mss >= cw):
@@ -223,6 +231,8 @@ class Recovery:
                                                   or self.timers.armed(T.REO)):
             if self.rack_detect(now):
                 why = "fast_retransmit"
+        if self.in_recovery and self.prr_on():
+            self.prr(acked + newly)
         if cc.wants_samples and rack is not None:
             self.sample(rack, rack.marked - marked, now)
         elif self.cfg.pacing and self.conn.rtt.srtt:
@@ -230,6 +240,28 @@ class Recovery:
 
         if self.conn.trace.on and (cc.cwnd != cwnd0 or cc.ssthresh != ssthresh0):
             self.trace_cwnd(why)
+
+    def prr_on(self) -> bool:
+        """PRR sets the window in SACK recovery (not BBR's: it has its own)."""
+        return self.cfg.prr and self.sb is not None and not self.cc.wants_samples
+
+    def prr(self, delivered: int) -> None:
+        """RFC 6937 on an ACK in recovery: the window is what is in the
+        network plus what PRR lets out now."""
+        snd = self.snd
+        if self.rack_on and self.rack is not None:
+            pipe = self.rack.in_flight()
+        else:
+            sb = self.sb
+            assert sb is not None
+            hr = seq_diff(self.high_rxt, snd.snd_una)
+            pipe = sb.pipe(seq_diff(snd.snd_max, snd.snd_una), hr if hr > 0 else 0,
+                           self.hs.mss, self.cfg.dupack_threshold)
+        self.cc.prr(delivered, pipe, snd.bytes_sent - self.prr_base)
+
+    def basis(self) -> int:
+        """What a loss's new window is a fraction of (``TcpConfig.loss_window``)."""
+        return self.cc.cwnd if self.cfg.loss_window == "cwnd" else self.snd.flight()
 
     def sample(self, rack: Rack, lost: int, now: float) -> None:
         """The ACK's delivery-rate sample, to a controller that wants it (BBR)."""
@@ -273,7 +305,13 @@ class Recovery:
         self.recover = snd.snd_max
         self.in_recovery = True
         self.partial_acks = 0
-        self.cc.enter_fast_recovery(flight, now, sack)
+        basis = self.basis()
+        self.cc.enter_fast_recovery(basis, now, sack)
+        if sack and self.prr_on():
+            # RecoverFS: what ssthresh is a fraction of, so that PRR brings
+            # the flight down to it over one round (Linux: prior_cwnd).
+            self.prr_base = snd.bytes_sent
+            self.cc.prr_start(basis)
         sb = self.sb
         if self.rack_on:
             self._resend_lost(now, "fast")
@@ -300,6 +338,8 @@ class Recovery:
         self.in_recovery = False
         self.dupacks = 0
         self.cc.exit_recovery(self.snd.flight(), now, self.hs.sack_ok)
+        if self.prr_on():
+            self.cc.prr_end()
         if self.rack is not None:
             self.rack.recovery_over()
 
@@ -356,7 +396,7 @@ class Recovery:
     def on_timeout(self, now: float) -> None:
         """The RTO fired on data: the loss window, and recovery starts over."""
         snd = self.snd
-        self.cc.on_timeout(snd.flight(), now)
+        self.cc.on_timeout(self.basis(), now)
         if self.conn.trace.on:
             self.trace_cwnd("rto")
         self.in_recovery = False

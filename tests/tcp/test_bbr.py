@@ -226,7 +226,6 @@ def test_over_a_bottleneck_bbr_finds_the_rate_and_keeps_the_queue_short():
     # CUBIC fills the 100-packet queue until it overflows; BBR keeps about
     # one BDP in flight.
     assert q_bbr < q_cubic / 2, (q_bbr, q_cubic)
-    assert bbr.drops < cubic.drops
 
 
 def test_on_a_lossy_path_bbr_keeps_the_rate_where_cubic_backs_off():

@@ -20,7 +20,7 @@ from tests.helpers.tcp import IRS, Conversation, LossyNet
 MSS = 1448
 # RFC 6675's own loss detection (duplicate ACKs and IsLost): RACK, the
 # default, decides by time instead (tests/tcp/test_rack.py).
-RFC6675 = TcpConfig(rack=False)
+RFC6675 = TcpConfig(rack=False, prr=False, loss_window="flight")
 WIN = 4000  # the peer's window field: 4000 << 7 = 512000 bytes
 
 
@@ -302,9 +302,9 @@ def test_cubic_window_follows_the_rfc_9438_curve():
     for i in (1, 2, 3):
         c.feed(".", IRS + 1, S(0), win=WIN, sack=((S(1), S(1 + i)),), timestamps=(2, 100))
     assert conn.status()["in_recovery"]
-    # W_max is the window at the loss; ssthresh 0.7 of what was in flight
-    # (100 segments and the 2 that the first two SACKs let out).
-    assert cc.w_max == 100 and cc.ssthresh == int(0.7 * 102 * MSS)
+    # W_max is the window at the loss; ssthresh 0.7 of it (RFC 9438 4.6
+    # with cwnd, as Linux: not of the 102 segments out, SACKed ones included).
+    assert cc.w_max == 100 and cc.ssthresh == int(0.7 * 100 * MSS)
     c.sent()
     # The hole is filled: everything sent so far is acknowledged at once.
     c.now += rtt
@@ -363,7 +363,8 @@ def transfer(seed: int, sack: bool, loss: float = 0.05,
     ACKs are delayed from the start (no quickack mode), and no tail loss
     probes (they need SACK, and each is a retransmission of its own): the
     two runs then differ only by what SACK recovery changes."""
-    cfg = TcpConfig(sack=sack, max_quickacks=0, tlp=False)
+    # RFC 5681's FlightSize rule in both runs, so they differ by recovery alone.
+    cfg = TcpConfig(sack=sack, max_quickacks=0, tlp=False, loss_window="flight")
     net = LossyNet(seed, loss=loss, delay=0.01, config=cfg, trace_events=False, keyed=True)
     lst = net.b.listen((0, 80), 8, 0.0)
     client = net.a.connect(net.A, (net.B, 80), 0.0)
@@ -446,3 +447,89 @@ def test_the_probe_ack_ends_the_episode_and_the_next_flight_may_probe_again():
     c.sent()
     c.run_until(c.now + 1.0)
     assert [r for _, r, _ in resent(c)][:2] == ["tlp", "tlp"]
+
+
+# ---- Proportional Rate Reduction (RFC 6937) -------------------------------------------------
+
+
+def test_prr_sends_in_proportion_to_what_is_delivered_then_ends_at_ssthresh():
+    """20 segments out, the first lost, each ACK SACKing one more: from the
+    fast retransmit on, the sender sends ceil(delivered * ssthresh /
+    RecoverFS) bytes in all (whole segments), not nothing and then a burst
+    (RFC 6675 alone) nor a segment per ACK."""
+    c = sender(TcpConfig(rack=False, initial_cwnd=20), segments=0)
+    c.conn.send(b"x" * (MSS * 40), c.now)
+    assert len(c.sent()) == 20                      # 20 out, 20 waiting
+    c.now = 0.2
+    # Before recovery each SACKed segment has left the network: one new each.
+    assert ack(c, S(0), (S(1), S(2))) == [(S(20), MSS)]
+    assert ack(c, S(0), (S(1), S(3))) == [(S(21), MSS)]
+    # The third SACKed segment: IsLost(segment 0), recovery, the fast retransmit.
+    assert ack(c, S(0), (S(1), S(4))) == [(S(0), MSS)]
+    st = c.conn.status()
+    ss, recover_fs = st["ssthresh"], 20 * MSS      # 0.7 of cwnd, and cwnd itself
+    assert st["in_recovery"] and ss == int(0.7 * 20 * MSS)
+    delivered, out, nxt = MSS, MSS, 22              # this ACK delivered one; one went
+    sends = []
+    for top in range(5, 13):                        # the pipe stays above ssthresh
+        sent = ack(c, S(0), (S(1), S(top)))
+        delivered += MSS
+        allowed = -(-delivered * ss // recover_fs) - out
+        assert sent == [(S(nxt + i), MSS) for i in range(allowed // MSS)], top
+        out += MSS * len(sent)
+        nxt += len(sent)
+        sends.append(len(sent))
+    # About 0.7 segments per segment delivered, spread over the ACKs.
+    assert 1 + sum(sends) == (9 * MSS * ss // recover_fs) // MSS == 6  # (of 9 delivered)
+    # The hole is filled: recovery ends with cwnd = ssthresh.
+    c.feed(".", IRS + 1, c.conn.status()["snd_max"], win=WIN, timestamps=(2, 100))
+    st = c.conn.status()
+    assert not st["in_recovery"] and st["cwnd"] == st["ssthresh"] == ss
+
+
+# ---- HyStart++ (RFC 9406) ------------------------------------------------------------------
+
+
+def test_hystart_enters_css_on_an_rtt_rise_and_leaves_slow_start_after_five_rounds():
+    from stack.tcp.hystart import CSS, DONE, SLOW_START, HyStart
+
+    h = HyStart()
+
+    def round_of(rtt: float) -> str:
+        phase = h.ack(rtt, True)
+        for _ in range(7):
+            phase = h.ack(rtt, False)
+        return phase
+
+    assert round_of(0.020) == SLOW_START and round_of(0.020) == SLOW_START
+    # A rise under max(4 ms, min(20 ms / 8, 16 ms)) = 4 ms is not enough ...
+    assert round_of(0.0235) == SLOW_START
+    # ... one of 4 ms over the last round's minimum is: Conservative Slow Start.
+    assert round_of(0.0276) == CSS and h.baseline == 0.0276
+    # The RTT falls below the baseline again: the rise was spurious.
+    assert round_of(0.0200) == SLOW_START
+    assert round_of(0.0250) == CSS
+    for _ in range(4):
+        assert round_of(0.026) == CSS
+    assert h.ack(0.026, True) == DONE        # the fifth CSS round ends slow start
+
+
+def test_hystart_ends_cubic_slow_start_before_the_queue_overflows():
+    from tests.helpers.bottleneck import BottleneckNet
+
+    def run(hystart: bool) -> BottleneckNet:
+        net = BottleneckNet(4, rate=20e6 / 8, delay=0.02, queue=100,
+                            config=TcpConfig(hystart=hystart))
+        net.now = 1000.0
+        data, got = net.download(2_000_000, limit=1100.0)
+        assert got == data
+        return net
+
+    on = run(True)
+    off = run(False)
+    st_on, st_off = on.conn.status(), off.conn.status()
+    # Without HyStart++ slow start doubles into the 100-packet queue and
+    # loses a window's worth; with it, the window stops growing fast when
+    # the queue starts to build (the RTT rises).
+    assert on.drops < off.drops / 2, (on.drops, off.drops)
+    assert st_on["retrans"] < st_off["retrans"]

@@ -114,13 +114,17 @@ def test_karn_no_sample_from_retransmitted_data_backoff_kept():
     assert c.conn.status()["srtt"] == pytest.approx(0.875 * 0.1 + 0.125 * 0.05)
 
 
-def test_go_back_n_after_rto_with_slow_start():
-    c = connect_with_rtt(TcpConfig(congestion="newreno"), rtt=0.1)
+@pytest.mark.parametrize("rule, ssthresh", [
+    ("flight", 2920),   # RFC 5681 (4): half of the 3 segments outstanding, at least 2 MSS
+    ("cwnd", 7300),     # Linux (tcp_reno_ssthresh): half of cwnd, 10 segments
+])
+def test_go_back_n_after_rto_with_slow_start(rule, ssthresh):
+    c = connect_with_rtt(TcpConfig(congestion="newreno", loss_window=rule), rtt=0.1)
     c.conn.send(b"x" * 4380, c.now)
     assert len(c.sent()) == 3  # all lost
     c.run_until(0.4)
     c.expect("Flags [.], seq 1001:2461, ack 5001, win 65535, length 1460")
-    assert c.conn.status()["cwnd"] == 1460 and c.conn.status()["ssthresh"] == 2920
+    assert c.conn.status()["cwnd"] == 1460 and c.conn.status()["ssthresh"] == ssthresh
     c.feed(".", 5001, 2461)
     c.expect("Flags [.], seq 2461:3921, ack 5001, win 65535, length 1460",
              "Flags [P.], seq 3921:5381, ack 5001, win 65535, length 1460")
@@ -139,8 +143,9 @@ def test_ack_of_everything_stops_the_timer():
 # ---- fast retransmit, Reno ----------------------------------------------------------
 
 
-def five_segments_in_flight(congestion: str = "newreno") -> Conversation:
-    c = connect_with_rtt(TcpConfig(congestion=congestion, sack=False), rtt=0.1)
+def five_segments_in_flight(congestion: str = "newreno", rule: str = "flight") -> Conversation:
+    # RFC 5681's FlightSize rule by default here: the windows below follow it.
+    c = connect_with_rtt(TcpConfig(congestion=congestion, sack=False, loss_window=rule), rtt=0.1)
     c.conn.send(b"x" * 7300, c.now)
     assert len(c.sent()) == 5
     c.feed(".", 5001, 2461)  # first segment acknowledged
