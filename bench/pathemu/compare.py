@@ -272,7 +272,7 @@ def compare(names: list[str], size: int, limit: float,
         for n, name in enumerate(names):
             profile = PROFILES[name]
             runs: dict[str, list[dict]] = {f"{w} {c}": [] for w, c in columns}
-            for trial in range(trials):
+            for _ in range(trials):
                 results: dict = {}
                 threads = [threading.Thread(target=_column, args=(
                     results, f"pc{os.getpid() % 100000}{n}{i}", profile, who, cc, size, work,
