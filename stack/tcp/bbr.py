@@ -203,6 +203,12 @@ class Bbr(CongestionControl):
         self.full_bw = 0.0
         self.round_start = True
 
+    def undo(self, cwnd: int, ssthresh: int) -> None:
+        """As Linux's ``bbr_undo_cwnd``: the window stays (BBR restores its
+        own at recovery's end); the bandwidth plateau is looked for again."""
+        self.full_bw = 0.0
+        self.full_bw_count = 0
+
     def take_over(self, old: CongestionControl) -> None:
         self.cwnd = old.cwnd
 

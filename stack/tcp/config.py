@@ -106,6 +106,7 @@ class TcpConfig:
     loss_window: str = "cwnd"
     prr: bool = True                # SACK recovery sends at PRR's rate (RFC 6937, as Linux)
     hystart: bool = True            # HyStart++ (RFC 9406) ends CUBIC's first slow start
+    undo: bool = True               # D-SACK and Eifel undo of a spurious window cut (undo.py)
     initial_cwnd: int = 10
     dupack_threshold: int = 3
 

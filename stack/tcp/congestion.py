@@ -157,6 +157,14 @@ class CongestionControl:
         """Recovery is over (RFC 6937): the window is ssthresh."""
         self.cwnd = self.ssthresh
 
+    def undo(self, cwnd: int, ssthresh: int) -> None:
+        """The cut was spurious (``undo.py``): back to the window and
+        ssthresh it started from, unless they have grown past them since."""
+        if cwnd > self.cwnd:
+            self.cwnd = cwnd
+        if ssthresh > self.ssthresh:
+            self.ssthresh = ssthresh
+
     def on_dupack_in_recovery(self) -> None:
         """RFC 5681 3.2 (4), without SACK: each duplicate ACK inflates by one MSS."""
         self.cwnd += self.mss
@@ -324,6 +332,12 @@ class Cubic(CongestionControl):
 
     def on_recovery_exit(self, now: float) -> None:
         self.epoch = None
+
+    def undo(self, cwnd: int, ssthresh: int) -> None:
+        super().undo(cwnd, ssthresh)
+        self.epoch = None
+        self._after_rto = False
+        self._cwnd_f = float(self.cwnd)
 
     def on_timeout(self, flight: int, now: float) -> None:
         self._cwnd_prior = self.cwnd / self.mss

@@ -257,6 +257,7 @@ class TcpConnection(Endpoint):
         """Count a segment sent again and trace it (the one place that does)."""
         self.trace.count("tcp", "retrans_segs")
         self.retrans_total += 1
+        self.recovery.retransmitted(seq, n, self.now)
         if self.trace.on:
             self.trace.event("tcp", "retransmit", conn=self.name, reason=reason, seq=seq,
                              len=n, **extra)

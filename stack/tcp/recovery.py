@@ -24,7 +24,8 @@ from stack.tcp.algorithms import ALGORITHMS
 from stack.tcp.congestion import CongestionControl
 from stack.tcp.rack import Rack
 from stack.tcp.sack import Scoreboard
-from stack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le
+from stack.tcp.seq import seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt, tsval
+from stack.tcp.undo import Undo
 from stack.wire.tcp import TcpSegment
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 
 class Recovery:
     __slots__ = ("cc", "cfg", "conn", "dupacks", "high_rxt", "hs", "in_recovery", "partial_acks",
-                 "rack_on", "model_seen", "prr_base", "round_end",
+                 "rack_on", "model_seen", "prr_base", "round_end", "undo",
                  "rack", "recover", "rescue_rxt", "sb", "snd", "timers")
     def __init__(self, conn: TcpConnection, iss: int) -> None:
         self.conn = conn
@@ -55,6 +56,7 @@ class Recovery:
         self.model_seen: tuple[object, ...] = ()  # the model's state last traced (BBR)
         self.prr_base = 0                  # the sender's bytes_sent when recovery began (PRR)
         self.round_end = iss               # SND.NXT when this round trip began (HyStart++)
+        self.undo: Undo | None = None      # the loss episode's saved window (undo.py)
 
     def synchronized(self, una: int) -> None:
         """The handshake is over, with SND.UNA at ``una``."""
@@ -162,12 +164,24 @@ class Recovery:
                     newly += sb.add(lo, hi)
                     if rack is not None:
                         rack.sacked_block(left, right, now, mss)
-            if self.rack_on and rack is not None:
-                left, right = blocks[0]
-                if seq_le(right, ack) or (len(blocks) > 1 and seq_ge(left, blocks[1][0])
-                                          and seq_le(right, blocks[1][1])):
-                    rack.dsack(snd.snd_max)  # RFC 2883's two kinds of D-SACK
+            left, right = blocks[0]
+            if seq_le(right, ack) or (len(blocks) > 1 and seq_ge(left, blocks[1][0])
+                                      and seq_le(right, blocks[1][1])):
+                # RFC 2883's two kinds of D-SACK.
+                if self.rack_on and rack is not None:
+                    rack.dsack(snd.snd_max)
+                undo = self.undo
+                if (undo is not None and undo.first_seq is not None
+                        and seq_ge(left, undo.first_seq) and undo.dsacked(seq_diff(right, left))):
+                    why = self._undo("dsack")
 
+        undo = self.undo
+        if (acked > 0 and undo is not None and undo.first_seq is not None
+                and seq_gt(ack, undo.first_seq)):
+            # The first ACK past the first retransmission: Eifel's test.
+            ts = seg.timestamps
+            if ts is not None and ts[1] and seq_lt(ts[1], undo.first_ts):
+                why = self._undo("eifel")
         restart_timer = True
         if acked > 0:
             if self.in_recovery:
@@ -241,6 +255,21 @@ class Recovery:
         if self.conn.trace.on and (cc.cwnd != cwnd0 or cc.ssthresh != ssthresh0):
             self.trace_cwnd(why)
 
+    def _undo(self, how: str) -> str:
+        """The episode's retransmissions were spurious: its window back."""
+        undo = self.undo
+        assert undo is not None
+        self.undo = None
+        self.cc.undo(undo.cwnd, undo.ssthresh)
+        self.conn.trace.count("tcp", "undo_" + how)
+        return "undo"
+
+    def retransmitted(self, seq: int, n: int, now: float) -> None:
+        """Bytes sent again during a loss episode (the connection reports all)."""
+        undo = self.undo
+        if undo is not None:
+            undo.retransmitted(seq, n, tsval(self.hs.ts_base, now))
+
     def prr_on(self) -> bool:
         """PRR sets the window in SACK recovery (not BBR's: it has its own)."""
         return self.cfg.prr and self.sb is not None and not self.cc.wants_samples
@@ -306,7 +335,10 @@ class Recovery:
         self.in_recovery = True
         self.partial_acks = 0
         basis = self.basis()
-        self.cc.enter_fast_recovery(basis, now, sack)
+        cc = self.cc
+        if self.cfg.undo and (self.hs.ts_ok or sack):
+            self.undo = Undo(cc.cwnd, cc.ssthresh)
+        cc.enter_fast_recovery(basis, now, sack)
         if sack and self.prr_on():
             # RecoverFS: what ssthresh is a fraction of, so that PRR brings
             # the flight down to it over one round (Linux: prior_cwnd).
@@ -396,7 +428,10 @@ class Recovery:
     def on_timeout(self, now: float) -> None:
         """The RTO fired on data: the loss window, and recovery starts over."""
         snd = self.snd
-        self.cc.on_timeout(self.basis(), now)
+        cc = self.cc
+        if self.cfg.undo and self.undo is None and (self.hs.ts_ok or self.hs.sack_ok):
+            self.undo = Undo(cc.cwnd, cc.ssthresh)  # (a second RTO keeps the first's)
+        cc.on_timeout(self.basis(), now)
         if self.conn.trace.on:
             self.trace_cwnd("rto")
         self.in_recovery = False

@@ -19,8 +19,11 @@ from tests.helpers.tcp import IRS, Conversation, LossyNet
 
 MSS = 1448
 # RFC 6675's own loss detection (duplicate ACKs and IsLost): RACK, the
-# default, decides by time instead (tests/tcp/test_rack.py).
-RFC6675 = TcpConfig(rack=False, prr=False, loss_window="flight")
+# default, decides by time instead (tests/tcp/test_rack.py); its FlightSize
+# rule for ssthresh and its pipe for sending (no PRR).
+# (undo off: the ACKs here echo one old timestamp, which Eifel would read as
+# every retransmission being spurious.)
+RFC6675 = TcpConfig(rack=False, prr=False, loss_window="flight", undo=False)
 WIN = 4000  # the peer's window field: 4000 << 7 = 512000 bytes
 
 
@@ -176,7 +179,7 @@ def test_rescue_retransmission_for_a_lost_tail():
 
 def test_rto_forgets_sacks_then_go_back_skips_what_is_sacked_again():
     # The RTO itself, not the tail loss probe or RACK's timer before it.
-    c = sender(TcpConfig(tlp=False, rack=False))
+    c = sender(TcpConfig(tlp=False, rack=False, undo=False))  # (fixed TSecr: no Eifel undo)
     c.now = 0.2
     ack(c, S(0), (S(2), S(3)))  # one duplicate ACK, no recovery
     c.run_until(c.conn.status()["timers"].get("rto"))
@@ -192,7 +195,7 @@ def test_rto_forgets_sacks_then_go_back_skips_what_is_sacked_again():
 
 
 def test_newreno_partial_ack_resends_next_hole_and_stays_in_recovery():
-    c = sender(TcpConfig(congestion="newreno"), sack=False)
+    c = sender(TcpConfig(congestion="newreno", undo=False), sack=False)  # (fixed TSecr: no Eifel undo)
     c.now = 0.2
     for _ in range(2):
         assert ack(c, S(0)) == []
@@ -457,7 +460,7 @@ def test_prr_sends_in_proportion_to_what_is_delivered_then_ends_at_ssthresh():
     fast retransmit on, the sender sends ceil(delivered * ssthresh /
     RecoverFS) bytes in all (whole segments), not nothing and then a burst
     (RFC 6675 alone) nor a segment per ACK."""
-    c = sender(TcpConfig(rack=False, initial_cwnd=20), segments=0)
+    c = sender(TcpConfig(rack=False, initial_cwnd=20, undo=False), segments=0)  # (fixed TSecr: no Eifel undo)
     c.conn.send(b"x" * (MSS * 40), c.now)
     assert len(c.sent()) == 20                      # 20 out, 20 waiting
     c.now = 0.2
