@@ -260,7 +260,7 @@ class Recovery:
         undo = self.undo
         assert undo is not None
         self.undo = None
-        self.cc.undo(undo.cwnd, undo.ssthresh)
+        self.cc.undo(undo.window, undo.ssthresh)
         self.conn.trace.count("tcp", "undo_" + how)
         return "undo"
 

@@ -22,10 +22,10 @@ from __future__ import annotations
 class Undo:
     """One loss episode's record (:class:`~stack.tcp.recovery.Recovery` keeps it)."""
 
-    __slots__ = ("cwnd", "first_seq", "first_ts", "retrans", "ssthresh")
+    __slots__ = ("first_seq", "first_ts", "retrans", "ssthresh", "window")
 
     def __init__(self, cwnd: int, ssthresh: int) -> None:
-        self.cwnd = cwnd              # the window before the cut
+        self.window = cwnd            # the window before the cut
         self.ssthresh = ssthresh
         self.retrans = 0              # bytes retransmitted, less those D-SACKed since
         self.first_seq: int | None = None   # the first retransmission's sequence number
