@@ -10,7 +10,8 @@ import os
 import pytest
 
 from stack.lab import evidence as ev
-from stack.lab.lessons.paths import bbr_modes, moves_ok, paced_at_gain, segments_after_icmp
+from stack.lab.lessons.paths import (bbr_modes, drained_into_probe_bw, moves_ok, paced_at_gain,
+                                     segments_after_icmp)
 
 from tests.helpers.cli import run_stack
 
@@ -144,7 +145,7 @@ def test_loss(tmp_path, name):
     # its modes in the timeline's summary.
     bbr = ev.trace(str(tmp_path / "loss-bbr.jsonl"))
     models = list(ev.events(bbr, "tcp", "bbr"))
-    assert models and models[0]["bbr_mode"] == "STARTUP"
+    assert drained_into_probe_bw(bbr_modes(models))
     assert all(e["pacing_rate"] > 0 for e in models)
     assert png_height(tmp_path / "loss-bbr.png") == 1000
     assert "    bbr       STARTUP " in (tmp_path / "loss-bbr-timeline.txt").read_text()
@@ -164,6 +165,11 @@ def test_bbr_moves_and_pacing_checks():
     assert moves_ok(["STARTUP", "PROBE_BW", "PROBE_RTT", "PROBE_BW"])
     assert not moves_ok(["DRAIN", "PROBE_BW"]) and not moves_ok(["STARTUP", "DRAIN", "STARTUP"])
     assert not moves_ok([])
+    assert drained_into_probe_bw(["STARTUP", "DRAIN", "PROBE_BW", "PROBE_RTT", "PROBE_BW"])
+    assert drained_into_probe_bw(["STARTUP", "PROBE_BW"])
+    for order in (["STARTUP"], ["STARTUP", "DRAIN"], ["STARTUP", "PROBE_RTT", "PROBE_BW"],
+                  ["STARTUP", "DRAIN", "PROBE_BW", "DRAIN"]):
+        assert not drained_into_probe_bw(order), order
     assert paced_at_gain([m("PROBE_BW", 1.25, 1000, 1240), m("STARTUP", 2.885, 1000, 9000)]) == []
     bad = [m("PROBE_BW", 1.0, 1000, 900), m("PROBE_BW", 0.75, 1000, 1000), m("STARTUP", 2.0, 0, 5)]
     assert paced_at_gain(bad) == bad

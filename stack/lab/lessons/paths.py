@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 
 from stack.lab import evidence as ev
+from stack.lab.build import must
 from stack.lab.lab import Lab
 from stack.lab.lessons import Report, lesson
 
@@ -268,6 +269,8 @@ link = "wan"
 interfaces = { lan = "198.51.100.1/24", wan = "203.0.113.1/24" }
 """
 
+# r1 forwards to the client at most 40 Mbit/s, queueing up to 200 kB (a token bucket).
+BOTTLENECK = "tc qdisc replace dev r1-wan root tbf rate 40mbit burst 16kb limit 200kb"
 LOSS_SIZE = 6_000_000
 # What curl downloaded, and the seconds from its connection's handshake to the last byte.
 TIMED_CURL = ("curl -s -o /dev/null -w '%{{size_download}} %{{time_connect}} %{{time_total}}' "
@@ -320,6 +323,13 @@ def bbr_modes(models: list[dict]) -> list[str]:
     return [m for i, m in enumerate(modes) if i == 0 or m != modes[i - 1]]
 
 
+def drained_into_probe_bw(order: list[str]) -> bool:
+    """STARTUP, then DRAIN, then PROBE_BW (or STARTUP then PROBE_BW, DRAIN having
+    ended on the ACK that began it), and after that only BBR's moves."""
+    start = order[:3] == ["STARTUP", "DRAIN", "PROBE_BW"] or order[:2] == ["STARTUP", "PROBE_BW"]
+    return start and moves_ok(order)
+
+
 def moves_ok(order: list[str]) -> bool:
     """Whether ``order`` begins in STARTUP and moves only as BBR moves."""
     return bool(order) and order[0] == "STARTUP" and all(
@@ -330,6 +340,7 @@ def moves_ok(order: list[str]) -> bool:
                 "against BBR", LOSSY)
 @lesson("loss-and-recovery", "The loss lesson, by the name its issue gave it", LOSSY)
 def loss(lab: Lab) -> Report:
+    must(lab.node("r1"), BOTTLENECK)
     got, cubic_s = _timed_download(lab, "loss", [])
     got_bbr, bbr_s = _timed_download(lab, "loss-bbr", ["--congestion", "bbr"])
     # A worse link, where whole flights and retransmissions are lost too.
@@ -342,24 +353,26 @@ def loss(lab: Lab) -> Report:
     heavy_trace = ev.trace(f"{lab.out}/heavy-loss.jsonl")
     r = Report(
         "A 6 MB download from the stack across a link that loses 2 % of frames and holds "
-        "each 10 ms (a round trip of 20 ms). Each loss leaves a hole: the client's ACKs stop "
+        "each 10 ms (a round trip of 20 ms), through a router that forwards to the client "
+        "at most 40 Mbit/s and queues what comes faster (a token bucket). Each loss leaves a hole: the client's ACKs stop "
         "at it and carry SACK blocks for what came after. The stack marks the hole lost "
         "(RACK: something sent after it arrived, and a little more than a round trip "
         "passed) and resends just that segment (fast retransmit), cutting its window to 0.7 "
         "of what was in flight (CUBIC), then grows it again: the sawtooth. CUBIC reads every "
         "loss as a full queue, so on a link that loses frames at random it keeps cutting "
-        "and never fills the pipe. "
+        "and never fills the 40 Mbit/s pipe. "
         "Then (loss-bbr) the same download on the same link with BBR (--congestion bbr). "
         "BBR does not take a loss for congestion: it measures the delivery rate and the "
         "smallest round trip, and sends at the bandwidth it has seen, pacing its segments "
         "out at that rate rather than in bursts. Its plot (loss-bbr.png, the bottom panel) "
         "shows its phases: STARTUP doubles the rate each round trip until the bandwidth "
-        "stops growing, DRAIN empties the queue STARTUP built (if that takes less than an "
-        "ACK, the trace goes from STARTUP straight to PROBE_BW), and PROBE_BW cruises at the "
-        "estimate, probing one round trip in eight at 5/4 of it and draining at 3/4. Here "
-        "the bottleneck is often the stack itself, one Python process: then the sender runs "
-        "short of data, its rate samples are app-limited, they cannot show a plateau, and "
-        "BBR may still be in STARTUP when the download ends. Every "
+        "stops growing (at the router's 40 Mbit/s), DRAIN empties the queue STARTUP built "
+        "in the router (if a loss emptied it already, DRAIN ends on the ACK that began it "
+        "and the trace goes from STARTUP to PROBE_BW), and PROBE_BW cruises at the estimate, probing one round trip in "
+        "eight at 5/4 of it and draining at 3/4. (Without the router's limit the bottleneck "
+        "would be the stack itself, one Python process; the sender would run short of "
+        "data, its rate samples would be app-limited and show no plateau, and BBR could "
+        "stay in STARTUP.) Every "
         "ten seconds or so (longer than this download) PROBE_RTT would cut the window to "
         "four segments to measure the round trip afresh. The random losses are repaired "
         "without slowing down. "
@@ -373,6 +386,7 @@ def loss(lab: Lab) -> Report:
          "loss.jsonl: retransmit events (reason fast, rack, tlp, rto) and cwnd events",
          "loss-bbr.png: the same with BBR; beneath cwnd its phases shaded, its bandwidth "
          "estimate and pacing rate; its min-RTT beside the smoothed RTT",
+         "r1-wan.pcap: what crossed the router's 40 Mbit/s limit",
          "loss-bbr-timeline.txt: the summary's bbr lines (modes in order, the last model); "
          "loss-bbr.jsonl: the bbr events",
          "heavy-loss-timeline.txt and heavy-loss.png: the timeouts and their backoff"])
@@ -388,9 +402,9 @@ def loss(lab: Lab) -> Report:
     r.check("bbr: the download completed", got_bbr == str(LOSS_SIZE), got_bbr)
     models = list(ev.events(bbr_trace, "tcp", "bbr"))
     order = bbr_modes(models)
-    r.check("bbr: the trace shows its modes: STARTUP first, then (when the bandwidth stopped "
-            "growing) DRAIN and PROBE_BW, in BBR's order", moves_ok(order),
-            " → ".join(order[:6]) or "no bbr events")
+    r.check("bbr: the trace shows STARTUP, then DRAIN (unless it ended on the ACK that began "
+            "it), then PROBE_BW, and only BBR's moves",
+            drained_into_probe_bw(order), " → ".join(order[:6]) or "no bbr events")
     wrong = paced_at_gain(models)
     r.check("bbr: it paced at its gain times its bandwidth estimate, at every change",
             bool(models) and not wrong,
@@ -398,6 +412,13 @@ def loss(lab: Lab) -> Report:
             + (f", last {models[-1].get('pacing_rate')} B/s" if models else ""))
     lost = sum(1 for e in ev.events(bbr_trace, "tcp", "retransmit") if e.get("reason") != "syn")
     r.check("bbr: it lost segments on this link too", lost >= 3, f"{lost} retransmissions")
+    cruising = [float(e.get("bbr_bw", 0)) * 8 / 1e6 for e in models
+                if e.get("bbr_mode") == "PROBE_BW"]
+    r.check("bbr: the losses did not cut its rate: in PROBE_BW its bandwidth estimate stayed "
+            "above half the router's 40 Mbit/s",
+            bool(cruising) and min(cruising) > 20,
+            f"lowest {min(cruising):.1f} Mbit/s; CUBIC cut its window {len(cuts)} times"
+            if cruising else "no PROBE_BW")
     r.check("bbr: its download was faster than CUBIC's on the same lossy link",
             cubic_s is not None and bbr_s is not None and bbr_s < cubic_s,
             f"CUBIC {_mbit(cubic_s)}, BBR {_mbit(bbr_s)}")
