@@ -9,6 +9,7 @@ from stack.lab import evidence as ev
 from stack.lab.build import must
 from stack.lab.lab import Lab
 from stack.lab.lessons import Report, lesson
+from stack.tracetool.bbr import rate
 
 PY = sys.executable
 
@@ -409,7 +410,7 @@ def loss(lab: Lab) -> Report:
     r.check("bbr: it paced at its gain times its bandwidth estimate, at every change",
             bool(models) and not wrong,
             f"{len(models)} bbr events, {len(wrong)} not"
-            + (f", last {models[-1].get('pacing_rate')} B/s" if models else ""))
+            + (f", last {rate(float(models[-1].get('pacing_rate', 0)))}" if models else ""))
     lost = sum(1 for e in ev.events(bbr_trace, "tcp", "retransmit") if e.get("reason") != "syn")
     r.check("bbr: it lost segments on this link too", lost >= 3, f"{lost} retransmissions")
     cruising = [float(e.get("bbr_bw", 0)) * 8 / 1e6 for e in models
