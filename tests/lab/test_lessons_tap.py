@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from stack import tracetool
 from stack.lab import evidence as ev
 from stack.lab.lessons.paths import (bbr_modes, drained_into_probe_bw, moves_ok, paced_at_gain,
                                      segments_after_icmp)
@@ -148,6 +149,10 @@ def test_loss(tmp_path, name):
     assert drained_into_probe_bw(bbr_modes(models))
     assert all(e["pacing_rate"] > 0 for e in models)
     assert png_height(tmp_path / "loss-bbr.png") == 1000
+    data = tracetool.plot_data(bbr, models[0]["conn"])
+    assert len(data["bbr_bw"]) == len(data["pacing_rate"]) == len(models)
+    phases = [p for _, _, p in data["bbr_phases"]]
+    assert phases[0] == "STARTUP" and {"PROBE_BW up", "PROBE_BW down", "PROBE_BW cruise"} <= set(phases)
     assert "    bbr       STARTUP " in (tmp_path / "loss-bbr-timeline.txt").read_text()
     assert [e for e in ev.events(bbr, "tcp", "retransmit") if e["reason"] != "syn"]
     faster = next(line for line in out.splitlines() if "faster than CUBIC" in line)
