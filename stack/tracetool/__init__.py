@@ -13,7 +13,8 @@ incarnation. Then, per connection:
   the handshake and teardown, data in between summarized;
 * :func:`plot_data` / :func:`plot` (``plot.py``) — the time-sequence graph
   with ACKs, window and retransmissions, and cwnd, ssthresh and smoothed RTT
-  beneath.
+  beneath; for a BBR connection, a third panel with its model (``bbr.py``):
+  the phases shaded, the bandwidth estimate and the pacing rate.
 
 Below TCP, :func:`layer_view` (``layers.py``) shows the ip, arp, icmp,
 udp and dhcp layers; :func:`follow` (``follow.py``) shows a trace as it is written.

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
+
+from stack.tracetool import bbr
 from stack.tracetool.read import HUGE_SSTHRESH, MASK
+
+# How the plot shades BBR's phases.
+PHASE_COLOURS = {"STARTUP": "tab:red", "DRAIN": "tab:orange", "PROBE_BW up": "tab:green",
+                 "PROBE_BW down": "tab:olive", "PROBE_BW cruise": "tab:gray",
+                 "PROBE_RTT": "tab:blue"}
 
 
 # -- plot ---------------------------------------------------------------------------
@@ -42,6 +49,14 @@ def plot_data(events: Iterable[dict], conn: str, direction: str | None = None,
     ``t_from``/``t_to`` (seconds since the stack started, like the trace's
     ``t``) keep the points inside that window; the sequence origin and the
     time origin stay the connection's, so a window is a zoom, not a new graph.
+
+    BBR's model, from its ``bbr`` events (empty lists for another congestion
+    control): ``bbr_bw`` (its bandwidth estimate), ``pacing_rate`` and
+    ``delivery_rate`` (the latest rate sample) in bytes per second,
+    ``bbr_min_rtt`` in seconds, as ``(t, value)``; ``bbr_phases`` as
+    ``(start, stop, phase)``, the phase one of ``bbr.PHASES`` (PROBE_BW
+    split by its pacing gain into up, down and cruise), the last running
+    to the connection's last event.
     """
     evs = [e for e in events if e.get("conn") == conn and e.get("layer") == "tcp"]
     segs = [e for e in evs if e["event"] == "seg"]
@@ -70,7 +85,8 @@ def plot_data(events: Iterable[dict], conn: str, direction: str | None = None,
             scale = theirs
     result: dict = {"conn": conn, "direction": direction, "t0": t0, "isn": isn,
                     "segments": [], "retransmissions": [], "acks": [], "window": [],
-                    "cwnd": [], "ssthresh": [], "srtt": []}
+                    "cwnd": [], "ssthresh": [], "srtt": [], "bbr_bw": [], "pacing_rate": [],
+                    "delivery_rate": [], "bbr_min_rtt": [], "bbr_phases": []}
     for e in sent:
         n = int(e.get("len", 0))
         if n > 0:
@@ -106,12 +122,24 @@ def plot_data(events: Iterable[dict], conn: str, direction: str | None = None,
                 result["ssthresh"].append((t, int(e["ssthresh"])))
         elif e["event"] == "rtt" and "srtt" in e:
             result["srtt"].append((t, float(e["srtt"])))
+        elif e["event"] == "bbr":
+            for key, field in (("bbr_bw", "bbr_bw"), ("pacing_rate", "pacing_rate"),
+                               ("delivery_rate", "delivery_rate")):
+                if isinstance(e.get(field), (int, float)):
+                    result[key].append((t, float(e[field])))
+            if isinstance(e.get("bbr_min_rtt"), (int, float)):
+                result["bbr_min_rtt"].append((t, float(e["bbr_min_rtt"])))
+    end = max((float(e["t"]) for e in evs), default=t0)
+    result["bbr_phases"] = [(a - t0, b - t0, p) for a, b, p in bbr.spans(evs, end)]
     result["window_s"] = (t_from, t_to)
     if t_from is not None or t_to is not None:
         lo = -float("inf") if t_from is None else t_from - t0
         hi = float("inf") if t_to is None else t_to - t0
-        for key in ("segments", "retransmissions", "acks", "window", "cwnd", "ssthresh", "srtt"):
+        for key in ("segments", "retransmissions", "acks", "window", "cwnd", "ssthresh", "srtt",
+                    "bbr_bw", "pacing_rate", "delivery_rate", "bbr_min_rtt"):
             result[key] = [p for p in result[key] if lo <= p[0] <= hi]
+        result["bbr_phases"] = [(max(a, lo), min(b, hi), p) for a, b, p in result["bbr_phases"]
+                                if b >= lo and a <= hi]
     return result
 
 
@@ -121,9 +149,16 @@ def plot(data: dict, out: str, title: str | None = None) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import EngFormatter
 
-    fig = Figure(figsize=(11, 8), dpi=100)
-    FigureCanvasAgg(fig)
-    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
+    model = bool(data.get("bbr_phases") or data.get("bbr_bw"))
+    if model:
+        fig = Figure(figsize=(11, 10), dpi=100)
+        FigureCanvasAgg(fig)
+        top, bottom, under = fig.subplots(3, 1, sharex=True,
+                                          gridspec_kw={"height_ratios": [3, 1.3, 1.3]})
+    else:
+        fig = Figure(figsize=(11, 8), dpi=100)
+        FigureCanvasAgg(fig)
+        top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1.3]})
     segs = data["segments"]
     rex = data["retransmissions"]
     who = "this stack" if data["direction"] == "out" else "the peer"
@@ -161,17 +196,50 @@ def plot(data: dict, out: str, title: str | None = None) -> None:
     bottom.set_ylabel("KB")
     bottom.set_ylim(bottom=0)
     bottom.ticklabel_format(axis="y", useOffset=False, style="plain")
-    bottom.set_xlabel("time since the connection's first event (s)")
+    if not model:
+        bottom.set_xlabel("time since the connection's first event (s)")
     bottom.grid(True, alpha=0.3)
     rtt_ax = bottom.twinx()
     if data["srtt"]:
         rtt_ax.plot([t for t, _ in data["srtt"]], [r * 1000 for _, r in data["srtt"]],
                     color="tab:cyan", linewidth=1, label="smoothed RTT")
-    rtt_ax.set_ylabel("srtt (ms)")
+    if model and data.get("bbr_min_rtt"):
+        mins = data["bbr_min_rtt"]
+        rtt_ax.step([t for t, _ in mins], [r * 1000 for _, r in mins], where="post",
+                    color="tab:brown", linewidth=1, linestyle=":", label="BBR min-RTT")
+    rtt_ax.set_ylabel("srtt, min-RTT (ms)" if model else "srtt (ms)")
     rtt_ax.set_ylim(bottom=0)
     handles, labels = bottom.get_legend_handles_labels()
     h2, l2 = rtt_ax.get_legend_handles_labels()
     if handles or h2:
         bottom.legend(handles + h2, labels + l2, loc="upper right", fontsize="small")
+    if model:
+        _draw_model(under, data)
     fig.tight_layout()
     fig.savefig(out, format="png")
+
+
+def _draw_model(ax: Any, data: dict) -> None:
+    """BBR's panel: its phases shaded and named, its bandwidth estimate,
+    pacing rate and delivery-rate samples in Mbit/s."""
+    seen: set[str] = set()
+    for a, b, p in data["bbr_phases"]:
+        ax.axvspan(a, b, color=PHASE_COLOURS.get(p, "tab:gray"), alpha=0.15, linewidth=0,
+                   label=None if p in seen else p)
+        seen.add(p)
+    mbit = 8 / 1e6
+    if data["delivery_rate"]:
+        ax.plot([t for t, _ in data["delivery_rate"]], [r * mbit for _, r in data["delivery_rate"]],
+                linestyle="none", marker=".", markersize=3, color="tab:gray",
+                label="delivery rate (sample)")
+    if data["bbr_bw"]:
+        ax.step([t for t, _ in data["bbr_bw"]], [r * mbit for _, r in data["bbr_bw"]],
+                where="post", color="tab:green", linewidth=1.5, label="bandwidth estimate (max)")
+    if data["pacing_rate"]:
+        ax.step([t for t, _ in data["pacing_rate"]], [r * mbit for _, r in data["pacing_rate"]],
+                where="post", color="tab:red", linewidth=1, label="pacing rate")
+    ax.set_ylabel("BBR (Mbit/s)")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("time since the connection's first event (s)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize="x-small", ncol=3)

@@ -14,7 +14,8 @@ incarnation. Then, per connection:
 * :func:`ladder` — the two-column message-sequence chart of the handshake and
   teardown, data in between summarized;
 * :func:`plot_data` / :func:`plot` — the time-sequence graph with ACKs,
-  window and retransmissions, and cwnd, ssthresh and smoothed RTT beneath.
+  window and retransmissions, and cwnd, ssthresh and smoothed RTT beneath
+  (and BBR's model, for a BBR connection).
 
 The functions return text or data; only :func:`main` writes to the terminal.
 """

@@ -4,7 +4,8 @@ Each state change with its time and cause; between them, as notes, what
 other layers did to the connection (an ICMP error quoting one of its
 segments, and what TCP made of it; an ARP failure for its peer's address);
 then the summary: span, bytes and segments each way, retransmissions, RTT,
-the time spent in each state, timers and drops. A SYN to a closed port and
+the time spent in each state, timers and drops, and for a BBR connection its
+modes in order and its last model (``bbr.py``). A SYN to a closed port and
 its RST show as a "refused" block with those two segments.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from stack.tracetool import bbr
 from stack.tracetool.read import Connection, duration, flag_names, plural, summarize
 
 _ms = duration
@@ -170,4 +172,6 @@ def timeline(conn: Connection, context: Iterable[dict] = ()) -> str:
         lines.append(f"    timers    {_counts(s.timers)}")
     if s.drops:
         lines.append(f"    drops     {_counts(s.drops)}")
+    t0 = min(float(e["t"]) for e in conn.whole.events)
+    lines.extend("    " + line for line in bbr.summary_lines(conn.events, t0))
     return "\n".join(lines)

@@ -9,8 +9,10 @@ import os
 
 import pytest
 
+from stack import tracetool
 from stack.lab import evidence as ev
-from stack.lab.lessons.paths import segments_after_icmp
+from stack.lab.lessons.paths import (bbr_modes, drained_into_probe_bw, moves_ok, paced_at_gain,
+                                     segments_after_icmp)
 
 from tests.helpers.cli import run_stack
 
@@ -126,15 +128,56 @@ def test_nat(tmp_path):
     assert "203.0.113.1" in (tmp_path / "nat-server.out").read_text()
 
 
-@pytest.mark.parametrize("name", ["loss"])
+def png_height(path) -> int:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(head[20:24], "big")
+
+
+@pytest.mark.parametrize("name", ["loss", "loss-and-recovery"])
 def test_loss(tmp_path, name):
-    lesson(name, tmp_path)
+    out = lesson(name, tmp_path)
     trace = ev.trace(str(tmp_path / "loss.jsonl"))
     reasons = [e["reason"] for e in ev.events(trace, "tcp", "retransmit")]
     assert reasons.count("fast") + reasons.count("rack") >= 3
-    assert os.path.getsize(tmp_path / "loss.png") > 0
+    assert not list(ev.events(trace, "tcp", "bbr"))           # CUBIC: no model
+    assert png_height(tmp_path / "loss.png") == 800             # two panels, as before
+    # The same download with BBR: its model in the trace, a third panel in its plot,
+    # its modes in the timeline's summary.
+    bbr = ev.trace(str(tmp_path / "loss-bbr.jsonl"))
+    models = list(ev.events(bbr, "tcp", "bbr"))
+    assert drained_into_probe_bw(bbr_modes(models))
+    assert all(e["pacing_rate"] > 0 for e in models)
+    assert png_height(tmp_path / "loss-bbr.png") == 1000
+    data = tracetool.plot_data(bbr, models[0]["conn"])
+    assert len(data["bbr_bw"]) == len(data["pacing_rate"]) == len(models)
+    phases = [p for _, _, p in data["bbr_phases"]]
+    assert phases[0] == "STARTUP" and {"PROBE_BW up", "PROBE_BW down", "PROBE_BW cruise"} <= set(phases)
+    assert "    bbr       STARTUP " in (tmp_path / "loss-bbr-timeline.txt").read_text()
+    assert [e for e in ev.events(bbr, "tcp", "retransmit") if e["reason"] != "syn"]
+    faster = next(line for line in out.splitlines() if "faster than CUBIC" in line)
+    assert faster.startswith("  yes "), faster
     heavy = ev.trace(str(tmp_path / "heavy-loss.jsonl"))
     assert [e for e in ev.events(heavy, "tcp", "retransmit") if e["reason"] in ("rto", "tlp")]
+
+
+def test_bbr_moves_and_pacing_checks():
+    """The lesson's checks on BBR's trace, on hand-built events."""
+    def m(mode, gain=1.0, bw=1000, rate=990):
+        return {"bbr_mode": mode, "bbr_pacing_gain": gain, "bbr_bw": bw, "pacing_rate": rate}
+    order = bbr_modes([m("STARTUP"), m("STARTUP"), m("DRAIN"), m("PROBE_BW"), m("PROBE_BW")])
+    assert order == ["STARTUP", "DRAIN", "PROBE_BW"] and moves_ok(order)
+    assert moves_ok(["STARTUP", "PROBE_BW", "PROBE_RTT", "PROBE_BW"])
+    assert not moves_ok(["DRAIN", "PROBE_BW"]) and not moves_ok(["STARTUP", "DRAIN", "STARTUP"])
+    assert not moves_ok([])
+    assert drained_into_probe_bw(["STARTUP", "DRAIN", "PROBE_BW", "PROBE_RTT", "PROBE_BW"])
+    assert drained_into_probe_bw(["STARTUP", "PROBE_BW"])
+    for order in (["STARTUP"], ["STARTUP", "DRAIN"], ["STARTUP", "PROBE_RTT", "PROBE_BW"],
+                  ["STARTUP", "DRAIN", "PROBE_BW", "DRAIN"]):
+        assert not drained_into_probe_bw(order), order
+    assert paced_at_gain([m("PROBE_BW", 1.25, 1000, 1240), m("STARTUP", 2.885, 1000, 9000)]) == []
+    bad = [m("PROBE_BW", 1.0, 1000, 900), m("PROBE_BW", 0.75, 1000, 1000), m("STARTUP", 2.0, 0, 5)]
+    assert paced_at_gain(bad) == bad
 
 
 def test_dns(tmp_path):

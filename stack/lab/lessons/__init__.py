@@ -58,7 +58,7 @@ def lesson(name: str, title: str, topology: str, stack_flags: tuple[str, ...] = 
 
 
 ORDER = ("handshake", "refused", "closewait", "timewait", "mtu", "fragments", "nat", "dns",
-         "traceroute", "loss", "dhcp")
+         "traceroute", "loss", "loss-and-recovery", "dhcp")
 
 
 def load_all() -> dict[str, Lesson]:
