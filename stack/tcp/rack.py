@@ -216,11 +216,13 @@ class Rack:
             self.rate.delivered_record(r, r[4], bool(f & EVER), now)
             self._delivered(r, now)
 
-    def dsack(self, flight_end: int) -> None:
+    def dsack(self, flight_end: int, probe: bool) -> None:
         """A D-SACK (RFC 2883): a retransmission was not needed, so the path
         reorders; widen the window, once per flight (RFC 8985 6.2 step 4).
-        (As Linux, this raises the step only: a probe's D-SACK is no sign
-        of reordering.)"""
+        A tail loss probe's D-SACK (``probe``) is no sign of reordering: it
+        only raises the step (as Linux)."""
+        if not probe:
+            self.reordering = True
         if self.una_pos >= self.dsack_high:
             if self.steps < STEPS_MAX:
                 self.steps += 1
@@ -257,8 +259,12 @@ class Rack:
         rtt = now - r[2]
         if r[3] & EVER:
             # Which copy arrived? One delivered faster than the path's
-            # minimum RTT was the original (Linux's rule): ignore it.
+            # minimum RTT was the original (Linux's rule): ignore it. And
+            # the original, late, was not lost: the path reorders (what
+            # Linux learns from the same luck in tcp_try_undo_partial).
             if self.min_rtt is None or rtt < self.min_rtt:
+                if self.min_rtt is not None:
+                    self.reordering = True
                 return
         elif self.min_rtt is None or rtt < self.min_rtt:
             self.min_rtt = rtt

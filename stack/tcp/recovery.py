@@ -169,7 +169,7 @@ class Recovery:
                                       and seq_le(right, blocks[1][1])):
                 # RFC 2883's two kinds of D-SACK.
                 if self.rack_on and rack is not None:
-                    rack.dsack(snd.snd_max)
+                    rack.dsack(snd.snd_max, snd.tlp_high is not None)
                 undo = self.undo
                 if (undo is not None and undo.first_seq is not None
                         and seq_ge(left, undo.first_seq) and undo.dsacked(seq_diff(right, left))):
@@ -262,6 +262,13 @@ class Recovery:
         self.undo = None
         self.cc.undo(undo.window, undo.ssthresh)
         self.conn.trace.count("tcp", "undo_" + how)
+        if self.in_recovery:
+            # Nothing was lost: recovery is over, and its cut with it (no
+            # PRR ending at ssthresh: Linux goes back to Open the same way).
+            self.in_recovery = False
+            self.dupacks = 0
+            if self.rack is not None:
+                self.rack.recovery_over()
         return "undo"
 
     def retransmitted(self, seq: int, n: int, now: float) -> None:

@@ -149,3 +149,38 @@ def test_a_go_back_copy_lost_after_an_rto_goes_again_before_the_next_rto():
     assert ("rack", S(1)) in retransmits(c)
     fired = [e for e in c.events if e["event"] == "timer" and e["timer"] == "rto"]
     assert len(fired) == 1                               # the RTO fired once only
+
+
+def one_way(cfg: TcpConfig, seed: int, size: int = 1_000_000) -> int:
+    """A bulk transfer over a path that reorders (10 ms, jitter 4 ms: segments
+    a few hundred microseconds apart overtake each other) and loses nothing;
+    returns the sender's retransmitted segments, all of them spurious."""
+    from tests.helpers.tcp import LossyNet
+
+    net = LossyNet(seed, delay=0.01, jitter=0.004, config=cfg, trace_events=False)
+    lst = net.b.listen((0, 80), 8, 0.0)
+    client = net.a.connect(net.A, (net.B, 80), 0.0)
+    data = bytes(range(256)) * (size // 256)
+    sent, got, server = 0, bytearray(), None
+    while net.now < 120 and len(got) < len(data):
+        if server is None:
+            server = lst.accept()
+        if client.state == "ESTABLISHED" and sent < len(data):
+            sent += client.send(memoryview(data)[sent:sent + 65536], net.now)
+        if server is not None:
+            while chunk := server.recv(1 << 20):
+                got += chunk
+        if not net.step():
+            break
+    assert bytes(got) == data
+    return net.traces["a"].counters["tcp.retrans_segs"]
+
+
+def test_on_a_reordering_path_rack_retransmits_far_less_than_counting_duplicates():
+    """RFC 6675 calls a segment lost when three segments above it are
+    SACKed, which reordering alone does all the time; RACK waits a
+    fraction of the RTT (widened by each D-SACK) before it calls it lost."""
+    rack = sum(one_way(TcpConfig(), seed) for seed in (1, 2, 3))
+    dupthresh = sum(one_way(TcpConfig(rack=False), seed) for seed in (1, 2, 3))
+    assert dupthresh > 50, dupthresh
+    assert rack * 5 <= dupthresh, (rack, dupthresh)
