@@ -221,7 +221,7 @@ def test_newreno_partial_ack_resends_next_hole_and_stays_in_recovery():
 
 
 def test_reno_partial_ack_ends_recovery():
-    c = sender(TcpConfig(congestion="reno"), sack=False)
+    c = sender(TcpConfig(congestion="reno", undo=False), sack=False)  # (fixed TSecr: no Eifel undo)
     c.now = 0.2
     for _ in range(3):
         ack(c, S(0))
