@@ -122,6 +122,11 @@ def _up_parser(sub: Subparsers) -> None:
     p.add_argument("--congestion", type=cliargs.congestion, default="cubic", metavar="NAME",
                    help="congestion control for every connection: cubic, bbr, newreno or reno "
                         "(default: %(default)s)")
+    p.add_argument("--loss-window", choices=("cwnd", "flight"), default="cwnd",
+                   help="what a loss's new window is a fraction of: cwnd (Linux, RFC 9438 "
+                        "4.6) or the bytes in flight (RFC 5681, RFC 6675) (default: %(default)s)")
+    p.add_argument("--pacing", action="store_true",
+                   help="pace every congestion control, not only BBR (as Linux under fq)")
     p.add_argument("--msl", type=cliargs.msl, default=30.0, metavar="SECONDS",
                    help="maximum segment lifetime; TIME_WAIT lasts twice that "
                         "(default: %(default)g)")
@@ -289,7 +294,8 @@ def _open_stack(args: argparse.Namespace, trace: Trace | None) -> Stack:
     from stack.runtime import Stack
     from stack.tcp.config import TcpConfig
 
-    config = TcpConfig(msl=args.msl, congestion=args.congestion)
+    config = TcpConfig(msl=args.msl, congestion=args.congestion, loss_window=args.loss_window,
+                       pacing=args.pacing)
     try:
         return Stack.tap(args.tap, address=args.address, gateway=args.gateway,
                          host_address=args.host_address, mtu=args.mtu, mac=args.mac,

@@ -198,9 +198,12 @@ def stack_column(tag: str, profile: Profile, cc: str, size: int, work: str,
     with Path(tag, stack=True) as path:
         emu = path.start(profile)
         env = dict(os.environ, PYTHONPATH=str(ROOT))
+        # "cubic+flight": CUBIC with --loss-window flight; "cubic+pacing": paced.
+        cc, _, variant = cc.partition("+")
+        extra = {"flight": ["--loss-window", "flight"], "pacing": ["--pacing"], "": []}[variant]
         proc = path.popen("e", STACK_PYTHON, "-m", "stack.cli", "up", "--tap", "tap0",
                           "--address", f"{path.addresses['stack']}/24", "--serve", "http:80",
-                          "--congestion", cc, "--control", os.path.join(work, f"{tag}.ctl"),
+                          "--congestion", cc, *extra, "--control", os.path.join(work, f"{tag}.ctl"),
                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
             up = wait_for(lambda: proc.poll() is not None or reachable(path, "s", path.addresses["stack"], 80),
@@ -247,6 +250,7 @@ def _column(results: dict, tag: str, profile: Profile, who: str, cc: str, size: 
 
 
 COLUMNS = ("stack cubic", "stack bbr", "linux cubic", "linux bbr")
+VARIANTS = ("stack cubic+flight", "stack cubic+pacing")  # on request (--columns)
 
 
 def median_of(runs: list[dict]) -> dict:
@@ -364,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n in args.only.split(",") if n]
     unknown = [n for n in names if n not in PROFILES]
     columns = tuple(c.strip() for c in args.columns.split(",") if c.strip())
-    bad = [c for c in columns if c not in COLUMNS]
+    bad = [c for c in columns if c not in COLUMNS + VARIANTS]
     if bad or not columns:
         print(f"pathemu: error: unknown column {bad[0] if bad else args.columns!r} "
               f"(choose from {', '.join(COLUMNS)})", file=sys.stderr)

@@ -94,6 +94,7 @@ UP_CASES = [
      ["--serve", "/nonexistent-dir"]),
     # --congestion, --msl, --busy-poll, --trace-*
     ("congestion-unknown", ["--congestion", "vegas"], 2, ["--congestion", "vegas"]),
+    ("loss-window-unknown", ["--loss-window", "half"], 2, ["--loss-window", "half"]),
     ("msl-zero", ["--msl", "0"], 2, ["--msl"]),
     ("msl-negative", ["--msl", "-1"], 2, ["--msl"]),
     ("msl-word", ["--msl", "long"], 2, ["--msl"]),
