@@ -126,7 +126,8 @@ def _up_parser(sub: Subparsers) -> None:
                    help="what a loss's new window is a fraction of: cwnd (Linux, RFC 9438 "
                         "4.6) or the bytes in flight (RFC 5681, RFC 6675) (default: %(default)s)")
     p.add_argument("--pacing", action="store_true",
-                   help="pace every congestion control, not only BBR (as Linux under fq)")
+                   help="pace every congestion control, not only BBR (as Linux under fq) "
+                        "(default: off)")
     p.add_argument("--msl", type=cliargs.msl, default=30.0, metavar="SECONDS",
                    help="maximum segment lifetime; TIME_WAIT lasts twice that "
                         "(default: %(default)g)")

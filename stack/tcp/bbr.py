@@ -409,6 +409,9 @@ class Bbr(CongestionControl):
         self.cwnd = cwnd
         return self.conserving
 
+    def holds_back(self) -> bool:
+        return self.mode == PROBE_RTT  # Linux: "ignore low rate samples during this mode"
+
     def model_key(self) -> tuple[object, ...]:
         """A trace event per round trip, and per mode or gain change."""
         return (self.mode, self.cycle_idx, self.round_count)

@@ -60,8 +60,10 @@ class CongestionControl:
         self.cwnd = initial_segments * self.mss
 
     def take_over(self, old: CongestionControl) -> None:
-        """Continue from another algorithm's window (TCP_CONGESTION on a live connection)."""
+        """Continue from another algorithm's window (TCP_CONGESTION on a live
+        connection), in a recovery under way too."""
         self.cwnd, self.ssthresh = old.cwnd, old.ssthresh
+        self.prr_delivered, self.recover_fs = old.prr_delivered, old.recover_fs
 
     def on_ack(self, acked: int, now: float, rtt: float | None) -> None:
         """``acked`` new bytes acknowledged outside loss recovery, while the
@@ -92,6 +94,11 @@ class CongestionControl:
     def info(self) -> dict[str, object]:
         """The algorithm's own state, for ``status()`` (none here)."""
         return {}
+
+    def holds_back(self) -> bool:
+        """Sending less than it could on purpose (BBR's PROBE_RTT): the
+        samples meanwhile measure that, not the path."""
+        return False
 
     def model_key(self) -> tuple[object, ...]:
         """What, changed, makes a ``bbr`` trace event (a model's mode and round)."""
@@ -144,7 +151,8 @@ class CongestionControl:
         self.prr_delivered += delivered
         ss = self.ssthresh
         if pipe > ss:
-            sndcnt = -(-self.prr_delivered * ss // self.recover_fs) - prr_out
+            fs = self.recover_fs if self.recover_fs > 0 else pipe
+            sndcnt = -(-self.prr_delivered * ss // fs) - prr_out
         else:
             limit = self.prr_delivered - prr_out
             if limit < delivered:
@@ -154,8 +162,10 @@ class CongestionControl:
         self.cwnd = pipe + (sndcnt if sndcnt > 0 else 0)
 
     def prr_end(self) -> None:
-        """Recovery is over (RFC 6937): the window is ssthresh."""
-        self.cwnd = self.ssthresh
+        """Recovery is over (RFC 6937): the window is ssthresh (unless that
+        is still infinite, as Linux's ``tcp_end_cwnd_reduction``)."""
+        if self.ssthresh < INITIAL_SSTHRESH:
+            self.cwnd = self.ssthresh
 
     def undo(self, cwnd: int, ssthresh: int) -> None:
         """The cut was spurious (``undo.py``): back to the window and
@@ -335,11 +345,15 @@ class Cubic(CongestionControl):
 
     def undo(self, cwnd: int, ssthresh: int) -> None:
         super().undo(cwnd, ssthresh)
+        if self.ssthresh == INITIAL_SSTHRESH:
+            self.hystart = None  # back in the first slow start: HyStart++ afresh
         self.epoch = None
         self._after_rto = False
         self._cwnd_f = float(self.cwnd)
 
     def on_timeout(self, flight: int, now: float) -> None:
+        if self.hystart is not None:
+            self.hystart.over()
         self._cwnd_prior = self.cwnd / self.mss
         self.epoch = None
         self._after_rto = True

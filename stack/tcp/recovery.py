@@ -147,6 +147,7 @@ class Recovery:
         sb = self.sb
         rack = self.rack
         marked = rack.marked if rack is not None else 0
+        sacked0 = rack.sacked if rack is not None else 0
         if rack is not None:
             rack.begin_ack()
             rack.path_rtt(self.conn.rtt.min_rtt)
@@ -172,13 +173,15 @@ class Recovery:
                     rack.dsack(snd.snd_max, snd.tlp_high is not None)
                 undo = self.undo
                 if (undo is not None and undo.first_seq is not None
-                        and seq_ge(left, undo.first_seq) and undo.dsacked(seq_diff(right, left))):
+                        and seq_ge(left, undo.first_seq) and seq_le(right, undo.high)
+                        and undo.dsacked(seq_diff(right, left))):
                     why = self._undo("dsack")
 
         undo = self.undo
         if (acked > 0 and undo is not None and undo.first_seq is not None
-                and seq_gt(ack, undo.first_seq)):
-            # The first ACK past the first retransmission: Eifel's test.
+                and not undo.tested and seq_gt(ack, undo.first_seq)):
+            # The first ACK past the first retransmission: Eifel's test, once.
+            undo.tested = True
             ts = seg.timestamps
             if ts is not None and ts[1] and seq_lt(ts[1], undo.first_ts):
                 why = self._undo("eifel")
@@ -245,8 +248,10 @@ class Recovery:
                                                   or self.timers.armed(T.REO)):
             if self.rack_detect(now):
                 why = "fast_retransmit"
-        if self.in_recovery and self.prr_on():
-            self.prr(acked + newly)
+        if self.in_recovery and self.prr_on() and rack is not None:
+            # RFC 6937's DeliveredData: SND.UNA's advance plus the change in
+            # SACKed bytes (negative when the ACK covers what was SACKed).
+            self.prr(acked + rack.sacked - sacked0)
         if cc.wants_samples and rack is not None:
             self.sample(rack, rack.marked - marked, now)
         elif self.cfg.pacing and self.conn.rtt.srtt:
@@ -269,6 +274,8 @@ class Recovery:
             self.dupacks = 0
             if self.rack is not None:
                 self.rack.recovery_over()
+        else:
+            self.snd.resume()  # a spurious RTO: no going back over what was not lost
         return "undo"
 
     def retransmitted(self, seq: int, n: int, now: float) -> None:
@@ -315,6 +322,8 @@ class Recovery:
         inflight = rack.in_flight() if self.rack_on else flight - self.sacked()
         cc = self.cc
         cc.on_sample(rs, inflight, lost, phase, self.conn.rtt.srtt, now)
+        if cc.holds_back():
+            rack.rate.mark_app_limited(inflight)
         if self.conn.trace.on:
             seen = cc.model_key()
             if seen != self.model_seen:
@@ -436,8 +445,11 @@ class Recovery:
         """The RTO fired on data: the loss window, and recovery starts over."""
         snd = self.snd
         cc = self.cc
-        if self.cfg.undo and self.undo is None and (self.hs.ts_ok or self.hs.sack_ok):
-            self.undo = Undo(cc.cwnd, cc.ssthresh)  # (a second RTO keeps the first's)
+        episode = self.in_recovery or (self.recover != snd.iss
+                                       and seq_lt(snd.snd_una, self.recover))
+        if self.cfg.undo and (self.hs.ts_ok or self.hs.sack_ok) and (
+                self.undo is None or not episode):
+            self.undo = Undo(cc.cwnd, cc.ssthresh)  # (an RTO within an episode keeps its)
         cc.on_timeout(self.basis(), now)
         if self.conn.trace.on:
             self.trace_cwnd("rto")

@@ -313,12 +313,18 @@ class Sender:
                 rack.rate.mark_app_limited(flight)
         if total and self.probe_due and self._may_probe():
             self.arm_rto(now)  # the probe's timeout counts from the flight's last segment
-        if remaining > 0 and not timers.armed(T.RTO) and not timers.armed(T.PERSIST):
+        if (remaining > 0 and not timers.armed(T.RTO) and not timers.armed(T.PERSIST)
+                and not timers.armed(T.PACE)):
             # Data waits on the peer's window and nothing is in flight to
             # bring an ACK: probe the window later.
             timers.start(T.PERSIST, now + self.persist_interval())
         self.bytes_sent += total
         return total
+
+    def resume(self) -> None:
+        """A spurious RTO was undone: what went back N was not lost."""
+        if seq_lt(self.snd_nxt, self.snd_max):
+            self.snd_nxt = self.snd_max
 
     def pace_wait(self, now: float) -> bool:
         """True (and the pace timer armed) while the pacer holds the next segment."""

@@ -18,11 +18,13 @@ of those and the present ones), and CUBIC starts a new epoch from there.
 
 from __future__ import annotations
 
+from stack.tcp.seq import seq_add, seq_gt
+
 
 class Undo:
     """One loss episode's record (:class:`~stack.tcp.recovery.Recovery` keeps it)."""
 
-    __slots__ = ("first_seq", "first_ts", "retrans", "ssthresh", "window")
+    __slots__ = ("first_seq", "first_ts", "high", "retrans", "ssthresh", "tested", "window")
 
     def __init__(self, cwnd: int, ssthresh: int) -> None:
         self.window = cwnd            # the window before the cut
@@ -30,11 +32,17 @@ class Undo:
         self.retrans = 0              # bytes retransmitted, less those D-SACKed since
         self.first_seq: int | None = None   # the first retransmission's sequence number
         self.first_ts = 0                   # ... and the TSval it carried
+        self.high = 0                 # the end of the highest byte retransmitted
+        self.tested = False           # Eifel's test was made (on the first ACK past first_seq)
 
     def retransmitted(self, seq: int, n: int, ts: int) -> None:
+        end = seq_add(seq, n)
         if self.first_seq is None:
             self.first_seq = seq
             self.first_ts = ts
+            self.high = end
+        elif seq_gt(end, self.high):
+            self.high = end
         self.retrans += n
 
     def dsacked(self, n: int) -> bool:

@@ -256,3 +256,44 @@ def test_byte_exact_both_ways_through_the_fault_injector(cc):
     assert bytes(got_b) == data_a and bytes(got_a) == data_b
     assert client.state == "CLOSED" and server.state == "CLOSED"
     assert client.error is None and server.error is None
+
+
+def test_probe_rtt_on_a_short_path_keeps_the_bandwidth_estimate():
+    """Four segments in flight for 200 ms are some twenty round trips of a
+    10 ms path, twice the bandwidth filter's window: PROBE_RTT's samples
+    count as app-limited (as Linux), so the estimate survives them."""
+    rate = 4e6 / 8
+    bbr = BottleneckNet(6, rate=rate, delay=0.005, queue=50, config=TcpConfig(congestion="bbr"))
+    seen = []
+
+    def sample(now, conn):
+        st = conn.status()
+        if st.get("bbr_mode"):
+            seen.append((now, st["bbr_mode"], st["bbr_bw"]))
+
+    bbr.now = T0
+    data, got = bbr.download(6_500_000, limit=T0 + 120, sample=sample)
+    assert got == data
+    probe_at = [t for t, m, _ in seen if m == PROBE_RTT]
+    assert probe_at, "no PROBE_RTT"
+    after = [bw for t, m, bw in seen if t > probe_at[-1] + 0.5 and m == PROBE_BW]
+    assert after and min(after) > 0.8 * rate * 1448 / 1514, (min(after), rate)
+
+
+def test_switching_algorithm_in_the_middle_of_a_recovery():
+    from tests.tcp.test_recovery import S, ack, sender
+
+    for first, second in (("cubic", "newreno"), ("bbr", "cubic"), ("cubic", "bbr")):
+        c = sender(TcpConfig(congestion=first, undo=False, pacing_slack=1.0))  # (all 10 at once)
+        c.now = 0.2
+        ack(c, S(0), (S(1), S(2)))
+        ack(c, S(0), (S(1), S(3)))
+        ack(c, S(0), (S(1), S(4)))
+        assert c.conn.status()["in_recovery"] or first == "bbr"
+        c.conn.set_congestion(second)
+        for top in range(5, 10):
+            ack(c, S(0), (S(1), S(top)))       # no ZeroDivisionError
+        ack(c, S(10))
+        st = c.conn.status()
+        assert not st["in_recovery"] and st["congestion"] == second
+        assert st["cwnd"] < 1 << 29, (first, second, st["cwnd"])

@@ -536,3 +536,21 @@ def test_hystart_ends_cubic_slow_start_before_the_queue_overflows():
     # the queue starts to build (the RTT rises).
     assert on.drops < off.drops / 2, (on.drops, off.drops)
     assert st_on["retrans"] < st_off["retrans"]
+
+
+def test_an_rto_ends_conservative_slow_start_for_good():
+    from stack.tcp.hystart import CSS
+
+    cc = Cubic(MSS, 10)
+    for _ in range(3):                        # rounds at 20 ms, then one at 30 ms: CSS
+        cc.slow_start_ack(0.020, True)
+        for _ in range(7):
+            cc.slow_start_ack(0.020, False)
+    cc.slow_start_ack(0.030, True)
+    for _ in range(7):
+        cc.slow_start_ack(0.030, False)
+    assert cc.hystart is not None and cc.hystart.phase == CSS
+    cc.on_timeout(cc.cwnd, 1.0)
+    before = cc.cwnd
+    cc.on_ack(2 * MSS, 1.1, 0.03)            # slow start again, at its full rate
+    assert cc.cwnd == before + 2 * MSS
