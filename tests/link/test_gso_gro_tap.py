@@ -82,9 +82,11 @@ def test_100_mb_each_way_with_the_c_paths_and_without(tap_stack, tmp_path, gso):
     assert (bytes1 - bytes0) / (frames1 - frames0) <= MSS_FRAME
     assert stats.get("tcp.drop.bad_checksum", 0) == 0
     if gso:
-        # Most of 100 MB left as 64 KB segments, each cut into ~45 frames ...
+        # Most of 100 MB left as super-segments of tens of frames (up to 45:
+        # 64 KB; how many depends on what the writer and cwnd hand over at
+        # once, 26 to 30 on average here) ...
         assert stats["link.gso_cut"] > SIZE // 65536 // 2, stats
-        assert stats["link.gso_frames"] > 30 * stats["link.gso_cut"], stats
+        assert stats["link.gso_frames"] > 20 * stats["link.gso_cut"], stats
         # ... and most of the upload's segments reached TCP merged.
         assert stats["tcp.gro_merged"] > SIZE // 1448 // 2, stats
     else:
