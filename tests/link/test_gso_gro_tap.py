@@ -82,11 +82,14 @@ def test_100_mb_each_way_with_the_c_paths_and_without(tap_stack, tmp_path, gso):
     assert (bytes1 - bytes0) / (frames1 - frames0) <= MSS_FRAME
     assert stats.get("tcp.drop.bad_checksum", 0) == 0
     if gso:
-        # Most of 100 MB left as super-segments of tens of frames (up to 45:
-        # 64 KB; how many depends on what the writer and cwnd hand over at
-        # once, 26 to 30 on average here) ...
+        # Most of 100 MB left as super-segments of several frames each (up
+        # to 45: 64 KB). How many depends on what the send buffer and cwnd
+        # hand over at once: a flow held by its buffer sends 64 KB at a time,
+        # one held by cwnd what each ACK frees (26-30 frames on average on a
+        # quiet machine, 8 under the full suite's load). Linux's TSO deferral
+        # (tcp_tso_should_defer) would keep them large; see the issue note.
         assert stats["link.gso_cut"] > SIZE // 65536 // 2, stats
-        assert stats["link.gso_frames"] > 20 * stats["link.gso_cut"], stats
+        assert stats["link.gso_frames"] > 4 * stats["link.gso_cut"], stats
         # ... and most of the upload's segments reached TCP merged.
         assert stats["tcp.gro_merged"] > SIZE // 1448 // 2, stats
     else:

