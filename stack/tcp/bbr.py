@@ -191,9 +191,6 @@ class Bbr(CongestionControl):
     def enter_fast_recovery(self, flight: int, now: float, sack: bool) -> None:
         self._save_cwnd()  # the window itself is set on the ACK (packet conservation)
 
-    def on_loss(self, flight: int, now: float) -> None:
-        self._save_cwnd()
-
     def on_timeout(self, flight: int, now: float) -> None:
         """As Linux's ``tcp_enter_loss`` with BBR: one segment, the round
         ends, and the bandwidth plateau is looked for afresh."""

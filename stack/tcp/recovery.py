@@ -318,8 +318,8 @@ class Recovery:
             phase = 2                      # bbr.LOSS: the RTO's go-back-N is under way
         else:
             phase = 0
-        flight = seq_diff(snd.snd_nxt, snd.snd_una)
-        inflight = rack.in_flight() if self.rack_on else flight - self.sacked()
+        inflight = (rack.in_flight() if self.rack_on
+                    else seq_diff(snd.snd_nxt, snd.snd_una) - self.sacked())
         cc = self.cc
         cc.on_sample(rs, inflight, lost, phase, self.conn.rtt.srtt, now)
         if cc.holds_back():
